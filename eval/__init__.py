@@ -1,0 +1,1 @@
+"""Evaluation: layout and image accuracy, CLIP scores, benchmark suites."""

@@ -1,0 +1,1 @@
+"""Synthesis stage: training-free attention control on Stable Diffusion and GLIGEN."""

@@ -1,0 +1,96 @@
+"""The data every guidance loss reads: captured attention maps and per-sample targets.
+
+Every loss in :mod:`synth.losses` has one signature (k-diffusion style)::
+
+    loss(maps: AttentionMaps, targets: GuidanceTargets, step: int, **options) -> Tensor  # 0-dim, fp32
+
+``maps`` and ``targets`` describe ONE sample of the batch (the engine slices the batch;
+the expensive UNet forward/backward is still batched). All tensors here are fp32 even
+when the model runs in fp16/bf16: the capture processor upcasts what it stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+AttentionKind = Literal["cross", "self"]
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """Which attention probabilities a loss needs materialized (everything else runs SDPA).
+
+    ``resolutions`` are (h, w) of the layer's latent grid, e.g. ((16, 16),) for SD1.5's
+    16x16 maps at 512 px; ``None`` means every resolution. ``places`` filters by UNet part.
+    """
+
+    kind: AttentionKind
+    resolutions: tuple[tuple[int, int], ...] | None = None
+    places: tuple[str, ...] = ("down", "mid", "up")
+
+
+@dataclass
+class CapturedAttention:
+    """Attention probabilities of one layer for one sample."""
+
+    layer: str  # processor name, e.g. "up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor"
+    kind: AttentionKind
+    place: str  # "down" | "mid" | "up"
+    size: tuple[int, int]  # (h, w) of the latent grid at this layer
+    probs: torch.Tensor  # (heads, h*w, keys): keys = 77 text tokens (cross) or h*w pixels (self)
+
+
+@dataclass
+class AttentionMaps:
+    """All captured layers of one guidance forward, for one sample."""
+
+    entries: list[CapturedAttention] = field(default_factory=list)
+
+    def select(
+        self, kind: AttentionKind, size: tuple[int, int] | None = None, places: tuple[str, ...] | None = None
+    ) -> list[CapturedAttention]:
+        return [
+            e
+            for e in self.entries
+            if e.kind == kind and (size is None or e.size == size) and (places is None or e.place in places)
+        ]
+
+    def mean(self, kind: AttentionKind, size: tuple[int, int], places: tuple[str, ...] | None = None) -> torch.Tensor:
+        """Average over heads and layers at one resolution: (h, w, keys), as A&E's `aggregate_attention`."""
+        chosen = self.select(kind, size, places)
+        if not chosen:
+            have = sorted({(e.kind, e.size) for e in self.entries})
+            raise ValueError(f"no {kind}-attention maps of size {size} were captured (captured: {have})")
+        h, w = size
+        stacked = torch.cat([e.probs.reshape(-1, h, w, e.probs.shape[-1]) for e in chosen], dim=0)
+        return stacked.mean(dim=0)
+
+
+@dataclass
+class GuidanceTargets:
+    """What one sample's attention should do: token groups and boxes per object."""
+
+    token_groups: list[list[int]]  # per object: positions of its phrase's tokens in the 77-token prompt (0 = <|startoftext|>)
+    boxes: torch.Tensor  # (N, 4) normalized [x0, y0, x1, y1], fp32; may be empty (0, 4) for prompt-only methods
+    eot_index: int  # position of <|endoftext|> in the prompt
+    previous: AttentionMaps | None = None  # the previous guided step's maps (detached), for A-STAR retention
+
+    def box_masks(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        """(N, h, w) hard masks: a cell is inside when its centre lies in the box."""
+        device = device or self.boxes.device
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        b = self.boxes.to(device=device, dtype=torch.float32)
+        inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])  # (N, w)
+        inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (N, h)
+        masks = (inside_y[:, :, None] & inside_x[:, None, :]).float()  # (N, h, w)
+        # A box thinner than one cell still owns the cell its centre falls in.
+        for i in range(b.shape[0]):
+            if masks[i].sum() == 0:
+                cy = int(min(h - 1, max(0, ((b[i, 1] + b[i, 3]) / 2 * h).floor().item())))
+                cx = int(min(w - 1, max(0, ((b[i, 0] + b[i, 2]) / 2 * w).floor().item())))
+                masks[i, cy, cx] = 1.0
+        return masks
