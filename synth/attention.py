@@ -1,0 +1,242 @@
+"""The one attention-capture mechanism: a diffusers attention processor that materializes probabilities.
+
+Every attention layer of the UNet gets a :class:`CaptureProcessor` (installed with
+``unet.set_attn_processor`` by :func:`attention_capture`, restored afterwards even on error).
+It computes attention exactly as diffusers' ``AttnProcessor2_0`` (fused SDPA) everywhere, except in
+the layers the active losses request (:class:`~synth.maps.MapRequest`) during a guidance pass: there
+it computes ``softmax(q k^T * scale)`` explicitly and keeps the fp32 probabilities in the autograd
+graph, as Attend-and-Excite's ``AttendExciteAttnProcessor`` does (Chefer et al. 2023).
+
+A guidance pass only needs the maps, not the noise prediction, so once the last requested layer
+(in execution order) has stored its maps the processor raises :class:`StopForward` and the rest of
+the UNet (the high-resolution up blocks) runs neither forward nor backward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .maps import AttentionKind, AttentionMaps, CapturedAttention, MapRequest
+
+PLACES = ("down", "mid", "up")
+
+
+class StopForward(Exception):
+    """Raised inside the UNet once every requested map is stored (early exit of a guidance pass)."""
+
+
+def layer_kind(name: str) -> AttentionKind | None:
+    """'self' for a transformer block's ``attn1``, 'cross' for ``attn2``; None for others (e.g. GLIGEN's fuser)."""
+    parts = name.split(".")
+    if "attn1" in parts:
+        return "self"
+    if "attn2" in parts:
+        return "cross"
+    return None
+
+
+def layer_place(name: str) -> str | None:
+    """'down' | 'mid' | 'up' from a processor name such as ``up_blocks.1.attentions.0...``."""
+    if name.startswith("down_blocks"):
+        return "down"
+    if name.startswith("mid_block"):
+        return "mid"
+    if name.startswith("up_blocks"):
+        return "up"
+    return None
+
+
+def grid_size(num_pixels: int, latent_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """(h, w) of a layer whose query has ``num_pixels`` tokens, for a latent of ``latent_hw``.
+
+    The UNet halves the grid per level, rounding up (stride-2 conv with padding 1).
+    """
+    h, w = latent_hw
+    for _ in range(8):
+        if h * w == num_pixels:
+            return (h, w)
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return None
+
+
+def request_matches(request: MapRequest, kind: AttentionKind, place: str, size: tuple[int, int]) -> bool:
+    return (
+        request.kind == kind
+        and place in request.places
+        and (request.resolutions is None or tuple(size) in {tuple(r) for r in request.resolutions})
+    )
+
+
+@dataclass
+class _StoredLayer:
+    kind: AttentionKind
+    place: str
+    size: tuple[int, int]
+    probs: torch.Tensor  # (B, heads, h*w, keys) fp32, in the autograd graph during guidance
+
+
+class AttentionCapture:
+    """What the processors of one UNet share: which maps to keep, and the maps of the last guidance pass."""
+
+    def __init__(self, requests: list[MapRequest], early_exit: bool = True):
+        self.requests = list(requests)
+        self.early_exit = early_exit
+        self.recording = False  # True only inside :meth:`guidance_forward`
+        self.latent_hw: tuple[int, int] | None = None
+        self.layers: dict[str, _StoredLayer] = {}
+        self._calls: list[str] = []  # processor names in execution order during the current pass
+        # latent (h, w) -> name of the last layer that stores maps, learnt from one full pass
+        self._last_needed: dict[tuple[int, int], str | None] = {}
+        self.stopped_early = False
+
+    def wants(self, kind: AttentionKind | None, place: str | None, size: tuple[int, int] | None) -> bool:
+        if kind is None or place is None or size is None:
+            return False
+        return any(request_matches(r, kind, place, size) for r in self.requests)
+
+    def stop_after(self) -> str | None:
+        return self._last_needed.get(self.latent_hw) if self.early_exit and self.latent_hw else None
+
+    def guidance_forward(self, run_unet: Callable[[], object], latent_hw: tuple[int, int]) -> None:
+        """Run ``run_unet`` as a guidance pass: requested maps stored with grad; stops after the last one."""
+        self.layers = {}
+        self._calls = []
+        self.latent_hw = tuple(latent_hw)  # type: ignore[assignment]
+        self.recording = True
+        self.stopped_early = False
+        try:
+            run_unet()
+        except StopForward:
+            self.stopped_early = True
+        finally:
+            self.recording = False
+        if not self.stopped_early and self.latent_hw not in self._last_needed:
+            stored = [name for name in self._calls if name in self.layers]
+            self._last_needed[self.latent_hw] = stored[-1] if stored else None
+        if not self.layers:
+            have = sorted({(layer_kind(n), layer_place(n)) for n in self._calls} - {(None, None)}, key=str)
+            raise ValueError(
+                f"no attention layer matched the requested maps {self.requests} for latent size {latent_hw} "
+                f"(layers seen: {have}); pick `attn_res` among the UNet's attention resolutions"
+            )
+
+    def maps(self, index: int) -> AttentionMaps:
+        """The maps of sample ``index`` of the last guidance pass, in execution order."""
+        return AttentionMaps(
+            entries=[
+                CapturedAttention(layer=name, kind=s.kind, place=s.place, size=s.size, probs=s.probs[index])
+                for name, s in self.layers.items()
+            ]
+        )
+
+    def clear(self) -> None:
+        """Drop stored maps (and with them the autograd graph they hold)."""
+        self.layers = {}
+
+
+class CaptureProcessor:
+    """``AttnProcessor2_0`` plus explicit, stored probabilities in the layers an :class:`AttentionCapture` wants."""
+
+    def __init__(self, name: str, capture: AttentionCapture):
+        self.name = name
+        self.capture = capture
+        self.kind = layer_kind(name)
+        self.place = layer_place(name)
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        capture = self.capture
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        num_queries = hidden_states.shape[1]
+
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            # (B, heads, queries, keys) as SDPA expects
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)  # (B, heads, Q, d)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)  # (B, heads, K, d)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        size = None
+        if capture.recording:
+            capture._calls.append(self.name)
+            size = grid_size(num_queries, capture.latent_hw)  # type: ignore[arg-type]
+        if capture.recording and capture.wants(self.kind, self.place, size):
+            # Explicit softmax in fp32 so losses see exact, differentiable probabilities.
+            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, Q, K)
+            if attention_mask is not None:
+                scores = scores + attention_mask.float()
+            probs = scores.softmax(dim=-1)
+            capture.layers[self.name] = _StoredLayer(self.kind, self.place, size, probs)  # type: ignore[arg-type]
+            if self.name == capture.stop_after():
+                raise StopForward
+            hidden_states = torch.matmul(probs.to(value.dtype), value)
+        else:
+            hidden_states = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+            )
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)  # linear proj
+        hidden_states = attn.to_out[1](hidden_states)  # dropout
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextmanager
+def attention_capture(unet, requests: list[MapRequest], early_exit: bool = True) -> Iterator[AttentionCapture]:
+    """Install a :class:`CaptureProcessor` on every attention layer of ``unet``; restore the originals on exit."""
+    original = unet.attn_processors  # {name: processor}
+    capture = AttentionCapture(requests, early_exit=early_exit)
+    unet.set_attn_processor({name: CaptureProcessor(name, capture) for name in original})
+    try:
+        yield capture
+    finally:
+        capture.clear()
+        unet.set_attn_processor(dict(original))

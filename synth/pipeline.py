@@ -1,0 +1,574 @@
+"""`Synthesizer`: the one denoising loop of scenewright, with the attention-guidance engine inside it.
+
+Read :meth:`Synthesizer.generate` top to bottom; its numbered steps follow diffusers'
+``StableDiffusionPipeline.__call__``. Step 7.1 is the guidance engine shared by every method
+(Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al. 2024; A-STAR,
+Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023): at the first
+``max_iter_to_alter`` steps it runs ONE batched conditional-only UNet forward with attention capture
+(:mod:`synth.attention`), sums the active methods' losses per sample, and moves the latent down their
+gradient, ``z <- z - step_size[i] * grad`` with A&E's schedule ``scale_factor * sqrt(linspace(1, 0.5, T))``,
+refining iteratively at the threshold steps. Then it takes the ordinary classifier-free-guidance step.
+With ``methods=["none"]`` it reproduces ``StableDiffusionPipeline`` exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from layout.schema import Layout
+
+from .attention import AttentionCapture, attention_capture
+from .maps import AttentionMaps, GuidanceTargets, MapRequest
+
+
+#: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "max_iter_to_alter": 25,  # guide only the first steps: the layout is decided early
+    "thresholds": {0: 0.05, 10: 0.5, 20: 0.8},  # step -> refine until loss <= 1 - threshold
+    "scale_factor": 20.0,
+    "max_refinement_steps": 20,
+}
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class StepRecord:
+    """What the guidance engine did at one denoising step (lists are per sample)."""
+
+    step: int
+    timestep: int
+    losses: dict[str, list[float]]  # method -> loss per sample, before this step's update
+    total_loss: list[float]  # summed over methods, before this step's update
+    refinement_iterations: list[int]  # extra A&E refinement updates taken at this step
+    skipped: list[bool]  # update skipped because the loss or gradient was not finite
+
+
+@dataclass
+class SynthesisOutput:
+    """Images plus everything needed to inspect how they were made."""
+
+    images: Any  # list of PIL images | np.ndarray (B, H, W, 3) | torch.Tensor (B, 3, H, W) in [0, 1] | latents
+    prompts: list[str]  # the prompts actually encoded (phrases may have been appended, LMD style)
+    layouts: list[Layout | None]
+    targets: list[GuidanceTargets]
+    latents: torch.Tensor | None = None  # final latents (B, C, h, w)
+    steps: list[StepRecord] = field(default_factory=list)
+    appended_phrases: list[list[str]] = field(default_factory=list)
+    nsfw_content_detected: list[bool] | None = None
+
+
+@dataclass
+class GuidanceMeasure:
+    """Losses and their gradient at one latent: what the engine steps on."""
+
+    losses: dict[str, torch.Tensor]  # method -> (B,) fp32
+    total: torch.Tensor  # (B,) fp32
+    grad: torch.Tensor  # (B, C, h, w) fp32, d total_b / d latents_b
+    maps: list[AttentionMaps]  # per sample, detached
+
+
+@dataclass
+class _ActiveMethod:
+    name: str
+    method: Any  # synth.methods.GuidanceMethod
+    options: dict[str, Any]
+
+
+def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
+    """A&E's step-size schedule ``scale_factor * sqrt(linspace(1, 0.5, T))`` (Chefer et al. 2023)."""
+    return scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_steps))
+
+
+def update_latents(latents: torch.Tensor, grad: torch.Tensor, step_size: float, active: torch.Tensor) -> torch.Tensor:
+    """One guidance update ``z - step_size * grad`` in fp32 for the ``active`` samples; cast back."""
+    mask = active.to(torch.float32).view(-1, *([1] * (latents.ndim - 1)))  # (B, 1, 1, 1)
+    updated = latents.float() - step_size * grad.float() * mask
+    return updated.to(latents.dtype)
+
+
+def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Generator | list[torch.Generator] | None:
+    """CPU generators drawing exactly as diffusers does: one for ``seed=s``, one per sample for a list."""
+    if seed is None:
+        return None
+    if isinstance(seed, (int, np.integer)):
+        return torch.Generator("cpu").manual_seed(int(seed))
+    seeds = list(seed)
+    if len(seeds) != batch:
+        raise ValueError(f"`seed` has {len(seeds)} values for {batch} images; give one seed per image or a single int")
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+class Synthesizer:
+    """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion pipeline."""
+
+    def __init__(self, pipe):
+        required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
+        missing = [name for name in required if getattr(pipe, name, None) is None]
+        if missing:
+            raise TypeError(
+                f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline (or one with the same components)"
+            )
+        self.pipe = pipe
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipe(cls, pipe) -> Synthesizer:
+        """Wrap an already loaded diffusers ``StableDiffusionPipeline`` (components are shared, not copied)."""
+        return cls(pipe)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = "runwayml/stable-diffusion-v1-5",
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ) -> Synthesizer:
+        """Load a Stable Diffusion checkpoint from a hub id or a local folder (see :mod:`synth.loading`)."""
+        from .loading import load_stable_diffusion
+
+        return cls(load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, **kwargs))
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    # ------------------------------------------------------------------ the loop
+    @torch.no_grad()
+    def generate(
+        self,
+        layout_or_prompt: Layout | str | Sequence[Layout | str],
+        methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("none",),
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        seed: int | Sequence[int] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        batch_size: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        eta: float = 0.0,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback: Callable[[int, int, StepRecord | None], None] | None = None,
+        token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        missing_phrases: str = "append",
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        **method_options: Any,
+    ) -> SynthesisOutput:
+        """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
+
+        ``methods`` names come from :data:`synth.methods.METHODS`; give per-method options either as
+        keyword arguments (sent to every active method that has an option of that name, plus the
+        engine options ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``max_refinement_steps``)
+        or as ``methods={"car": {...}, "sar": {...}}``. ``seed=s`` draws the initial latents exactly as
+        diffusers does with ``generator=torch.Generator("cpu").manual_seed(s)``; ``seed=[s0, s1, ...]``
+        gives one generator per image so that a batch equals the same images made one by one.
+        """
+        # 0. Default height and width to the UNet's
+        vae_scale = self.pipe.vae_scale_factor
+        height = height or self.unet.config.sample_size * vae_scale
+        width = width or self.unet.config.sample_size * vae_scale
+
+        # 1. Check inputs and resolve methods and their options
+        items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
+        active, engine = self._resolve_methods(methods, method_options)
+        guided = bool(active)
+        batch = len(items) * batch_size
+        if seed is not None and generator is not None:
+            raise ValueError("pass either `seed` or `generator`, not both")
+        if generator is None:
+            generator = make_generators(seed, batch)
+        elif isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"`generator` has {len(generator)} generators for {batch} images; give one per image")
+        device = self.device
+
+        # 2. Prompts and guidance targets: a layout's phrases -> token groups, boxes -> targets
+        layouts = [item if isinstance(item, Layout) else None for item in items]
+        prompts, targets, appended = self._targets(items, token_indices, missing_phrases, active)
+        prompts = [p for p in prompts for _ in range(batch_size)]  # diffusers' num_images_per_prompt order
+        targets = [replace(t) for t in targets for _ in range(batch_size)]  # own copies: `.previous` is per image
+        layouts = [lay for lay in layouts for _ in range(batch_size)]
+        appended = [a for a in appended for _ in range(batch_size)]
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            negative_prompt = [n for n in negative_prompt for _ in range(batch_size)]
+
+        # 3. Encode the prompts; for classifier-free guidance the batch is [uncond, cond]
+        do_cfg = guidance_scale > 1.0
+        prompt_embeds, negative_embeds = self.pipe.encode_prompt(prompts, device, 1, do_cfg, negative_prompt)
+        cond_embeds = prompt_embeds  # (B, 77, D): the guidance forward is conditional only
+        if do_cfg:
+            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+
+        # 4. Prepare timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 5. Prepare latents exactly as diffusers' prepare_latents
+        latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
+        shape = (batch, self.unet.config.in_channels, *latent_hw)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
+        latents = latents.to(device=device, dtype=prompt_embeds.dtype) * self.scheduler.init_noise_sigma
+
+        # 6. Extra scheduler kwargs (eta, generator) and the guidance step sizes
+        extra_step_kwargs = self._extra_step_kwargs(generator, eta)
+        sizes = step_sizes(engine["scale_factor"], len(timesteps))
+        max_iter_to_alter = engine["max_iter_to_alter"] if guided else 0
+        requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
+        records: list[StepRecord] = []
+
+        # 7. Denoising loop
+        with attention_capture(self.unet, requests) as capture:
+            previous_maps: list[AttentionMaps] | None = None
+            for i, t in enumerate(timesteps):
+                record = None
+                # 7.1 Guidance: conditional-only forward with capture, loss, latent update (+ refinement).
+                # After `max_iter_to_alter` no grad-enabled forward runs at all.
+                if i < max_iter_to_alter:
+                    for target, maps in zip(targets, previous_maps or [None] * batch):
+                        target.previous = maps
+                    latents, record, previous_maps = self._guide(
+                        capture, active, latents, t, i, cond_embeds, targets, latent_hw,
+                        step_size=float(sizes[i]),
+                        threshold=engine["thresholds"].get(i),
+                        max_refinement_steps=engine["max_refinement_steps"],
+                        cross_attention_kwargs=cross_attention_kwargs,
+                    )  # fmt: skip
+                    records.append(record)
+
+                # 7.2 Classifier-free guidance step, as StableDiffusionPipeline (fast SDPA, no grad)
+                latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+                noise_pred = self.unet(
+                    latent_model_input, t, encoder_hidden_states=prompt_embeds,
+                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+                )[0]  # fmt: skip
+                if do_cfg:
+                    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+                    noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+                if callback is not None:
+                    callback(i, len(timesteps), record)
+
+        # 8. Decode and post-process as StableDiffusionPipeline
+        has_nsfw = None
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.pipe.vae.decode(
+                latents / self.pipe.vae.config.scaling_factor, return_dict=False, generator=generator
+            )[0]
+            images, has_nsfw = self.pipe.run_safety_checker(images, device, prompt_embeds.dtype)
+            denormalize = [True] * images.shape[0] if has_nsfw is None else [not n for n in has_nsfw]
+            images = self.pipe.image_processor.postprocess(images, output_type=output_type, do_denormalize=denormalize)
+        self.pipe.maybe_free_model_hooks()
+        for target in targets:
+            target.previous = None  # drop references to maps held for A-STAR
+        return SynthesisOutput(
+            images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
+            steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ 7.1 the guidance engine
+    def _guide(
+        self,
+        capture: AttentionCapture,
+        active: list[_ActiveMethod],
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        step: int,
+        cond_embeds: torch.Tensor,
+        targets: list[GuidanceTargets],
+        latent_hw: tuple[int, int],
+        step_size: float,
+        threshold: float | None,
+        max_refinement_steps: int,
+        cross_attention_kwargs: dict[str, Any] | None,
+    ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
+        """One guided step: (A&E refinement at threshold steps, per sample) then one gradient update.
+
+        Refinement follows A&E's reference exactly: a sample keeps taking updates while the loss
+        measured before its previous update was above ``1 - threshold`` (so it takes one update past
+        the step where the target was reached), at most ``max_refinement_steps``; samples that reached
+        the target are masked, so a batch equals its samples run one by one.
+        """
+
+        def measure(z: torch.Tensor) -> GuidanceMeasure:
+            return self._loss_and_grad(capture, active, z, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs)
+
+        batch = latents.shape[0]
+        m = measure(latents)
+        first = m
+        skipped = ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))  # (B,)
+        iterations = torch.zeros(batch, dtype=torch.long)
+        if threshold is not None:
+            target_loss = max(0.0, 1.0 - threshold)
+            refining = (m.total > target_loss) & ~skipped
+            while bool(refining.any()) and int(iterations.max()) < max_refinement_steps:
+                latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, refining)
+                iterations += refining.long().cpu()
+                above_before = m.total > target_loss  # loss at the latent just updated
+                m = measure(latents)
+                bad = ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))
+                skipped |= bad
+                refining &= above_before & ~bad
+        skipped |= ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))
+        if bool(skipped.any()):
+            warnings.warn(
+                f"step {step}: guidance loss or gradient is not finite for samples {skipped.nonzero().flatten().tolist()};"
+                " their update is skipped (try a smaller `scale_factor`)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped)
+        record = StepRecord(
+            step=step,
+            timestep=int(t),
+            losses={name: loss.tolist() for name, loss in first.losses.items()},
+            total_loss=first.total.tolist(),
+            refinement_iterations=iterations.tolist(),
+            skipped=skipped.tolist(),
+        )
+        return latents, record, m.maps
+
+    def _loss_and_grad(
+        self,
+        capture: AttentionCapture,
+        active: list[_ActiveMethod],
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        step: int,
+        cond_embeds: torch.Tensor,
+        targets: list[GuidanceTargets],
+        latent_hw: tuple[int, int],
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> GuidanceMeasure:
+        """ONE batched conditional forward with capture; per-sample losses (fp32) summed for one backward."""
+        with torch.enable_grad():
+            z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
+            model_input = self.scheduler.scale_model_input(z, t).to(self.unet.dtype)
+            capture.guidance_forward(
+                lambda: self.unet(
+                    model_input, t, encoder_hidden_states=cond_embeds,
+                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+                ),
+                latent_hw,
+            )  # fmt: skip
+            per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
+            for b, target in enumerate(targets):
+                maps = capture.maps(b)
+                for a in active:
+                    per_method[a.name].append(_method_loss(a, maps, target, step))
+            losses = {name: torch.stack(values).float() for name, values in per_method.items()}  # (B,) each
+            total = torch.stack(list(losses.values())).sum(dim=0)  # (B,)
+            # Samples are independent, so d(sum_b L_b)/dz_b = dL_b/dz_b: one backward for the batch.
+            finite_total = torch.where(torch.isfinite(total), total, torch.zeros_like(total)).sum()
+            if finite_total.requires_grad:
+                grad = torch.autograd.grad(finite_total, z)[0]
+            else:  # every loss is a constant (e.g. all at 0): nothing to move
+                grad = torch.zeros_like(z)
+            maps = [_detached(capture.maps(b)) for b in range(len(targets))]
+            capture.clear()
+        return GuidanceMeasure(
+            losses={k: v.detach() for k, v in losses.items()}, total=total.detach(), grad=grad, maps=maps
+        )
+
+    @torch.no_grad()
+    def measure(
+        self,
+        layout_or_prompt: Layout | str | Sequence[Layout | str],
+        latents: torch.Tensor,
+        timestep: int | torch.Tensor,
+        methods: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        step: int = 0,
+        token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        missing_phrases: str = "append",
+        **method_options: Any,
+    ) -> GuidanceMeasure:
+        """Each method's loss and the summed loss's gradient at ``latents`` (one item per latent): for inspection."""
+        items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
+        if len(items) != latents.shape[0]:
+            raise ValueError(f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each")
+        active, _ = self._resolve_methods(methods, method_options)
+        if not active:
+            raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
+        prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
+        cond_embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        latent_hw = tuple(latents.shape[-2:])
+        requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
+        self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
+        t = torch.as_tensor(timestep, device=self.device)
+        with attention_capture(self.unet, requests) as capture:
+            return self._loss_and_grad(
+                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw  # type: ignore[arg-type]
+            )
+
+    # ------------------------------------------------------------------ helpers
+    def _check_inputs(self, layout_or_prompt, num_inference_steps, batch_size, height, width, output_type) -> list:
+        items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
+        if not items:
+            raise ValueError("`layout_or_prompt` is empty; give a Layout, a prompt string, or a list of them")
+        for k, item in enumerate(items):
+            if not isinstance(item, (Layout, str)) or (isinstance(item, str) and not item.strip()):
+                raise TypeError(
+                    f"`layout_or_prompt[{k}]` is {type(item).__name__} {item!r}; give a layout.Layout or a non-empty prompt"
+                )
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` (images per layout/prompt) must be a positive int, got {batch_size!r}")
+        multiple = self.pipe.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        for name, value in (("height", height), ("width", width)):
+            if value % multiple != 0:
+                raise ValueError(
+                    f"`{name}` must be a multiple of {multiple} for this model (VAE factor x UNet downsampling), "
+                    f"got {value}; try {max(multiple, round(value / multiple) * multiple)}"
+                )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        return items
+
+    def _resolve_methods(
+        self, methods: Sequence[str] | Mapping[str, Mapping[str, Any]], options: dict[str, Any]
+    ) -> tuple[list[_ActiveMethod], dict[str, Any]]:
+        """Method names -> registry entries with their options; engine options from user > methods > A&E."""
+        from .methods import get_method
+
+        if isinstance(methods, str):
+            methods = [methods]
+        per_method = dict(methods) if isinstance(methods, Mapping) else {name: {} for name in methods}
+        active: list[_ActiveMethod] = []
+        known = set(ENGINE_DEFAULTS)
+        for name, own in per_method.items():
+            if name == "none":
+                continue
+            method = get_method(name)  # raises naming the known methods
+            known |= set(method.defaults)
+            if not method.losses:  # "none"
+                continue
+            opts = dict(method.defaults)
+            opts.update({k: v for k, v in options.items() if k in method.defaults})
+            unknown = set(own) - set(method.defaults) - set(ENGINE_DEFAULTS)
+            if unknown:
+                raise ValueError(
+                    f"unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(method.defaults)}"
+                )
+            opts.update(own)
+            active.append(_ActiveMethod(name, method, opts))
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {sorted(unknown)} for methods {list(per_method)}; "
+                f"valid: {sorted(known)}"
+            )
+        engine = dict(ENGINE_DEFAULTS)
+        for key in ENGINE_DEFAULTS:
+            for a in reversed(active):  # the first method listed that sets an engine option wins
+                if key in a.options:
+                    engine[key] = a.options[key]
+            if key in options:
+                engine[key] = options[key]
+        engine["thresholds"] = {int(k): float(v) for k, v in (engine["thresholds"] or {}).items()}
+        if engine["max_iter_to_alter"] < 0 or engine["max_refinement_steps"] < 0:
+            raise ValueError("`max_iter_to_alter` and `max_refinement_steps` must be >= 0")
+        return active, engine
+
+    def _targets(
+        self,
+        items: list[Layout | str],
+        token_indices: Sequence[int] | Sequence[Sequence[int]] | None,
+        missing_phrases: str,
+        active: list[_ActiveMethod],
+    ) -> tuple[list[str], list[GuidanceTargets], list[list[str]]]:
+        """Per layout/prompt: the prompt to encode, its targets, and any phrases appended to it."""
+        if not active:  # unguided: the prompt is encoded as given, nothing to map
+            prompts = [item.prompt if isinstance(item, Layout) else item for item in items]
+            empty = [GuidanceTargets(token_groups=[], boxes=torch.zeros(0, 4), eot_index=0) for _ in items]
+            return prompts, empty, [[] for _ in items]
+        from .tokens import token_groups_for_layout, validate_token_indices
+
+        if token_indices is not None and len(token_indices) and isinstance(token_indices[0], (int, np.integer)):
+            token_indices = [token_indices] * len(items)  # type: ignore[list-item]
+        if token_indices is not None and len(token_indices) != len(items):
+            raise ValueError(
+                f"`token_indices` has {len(token_indices)} lists for {len(items)} prompts; give one list per prompt"
+            )
+        needs_boxes = [a.name for a in active if a.method.uses_boxes]
+        prompts, targets, appended = [], [], []
+        for k, item in enumerate(items):
+            prompt = item.prompt if isinstance(item, Layout) else item
+            phrases = item.phrases if isinstance(item, Layout) else []
+            mapping = token_groups_for_layout(self.tokenizer, prompt, phrases, missing=missing_phrases)
+            groups = [list(g) for g in mapping.token_groups]
+            if token_indices is not None:
+                indices = [int(i) for i in token_indices[k]]
+                validate_token_indices(self.tokenizer, mapping.prompt, indices)
+                groups = [[i] for i in indices]
+            boxes = torch.tensor(item.boxes if isinstance(item, Layout) else [], dtype=torch.float32).reshape(-1, 4)
+            if active and not groups:
+                raise ValueError(
+                    f"item {k} ({prompt!r}) gives no tokens to guide; pass a Layout with objects or `token_indices`"
+                )
+            if needs_boxes and len(boxes) != len(groups):
+                raise ValueError(
+                    f"methods {needs_boxes} need one box per object but item {k} has {len(boxes)} boxes for "
+                    f"{len(groups)} token groups; pass a Layout (boxes come from its objects)"
+                )
+            prompts.append(mapping.prompt)
+            targets.append(GuidanceTargets(token_groups=groups, boxes=boxes, eot_index=mapping.eot_index))
+            appended.append(list(mapping.appended))
+        return prompts, targets, appended
+
+    def _extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        """eta/generator only for schedulers whose ``step`` takes them (diffusers' prepare_extra_step_kwargs)."""
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+
+def _method_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:
+    """One method's loss for one sample: the weighted sum of its registered loss terms (0-dim fp32)."""
+    total = None
+    for term in active.method.losses:
+        fn, weight = term if isinstance(term, tuple) else (term, 1.0)
+        if isinstance(weight, str):
+            weight = active.options[weight]
+        value = weight * fn(maps, targets, step, **active.options).float()
+        total = value if total is None else total + value
+    return total  # type: ignore[return-value]
+
+
+def _detached(maps: AttentionMaps) -> AttentionMaps:
+    """A copy of ``maps`` outside the autograd graph (A-STAR's retention loss reads the previous step)."""
+    return AttentionMaps(entries=[replace(e, probs=e.probs.detach()) for e in maps.entries])
+
+
+__all__ = ["ENGINE_DEFAULTS", "GuidanceMeasure", "StepRecord", "SynthesisOutput", "Synthesizer", "step_sizes", "update_latents"]
