@@ -11,12 +11,22 @@ when the model runs in fp16/bf16: the capture processor upcasts what it stores.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 AttentionKind = Literal["cross", "self"]
+
+
+def downscaled_size(latent_size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The UNet grid ``factor`` times coarser than the latent; it halves per level, rounding up.
+
+    SD1.5 at 512 px: latent 64x64, so the "16x16 maps" of A&E, CAR, SAR and BoxDiff are latent / 4.
+    """
+    h, w = latent_size
+    return (math.ceil(h / factor), math.ceil(w / factor))
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,9 @@ class AttentionMaps:
     """All captured layers of one guidance forward, for one sample."""
 
     entries: list[CapturedAttention] = field(default_factory=list)
+    # (h, w) of the latent these maps came from; lets losses resolve resolutions given relative to it
+    # (e.g. latent / 4). None: a loss reads the single resolution captured for it.
+    latent_size: tuple[int, int] | None = None
 
     def select(
         self, kind: AttentionKind, size: tuple[int, int] | None = None, places: tuple[str, ...] | None = None

@@ -1,72 +1,157 @@
-"""The guidance-method registry: which losses a method sums, which maps it needs, and its defaults.
+"""The guidance-method registry: which losses a method sums, which maps they read, and its defaults.
 
-The engine (``synth.pipeline``) looks a method up with :func:`get_method`, installs a capture for
-``method.needs(options, latent_hw)``, and at each guided step sums ``weight * loss(maps, targets, step,
-**options)`` over ``method.losses``. Schedule options (step size, iterations, thresholds) belong to
-the engine; what is here is per-method: which maps, loss weights and loss options, with the defaults
-of each method's official code (or paper, where no code exists).
+The engine (``synth.pipeline``) looks a method up with :func:`get_method`, captures
+``method.needs(options, latent_hw)``, and at each guided step sums ``weight * loss(maps, targets,
+step, **options)`` over ``method.losses``, where a term is a loss or ``(loss, weight_option)``.
+Schedule options (``scale_factor``, ``max_iter_to_alter``, ``thresholds``, ``max_refinement_steps``)
+belong to the engine, whose defaults are Attend-and-Excite's. The weights here are chosen so that,
+under that schedule (latent step ``scale_factor * sqrt(linspace(1, 0.5, T)[i])`` = 20 at step 0), each
+method's first step equals its official one:
+
+- A&E and BoxDiff use exactly that schedule: weight 1.
+- CAR / SAR (official ``plms.py``): ``x -= grad(scale * loss)`` with scale 3 (CAR) / 4 (SAR) early,
+  then 2-3 and 1; steps 0-29, up to 5 iterations while the scaled loss > 0.1: weights 3/20, 4/20.
+- Layout guidance (official ``inference.py``): ``latents -= sigma_t^2 * grad(30 * loss)`` on LMS
+  latents, i.e. ``(1 - alpha_bar_t) * 30 * grad`` ~ 30 on the unit-variance latent early; steps 0-9,
+  up to 5 iterations while loss > 0.2: weight 30/20.
+- A-STAR (paper, no code) builds on A&E's schedule: weights 1 and 1.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import losses
-from .maps import MapRequest
+from .maps import MapRequest, downscaled_size
+
+ALL_PLACES = ("down", "mid", "up")
+LossTerm = Callable | tuple[Callable, str]  # a loss, or (loss, name of the option holding its weight)
+
 
 @dataclass(frozen=True)
 class GuidanceMethod:
     """One training-free guidance method: the losses it sums and the attention maps they read."""
 
     name: str
-    losses: tuple[Callable, ...]
+    losses: tuple[LossTerm, ...]
     needs: Callable[[dict, tuple[int, int]], list[MapRequest]]  # (options, latent (h, w)) -> maps to capture
     defaults: dict = field(default_factory=dict)
     uses_boxes: bool = False
     citation: str = ""
+    # What A&E-style iterative refinement compares with ``1 - threshold`` and descends; None: the
+    # method's official code does no such refinement.
+    refinement_loss: Callable | None = None
 
-    def options(self, overrides: dict | None = None) -> dict:
-        """Defaults updated with ``overrides``; unknown keys raise so a typo never goes silently unused."""
-        overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for guidance method {self.name!r}; valid: {sorted(self.defaults)}"
-            )
-        return {**self.defaults, **overrides}
-
-def downscaled(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
-    """The UNet grid ``factor`` times coarser than the latent (it halves per level, rounding up)."""
-    h, w = latent_hw
-    return (math.ceil(h / factor), math.ceil(w / factor))
 
 def _resolution(options: dict, latent_hw: tuple[int, int], key: str, factor: int) -> tuple[int, int]:
-    """``options[key]`` when set, else latent/``factor`` (SD1.5 at 512 px: 64x64 latent, 16x16 = latent/4)."""
+    """``options[key]`` when set, else latent / ``factor`` (SD1.5 at 512 px: 64x64 latent, 16x16 = latent / 4)."""
     value = options.get(key)
-    return (int(value[0]), int(value[1])) if value is not None else downscaled(latent_hw, factor)
+    if value is None:
+        return downscaled_size(latent_hw, factor)
+    if len(value) != 2 or min(int(v) for v in value) < 1:
+        raise ValueError(f"`{key}` must be (h, w) of an attention grid, e.g. (16, 16); got {value!r}")
+    return (int(value[0]), int(value[1]))
 
-def _attend_excite_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
-    # diffusers: attn_res defaults to (16, 16) at 512 px, i.e. ceil(width / 32) = latent / 4.
-    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res", 4),), ("up", "down", "mid"))]
+
+def _cross_at_attn_res(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
+    # A&E, A-STAR, BoxDiff: cross maps at attn_res (diffusers: 16x16 = ceil(width / 32) = latent / 4).
+    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res", 4),), ALL_PLACES)]
+
+
+def _car_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
+    # Official `get_all_attention(..., res=16)`: every 16x16 cross layer, up, mid and down.
+    return [MapRequest("cross", (_resolution(options, latent_hw, "car_res", 4),), ALL_PLACES)]
+
+
+def _sar_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
+    # Official `caculate_loss_self_att(list_res=[256])`: every self layer with 256 queries (16x16).
+    return [MapRequest("self", (_resolution(options, latent_hw, "sar_res", 4),), ALL_PLACES)]
+
+
+def _layout_guidance_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
+    # Official `compute_ca_loss(attn_maps_mid, attn_maps_up)`: the mid block's cross layers and the
+    # first up block with attention (up_blocks.1 of SD1.5, 16x16 = latent / 4).
+    return [
+        MapRequest("cross", None, ("mid",)),
+        MapRequest("cross", (_resolution(options, latent_hw, "up_res", 4),), ("up",)),
+    ]
+
+
+_A_AND_E_MAP_OPTIONS = {
+    "token_indices": None,  # None: each token group's last token (its head noun)
+    "attn_res": None,  # None: latent / 4 (16x16 for SD1.5 at 512 px), as diffusers
+    "smooth_attentions": True,
+    "kernel_size": 3,
+    "sigma": 0.5,
+}
 
 ATTEND_EXCITE = GuidanceMethod(
     name="attend_excite",
     losses=(losses.attend_and_excite_loss,),
-    needs=_attend_excite_needs,
-    defaults={
-        "token_indices": None,  # None: each token group's last token
-        "attn_res": None,  # None: latent / 4 (16x16 for SD1.5 at 512 px), as diffusers
-        "smooth_attentions": True,
-        "kernel_size": 3,
-        "sigma": 0.5,
-    },
+    needs=_cross_at_attn_res,
+    defaults=dict(_A_AND_E_MAP_OPTIONS),
     uses_boxes=False,
-    citation="Chefer et al., Attend-and-Excite, SIGGRAPH 2023 (diffusers StableDiffusionAttendAndExcitePipeline)",
+    citation="Chefer et al., Attend-and-Excite, SIGGRAPH 2023; diffusers StableDiffusionAttendAndExcitePipeline",
+    refinement_loss=losses.attend_and_excite_loss,
 )
 
-METHODS: dict[str, GuidanceMethod] = {m.name: m for m in (ATTEND_EXCITE,)}
+CAR = GuidanceMethod(
+    name="car",
+    losses=((losses.cross_attention_refocusing_loss, "car_weight"),),
+    needs=_car_needs,
+    defaults={"car_res": None, "smooth_attentions": True, "kernel_size": 3, "sigma": 0.5, "car_weight": 3 / 20},
+    uses_boxes=True,
+    citation="Phung et al., Grounded Text-to-Image Synthesis with Attention Refocusing, CVPR 2024 (CAR)",
+)
+
+SAR = GuidanceMethod(
+    name="sar",
+    losses=((losses.self_attention_refocusing_loss, "sar_weight"),),
+    needs=_sar_needs,
+    defaults={"sar_res": None, "sar_weight": 4 / 20},
+    uses_boxes=True,
+    citation="Phung et al., Grounded Text-to-Image Synthesis with Attention Refocusing, CVPR 2024 (SAR)",
+)
+
+ASTAR = GuidanceMethod(
+    name="astar",
+    losses=(
+        (losses.astar_segregation_loss, "segregation_weight"),
+        (losses.astar_retention_loss, "retention_weight"),
+    ),
+    needs=_cross_at_attn_res,
+    defaults={
+        **_A_AND_E_MAP_OPTIONS,
+        "retention_threshold": 0.5,  # binarize the previous map at this fraction of its peak
+        "segregation_weight": 1.0,
+        "retention_weight": 1.0,
+    },
+    uses_boxes=False,
+    citation="Agarwal et al., A-STAR: Test-time Attention Segregation and Retention, ICCV 2023 (from the paper)",
+)
+
+LAYOUT_GUIDANCE = GuidanceMethod(
+    name="layout_guidance",
+    losses=((losses.layout_guidance_loss, "layout_weight"),),
+    needs=_layout_guidance_needs,
+    defaults={"up_res": None, "layout_weight": 30 / 20},
+    uses_boxes=True,
+    citation="Chen et al., Training-Free Layout Control with Cross-Attention Guidance, WACV 2024",
+)
+
+BOXDIFF = GuidanceMethod(
+    name="boxdiff",
+    losses=(losses.boxdiff_loss,),
+    needs=_cross_at_attn_res,
+    defaults={**_A_AND_E_MAP_OPTIONS, "top_fraction": 0.8, "corner_margin": 6},  # official P and L
+    uses_boxes=True,
+    citation="Xie et al., BoxDiff: Text-to-Image Synthesis with Training-Free Box-Constrained Diffusion, ICCV 2023",
+    refinement_loss=losses.boxdiff_inner_box_loss,
+)
+
+METHODS: dict[str, GuidanceMethod] = {m.name: m for m in (ATTEND_EXCITE, CAR, SAR, ASTAR, LAYOUT_GUIDANCE, BOXDIFF)}
+
 
 def get_method(name: str) -> GuidanceMethod:
     """The registered method called ``name``; unknown names raise listing the valid ones."""
