@@ -1,0 +1,59 @@
+"""Loading Stable Diffusion weights from the hub or a local folder, with errors that say what to do."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class ModelNotAvailableError(OSError):
+    """The weights could not be loaded; the message says where we looked and how to fix it."""
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are 'owner/name'; anything rooted or deeper is a local path."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def load_stable_diffusion(
+    model: str | os.PathLike,
+    torch_dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+):
+    """``StableDiffusionPipeline.from_pretrained`` (hub id or local folder) moved to ``device``.
+
+    Failures (no internet, unknown repo, incomplete folder) raise :class:`ModelNotAvailableError`
+    naming the model, the underlying reason and the fix, never a raw huggingface_hub traceback.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    name = str(model)
+    path = Path(name).expanduser()
+    if _looks_like_path(name) and not path.exists():
+        raise ModelNotAvailableError(
+            f"model folder {name!r} does not exist; pass a folder made by `pipe.save_pretrained(...)` or "
+            "`huggingface-cli download <repo> --local-dir <folder>`, or a hub id such as 'runwayml/stable-diffusion-v1-5'"
+        )
+    if path.is_dir() and not (path / "model_index.json").is_file():
+        raise ModelNotAvailableError(
+            f"{name!r} is a folder without model_index.json, so it is not a diffusers pipeline; pass the folder "
+            "that `huggingface-cli download <repo> --local-dir <folder>` created"
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(path) if path.is_dir() else name, torch_dtype=torch_dtype, **kwargs)
+    except Exception as err:  # huggingface_hub / requests / OSError: turn them into one actionable message
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+        where = "the local folder" if path.is_dir() else "the Hugging Face hub" + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        raise ModelNotAvailableError(
+            f"cannot load Stable Diffusion weights {name!r} from {where} ({reason}). If this machine has no internet, "
+            f"download it on a connected machine (`huggingface-cli download {name} --local-dir <folder>`), copy the "
+            "folder here and pass it: Synthesizer.from_pretrained('<folder>')"
+        ) from err
+    pipe.set_progress_bar_config(disable=True)
+    if device is not None:
+        pipe = pipe.to(device)
+    return pipe
