@@ -267,9 +267,9 @@ def self_attention_refocusing_loss(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _concept_maps(maps: AttentionMaps, indices: list[int], attn_res, smooth_attentions, kernel_size, sigma) -> torch.Tensor:
-    # A-STAR builds on A&E and reads the same 16x16, token-softmaxed, smoothed maps.
-    size = resolve_size(maps, "cross", attn_res, 4)
+def _concept_maps(maps: AttentionMaps, indices: list[int], size, smooth_attentions, kernel_size, sigma) -> torch.Tensor:
+    # A-STAR is built on A&E's pipeline and names no other preprocessing, so it reads A&E's maps:
+    # 16x16 (latent / 4), softmax over 100 * text tokens, Gaussian-smoothed.
     return token_attention_maps(maps, indices, size, ("up", "down", "mid"), smooth_attentions, kernel_size, sigma)
 
 
@@ -289,7 +289,8 @@ def astar_segregation_loss(
     indices = list(dict.fromkeys(subject_token_indices(targets, token_indices)))
     if len(indices) < 2:
         return _zero_like(maps)
-    concept = _concept_maps(maps, indices, attn_res, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
+    size = resolve_size(maps, "cross", attn_res, 4)
+    concept = _concept_maps(maps, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
     total = _zero_like(maps)
     for m, n in combinations(range(len(indices)), 2):
         overlap = torch.minimum(concept[m], concept[n]).sum()
@@ -313,9 +314,10 @@ def astar_retention_loss(
     if targets.previous is None or not targets.previous.entries:
         return _zero_like(maps)  # first guided step: nothing to retain yet
     indices = list(dict.fromkeys(subject_token_indices(targets, token_indices)))
-    current = _concept_maps(maps, indices, attn_res, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
+    size = resolve_size(maps, "cross", attn_res, 4)  # the previous step was captured at the same size
+    current = _concept_maps(maps, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
     with torch.no_grad():
-        previous = _concept_maps(targets.previous, indices, attn_res, smooth_attentions, kernel_size, sigma).flatten(1)
+        previous = _concept_maps(targets.previous, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)
         # The paper binarizes the previous map without giving the rule; we keep cells at or above
         # `retention_threshold` of the map's peak (scale-free, so it works at any attention level).
         peak = previous.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
@@ -352,7 +354,7 @@ def layout_guidance_loss(
         h, w = layer.size
         masks = targets.box_masks(h, w, device=layer.probs.device).flatten(1)  # (N, h*w)
         probs = layer.probs.float()  # (heads, h*w, keys)
-        _check_token_range([t for tokens, _ in groups for t in tokens], 0, probs.shape[-1])
+        _check_token_range([t for tokens, _ in groups for t in tokens], 1, probs.shape[-1])
         for tokens, rows in groups:
             own = masks[rows].amax(dim=0)  # (h*w,) union of the object's boxes
             token_probs = probs[:, :, tokens]  # (heads, h*w, T)

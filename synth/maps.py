@@ -78,7 +78,8 @@ class AttentionMaps:
             have = sorted({(e.kind, e.size) for e in self.entries})
             raise ValueError(f"no {kind}-attention maps of size {size} were captured (captured: {have})")
         h, w = size
-        stacked = torch.cat([e.probs.reshape(-1, h, w, e.probs.shape[-1]) for e in chosen], dim=0)
+        # fp32 whatever the stored dtype: averaging many fp16 maps would lose the small values.
+        stacked = torch.cat([e.probs.float().reshape(-1, h, w, e.probs.shape[-1]) for e in chosen], dim=0)
         return stacked.mean(dim=0)
 
 

@@ -246,6 +246,9 @@ def test_retention_is_zero_without_history_small_when_kept_and_large_when_moved(
     assert float(losses.astar_retention_loss(moved, targets(previous=kept), 0)) > 1.8
     # Smoothing softens box edges, so a kept map scores above 0, but far below a moved one.
     assert float(losses.astar_retention_loss(kept, targets(previous=kept), 0)) < 0.5
+    # The previous maps are read at the current maps' resolution even when they do not know their latent.
+    unsized = AttentionMaps([CapturedAttention(e.layer, e.kind, e.place, e.size, e.probs.detach()) for e in kept.entries])
+    assert float(losses.astar_retention_loss(moved, targets(previous=unsized), 0)) > 1.8
 
 
 def test_layout_guidance_is_zero_inside_and_squared_outside_share_for_uniform_maps():
