@@ -1,0 +1,119 @@
+"""Tiny, seeded Stable Diffusion / GLIGEN components for tests: random weights, the real CLIP tokenizer.
+
+Follows diffusers' ``tests/pipelines/stable_diffusion/test_stable_diffusion.py::get_dummy_components``
+(and the Attend-and-Excite test's variant, whose 32x32 latent gives 16x16 cross-attention maps), but
+with SD1.x's real 49408-token CLIP vocabulary, so prompts tokenize exactly as on the real model
+and token positions found in tests are the ones users will see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .tokenizer import build_clip_tokenizer
+
+_TOKENIZER = None  # building the BPE tables costs ~0.5 s; share one tokenizer across calls
+
+
+def _clip_tokenizer():
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = build_clip_tokenizer()
+    return _TOKENIZER
+
+
+def get_dummy_components(seed: int = 0, cross_attention_dim: int = 32, gligen: bool = False) -> dict[str, Any]:
+    """Components for ``StableDiffusionPipeline(**components)`` (or the GLIGEN pipeline with ``gligen=True``).
+
+    UNet: 32x32 latent, blocks (32, 64) -> cross-attention at 16x16 only (``CrossAttnDownBlock2D`` /
+    ``CrossAttnUpBlock2D``) and 8x8 (mid); VAE: factor 2, so images are 64x64 px. Every module is
+    initialised from ``torch.manual_seed(seed)``, so the same ``seed`` gives the same weights.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if not isinstance(cross_attention_dim, int) or cross_attention_dim < 4 or cross_attention_dim % 4:
+        raise ValueError(f"`cross_attention_dim` must be a positive multiple of 4 (4 heads), got {cross_attention_dim!r}")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(2, 4),
+        # GLIGEN's gated self-attention injects grounding tokens (Li et al. 2023); its position net
+        # embeds phrases with the text encoder's pooled output, whose width is cross_attention_dim here.
+        attention_type="gated" if gligen else "default",
+    )
+    # SD1.x's scheduler config (runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json).
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=cross_attention_dim,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            layer_norm_eps=1e-5,
+            hidden_act="quick_gelu",  # as CLIP ViT-L/14's text tower
+            vocab_size=49408,
+            max_position_embeddings=77,
+            # SD1.x's text_encoder/config.json keeps the legacy ids (0, 1, 2); with eos_token_id == 2
+            # transformers pools at the argmax id, i.e. the first <|endoftext|> (49407), as CLIP does.
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+        )
+    )
+    return {
+        "unet": unet,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": _clip_tokenizer(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
+def get_dummy_pipe(seed: int = 0, cross_attention_dim: int = 32, gligen: bool = False):
+    """A tiny ``StableDiffusionPipeline`` (``StableDiffusionGLIGENPipeline`` with ``gligen=True``) on CPU."""
+    components = get_dummy_components(seed=seed, cross_attention_dim=cross_attention_dim, gligen=gligen)
+    if gligen:
+        from diffusers import StableDiffusionGLIGENPipeline
+
+        components.pop("image_encoder")  # the GLIGEN pipeline takes no image encoder
+        pipe = StableDiffusionGLIGENPipeline(**components, requires_safety_checker=False)
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+__all__ = ["get_dummy_components", "get_dummy_pipe"]

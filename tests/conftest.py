@@ -1,0 +1,41 @@
+"""Shared fixtures: the offline CLIP tokenizer and tiny seeded Stable Diffusion components (never the hub)."""
+
+from __future__ import annotations
+
+import os
+
+# Set before diffusers/transformers are imported anywhere: a test must never reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The suite shares a small machine; more threads than cores only adds contention for tiny models.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer():
+    """SD1.x's CLIP tokenizer, built offline from open_clip's BPE file."""
+    from synth.tokenizer import build_clip_tokenizer
+
+    return build_clip_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def dummy_components():
+    """Tiny seeded SD components (shared: tests must not mutate them; build a pipe from them instead)."""
+    from synth.testing import get_dummy_components
+
+    return get_dummy_components(seed=0)
+
+
+@pytest.fixture(scope="session")
+def dummy_pipe(dummy_components):
+    """A tiny ``StableDiffusionPipeline`` over ``dummy_components``, progress bar off."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(**dummy_components, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
