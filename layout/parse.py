@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from layout.spec import ObjectSpec, PromptSpec, RelationSpec
 
@@ -95,7 +96,7 @@ SCENE_NOUNS = frozenset(
         "space", "outer space", "universe", "night", "sunset", "sunrise", "wall", "floor", "ground",
         "ceiling", "corner", "background", "foreground", "distance", "area", "zoo", "pen", "stable",
         "barn", "cave", "island", "dirt", "sand", "mud", "rain", "fog", "air", "world", "universe",
-        "counter", "countertop", "kitchen counter", "window sill", "windowsill", "surface", "setting",
+        "sun", "sunlight", "sunshine", "shade", "shadow", "moonlight", "counter", "countertop", "kitchen counter", "window sill", "windowsill", "surface", "setting",
         "environment", "interior", "downtown", "alley", "tunnel", "track", "tracks", "railway",
     )
 )  # fmt: skip
@@ -110,7 +111,15 @@ META_NOUNS = frozenset(
      "edge", "way", "time", "day", "color", "colour", "shape", "size")
 )  # fmt: skip
 
-KINDS: frozenset[str] = frozenset(COCO_CLASSES) | frozenset(COMMON_OBJECTS)
+#: Multiword names of one COCO kind -> the COCO name ('microwave oven' is a microwave).
+KIND_ALIASES = {
+    "microwave oven": "microwave", "tv set": "tv", "tv monitor": "tv", "television set": "television",
+    "laptop computer": "laptop", "computer mouse": "mouse", "cellphone": "cell phone", "mobile phone": "cell phone",
+    "hair dryer": "hair drier", "remote control": "remote", "doughnut": "donut", "motorbike": "motorcycle",
+    "aeroplane": "airplane", "sofa bed": "couch", "teddy": "teddy bear", "wineglass": "wine glass",
+}  # fmt: skip
+
+KINDS: frozenset[str] = frozenset(COCO_CLASSES) | frozenset(COMMON_OBJECTS) | frozenset(KIND_ALIASES)
 _KIND_TUPLES = frozenset(tuple(k.split()) for k in KINDS | SCENE_NOUNS | META_NOUNS)
 _MAX_KIND_WORDS = 3
 
@@ -126,6 +135,21 @@ MATERIALS = frozenset(
      "rubber", "bamboo", "crystal", "velvet", "denim", "porcelain", "clay", "straw", "wicker", "furry",
      "fluffy", "knitted", "stuffed")
 )  # fmt: skip
+#: Adjectives that are never the head of a noun phrase.
+_ADJECTIVES = frozenset(
+    ("old", "new", "young", "happy", "sad", "cute", "empty", "full", "open", "closed", "hot", "cold", "warm",
+     "wet", "dry", "dirty", "clean", "pretty", "beautiful", "sunny", "snowy", "rainy", "cloudy", "lone",
+     "other", "same", "different", "first", "second", "third", "last", "next", "few", "many", "much",
+     "long", "short", "high", "low", "fat", "thin", "fresh", "ripe", "cooked", "raw", "sweet", "nice",
+     "real", "fake", "toy", "baby", "adult", "male", "female", "wild", "tame", "busy", "quiet", "calm",
+     "light", "heavy", "shiny", "fancy", "plain", "modern", "antique", "vintage", "retro", "huge", "giant",
+     "asleep", "awake", "alone", "together", "several", "various", "whole", "half", "large", "big", "small",
+     "little", "tiny", "tall", "round", "square", "flat", "sharp", "soft", "hard", "smooth", "rough", "odd",
+     "up", "down", "already", "still", "again", "away", "outside", "inside", "ready", "silly", "funny",
+     "single", "double", "triple", "messy", "neat", "tidy", "crowded", "lonely", "lovely", "ugly", "scary")
+) | COLORS | MATERIALS
+_ADJECTIVE_SUFFIXES = ("ish", "ful", "ous", "less", "able", "ible", "ing", "ly")
+
 #: Size adjectives -> the :data:`layout.spec.SizeWord` they mean.
 SIZE_WORDS = {
     "large": "large", "big": "large", "giant": "huge", "huge": "huge", "enormous": "huge",
@@ -182,6 +206,12 @@ _FUNCTION_WORDS = (
     "appear", "appears", "placed", "located", "positioned", "parked", "stacked", "filled", "covered",
     "made", "topped", "surrounded", "lined", "arranged", "gathered", "stacked", "floats", "float",
     "swims", "swim", "grows", "grow", "stays", "goes", "go", "get", "gets", "got", "lying",
+    "takes", "take", "took", "makes", "make", "fills", "fill", "curls", "naps", "nap", "parks", "reflects",
+    "stares", "watches", "sniffs", "chews", "drinks", "reads", "jumps", "jump", "leans", "perches",
+    "hides", "peeks", "poses", "smiles", "stuck", "nearby", "sees", "see", "eyes", "faces", "points",
+    "pulls", "pushes", "lands", "crosses", "waits", "sleeps", "barks", "meows", "travels", "drives",
+    "moves", "sails", "flies", "hovers", "feeds", "licks", "bites", "catches", "throws", "kicks", "tries",
+    "uses", "needs", "wants", "likes", "loves", "keeps", "seems", "becomes", "remains", "lays", "sets",
 )  # fmt: skip
 _BOUNDARY_WORDS = frozenset(_PREPOSITIONS) | frozenset(_FUNCTION_WORDS)
 
@@ -225,6 +255,7 @@ _SES_TO_SE = frozenset(("houses", "blouses", "mouses", "causes", "uses", "muses"
                         "daises", "tortoises", "porpoises", "lenses", "mooses"))  # fmt: skip
 
 
+@lru_cache(maxsize=65536)
 def singularize(word: str) -> str:
     """The singular of an English noun ('geese' -> 'goose', 'benches' -> 'bench'); other words unchanged."""
     w = word.lower()
@@ -254,6 +285,7 @@ def singularize(word: str) -> str:
     return w
 
 
+@lru_cache(maxsize=65536)
 def _is_plural(word: str) -> bool:
     w = word.lower()
     if w in ("people", "persons", "men", "women", "children", "mice", "geese", "feet", "teeth", "oxen", "cacti"):
@@ -343,6 +375,8 @@ def _tokenize(text: str) -> list[str]:
 def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
     """A quantifier starting at ``tokens[i]`` and the index after it, or None."""
     t = tokens[i]
+    if t not in _QUANT_STARTS and not t.isdigit():
+        return None
     nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
     nxt2 = tokens[i + 2] if i + 2 < len(tokens) else ""
     nxt3 = tokens[i + 3] if i + 3 < len(tokens) else ""
@@ -371,6 +405,8 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
         return _Quant(f"{t} of", vague="many", row=t == "rows"), i + 2
     if t in NUMBER_WORDS and t not in ("single",) or t.isdigit():
         number = int(t) if t.isdigit() else NUMBER_WORDS[t]
+        if t in ("twenty", "thirty", "forty", "fifty") and nxt in NUMBER_WORDS and 1 <= NUMBER_WORDS[nxt] <= 9:
+            return _Quant(f"{t} {nxt}", count=number + NUMBER_WORDS[nxt]), i + 2  # "twenty seven"
         if nxt in ("pairs", "pair") and nxt2 == "of":
             return _Quant(f"{t} {nxt} of", count=number * 2, pair_of=True), i + 3
         if nxt == "of" and t != "dozen":  # "one of the cats" / "two of them": not a count of a new group
@@ -389,6 +425,12 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
     return None
 
 
+_QUANT_STARTS = frozenset(
+    {*NUMBER_WORDS, *_DETERMINERS, *_VAGUE_WORDS, "no", "lots", "dozens", "hundreds", "plenty", "groups", "rows", "piles"}
+)
+
+
+@lru_cache(maxsize=65536)
 def _is_boundary(tok: str) -> bool:
     if tok in _BOUNDARY_WORDS or not tok[0].isalnum():
         return True
@@ -454,22 +496,44 @@ def _chunk(tokens: list[str]) -> list[tuple[int, int, list[_Quant], list[str]]]:
     return chunks
 
 
+@lru_cache(maxsize=65536)
+def _noun_like(word: str) -> bool:
+    """Whether an unknown word can be a noun (not an adjective, participle or adverb by its form)."""
+    if not word.isalpha() or len(word) < 3 or word in _ADJECTIVES or word in META_NOUNS:
+        return False
+    if word.endswith("ed") and len(word) > 4:  # participles: "parked", "stuffed" (not "bed", "shed")
+        return False
+    return not word.endswith(_ADJECTIVE_SUFFIXES)
+
+
 def _phrase_from_chunk(start: int, end: int, quants: list[_Quant], words: list[str], notes: list[str]) -> _Phrase | None:
+    """The noun phrase in a chunk; English compounds take their LAST noun as head ('a bird feeder' is a feeder)."""
     if not words:
         return None
+    singular_det = any(q.count == 1 for q in quants) and not any(q.count and q.count > 1 for q in quants)
+    # "a lone car parks near ...": after a singular determiner, a trailing -s word is a verb.
+    while len(words) > 1 and singular_det and _is_plural(words[-1]) and _find_head(words[:-1]) is not None:
+        words = words[:-1]
+    # Words about the picture or a part ("an umbrella set", "the screen on") do not head a phrase.
+    while len(words) > 1 and (words[-1] in META_NOUNS or not _noun_like(words[-1])) and _find_head(words[-1:]) is None:
+        words = words[:-1]
     head = _find_head(words)
+    last = words[-1]
+    if head is not None and head[1] < len(words) and _noun_like(last) and _find_head([last]) is None:
+        head = None  # compound with an unknown last noun: "donut holes", "bird feeder"
     if head is not None:
         h0, h1, name = head
         head_word = words[h1 - 1]
         modifiers = words[:h0]
         known = True
+        name = KIND_ALIASES.get(name, name)
     else:
-        if not quants:  # bare unknown word(s): too unsure to call it an object
+        if not quants and not (len(words) > 1 and _find_head(words[:-1]) is not None):
             if any(w.isalpha() and len(w) > 2 for w in words):
                 notes.append(f"unrecognized words without a determiner: {' '.join(words)!r}")
             return None
-        head_word = words[-1]
-        if not head_word.isalpha() or head_word in COLORS or head_word in MATERIALS or head_word in SIZE_WORDS:
+        head_word = last
+        if not _noun_like(head_word):
             notes.append(f"no noun found in {' '.join(words)!r}")
             return None
         name = head_word if head_word in _INVARIANT else singularize(head_word)
@@ -507,6 +571,7 @@ _REGION_RE = re.compile(
     r"(?! of\b)(?! ?(?:side |hand |corner |part |half |edge )?of\b)"
 )
 _ROW_RE = re.compile(r"\b(?:in a (?:row|line)|side by side|lined up|in a straight line|next to each other|in rows?)\b")
+_CLAUSE_BREAK = re.compile(r"(?:,|;|\.|\b(?:and|while|which|that|who|where|with|but)\b)")
 _EACH_OTHER_RE = re.compile(r"\b(?:each other|one another)\b")
 
 
@@ -708,30 +773,20 @@ def parse_prompt(text: str) -> PromptSpec:
             relations.append(rel)
 
     live = [k for k, ph in enumerate(phrases) if k in phrase_to_object or ph.scene]
+    # "a cat on a table under an umbrella", "a cat in the sun under a bench": a relation after a
+    # support or a place belongs to the thing on it / in it, unless a clause break intervenes.
+    carried: dict[int, int] = {}
     for pos, k in enumerate(live):
         ph = phrases[k]
         nxt = live[pos + 1] if pos + 1 < len(live) else None
         after = gap(ph.end, phrases[nxt].start if nxt is not None else len(tokens))
         before_first = gap(0, ph.start) if pos == 0 else ""
         subject = phrase_to_object.get(k)
-        if subject is None:
-            continue
-        # absolute regions: "on the left", "in the top right corner"; a region that comes after
-        # a conjunction in the gap belongs to the next phrase ("..., and on the right a dog")
-        for region_text in (before_first, after):
-            for m in _REGION_RE.finditer(region_text):
-                owner = subject
-                if region_text is after:
-                    lead = region_text[: m.start()]
-                    if re.search(r"(?:\band\b|,|;|\.)", lead) and nxt is not None and nxt in phrase_to_object:
-                        owner = phrase_to_object[nxt]
-                add(RelationSpec("at", owner, (), _region(m.group(1), m.group(2))))  # type: ignore[arg-type]
-        if _ROW_RE.search(after) and not _EACH_OTHER_RE.search(after):
-            if objects[subject].count > 1:
-                add(RelationSpec("in_row", subject))
-        if any(q.row for q in ph.quants) and objects[subject].count > 1:
-            add(RelationSpec("in_row", subject))
-        if nxt is None:
+        if subject is not None:
+            _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, objects, add)
+        if k in carried and not _CLAUSE_BREAK.search(after):
+            subject = carried[k]
+        if subject is None or nxt is None:
             continue
         reference = phrase_to_object.get(nxt)
         cue = _pair_cue(after)
@@ -742,23 +797,25 @@ def parse_prompt(text: str) -> PromptSpec:
             else:
                 notes.append(f"'between' for {objects[subject].name!r} needs two reference objects")
             continue
-        if cue is None and _ON_CUE.search(after) and reference is not None:
+        if cue is None and _ON_CUE.search(after):
             cue = "above"
         if cue is None and _NO_2D.search(after):
             notes.append(f"'in front of'/'behind' for {objects[subject].name!r} has no 2-D position; ignored")
-        if cue is None and after.strip() in ("and", ",", "and a", "with") and nxt is not None:
+        if cue is None and after.strip() in ("and", ",", "and a", "with"):
             # "X and Y next to each other": the cue follows the pair
             pair_after = gap(phrases[nxt].end, phrases[live[pos + 2]].start if pos + 2 < len(live) else len(tokens))
             if _EACH_OTHER_RE.search(pair_after) or re.search(r"\bside by side\b", pair_after):
                 pair_cue = _pair_cue(pair_after) or "next_to"
                 if pair_cue in ("next_to", "left_of", "right_of") and reference is not None:
                     cue = "next_to"
-        if cue is None:
+        if reference is None:  # a place ("on a beach"): background, not a relation
+            if phrases[nxt].scene and re.search(r"\b(?:in|on|at|inside|within)(?: the| a| an)?$", after):
+                carried[nxt] = subject
             continue
-        if reference is None:  # a scene ("on a beach") or negated thing: background, not a relation
+        if cue is None or reference == subject:
             continue
-        if reference == subject:
-            continue
+        if cue == "above" and (_ON_CUE.search(after) or "on top of" in after):
+            carried[nxt] = subject
         add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
         # "a table with two apples on it": the pronoun refers to the phrase before
     for k, ph in enumerate(phrases):
@@ -785,6 +842,26 @@ def parse_prompt(text: str) -> PromptSpec:
         negative=tuple(negative),
         notes=tuple(notes),
     )
+
+
+def _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, objects, add) -> None:
+    """Absolute regions ('on the left', 'in the top right corner') and rows ('in a row') of one phrase.
+
+    A region that comes after a conjunction in the gap belongs to the next phrase
+    ("..., and on the right a dog").
+    """
+    for region_text in (before_first, after):
+        for m in _REGION_RE.finditer(region_text):
+            owner = subject
+            if region_text is after:
+                lead = region_text[: m.start()]
+                if re.search(r"(?:\band\b|,|;|\.)", lead) and nxt is not None and nxt in phrase_to_object:
+                    owner = phrase_to_object[nxt]
+            add(RelationSpec("at", owner, (), _region(m.group(1), m.group(2))))  # type: ignore[arg-type]
+    if _ROW_RE.search(after) and not _EACH_OTHER_RE.search(after) and objects[subject].count > 1:
+        add(RelationSpec("in_row", subject))
+    if any(q.row for q in ph.quants) and objects[subject].count > 1:
+        add(RelationSpec("in_row", subject))
 
 
 def _pair_cue(text: str) -> str | None:

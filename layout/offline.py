@@ -1,0 +1,478 @@
+"""Deterministic offline layout planner: prompt -> :class:`layout.spec.PromptSpec` -> boxes, no model.
+
+How boxes are placed (every step is a pure function of the spec and the seed):
+
+1. Each object group (one :class:`~layout.spec.ObjectSpec`) gets a column layer and a row layer.
+   ``left_of``/``right_of``/``between``/``next_to`` and left/right regions order the column layers;
+   ``above``/``below`` and top/bottom regions order the row layers (longest-path layering of the
+   order graphs; a relation that would close a cycle is dropped and noted). Groups that are related
+   horizontally prefer one row and groups related vertically one column, so that the relation is
+   also the dominant direction between their centres (NSR-1K judges relations by the angle
+   between centres, Feng et al. 2023).
+2. Column widths and row heights follow how much each group needs (count, typical width/height of
+   its kind, explicit size words). Groups sharing a cell split it side by side.
+3. A group's instances fill its cell as a grid chosen to make the boxes as large as possible at the
+   kind's aspect ratio (one row for ``in_row``, one column when it stands ``next_to`` something);
+   absolute regions clamp the cell into the named third of the canvas.
+4. Box size within its slot follows the kind's typical size relative to the scene's largest kind;
+   explicit sizes and ``bigger_than``/``smaller_than`` then shrink boxes until they hold, and
+   ``next_to`` pairs are pushed against their shared edge.
+
+A prompt asking for more than :data:`layout.schema.GLIGEN_MAX_OBJECTS` instances is refused with a
+:class:`~layout.schema.LayoutError` (boxes would go under the minimum size; no silent truncation).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from layout.parse import parse_prompt
+from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
+from layout.spec import PromptSpec
+
+#: Smallest box side the planner produces (normalized units).
+MIN_SIDE = 0.05
+#: Fraction of a slot left empty on each side so that neighbouring boxes never touch.
+SLOT_PADDING = 0.06
+#: Target areas for explicit size words, inside the bounds `layout.relations.SIZE_AREA_BOUNDS` checks.
+_SIZE_AREA_CAP = {"small": 0.08, "tiny": 0.02}
+_SIZE_WEIGHT = {"large": 1.8, "huge": 2.6, "small": 0.7, "tiny": 0.5, "tall": 1.0, None: 1.0}
+_TALL_ASPECT = 0.6  # width / height for "tall" (relations.TALL_ASPECT demands height >= 1.5 width)
+_REGION_BANDS = {"left": (0.0, 1 / 3), "right": (2 / 3, 1.0), "top": (0.0, 1 / 3), "bottom": (2 / 3, 1.0), "center": (1 / 3, 2 / 3)}
+
+#: Typical (width / height, relative size in 0..1) per kind: people tall, cars wide, buses wide and big, cups small.
+KIND_SHAPES: dict[str, tuple[float, float]] = {
+    "person": (0.45, 0.8), "man": (0.45, 0.8), "woman": (0.45, 0.8), "boy": (0.45, 0.65), "girl": (0.45, 0.65),
+    "child": (0.45, 0.6), "kid": (0.45, 0.6), "baby": (0.8, 0.4), "lady": (0.45, 0.8), "guy": (0.45, 0.8),
+    "player": (0.5, 0.8), "astronaut": (0.5, 0.8), "skier": (0.6, 0.8), "surfer": (0.6, 0.8), "robot": (0.6, 0.7),
+    "giraffe": (0.5, 1.0), "horse": (1.3, 0.85), "elephant": (1.3, 0.95), "cow": (1.4, 0.8), "sheep": (1.3, 0.6),
+    "dog": (1.2, 0.55), "cat": (1.1, 0.45), "bear": (1.1, 0.8), "zebra": (1.3, 0.8), "bird": (1.0, 0.3),
+    "teddy bear": (0.8, 0.45), "mouse": (1.3, 0.18), "rabbit": (0.9, 0.35), "pig": (1.4, 0.55),
+    "car": (1.9, 0.8), "bus": (2.2, 1.0), "truck": (1.9, 1.0), "train": (2.5, 1.0), "airplane": (2.0, 1.0),
+    "plane": (2.0, 1.0), "boat": (1.8, 0.8), "bicycle": (1.6, 0.6), "bike": (1.6, 0.6), "motorcycle": (1.6, 0.7),
+    "van": (1.7, 0.85), "taxi": (1.9, 0.8), "tractor": (1.5, 0.8), "helicopter": (1.8, 0.9), "ship": (2.2, 1.0),
+    "traffic light": (0.4, 0.45), "fire hydrant": (0.6, 0.4), "stop sign": (1.0, 0.4), "parking meter": (0.35, 0.5),
+    "bench": (2.0, 0.7), "backpack": (0.75, 0.4), "umbrella": (1.3, 0.6), "handbag": (1.2, 0.35), "tie": (0.35, 0.3),
+    "suitcase": (0.8, 0.5), "frisbee": (1.5, 0.25), "skis": (0.35, 0.7), "snowboard": (0.35, 0.6),
+    "sports ball": (1.0, 0.2), "ball": (1.0, 0.2), "kite": (1.0, 0.4), "baseball bat": (0.2, 0.5),
+    "baseball glove": (1.0, 0.25), "skateboard": (2.5, 0.4), "surfboard": (0.35, 0.8), "tennis racket": (0.6, 0.4),
+    "bottle": (0.35, 0.4), "wine glass": (0.45, 0.3), "glass": (0.6, 0.25), "cup": (0.85, 0.25), "mug": (0.9, 0.25),
+    "fork": (0.25, 0.25), "knife": (0.25, 0.3), "spoon": (0.25, 0.25), "bowl": (1.6, 0.35), "plate": (1.6, 0.35),
+    "banana": (1.5, 0.3), "apple": (1.0, 0.25), "sandwich": (1.4, 0.3), "orange": (1.0, 0.25), "broccoli": (1.0, 0.3),
+    "carrot": (0.4, 0.3), "hot dog": (2.0, 0.3), "pizza": (1.3, 0.5), "donut": (1.2, 0.25), "cake": (1.2, 0.4),
+    "chair": (0.75, 0.6), "couch": (2.0, 0.9), "sofa": (2.0, 0.9), "potted plant": (0.7, 0.5), "bed": (1.6, 1.0),
+    "dining table": (1.8, 0.9), "table": (1.7, 0.8), "desk": (1.7, 0.8), "toilet": (0.7, 0.6), "tv": (1.5, 0.6),
+    "television": (1.5, 0.6), "laptop": (1.4, 0.45), "remote": (0.4, 0.2), "keyboard": (2.8, 0.5),
+    "cell phone": (0.5, 0.2), "phone": (0.5, 0.2), "microwave": (1.5, 0.5), "oven": (1.0, 0.7), "toaster": (1.3, 0.35),
+    "sink": (1.5, 0.5), "refrigerator": (0.55, 1.0), "fridge": (0.55, 1.0), "book": (0.75, 0.3), "clock": (1.0, 0.35),
+    "vase": (0.55, 0.4), "scissors": (0.6, 0.25), "hair drier": (0.9, 0.25), "toothbrush": (0.2, 0.25),
+    "tree": (0.6, 1.0), "palm tree": (0.6, 1.0), "house": (1.3, 1.0), "building": (0.8, 1.0), "tower": (0.4, 1.0),
+    "lamp": (0.5, 0.5), "flower": (0.7, 0.3), "balloon": (0.8, 0.3), "guitar": (0.4, 0.6), "candle": (0.4, 0.2),
+    "shelf": (1.5, 0.7), "bookshelf": (0.8, 0.9), "window": (1.0, 0.6), "door": (0.5, 0.9), "box": (1.2, 0.4),
+}  # fmt: skip
+_DEFAULT_SHAPE = (1.0, 0.5)
+
+
+@dataclass
+class _Group:
+    """One ObjectSpec being placed: its cell and its instances' boxes."""
+
+    index: int
+    count: int
+    aspect: float  # width / height of one instance
+    scale: float  # typical relative size
+    weight_w: float = 1.0
+    weight_h: float = 1.0
+    one_row: bool = False
+    one_column: bool = False
+    x_band: tuple[float, float] | None = None  # region clamp
+    y_band: tuple[float, float] | None = None
+    cell: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    boxes: list[list[float]] = field(default_factory=list)
+    slots: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+class _Order:
+    """A DAG of 'a before b' edges over classes, refusing edges that would close a cycle."""
+
+    def __init__(self, n: int) -> None:
+        self.succ: list[set[int]] = [set() for _ in range(n)]
+
+    def reaches(self, a: int, b: int) -> bool:
+        stack, seen = [a], {a}
+        while stack:
+            u = stack.pop()
+            if u == b:
+                return True
+            for v in self.succ[u]:
+                if v not in seen:
+                    seen.add(v)
+                    stack.append(v)
+        return False
+
+    def add(self, a: int, b: int) -> bool:
+        if a == b or self.reaches(b, a):
+            return False
+        self.succ[a].add(b)
+        return True
+
+    def layers(self, nodes: list[int]) -> dict[int, int]:
+        """Longest-path layer of each node (0 = first)."""
+        layer: dict[int, int] = {}
+
+        def depth(u: int) -> int:
+            if u not in layer:
+                preds = [p for p in nodes if u in self.succ[p]]
+                layer[u] = 0 if not preds else 1 + max(depth(p) for p in preds)
+            return layer[u]
+
+        for u in nodes:
+            depth(u)
+        return layer
+
+
+class _Classes:
+    """Union-find of groups that should share a row (or a column)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        self.parent[self.find(b)] = self.find(a)
+
+
+def _shape(name: str) -> tuple[float, float]:
+    if name in KIND_SHAPES:
+        return KIND_SHAPES[name]
+    last = name.split()[-1]
+    return KIND_SHAPES.get(last, _DEFAULT_SHAPE)
+
+
+def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], dict[int, int]]:
+    """Column and row layer of every group (see the module docstring, step 1)."""
+    n = len(spec.objects)
+    horizontal: list[tuple[int, int]] = []  # (a, b): a left of b
+    vertical: list[tuple[int, int]] = []  # (a, b): a above b
+    same_row: list[tuple[int, int]] = []
+    same_col: list[tuple[int, int]] = []
+    for rel in spec.relations:
+        s, refs = rel.subject, rel.references
+        if rel.kind in ("left_of", "next_to"):
+            horizontal.append((s, refs[0]))
+            same_row.append((s, refs[0]))
+        elif rel.kind == "right_of":
+            horizontal.append((refs[0], s))
+            same_row.append((s, refs[0]))
+        elif rel.kind == "between":
+            horizontal += [(refs[0], s), (s, refs[1])]
+            same_row += [(s, refs[0]), (s, refs[1])]
+        elif rel.kind == "above":
+            vertical.append((s, refs[0]))
+            same_col.append((s, refs[0]))
+        elif rel.kind == "below":
+            vertical.append((refs[0], s))
+            same_col.append((s, refs[0]))
+    # Regions order a group before or after every group not in the same region.
+    regions = {rel.subject: rel.where for rel in spec.relations if rel.kind == "at"}
+    for g, where in regions.items():
+        parts = (where or "").split()
+        for h in range(n):
+            if h == g:
+                continue
+            other = (regions.get(h) or "").split()
+            if "left" in parts and "left" not in other:
+                horizontal.append((g, h))
+            if "right" in parts and "right" not in other:
+                horizontal.append((h, g))
+            if "top" in parts and "top" not in other:
+                vertical.append((g, h))
+            if "bottom" in parts and "bottom" not in other:
+                vertical.append((h, g))
+    return (
+        _layer(n, horizontal, same_col, notes, "left-right"),
+        _layer(n, vertical, same_row, notes, "top-bottom"),
+    )
+
+
+def _layer(n: int, edges: list[tuple[int, int]], merge: list[tuple[int, int]], notes: list[str], axis: str) -> dict[int, int]:
+    """Longest-path layers along one axis; ``edges`` (a, b) put a before b.
+
+    ``merge`` pairs (related along the OTHER axis: a group above another) share a layer so that
+    the relation is the dominant direction between them; ordered pairs are never merged.
+    """
+    classes = _Classes(n)
+    order = _Order(n)
+    ordered = {(a, b) for a, b in edges} | {(b, a) for a, b in edges}
+    for a, b in merge:
+        ra, rb = classes.find(a), classes.find(b)
+        if ra == rb:
+            continue
+        members_a = [g for g in range(n) if classes.find(g) == ra]
+        members_b = [g for g in range(n) if classes.find(g) == rb]
+        if any((x, y) in ordered for x in members_a for y in members_b):
+            continue
+        classes.union(ra, rb)
+    for a, b in edges:
+        ca, cb = classes.find(a), classes.find(b)
+        if ca == cb or not order.add(ca, cb):
+            notes.append(f"{axis} order between groups {a} and {b} contradicts another relation; dropped")
+    roots = sorted({classes.find(g) for g in range(n)})
+    layer_of_class = order.layers(roots)
+    return {g: layer_of_class[classes.find(g)] for g in range(n)}
+
+
+def _grid(count: int, width: float, height: float, aspect: float, one_row: bool, one_column: bool) -> tuple[int, int]:
+    """(columns, rows) giving the largest boxes of ``aspect`` for ``count`` instances in a width x height cell."""
+    best, best_area = (count, 1), -1.0
+    options = [1] if one_row else [count] if one_column else range(1, count + 1)
+    for rows in options:
+        cols = math.ceil(count / rows)
+        slot_w, slot_h = width / cols, height / rows
+        box_w = min(slot_w, slot_h * aspect)
+        area = box_w * box_w / aspect
+        if area > best_area + 1e-12:
+            best, best_area = (cols, rows), area
+    return best
+
+
+def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float) -> list[float]:
+    """The largest box of ``aspect`` (times ``fill``) centred in ``slot``, inside its padding."""
+    x0, y0, x1, y1 = slot
+    pad_w, pad_h = (x1 - x0) * SLOT_PADDING, (y1 - y0) * SLOT_PADDING
+    w_max, h_max = (x1 - x0) - 2 * pad_w, (y1 - y0) - 2 * pad_h
+    w = min(w_max, h_max * aspect) * fill
+    h = w / aspect
+    w, h = max(w, min(MIN_SIDE, w_max)), max(h, min(MIN_SIDE, h_max))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def _scale_box(box: list[float], factor: float) -> list[float]:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    w = max((box[2] - box[0]) * factor, MIN_SIDE)
+    h = max((box[3] - box[1]) * factor, MIN_SIDE)
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def _area(box: list[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _shift_within(box: list[float], slot: tuple[float, float, float, float], dx: float, dy: float) -> list[float]:
+    """Move ``box`` by (dx, dy) but no further than its slot's edges."""
+    dx = min(max(dx, slot[0] - box[0]), slot[2] - box[2])
+    dy = min(max(dy, slot[1] - box[1]), slot[3] - box[3])
+    return [box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy]
+
+
+def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
+    """Place boxes for ``spec``; returns the layout and notes on anything it could not honour."""
+    notes: list[str] = []
+    total = sum(o.count for o in spec.objects)
+    if total > GLIGEN_MAX_OBJECTS:
+        raise LayoutError(
+            f"the prompt asks for {total} objects; the planner places at most {GLIGEN_MAX_OBJECTS} "
+            f"(GLIGEN_MAX_OBJECTS): ask for fewer objects"
+        )
+    rng = random.Random(seed)
+    groups = [_Group(i, o.count, *_shape(o.name)) for i, o in enumerate(spec.objects)]
+    max_scale = max((g.scale for g in groups), default=1.0)
+    for g, o in zip(groups, spec.objects):
+        if o.size == "tall":
+            g.aspect = min(g.aspect, _TALL_ASPECT)
+        if o.size in ("large", "huge"):
+            g.scale = max_scale
+        side = math.sqrt(min(o.count, 9))
+        g.weight_w = side * math.sqrt(g.aspect) * _SIZE_WEIGHT[o.size]
+        g.weight_h = side / math.sqrt(g.aspect) * _SIZE_WEIGHT[o.size]
+    for rel in spec.relations:
+        if rel.kind == "in_row":
+            groups[rel.subject].one_row = True
+        elif rel.kind == "next_to":
+            groups[rel.subject].one_column = not groups[rel.subject].one_row
+        elif rel.kind == "at":
+            parts = (rel.where or "").split()
+            g = groups[rel.subject]
+            if rel.where == "center":
+                g.x_band, g.y_band = _REGION_BANDS["center"], _REGION_BANDS["center"]
+            for part in parts:
+                if part in ("left", "right"):
+                    g.x_band = _REGION_BANDS[part]
+                elif part in ("top", "bottom"):
+                    g.y_band = _REGION_BANDS[part]
+        elif rel.kind in ("bigger_than", "smaller_than"):
+            big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
+            groups[big].weight_w *= 1.4
+            groups[big].weight_h *= 1.4
+            groups[big].scale = max(groups[big].scale, groups[small].scale)
+    if not groups:
+        return _to_layout(spec, groups), notes
+
+    # Steps 1-2: layers -> column widths and row heights -> cells.
+    col_of, row_of = _order_groups(spec, notes)
+    cells: dict[tuple[int, int], list[int]] = {}
+    for g in range(len(groups)):
+        cells.setdefault((col_of[g], row_of[g]), []).append(g)
+    n_cols, n_rows = max(col_of.values()) + 1, max(row_of.values()) + 1
+    col_need = [0.0] * n_cols
+    row_need = [0.0] * n_rows
+    for (c, r), members in cells.items():
+        col_need[c] = max(col_need[c], sum(groups[g].weight_w for g in members))
+        row_need[r] = max(row_need[r], max(groups[g].weight_h for g in members))
+    col_edges = _edges(col_need)
+    row_edges = _edges(row_need)
+    for (c, r), members in cells.items():
+        x0, x1 = col_edges[c], col_edges[c + 1]
+        y0, y1 = row_edges[r], row_edges[r + 1]
+        share = sum(groups[g].weight_w for g in members)
+        cursor = x0
+        for g in members:
+            width = (x1 - x0) * groups[g].weight_w / share
+            groups[g].cell = (cursor, y0, cursor + width, y1)
+            cursor += width
+    for g in groups:
+        g.cell = _clamp_cell(g, notes, spec)
+
+    # Steps 3-4: instances in a grid inside the cell, then sizes.
+    for g, o in zip(groups, spec.objects):
+        x0, y0, x1, y1 = g.cell
+        cols, rows = _grid(g.count, x1 - x0, y1 - y0, g.aspect, g.one_row, g.one_column)
+        fill = 0.55 + 0.45 * g.scale / max_scale
+        fill *= 1.0 - 0.08 * rng.random() if seed else 1.0
+        slot_w, slot_h = (x1 - x0) / cols, (y1 - y0) / rows
+        # Centre a partly filled last row.
+        for k in range(g.count):
+            r, c = divmod(k, cols)
+            in_row = min(cols, g.count - r * cols)
+            offset = (cols - in_row) * slot_w / 2
+            slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
+            box = _fit(slot, g.aspect, fill)
+            cap = _SIZE_AREA_CAP.get(o.size or "")
+            if cap is not None and _area(box) > cap:
+                box = _scale_box(box, math.sqrt(cap / _area(box)))
+            if seed:
+                box = _shift_within(box, slot, (rng.random() - 0.5) * slot_w * 0.1, (rng.random() - 0.5) * slot_h * 0.1)
+            g.slots.append(slot)
+            g.boxes.append(box)
+    _enforce_comparatives(spec, groups, notes)
+    _snap_next_to(spec, groups)
+    return _to_layout(spec, groups), notes
+
+
+def _edges(needs: list[float]) -> list[float]:
+    total = sum(needs) or 1.0
+    edges = [0.0]
+    for need in needs:
+        edges.append(edges[-1] + need / total)
+    edges[-1] = 1.0
+    return edges
+
+
+def _clamp_cell(g: _Group, notes: list[str], spec: PromptSpec) -> tuple[float, float, float, float]:
+    """Intersect a group's cell with its absolute region; use the region alone when they do not meet."""
+    x0, y0, x1, y1 = g.cell
+    for band, axis in ((g.x_band, 0), (g.y_band, 1)):
+        if band is None:
+            continue
+        lo, hi = (x0, x1) if axis == 0 else (y0, y1)
+        new_lo, new_hi = max(lo, band[0]), min(hi, band[1])
+        if new_hi - new_lo < MIN_SIDE * 2:
+            notes.append(f"'{spec.objects[g.index].phrase}': its region and its relations disagree; the region wins")
+            new_lo, new_hi = band
+        if axis == 0:
+            x0, x1 = new_lo, new_hi
+        else:
+            y0, y1 = new_lo, new_hi
+    return (x0, y0, x1, y1)
+
+
+def _enforce_comparatives(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
+    """Shrink the smaller side of every bigger_than / smaller_than until its largest box is clearly smaller."""
+    for _ in range(3):
+        changed = False
+        for rel in spec.relations:
+            if rel.kind not in ("bigger_than", "smaller_than"):
+                continue
+            big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
+            if big == small:
+                continue
+            min_big = min(_area(b) for b in groups[big].boxes)
+            max_small = max(_area(b) for b in groups[small].boxes)
+            if max_small < min_big * 0.8:
+                continue
+            factor = math.sqrt(min_big * 0.6 / max_small)
+            groups[small].boxes = [_scale_box(b, factor) for b in groups[small].boxes]
+            changed = True
+        if not changed:
+            return
+    for rel in spec.relations:
+        if rel.kind in ("bigger_than", "smaller_than"):
+            big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
+            if max(_area(b) for b in groups[small].boxes) >= min(_area(b) for b in groups[big].boxes):
+                notes.append(f"size comparison between groups {big} and {small} could not be satisfied")
+
+
+def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
+    """Push the subject of each next_to against the reference's side and align their centres vertically."""
+    for rel in spec.relations:
+        if rel.kind != "next_to":
+            continue
+        subject, reference = groups[rel.subject], groups[rel.references[0]]
+        if subject is reference:
+            continue
+        ref_cx = sum((b[0] + b[2]) / 2 for b in reference.boxes) / len(reference.boxes)
+        ref_cy = sum((b[1] + b[3]) / 2 for b in reference.boxes) / len(reference.boxes)
+        moved = []
+        for box, slot in zip(subject.boxes, subject.slots):
+            cx = (box[0] + box[2]) / 2
+            dx = (slot[2] - box[2]) if cx < ref_cx else (slot[0] - box[0])
+            dy = ref_cy - (box[1] + box[3]) / 2 if subject.count == 1 else 0.0
+            moved.append(_shift_within(box, slot, dx, dy))
+        subject.boxes = moved
+        sub_cx = sum((b[0] + b[2]) / 2 for b in subject.boxes) / len(subject.boxes)
+        reference.boxes = [
+            _shift_within(b, s, (s[0] - b[0]) if sub_cx < (b[0] + b[2]) / 2 else (s[2] - b[2]), 0.0)
+            for b, s in zip(reference.boxes, reference.slots)
+        ]
+
+
+def _to_layout(spec: PromptSpec, groups: list[_Group]) -> Layout:
+    objects = []
+    for g, o in zip(groups, spec.objects):
+        for box in g.boxes:
+            clipped = tuple(min(1.0, max(0.0, v)) for v in box)
+            objects.append(LayoutObject(name=o.name, phrase=o.phrase, box=clipped))  # type: ignore[arg-type]
+    prompt = spec.prompt if spec.prompt.strip() else "(empty prompt)"
+    return Layout(prompt=prompt, background=spec.background, negative=", ".join(spec.negative), objects=tuple(objects))
+
+
+class OfflinePlanner:
+    """Rule-based planner: :func:`layout.parse.parse_prompt` then :func:`plan_spec`. No model, deterministic."""
+
+    name = "offline"
+
+    def plan(self, prompt: str, *, seed: int = 0) -> Layout:
+        """A layout for ``prompt``; ``seed`` jitters box sizes and positions inside their slots (0: none)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LayoutError("`prompt` is empty; give the text the image should show")
+        layout, _ = plan_spec(parse_prompt(prompt), seed=seed)
+        return layout
+
+    def plan_with_notes(self, prompt: str, *, seed: int = 0) -> tuple[Layout, PromptSpec, list[str]]:
+        """Like :meth:`plan`, also returning the parsed spec and the parser's and planner's notes."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LayoutError("`prompt` is empty; give the text the image should show")
+        spec = parse_prompt(prompt)
+        layout, notes = plan_spec(spec, seed=seed)
+        return layout, spec, [*spec.notes, *notes]
+
+
+__all__ = ["KIND_SHAPES", "MIN_SIDE", "OfflinePlanner", "plan_spec"]
