@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 from .maps import AttentionKind, AttentionMaps, GuidanceTargets, downscaled_size
 
+ALL_PLACES = ("up", "down", "mid")
+
 # ---------------------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------------------
@@ -122,12 +124,12 @@ def token_attention_maps(
     maps: AttentionMaps,
     token_indices: list[int],
     size: tuple[int, int],
-    places: tuple[str, ...] | None = ("up", "down", "mid"),
+    places: tuple[str, ...] | None = ALL_PLACES,
     smooth_attentions: bool = True,
     kernel_size: int = 3,
     sigma: float = 0.5,
 ) -> torch.Tensor:
-    """(T, h, w) A&E-normalized maps: mean over heads/layers, softmax(100 * text tokens), smoothed (Chefer et al. 2023)."""
+    """(T, h, w) maps as A&E reads them: head/layer mean, softmax(100 * text tokens), smoothed (Chefer et al. 2023)."""
     attention = maps.mean("cross", size, places).float()  # (h, w, keys) averaged over heads and layers
     _check_token_range(token_indices, 1, attention.shape[-1] - 1)
     # Drop <|startoftext|> AND the last key, as diffusers' pipeline does; *100 sharpens the token softmax.
@@ -154,9 +156,9 @@ def max_attention_per_token(
     kernel_size: int = 3,
     sigma: float = 0.5,
 ) -> torch.Tensor:
-    """(T,) peak of each token's smoothed, token-softmaxed map (A&E, Chefer et al. 2023, Sec. 3)."""
+    """(T,) peak of each token's smoothed, token-softmaxed map (Attend-and-Excite, Chefer et al. 2023)."""
     size = resolve_size(maps, "cross", attn_res, 4)
-    token_maps = token_attention_maps(maps, token_indices, size, ("up", "down", "mid"), smooth_attentions, kernel_size, sigma)
+    token_maps = token_attention_maps(maps, token_indices, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     return token_maps.flatten(1).max(dim=1).values
 
 
@@ -171,7 +173,7 @@ def attend_and_excite_loss(
     sigma: float = 0.5,
     **_: object,
 ) -> torch.Tensor:
-    """max over subjects of max(0, 1 - peak attention): the most neglected one (A&E, Chefer et al. 2023, Eq. 3)."""
+    """max over subjects of max(0, 1 - peak attention): the most neglected one (Chefer et al. 2023, Attend-and-Excite)."""
     indices = subject_token_indices(targets, token_indices)
     peaks = max_attention_per_token(maps, indices, attn_res, smooth_attentions, kernel_size, sigma)
     return torch.clamp(1.0 - peaks, min=0.0).max()
@@ -205,13 +207,13 @@ def cross_attention_refocusing_loss(
     sigma: float = 0.5,
     **_: object,
 ) -> torch.Tensor:
-    """CAR: each token peaks inside its boxes, not in other objects' boxes nor the background (Phung et al. 2024, Eq. 3-4)."""
-    # Follows the official `caculate_loss_att_fixed_cnt` (it replaces the paper's mean terms by max
-    # terms with step-dependent piecewise weights); maps as A&E: 16x16 (latent / 4), all places.
+    """CAR: each token peaks inside its boxes, not in other boxes nor the background (CAR, Phung et al. 2024)."""
+    # Follows the official `caculate_loss_att_fixed_cnt`, whose peak terms carry piecewise weights by
+    # value and step that the paper's equations leave out; maps as A&E's: 16x16 (latent / 4), all places.
     groups = object_groups(targets)
     size = resolve_size(maps, "cross", car_res, 4, option="car_res")
     all_tokens = sorted({t for tokens, _ in groups for t in tokens})
-    token_maps = token_attention_maps(maps, all_tokens, size, ("up", "down", "mid"), smooth_attentions, kernel_size, sigma)
+    token_maps = token_attention_maps(maps, all_tokens, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     by_token = dict(zip(all_tokens, token_maps))  # token -> (h, w)
     masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
     outside_all = 1.0 - masks.amax(dim=0)  # (h, w): background of the whole layout
@@ -238,7 +240,7 @@ def self_attention_refocusing_loss(
     sar_res: tuple[int, int] | None = None,
     **_: object,
 ) -> torch.Tensor:
-    """SAR: pixels in a box attend (self-attention) only inside it; mass outside, per layer (Phung et al. 2024, Eq. 5)."""
+    """SAR: pixels in a box attend (self-attention) only inside it; mass outside, per layer (SAR, Phung et al. 2024)."""
     # Official `caculate_loss_self_att`: self maps of 256 queries (16x16 = latent / 4) from every place;
     # per layer, per box: the in-box queries' mean attention row, its mass outside the box, mean over
     # heads; summed over boxes, divided by the number of objects; averaged over layers.
@@ -270,7 +272,7 @@ def self_attention_refocusing_loss(
 def _concept_maps(maps: AttentionMaps, indices: list[int], size, smooth_attentions, kernel_size, sigma) -> torch.Tensor:
     # A-STAR is built on A&E's pipeline and names no other preprocessing, so it reads A&E's maps:
     # 16x16 (latent / 4), softmax over 100 * text tokens, Gaussian-smoothed.
-    return token_attention_maps(maps, indices, size, ("up", "down", "mid"), smooth_attentions, kernel_size, sigma)
+    return token_attention_maps(maps, indices, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
 
 
 def astar_segregation_loss(
@@ -339,7 +341,7 @@ def layout_guidance_loss(
     up_res: tuple[int, int] | None = None,
     **_: object,
 ) -> torch.Tensor:
-    """Mean over layers and objects of (1 - in-box share of each token's attention)^2 (Chen et al. 2024, Eq. 4)."""
+    """Mean over layers and objects of (1 - in-box share of token attention)^2 (layout guidance, Chen et al. 2024)."""
     # Official `compute_ca_loss`: raw probabilities (no token softmax, no smoothing) of the mid block's
     # cross layers and the first up block with attention (16x16 = latent / 4); per layer and object,
     # mean over heads, mean over the phrase's tokens; sum / (objects * layers).
@@ -407,7 +409,7 @@ def _boxdiff_terms(
             f"{targets.boxes.shape[0]} boxes in targets.boxes"
         )
     size = resolve_size(maps, "cross", attn_res, 4)
-    token_maps = token_attention_maps(maps, indices, size, ("up", "down", "mid"), smooth_attentions, kernel_size, sigma)
+    token_maps = token_attention_maps(maps, indices, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
     inner, outer, corner = [], [], []
     for n, token in enumerate(indices):
@@ -417,9 +419,8 @@ def _boxdiff_terms(
         same_token = masks[[m for m, t in enumerate(indices) if t == token]].amax(dim=0)
         inner.append(torch.clamp(1.0 - _topk_mean(attention, box, top_fraction), min=0.0))
         outer.append(torch.clamp(_topk_mean(attention, 1.0 - same_token, top_fraction), min=0.0))
-        corner.append(
-            _corner_distance(attention, box, corner_margin, dim=0) + _corner_distance(attention, box, corner_margin, dim=1)
-        )
+        corner_x = _corner_distance(attention, box, corner_margin, dim=0)
+        corner.append(corner_x + _corner_distance(attention, box, corner_margin, dim=1))
     return torch.stack(inner), torch.stack(outer), torch.stack(corner)
 
 
@@ -436,7 +437,7 @@ def boxdiff_loss(
     corner_margin: int = 6,
     **_: object,
 ) -> torch.Tensor:
-    """Inner-box + outer-box + corner constraints summed over subjects (BoxDiff, Xie et al. 2023, Eq. 4-8)."""
+    """Inner-box + outer-box + corner constraints summed over subjects (BoxDiff, Xie et al. 2023)."""
     # Official `_compute_loss`: sum(1 - topk_in) + sum(topk_out) + sum(dist_x) + sum(dist_y), with
     # P = 0.8 (`top_fraction`) and L = 6 cells around each edge (`corner_margin`) at 16x16.
     inner, outer, corner = _boxdiff_terms(
@@ -458,7 +459,7 @@ def boxdiff_inner_box_loss(
     corner_margin: int = 6,
     **_: object,
 ) -> torch.Tensor:
-    """max over subjects of the inner-box term: what BoxDiff's A&E-style refinement tests and descends (Xie et al. 2023)."""
+    """max over subjects of the inner-box term, which BoxDiff's A&E-style refinement tests (Xie et al. 2023)."""
     inner, _, _ = _boxdiff_terms(
         maps, targets, token_indices, attn_res, smooth_attentions, kernel_size, sigma, top_fraction, corner_margin
     )

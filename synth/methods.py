@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from . import losses
 from .maps import MapRequest, downscaled_size
 
-ALL_PLACES = ("down", "mid", "up")
 LossTerm = Callable | tuple[Callable, str]  # a loss, or (loss, name of the option holding its weight)
 
 
@@ -56,17 +55,17 @@ def _resolution(options: dict, latent_hw: tuple[int, int], key: str, factor: int
 
 def _cross_at_attn_res(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # A&E, A-STAR, BoxDiff: cross maps at attn_res (diffusers: 16x16 = ceil(width / 32) = latent / 4).
-    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res", 4),), ALL_PLACES)]
+    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res", 4),))]  # every place (MapRequest default)
 
 
 def _car_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # Official `get_all_attention(..., res=16)`: every 16x16 cross layer, up, mid and down.
-    return [MapRequest("cross", (_resolution(options, latent_hw, "car_res", 4),), ALL_PLACES)]
+    return [MapRequest("cross", (_resolution(options, latent_hw, "car_res", 4),))]
 
 
 def _sar_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # Official `caculate_loss_self_att(list_res=[256])`: every self layer with 256 queries (16x16).
-    return [MapRequest("self", (_resolution(options, latent_hw, "sar_res", 4),), ALL_PLACES)]
+    return [MapRequest("self", (_resolution(options, latent_hw, "sar_res", 4),))]
 
 
 def _layout_guidance_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
