@@ -1,0 +1,1 @@
+"""Training of scenewright's embedded shapes-world Stable Diffusion model (``python -m synth.shapes.train``)."""

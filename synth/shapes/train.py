@@ -1,0 +1,629 @@
+"""Train the embedded shapes-world Stable Diffusion model and export it as a diffusers checkpoint folder.
+
+Two stages, both seeded and resumable from ``<run-dir>/``:
+
+1. ``--stage vae``: a tiny :class:`~diffusers.AutoencoderKL` (64x64x3 -> 16x16x4, x4 downsampling)
+   on rendered scenes, L1 + MSE + a small KL term (the SD VAE recipe without its GAN/LPIPS terms:
+   flat shapes need no perceptual loss). Its latent std sets ``scaling_factor``.
+2. ``--stage unet``: a small :class:`~diffusers.UNet2DConditionModel` (cross-attention at 16x16 and
+   8x8) and a small :class:`~transformers.CLIPTextModel` trained jointly, frozen VAE, epsilon
+   prediction with Min-SNR-5 weighting (Hang et al. 2023), 10% caption dropout for classifier-free
+   guidance, an easy-to-hard curriculum (1 large object -> 1-2 -> 1-4) and an auxiliary loss that
+   puts each caption word's 16x16 cross-attention inside its objects' masks (the layout-guidance
+   energy of Chen et al. 2023, used here as a training loss), read through :mod:`synth.attention`.
+
+``--export DIR`` writes ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``
+and ``scheduler/`` in fp16 safetensors (EMA weights), loadable with
+``diffusers.StableDiffusionPipeline.from_pretrained(DIR)``. See synth/shapes/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eval.shapes.detector import detect, kind_counts
+from eval.shapes.world import CANVAS, Scene, sample_scene
+
+LATENT_SIZE = 16  # 64 px / 4
+MAX_OBJECTS = 4
+TOKENS = 77
+VAE_DIR = "vae"
+CKPT = "ckpt.pt"
+LOG = "log.jsonl"
+
+
+# ----------------------------------------------------------------- models
+def vae_config() -> dict:
+    """64x64x3 <-> 16x16x4: three encoder levels (two stride-2 downsamples), no mid attention (speed)."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),  # 16 channels at 64x64 keep a step ~3x cheaper than 32 on one core
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=CANVAS,
+        mid_block_add_attention=False,
+    )
+
+
+def unet_config(text_dim: int) -> dict:
+    """Cross-attention at 16x16 (the maps attention control reads) and 8x8; plain resnets at 4x4 + mid attention.
+
+    The blocks carry no positional encoding; absolute position ("top left") is learnt from the
+    zero-padded convolution borders, which every 4x4 bottleneck position sees (receptive field
+    covers the whole latent). diffusers' UNet has no spatial positional-embedding option.
+    """
+    return dict(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
+        cross_attention_dim=text_dim,
+        attention_head_dim=4,  # diffusers' legacy name: this is the number of heads
+        norm_num_groups=16,
+    )
+
+
+def text_config(hidden: int = 64) -> dict:
+    """A 4-layer CLIP text transformer over CLIP's real 49408-token BPE vocabulary."""
+    return dict(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=TOKENS,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=hidden,
+    )
+
+
+def scheduler_config() -> dict:
+    """SD 1.x's noise schedule (scaled-linear betas 0.00085..0.012 over 1000 steps)."""
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def load_tokenizer():
+    from synth.tokenizer import build_clip_tokenizer
+
+    return build_clip_tokenizer()
+
+
+# ------------------------------------------------------------------- data
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1], the VAE's input range."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def render_bank(seed: int, count: int, level: int) -> tuple[list[Scene], np.ndarray]:
+    """``count`` scenes of one curriculum level and their (N, 64, 64, 3) uint8 renders."""
+    rng = np.random.default_rng([seed, level])
+    scenes = [sample_scene(rng, max_objects=MAX_OBJECTS, curriculum_level=level) for _ in range(count)]
+    return scenes, np.stack([s.render() for s in scenes])
+
+
+def word_token_spans(tokenizer, words: list[str]) -> list[list[int]]:
+    """Token positions (after BOS) of each whitespace word, without trailing punctuation ('circle,' -> 'circle').
+
+    CLIP's pre-tokenizer splits on whitespace and punctuation, so word-by-word token counts add up
+    to the caption's tokenization.
+    """
+    spans, position = [], 1
+    for word in words:
+        total = len(tokenizer(word, add_special_tokens=False).input_ids)
+        core = len(tokenizer(word.rstrip(",.;"), add_special_tokens=False).input_ids)
+        spans.append([p for p in range(position, position + core) if p < TOKENS - 1])
+        position += total
+    return spans
+
+
+def token_object_matrix(tokenizer, scene: Scene) -> np.ndarray:
+    """(77, MAX_OBJECTS) bool: token t refers to object k (its count, size, color or shape word)."""
+    matrix = np.zeros((TOKENS, MAX_OBJECTS), dtype=bool)
+    words = scene.caption.text.split()
+    for span, refs in zip(word_token_spans(tokenizer, words), scene.caption.word_objects):
+        for k in refs:
+            matrix[span, k] = True
+    return matrix
+
+
+def object_masks_latent(scene: Scene) -> np.ndarray:
+    """(MAX_OBJECTS, 16*16) float: each object's mask as area fraction per latent cell (zeros for absent slots)."""
+    out = np.zeros((MAX_OBJECTS, LATENT_SIZE * LATENT_SIZE), dtype=np.float32)
+    cell = CANVAS // LATENT_SIZE
+    for k, obj in enumerate(scene.objects):
+        pooled = obj.mask.reshape(LATENT_SIZE, cell, LATENT_SIZE, cell).mean(axis=(1, 3))
+        out[k] = pooled.reshape(-1)
+    return out
+
+
+@dataclass
+class Bank:
+    """Pre-encoded training data of one curriculum level."""
+
+    latents: torch.Tensor  # (N, 4, 16, 16), already times the VAE scaling factor
+    input_ids: torch.Tensor  # (N, 77) long
+    token_objects: torch.Tensor  # (N, 77, MAX_OBJECTS) bool
+    object_masks: torch.Tensor  # (N, MAX_OBJECTS, 256) float
+    captions: list[str]
+
+
+@torch.no_grad()
+def build_bank(vae, tokenizer, seed: int, count: int, level: int, batch: int = 256) -> Bank:
+    scenes, images = render_bank(seed, count, level)
+    latents = []
+    for start in range(0, count, batch):
+        x = images_to_tensor(images[start : start + batch])
+        latents.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    captions = [s.caption.text for s in scenes]
+    ids = tokenizer(captions, padding="max_length", max_length=TOKENS, truncation=True, return_tensors="pt").input_ids
+    return Bank(
+        latents=torch.cat(latents),
+        input_ids=ids,
+        token_objects=torch.from_numpy(np.stack([token_object_matrix(tokenizer, s) for s in scenes])),
+        object_masks=torch.from_numpy(np.stack([object_masks_latent(s) for s in scenes])),
+        captions=captions,
+    )
+
+
+def load_or_build_bank(run_dir: Path, vae, tokenizer, seed: int, count: int, level: int) -> Bank:
+    """Banks are cached in the run dir so that a resumed run trains on the same data."""
+    path = run_dir / f"bank_seed{seed}_level{level}_n{count}.pt"
+    if path.exists():
+        return Bank(**torch.load(path, weights_only=False))
+    bank = build_bank(vae, tokenizer, seed, count, level)
+    torch.save(bank.__dict__, path)
+    return bank
+
+
+def parse_curriculum(text: str) -> list[tuple[int, dict[int, float]]]:
+    """'0:0=1;2000:0=0.3,1=0.7' -> [(start_step, {level: weight})] sorted by start step."""
+    phases = []
+    for part in text.split(";"):
+        try:
+            start, mix = part.split(":")
+            weights = {int(k): float(v) for k, v in (item.split("=") for item in mix.split(","))}
+        except ValueError:
+            raise SystemExit(f"--curriculum: cannot read {part!r}; write phases as 'STEP:LEVEL=W,LEVEL=W;...'") from None
+        phases.append((int(start), weights))
+    phases.sort()
+    if phases[0][0] != 0:
+        raise SystemExit("--curriculum: the first phase must start at step 0 (e.g. '0:0=1;2000:0=0.3,1=0.7')")
+    return phases
+
+
+def curriculum_weights(phases: list[tuple[int, dict[int, float]]], step: int) -> dict[int, float]:
+    current = phases[0][1]
+    for start, weights in phases:
+        if step >= start:
+            current = weights
+    return current
+
+
+# ------------------------------------------------------------- checkpoint
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temp file then rename, so a kill mid-save never corrupts the checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state(np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+
+
+def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+
+
+def log_line(run_dir: Path, record: dict) -> None:
+    with open(run_dir / LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+# -------------------------------------------------------------------- VAE
+def train_vae(args) -> None:
+    from diffusers import AutoencoderKL
+
+    run_dir = Path(args.run_dir)
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL(**vae_config())
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr)
+    np_rng = np.random.default_rng(args.seed)
+    step = 0
+    ckpt_path = run_dir / "vae_ckpt.pt"
+    if ckpt_path.exists() and not args.fresh:
+        state = torch.load(ckpt_path, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        set_rng_state(state["rng"], np_rng)
+        print(f"resumed VAE from {ckpt_path} at step {step}", flush=True)
+    started, first_step = time.time(), step
+    vae.train()
+    while step < args.steps:
+        level = int(np_rng.integers(0, 3))
+        images = np.stack(
+            [sample_scene(np_rng, max_objects=MAX_OBJECTS, curriculum_level=level).render() for _ in range(args.batch)]
+        )
+        x = images_to_tensor(images)  # (B, 3, 64, 64)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        l1 = (recon - x).abs().mean()
+        mse = F.mse_loss(recon, x)
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = l1 + mse + args.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % args.log_every == 0 or step == args.steps:
+            log_line(run_dir, {"stage": "vae", "step": step, "l1": l1.item(), "mse": mse.item(), "kl": kl.item(),
+                               "it_s": (step - first_step) / (time.time() - started)})
+        if step % args.save_every == 0 or step == args.steps:
+            save_atomic({"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                         "rng": rng_state(np_rng)}, ckpt_path)
+    vae.eval()
+    set_vae_scaling(vae, args.seed)
+    vae.save_pretrained(run_dir / VAE_DIR)
+    report = vae_report(vae, args.seed + 1, count=args.eval_count)
+    log_line(run_dir, {"stage": "vae", "step": step, "eval": report})
+
+
+@torch.no_grad()
+def set_vae_scaling(vae, seed: int, count: int = 512) -> None:
+    """``scaling_factor`` = 1 / std of latent means, so the UNet sees unit-variance latents (SD's convention)."""
+    _, images = render_bank(seed, count, 2)
+    latents = vae.encode(images_to_tensor(images)).latent_dist.mean
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+
+
+@torch.no_grad()
+def vae_report(vae, seed: int, count: int = 200) -> dict:
+    """Reconstruction PSNR and the detector's exact-match rate on decoded held-out scenes."""
+    scenes, images = render_bank(seed, count, 2)
+    x = images_to_tensor(images)
+    recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    mse = F.mse_loss(recon, x, reduction="none").mean(dim=(1, 2, 3))
+    psnr = (10 * torch.log10(4.0 / mse)).mean().item()  # signal range 2 -> peak^2 = 4
+    decoded = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    exact = [kind_counts(detect(img)) == kind_counts(s.objects) for s, img in zip(scenes, decoded)]
+    return {"psnr": psnr, "detector_exact": float(np.mean(exact)), "count": count}
+
+
+def load_vae(run_dir: Path):
+    from diffusers import AutoencoderKL
+
+    path = run_dir / VAE_DIR
+    if not (path / "config.json").exists():
+        raise SystemExit(f"no trained VAE at {path}; run `python -m synth.shapes.train --stage vae --run-dir {run_dir}` first")
+    vae = AutoencoderKL.from_pretrained(path)
+    vae.requires_grad_(False).eval()
+    return vae
+
+
+# ------------------------------------------------------------ UNet + text
+def build_models(args):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(args.seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(args.text_dim)))
+    unet = UNet2DConditionModel(**unet_config(args.text_dim))
+    return unet, text_encoder
+
+
+def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Tensor, object_masks: torch.Tensor) -> torch.Tensor:
+    """Mean over grounded tokens of (1 - attention mass inside the token's objects)^2 (Chen et al. 2023, Eq. 3).
+
+    probs: per layer (B, heads, 256, 77); token_objects: (B, 77, K) bool; object_masks: (B, K, 256).
+    """
+    attn = torch.stack([p.mean(dim=1) for p in probs]).mean(dim=0)  # (B, 256, 77)
+    target = torch.bmm(token_objects.float(), object_masks).clamp(max=1.0)  # (B, 77, 256)
+    mass = attn.transpose(1, 2)  # (B, 77, 256)
+    inside = (mass * target).sum(-1) / mass.sum(-1).clamp_min(1e-8)  # (B, 77)
+    grounded = token_objects.any(-1)  # (B, 77)
+    if not grounded.any():
+        return attn.sum() * 0.0
+    return ((1.0 - inside) ** 2)[grounded].mean()
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (Hang et al. 2023, Eq. 7)."""
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+class EMA:
+    """Exponential moving average of parameters (sampled models and the export use these weights)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float):
+        self.decay = decay
+        self.shadow = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+
+    @torch.no_grad()
+    def update(self, modules: dict[str, torch.nn.Module], step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are not frozen in
+        for name, module in modules.items():
+            for key, value in module.state_dict().items():
+                shadow = self.shadow[name][key]
+                if value.is_floating_point():
+                    shadow.lerp_(value, 1 - decay)
+                else:
+                    shadow.copy_(value)
+
+
+def make_pipeline(unet, text_encoder, vae, tokenizer):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+@torch.no_grad()
+def evaluate(pipe, seed: int, count: int, steps: int, guidance: float) -> dict:
+    """Unguided generations scored by the exact detector.
+
+    single: one-object captions (level 0/1 scenes with one object) -> color recall, color+shape exact.
+    multi: 1-4 object captions -> per-instance color recall, exact (color, shape) multiset, count exact.
+    """
+    rng = np.random.default_rng([seed, 99])
+    results = {}
+    for name, level in (("single", 0), ("multi", 2)):
+        scenes = [sample_scene(rng, max_objects=MAX_OBJECTS, curriculum_level=level) for _ in range(count)]
+        images = pipe(
+            [s.caption.text for s in scenes],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images
+        images = (images * 255).round().astype(np.uint8)
+        recall, exact, count_ok = [], [], []
+        for scene, image in zip(scenes, images):
+            found = detect(image)
+            want_colors = kind_counts(scene.objects)
+            got = kind_counts(found)
+            want_by_color: dict[str, int] = {}
+            got_by_color: dict[str, int] = {}
+            for (color, _), n in want_colors.items():
+                want_by_color[color] = want_by_color.get(color, 0) + n
+            for (color, _), n in got.items():
+                got_by_color[color] = got_by_color.get(color, 0) + n
+            recall.append(sum(min(n, got_by_color.get(c, 0)) for c, n in want_by_color.items()) / len(scene.objects))
+            exact.append(got == want_colors)
+            count_ok.append(len(found) == len(scene.objects))
+        results[name] = {"color_recall": float(np.mean(recall)), "exact": float(np.mean(exact)),
+                         "count_exact": float(np.mean(count_ok))}
+    return results
+
+
+def train_unet(args) -> None:
+    run_dir = Path(args.run_dir)
+    vae = load_vae(run_dir)
+    tokenizer = load_tokenizer()
+    unet, text_encoder = build_models(args)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    ema = EMA(modules, args.ema_decay)
+    np_rng = np.random.default_rng(args.seed)
+    step = 0
+    ckpt_path = run_dir / CKPT
+    if ckpt_path.exists() and not args.fresh:
+        state = torch.load(ckpt_path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        step = state["step"]
+        set_rng_state(state["rng"], np_rng)
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    if args.export and step >= args.steps:
+        export(args.export, ema, unet, text_encoder, vae, tokenizer)
+        return
+
+    from diffusers import DDPMScheduler
+
+    from synth.attention import attention_capture
+    from synth.maps import MapRequest
+
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
+    phases = parse_curriculum(args.curriculum)
+    levels = sorted({level for _, weights in phases for level in weights})
+    banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
+    empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
+    # The aux loss reads the 16x16 cross-attention maps, the maps attention control guides.
+    request = MapRequest(kind="cross", resolutions=((LATENT_SIZE, LATENT_SIZE),))
+    unet.train()
+    text_encoder.train()
+    window_start, window_steps = time.time(), 0
+    with attention_capture(unet, [request], early_exit=False) as capture:
+        while step < args.steps:
+            weights = curriculum_weights(phases, step)
+            level_choice = np_rng.choice(list(weights), size=args.batch, p=np.array(list(weights.values())) / sum(weights.values()))
+            rows = {level: np_rng.integers(0, len(banks[level].captions), size=int((level_choice == level).sum()))
+                    for level in weights}
+            latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
+            input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
+            token_objects = torch.cat([banks[lv].token_objects[idx] for lv, idx in rows.items()])
+            object_masks = torch.cat([banks[lv].object_masks[idx] for lv, idx in rows.items()])
+            # Caption dropout for classifier-free guidance; a dropped caption grounds no token.
+            dropped = torch.from_numpy(np_rng.random(args.batch) < args.caption_dropout)
+            input_ids = torch.where(dropped[:, None], empty_ids[None], input_ids)
+            token_objects = token_objects & ~dropped[:, None, None]
+
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch,))
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            text = text_encoder(input_ids)[0]  # (B, 77, D)
+            out: dict[str, torch.Tensor] = {}
+
+            def run_unet():
+                out["eps"] = unet(noisy, timesteps, encoder_hidden_states=text).sample
+
+            capture.guidance_forward(run_unet, (LATENT_SIZE, LATENT_SIZE))
+            per_sample = F.mse_loss(out["eps"], noise, reduction="none").mean(dim=(1, 2, 3))
+            mse = (per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma)).mean()
+            probs = [layer.probs for layer in capture.layers.values()]
+            aux = attention_alignment_loss(probs, token_objects, object_masks)
+            loss = mse + args.aux_weight * aux
+            capture.clear()
+
+            lr = args.lr * min(1.0, (step + 1) / args.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            ema.update(modules, step)
+            window_steps += 1
+
+            if step % args.log_every == 0:
+                elapsed = time.time() - window_start
+                log_line(run_dir, {"stage": "unet", "step": step, "loss": loss.item(), "mse": mse.item(), "aux": aux.item(),
+                                   "lr": lr, "levels": {str(k): v for k, v in weights.items()},
+                                   "it_s": window_steps / elapsed, "time": time.time()})
+                window_start, window_steps = time.time(), 0
+            if step % args.save_every == 0 or step == args.steps:
+                save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
+                             "optimizer": optimizer.state_dict(), "ema": ema.shadow, "step": step,
+                             "rng": rng_state(np_rng), "args": vars(args)}, ckpt_path)
+            if args.eval_every and (step % args.eval_every == 0 or step == args.steps):
+                log_line(run_dir, {"stage": "unet", "step": step, "eval": run_eval(args, ema, vae, tokenizer)})
+                window_start, window_steps = time.time(), 0
+    if args.export:
+        export(args.export, ema, unet, text_encoder, vae, tokenizer)
+
+
+def ema_models(args, ema: EMA):
+    """Fresh UNet and text encoder holding the EMA weights (training modules keep their own)."""
+    unet, text_encoder = build_models(args)
+    unet.load_state_dict(ema.shadow["unet"])
+    text_encoder.load_state_dict(ema.shadow["text_encoder"])
+    return unet.eval(), text_encoder.eval()
+
+
+def run_eval(args, ema: EMA, vae, tokenizer) -> dict:
+    unet, text_encoder = ema_models(args, ema)
+    pipe = make_pipeline(unet, text_encoder, vae, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return evaluate(pipe, args.seed, args.eval_count, args.eval_steps, args.eval_guidance)
+
+
+def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer) -> None:
+    """fp16 safetensors SD folder with the EMA weights."""
+    unet.load_state_dict(ema.shadow["unet"])
+    text_encoder.load_state_dict(ema.shadow["text_encoder"])
+    pipe = make_pipeline(unet.eval(), text_encoder.eval(), vae, tokenizer)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    # transformers loads a model in the dtype its config names while diffusers loads fp32 unless told:
+    # naming float32 here makes a plain `from_pretrained(DIR)` give one dtype for all components
+    # (fp32, CPU-safe) and `torch_dtype=torch.float16` still gives fp16 everywhere.
+    config_path = Path(out_dir) / "text_encoder" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
+    print(f"exported to {out_dir} ({size / 2**20:.1f} MiB)", flush=True)
+
+
+# -------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m synth.shapes.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--stage", choices=("vae", "unet"), default="unet", help="what to train (the VAE first)")
+    p.add_argument("--run-dir", default="runs/shapes", help="checkpoints, data banks and log.jsonl go here")
+    p.add_argument("--steps", type=int, default=200_000, help="train until this total step (resumes count)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (vae), 3e-4 (unet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: default 1)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--export", default=None, metavar="DIR", help="(unet) write the fp16 SD folder here at the end;"
+                   " with --steps <= the checkpoint's step, export without training")
+    # VAE
+    p.add_argument("--kl-weight", type=float, default=1e-4, help="(vae) weight of the per-dimension KL term")
+    # UNet + text encoder
+    p.add_argument("--text-dim", type=int, default=64, help="(unet) CLIP text hidden size = cross-attention dim")
+    p.add_argument("--bank-size", type=int, default=20_000, help="(unet) pre-encoded scenes per curriculum level")
+    p.add_argument("--curriculum", default="0:0=1;1500:0=0.3,1=0.7;5000:0=0.1,1=0.3,2=0.6",
+                   help="(unet) 'STEP:LEVEL=W,...;...' mixture of curriculum levels from each step on")
+    p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--snr-gamma", type=float, default=5.0)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=2000, help="(unet) steps between detector evaluations; 0 = never")
+    p.add_argument("--eval-count", type=int, default=32, help="images per evaluation suite (vae: held-out scenes)")
+    p.add_argument("--eval-steps", type=int, default=25, help="(unet) DDIM steps of evaluation samples")
+    p.add_argument("--eval-guidance", type=float, default=5.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch < 1 or args.steps < 0:
+        raise SystemExit("--batch must be >= 1 and --steps >= 0")
+    if args.lr is None:
+        args.lr = 1e-3 if args.stage == "vae" else 3e-4
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+    if args.stage == "vae":
+        if args.export:
+            raise SystemExit("--export applies to --stage unet (the VAE is saved to <run-dir>/vae automatically)")
+        train_vae(args)
+    else:
+        train_unet(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
