@@ -38,7 +38,9 @@ MIN_SIDE = 0.05
 SLOT_PADDING = 0.06
 #: Target areas for explicit size words, inside the bounds `layout.relations.SIZE_AREA_BOUNDS` checks.
 _SIZE_AREA_CAP = {"small": 0.08, "tiny": 0.02}
+_SIZE_AREA_FLOOR = {"large": 0.18, "huge": 0.40}
 _SIZE_WEIGHT = {"large": 1.8, "huge": 2.6, "small": 0.7, "tiny": 0.5, "tall": 1.0, None: 1.0}
+_NEXT_TO_GAP = 0.01  # space left between a next_to pair's facing edges
 _TALL_ASPECT = 0.6  # width / height for "tall" (relations.TALL_ASPECT demands height >= 1.5 width)
 _REGION_BANDS = {"left": (0.0, 1 / 3), "right": (2 / 3, 1.0), "top": (0.0, 1 / 3), "bottom": (2 / 3, 1.0), "center": (1 / 3, 2 / 3)}
 
@@ -196,10 +198,17 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
                 vertical.append((g, h))
             if "bottom" in parts and "bottom" not in other:
                 vertical.append((h, g))
-    return (
-        _layer(n, horizontal, same_col, notes, "left-right"),
-        _layer(n, vertical, same_row, notes, "top-bottom"),
-    )
+    cols = _layer(n, horizontal, same_col, notes, "left-right")
+    rows = _layer(n, vertical, same_row, notes, "top-bottom")
+    # Groups no relation mentions get a column of their own on the right, so that they never
+    # sit between two related groups ("a zebra next to a sheep in an enclosure").
+    touched = {g for pair in (*horizontal, *vertical, *same_row, *same_col) for g in pair}
+    free = [g for g in range(n) if g not in touched]
+    if touched and free:
+        last_col, last_row = max(cols[g] for g in touched), max(rows[g] for g in touched)
+        for g in free:
+            cols[g], rows[g] = last_col + 1, last_row
+    return cols, rows
 
 
 def _layer(n: int, edges: list[tuple[int, int]], merge: list[tuple[int, int]], notes: list[str], axis: str) -> dict[int, int]:
@@ -260,6 +269,20 @@ def _scale_box(box: list[float], factor: float) -> list[float]:
     w = max((box[2] - box[0]) * factor, MIN_SIDE)
     h = max((box[3] - box[1]) * factor, MIN_SIDE)
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def _grow_within(box: list[float], bounds: tuple[float, float, float, float], area: float) -> list[float]:
+    """Scale ``box`` about its centre towards ``area`` (same aspect), as far as ``bounds`` allow."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    factor = math.sqrt(area / (w * h))
+    factor = min(factor, (bounds[2] - bounds[0]) / w, (bounds[3] - bounds[1]) / h)
+    if factor <= 1.0:
+        return box
+    grown = _scale_box(box, factor)
+    # Shift back inside the bounds (the grown box fits, so one shift per axis suffices).
+    dx = max(bounds[0] - grown[0], 0.0) + min(bounds[2] - grown[2], 0.0)
+    dy = max(bounds[1] - grown[1], 0.0) + min(bounds[3] - grown[3], 0.0)
+    return [grown[0] + dx, grown[1] + dy, grown[2] + dx, grown[3] + dy]
 
 
 def _area(box: list[float]) -> float:
@@ -355,6 +378,9 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
             offset = (cols - in_row) * slot_w / 2
             slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
             box = _fit(slot, g.aspect, fill)
+            floor = _SIZE_AREA_FLOOR.get(o.size or "")
+            if floor is not None and _area(box) < floor:
+                box = _grow_within(box, g.cell if g.count == 1 else slot, floor)
             cap = _SIZE_AREA_CAP.get(o.size or "")
             if cap is not None and _area(box) > cap:
                 box = _scale_box(box, math.sqrt(cap / _area(box)))
@@ -430,18 +456,50 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
             continue
         ref_cx = sum((b[0] + b[2]) / 2 for b in reference.boxes) / len(reference.boxes)
         ref_cy = sum((b[1] + b[3]) / 2 for b in reference.boxes) / len(reference.boxes)
+        if subject.count > 1 and not subject.one_row:
+            _stack_beside(subject, reference)
         moved = []
         for box, slot in zip(subject.boxes, subject.slots):
             cx = (box[0] + box[2]) / 2
-            dx = (slot[2] - box[2]) if cx < ref_cx else (slot[0] - box[0])
+            dx = (slot[2] - box[2] - _NEXT_TO_GAP) if cx < ref_cx else (slot[0] - box[0] + _NEXT_TO_GAP)
             dy = ref_cy - (box[1] + box[3]) / 2 if subject.count == 1 else 0.0
             moved.append(_shift_within(box, slot, dx, dy))
         subject.boxes = moved
         sub_cx = sum((b[0] + b[2]) / 2 for b in subject.boxes) / len(subject.boxes)
         reference.boxes = [
-            _shift_within(b, s, (s[0] - b[0]) if sub_cx < (b[0] + b[2]) / 2 else (s[2] - b[2]), 0.0)
+            _shift_within(b, s, (s[0] - b[0] + _NEXT_TO_GAP) if sub_cx < (b[0] + b[2]) / 2 else (s[2] - b[2] - _NEXT_TO_GAP), 0.0)
             for b, s in zip(reference.boxes, reference.slots)
         ]
+
+
+def _stack_beside(subject: _Group, reference: _Group) -> None:
+    """Re-stack a column of subject instances level with the reference's rows of instances.
+
+    ``next_to`` asks EVERY subject instance to overlap some reference instance vertically
+    (`layout.relations.NEXT_TO_MIN_VERTICAL_OVERLAP`): instance k goes beside reference row
+    ``k * rows // count``, several instances sharing one row's height when there are more of them.
+    """
+    spans: list[list[float]] = []  # the reference's rows: [top, bottom]
+    for box in sorted(reference.boxes, key=lambda b: b[1]):
+        if spans and box[1] < spans[-1][1] and box[3] > spans[-1][0]:
+            spans[-1] = [min(spans[-1][0], box[1]), max(spans[-1][1], box[3])]
+        else:
+            spans.append([box[1], box[3]])
+    n, rows = subject.count, len(spans)
+    per_row = [sum(1 for k in range(n) if k * rows // n == r) for r in range(rows)]
+    x0, _, x1, _ = subject.cell
+    slots, fills = [], []
+    for (top, bottom), members in zip(spans, per_row):
+        if members == 0:
+            continue
+        step = (bottom - top) / members
+        if step < MIN_SIDE:
+            return  # too short to hold them; leave the grid (violations() will say so)
+        slots += [(x0, top + j * step, x1, top + (j + 1) * step) for j in range(members)]
+    for box, slot in zip(subject.boxes, subject.slots):
+        fills.append((box[2] - box[0]) / max(1e-9, min(slot[2] - slot[0], (slot[3] - slot[1]) * subject.aspect)))
+    subject.slots = slots
+    subject.boxes = [_fit(slot, subject.aspect, min(1.0, fill)) for slot, fill in zip(slots, fills)]
 
 
 def _to_layout(spec: PromptSpec, groups: list[_Group]) -> Layout:

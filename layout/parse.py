@@ -94,11 +94,21 @@ SCENE_NOUNS = frozenset(
         "station", "train station", "airport", "runway", "harbor", "dock", "pier", "shore", "coast",
         "room", "hallway", "hall", "market", "store", "shop", "stadium", "court", "playground",
         "space", "outer space", "universe", "night", "sunset", "sunrise", "wall", "floor", "ground",
-        "ceiling", "corner", "background", "foreground", "distance", "area", "zoo", "pen", "stable",
+        "ceiling", "corner", "background", "foreground", "distance", "area", "zoo",
         "barn", "cave", "island", "dirt", "sand", "mud", "rain", "fog", "air", "world", "universe",
-        "sun", "sunlight", "sunshine", "shade", "shadow", "moonlight", "counter", "countertop", "kitchen counter", "window sill", "windowsill", "surface", "setting",
+        "winter", "summer", "autumn", "daytime", "nighttime", "weather", "sun", "sunlight", "sunshine", "shade", "shadow", "moonlight", "counter", "countertop", "kitchen counter", "window sill", "windowsill", "surface", "setting",
         "environment", "interior", "downtown", "alley", "tunnel", "track", "tracks", "railway",
     )
+)  # fmt: skip
+
+_ROOMS = frozenset(
+    ("kitchen", "living room", "bedroom", "bathroom", "dining room", "office", "classroom", "restaurant",
+     "cafe", "library", "room", "hallway", "hall", "store", "shop", "station", "train station", "airport")
+)  # fmt: skip
+_LOCATIVES = frozenset(
+    ("in", "on", "at", "into", "onto", "inside", "within", "across", "over", "under", "near", "by", "through",
+     "along", "around", "against", "from", "of", "above", "below", "beneath", "behind", "beside", "toward",
+     "towards", "upon", "underneath", "throughout", "outside", "overlooking")
 )  # fmt: skip
 
 #: Nouns about the picture itself ("in the image"): neither objects nor scene.
@@ -241,6 +251,10 @@ _INVARIANT = frozenset(
      "species", "scissors", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones",
      "earphones", "pliers", "tongs", "sunglasses", "goggles", "clothes", "news", "broccoli", "skis",
      "this", "is", "was", "has", "his", "its", "us", "as", "yes", "gas", "bus", "glasses")
+)  # fmt: skip
+_PLURALE_TANTUM = frozenset(
+    ("scissors", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones", "earphones", "pliers",
+     "tongs", "sunglasses", "goggles", "clothes", "skis")
 )  # fmt: skip
 _OES_TO_O = frozenset(("tomatoes", "potatoes", "heroes", "echoes", "mangoes", "volcanoes", "torpedoes",
                        "dominoes", "mosquitoes", "buffaloes", "flamingoes", "avocadoes"))  # fmt: skip
@@ -515,7 +529,10 @@ def _phrase_from_chunk(start: int, end: int, quants: list[_Quant], words: list[s
     while len(words) > 1 and singular_det and _is_plural(words[-1]) and _find_head(words[:-1]) is not None:
         words = words[:-1]
     # Words about the picture or a part ("an umbrella set", "the screen on") do not head a phrase.
-    while len(words) > 1 and (words[-1] in META_NOUNS or not _noun_like(words[-1])) and _find_head(words[-1:]) is None:
+    while len(words) > 1 and (words[-1] in META_NOUNS or not _noun_like(words[-1])):
+        known = _find_head(words)
+        if known is not None and known[1] == len(words) and known[2] not in META_NOUNS:
+            break  # a known kind ends here: "traffic light", "a toy"
         words = words[:-1]
     head = _find_head(words)
     last = words[-1]
@@ -571,6 +588,7 @@ _REGION_RE = re.compile(
     r"(?! of\b)(?! ?(?:side |hand |corner |part |half |edge )?of\b)"
 )
 _ROW_RE = re.compile(r"\b(?:in a (?:row|line)|side by side|lined up|in a straight line|next to each other|in rows?)\b")
+_PASSIVE_BY = re.compile(r"\b[a-z]+ed by\b")
 _CLAUSE_BREAK = re.compile(r"(?:,|;|\.|\b(?:and|while|which|that|who|where|with|but)\b)")
 _EACH_OTHER_RE = re.compile(r"\b(?:each other|one another)\b")
 
@@ -613,7 +631,7 @@ def _count_comparisons(text: str) -> tuple[str, list[tuple[str, str, str]]]:
 def _phrase_text(modifiers: list[str], name: str) -> str:
     """'a red apple' for one instance; the article follows the first sound-ish letter."""
     words = [*modifiers, name]
-    if name in _INVARIANT and name.endswith("s"):  # scissors, sunglasses: no singular article
+    if name in _PLURALE_TANTUM:  # scissors, sunglasses: no singular article
         return " ".join(words)
     first = words[0]
     vowel = first[0] in "aeiou" and not first.startswith(("uni", "use", "usu", "one", "eu", "uk")) or first in (
@@ -635,7 +653,7 @@ def _resolve_count(ph: _Phrase, previous: _Phrase | None) -> None:
             vague = q.vague
     if ph.negated:
         return
-    if count is not None and any(q.pair_of for q in ph.quants) and ph.head_word in _INVARIANT:
+    if count is not None and any(q.pair_of for q in ph.quants) and ph.head_word in _PLURALE_TANTUM | {"glasses"}:
         count //= 2  # "a pair of scissors" is one object
     if count is None and vague is not None:
         if vague == "some" and not ph.head_plural:
@@ -705,7 +723,7 @@ def parse_prompt(text: str) -> PromptSpec:
             phrases.append(ph)
     previous: _Phrase | None = None
     for ph in phrases:
-        ph.scene = ph.name in SCENE_NOUNS
+        ph.scene = ph.name in SCENE_NOUNS and not _scene_as_object(ph, tokens)
         ph.meta = ph.name in META_NOUNS
         _resolve_count(ph, previous)
         if not ph.scene and not ph.meta:
@@ -754,6 +772,18 @@ def parse_prompt(text: str) -> PromptSpec:
                 if size and objects[target].size is None:
                     objects[target] = ObjectSpec(**{**objects[target].__dict__, "size": size})
                 continue
+        same_kind = [i for i in earlier if objects[i].attributes == attributes]
+        if same_kind:
+            # Groups are told apart only by their attributes (layout.relations.group_members), so a
+            # second mention of the same kind joins the first: counted again when it is counted
+            # ("a dog ... and another dog"), otherwise a reference back to it ("cats ... cats").
+            target = same_kind[-1]
+            phrase_to_object[k] = target
+            if any(q.count is not None for q in ph.quants):
+                old_spec = objects[target]
+                objects[target] = ObjectSpec(**{**old_spec.__dict__, "count": old_spec.count + ph.count})
+                notes.append(f"{ph.name!r} is mentioned twice; counted as {old_spec.count + ph.count}")
+            continue
         phrase_to_object[k] = len(objects)
         objects.append(
             ObjectSpec(
@@ -789,7 +819,8 @@ def parse_prompt(text: str) -> PromptSpec:
         if subject is None or nxt is None:
             continue
         reference = phrase_to_object.get(nxt)
-        cue = _pair_cue(after)
+        # "side by side" is a row and "surrounded by" a passive, neither is the "by" of next_to
+        cue = _pair_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", after)))
         if cue == "between":
             refs = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
             if len(refs) == 2 and refs[0] != refs[1]:
@@ -862,6 +893,20 @@ def _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, o
         add(RelationSpec("in_row", subject))
     if any(q.row for q in ph.quants) and objects[subject].count > 1:
         add(RelationSpec("in_row", subject))
+
+
+def _scene_as_object(ph: _Phrase, tokens: list[str]) -> bool:
+    """'a yellow sun and a blue sky' draws the sun and the sky; 'on a beach' / 'in a white kitchen' are the scene.
+
+    A place noun is an object only when it carries a color or material and no locative
+    preposition introduces it, and it is not a room.
+    """
+    if ph.name in _ROOMS or ph.name == "scene":
+        return False
+    if not any(w in COLORS or w in MATERIALS for w in ph.modifiers):
+        return False
+    before = tokens[ph.start - 1] if ph.start > 0 else ""
+    return before not in _LOCATIVES
 
 
 def _pair_cue(text: str) -> str | None:
