@@ -1,0 +1,84 @@
+"""Disk cache of LLM layout answers, so a re-run of a benchmark costs no requests.
+
+One JSON file per key, named by the sha256 of the key fields (model, template hash, prompt,
+temperature, sample index). A file holds those fields and the raw answer text -- never the API
+key, the base URL's credentials or any request header. Writes are atomic (a temporary file in the
+same folder, then :func:`os.replace`), so parallel runs and interrupted runs never leave a torn file.
+
+Location: ``cache_dir`` when given, else ``$SCENEWRIGHT_CACHE_DIR/llm``, else ``~/.cache/scenewright/llm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when the file layout changes, so old files are ignored rather than misread.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$SCENEWRIGHT_CACHE_DIR/llm`` when set, else ``~/.cache/scenewright/llm``."""
+    root = os.environ.get("SCENEWRIGHT_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "scenewright"
+    return base / "llm"
+
+
+def cache_key(model: str, template_hash: str, prompt: str, temperature: float, sample: int) -> dict:
+    """The fields that identify one answer (and nothing secret)."""
+    return {
+        "version": CACHE_VERSION,
+        "model": model,
+        "template_hash": template_hash,
+        "prompt": prompt,
+        "temperature": float(temperature),
+        "sample": int(sample),
+    }
+
+
+class AnswerCache:
+    """Raw LLM answers on disk, one atomic JSON file per :func:`cache_key`."""
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+
+    def path(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+        return self.directory / f"{digest}.json"
+
+    def get(self, key: dict) -> str | None:
+        """The cached answer for ``key``, or None (a missing, unreadable or foreign file is a miss)."""
+        path = self.path(key)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            logger.warning("ignoring unreadable cache file %s (%s)", path, err)
+            return None
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("answer"), str):
+            logger.warning("ignoring cache file %s: it does not hold this key's answer", path)
+            return None
+        return record["answer"]
+
+    def put(self, key: dict, answer: str) -> Path:
+        """Store ``answer`` under ``key`` atomically; returns the file written."""
+        if not isinstance(answer, str):
+            raise TypeError(f"`answer` must be the raw answer text, got {type(answer).__name__}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"key": key, "answer": answer}, handle, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path

@@ -1,0 +1,87 @@
+"""The planner interface: text -> :class:`~layout.schema.Layout`, and the registry of planners.
+
+Three planners share it:
+
+- ``"offline"`` -- :class:`layout.offline.OfflinePlanner`, rule-based, no model;
+- ``"llm"`` -- :class:`layout.llm.LLMPlanner`, any OpenAI-compatible chat server;
+- ``"local"`` -- :class:`layout.local.LocalPlanner`, an in-process transformers model.
+
+:func:`plan_layout` runs a planner, then the geometry checker against what the prompt asks
+(:func:`layout.parse.parse_prompt`), so every stage downstream gets a checked layout.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from layout.schema import Layout
+
+#: Registered planner names, in the order the CLI lists them.
+PLANNER_NAMES = ("offline", "llm", "local")
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Anything that turns a prompt into a layout; ``seed`` selects a sample (deterministic for a given seed)."""
+
+    name: str
+
+    def plan(self, prompt: str, *, seed: int = 0) -> Layout: ...
+
+
+def get_planner(name: str = "offline", **options) -> Planner:
+    """The planner called ``name`` (one of :data:`PLANNER_NAMES`), built with ``options``.
+
+    ``"llm"`` takes :class:`~layout.llm.LLMPlanner`'s options (``model``, ``base_url``, ``temperature``, ...);
+    ``"local"`` takes ``model`` (a local folder or hub id) and :meth:`~layout.local.LocalPlanner.from_pretrained`'s
+    options; ``"offline"`` takes none.
+    """
+    if name == "offline":
+        from layout.offline import OfflinePlanner
+
+        if options:
+            raise TypeError(f"the offline planner takes no options, got {', '.join(sorted(options))}")
+        return OfflinePlanner()
+    if name == "llm":
+        from layout.llm import LLMPlanner
+
+        return LLMPlanner(**options)
+    if name == "local":
+        from layout.local import LocalPlanner
+
+        if not options.get("model"):
+            raise ValueError("the local planner needs `model`: a folder holding a transformers causal LM (or a hub id)")
+        model = options.pop("model")
+        return LocalPlanner.from_pretrained(model, **options)
+    raise ValueError(f"unknown planner {name!r}; choose one of {', '.join(PLANNER_NAMES)}")
+
+
+def plan_layout(
+    prompt: str,
+    planner: Planner | str = "offline",
+    *,
+    seed: int = 0,
+    check: bool = True,
+    **check_options,
+) -> tuple[Layout, list[str]]:
+    """Plan ``prompt`` with ``planner`` (an instance or a name), then check and repair the layout.
+
+    Returns ``(layout, changes)``; ``changes`` lists the geometry checker's repairs (empty with
+    ``check=False``). ``check_options`` go to :func:`layout.geometry.check_layout` (``min_size``,
+    ``max_overlap``, ...). Raises :class:`~layout.schema.LayoutError` when the layout cannot be repaired.
+    """
+    if isinstance(planner, str):
+        planner = get_planner(planner)
+    if not callable(getattr(planner, "plan", None)):
+        raise TypeError(f"`planner` must be a planner name ({', '.join(PLANNER_NAMES)}) or have a .plan method, got {planner!r}")
+    layout = planner.plan(prompt, seed=seed)
+    if not check:
+        return layout, []
+    from layout.geometry import check_layout
+    from layout.parse import parse_prompt
+
+    result = check_layout(layout, parse_prompt(prompt), **check_options)
+    return result.layout, [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]
+
+
+__all__ = ["PLANNER_NAMES", "Planner", "get_planner", "plan_layout"]
