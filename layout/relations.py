@@ -210,7 +210,8 @@ def size_holds(object_spec: ObjectSpec, obj: LayoutObject) -> bool:
     if object_spec.size == "tall":
         return obj.height >= TALL_ASPECT * obj.width
     bound, side = SIZE_AREA_BOUNDS[object_spec.size]
-    return obj.area >= bound if side == "min" else obj.area <= bound
+    # The 1e-9 slack keeps a box of exactly 0.4 x 0.4 "large" despite float noise in x1 - x0.
+    return obj.area >= bound - 1e-9 if side == "min" else obj.area <= bound + 1e-9
 
 
 # ------------------------------------------------------------------ report

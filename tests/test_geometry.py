@@ -1,0 +1,257 @@
+"""The geometry checker: clips, grows, refuses too many objects, separates overlaps, keeps the prompt's requirements."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
+from layout.geometry import check_layout
+from layout.relations import relation_holds, size_holds, group_members
+
+
+def raw(*boxes, names=None) -> dict:
+    names = names or [f"thing{i}" for i in range(len(boxes))]
+    return {
+        "prompt": "test",
+        "objects": [{"name": n, "phrase": f"a {n}", "box": list(b)} for n, b in zip(names, boxes)],
+    }
+
+
+def overlap(a, b) -> float:
+    """Intersection over the smaller area, by plain arithmetic (independent of the checker's shapely code)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+
+
+def assert_usable(layout: Layout, min_size: float, max_overlap: float, allowed_pairs=()) -> None:
+    for box in layout.boxes:
+        assert all(0.0 <= v <= 1.0 for v in box)
+        assert box[2] - box[0] >= min_size - 1e-9 and box[3] - box[1] >= min_size - 1e-9
+    for i, a in enumerate(layout.boxes):
+        for j in range(i + 1, len(layout.boxes)):
+            if (i, j) not in allowed_pairs:
+                assert overlap(a, layout.boxes[j]) <= max_overlap + 1e-6, (i, j)
+
+
+# ------------------------------------------------------------------ examples
+def test_an_unchanged_valid_layout_comes_back_identical():
+    layout = Layout.parse(raw((0.05, 0.1, 0.4, 0.5), (0.5, 0.1, 0.9, 0.6), (0.2, 0.6, 0.5, 0.9)))
+    result = check_layout(layout)
+    assert result.layout is layout
+    assert result.changes == []
+    assert check_layout(layout.to_dict()).layout == layout
+
+
+def test_boxes_off_the_canvas_are_clipped_and_reported():
+    result = check_layout(raw((0.1, 0.1, 0.4, 0.4), (-0.2, 0.5, 0.3, 1.3)))
+    assert result.layout.boxes[1] == (0.0, 0.5, 0.3, 1.0)
+    assert result.layout.boxes[0] == (0.1, 0.1, 0.4, 0.4)
+    assert len(result.changes) == 1 and "objects[1]" in result.changes[0] and "clipped" in result.changes[0]
+
+
+def test_a_box_entirely_off_the_canvas_is_an_error_naming_the_object():
+    with pytest.raises(LayoutError, match=r"objects\[1\] 'thing1'.*off the canvas"):
+        check_layout(raw((0.1, 0.1, 0.4, 0.4), (1.1, 0.2, 1.5, 0.6)))
+
+
+def test_pixel_boxes_are_not_clipped_but_rejected_with_the_schema_hint():
+    with pytest.raises(LayoutError, match="look like pixels"):
+        check_layout(raw((0.1, 0.1, 0.4, 0.4), (100, 120, 300, 400)))
+
+
+@pytest.mark.parametrize("box", [(0.50, 0.50, 0.51, 0.52), (0.99, 0.0, 1.0, 0.01)])
+def test_a_tiny_box_is_grown_about_its_centre_and_stays_on_the_canvas(box):
+    result = check_layout(raw((0.0, 0.6, 0.3, 0.9), box))
+    grown = result.layout.boxes[1]
+    assert grown[2] - grown[0] == pytest.approx(0.04) and grown[3] - grown[1] == pytest.approx(0.04)
+    assert all(0.0 <= v <= 1.0 for v in grown)
+    if box[2] < 0.9:  # away from the edge the centre stays put
+        assert (grown[0] + grown[2]) / 2 == pytest.approx((box[0] + box[2]) / 2)
+    else:  # at the edge it is shifted back onto the canvas
+        assert grown[2] == 1.0 and grown[1] == 0.0
+    assert any("objects[1]" in c and "minimum size" in c for c in result.changes)
+
+
+def test_more_objects_than_gligen_takes_is_an_error_naming_the_limit():
+    boxes = [((i % 6) / 6, (i // 6) / 6, (i % 6) / 6 + 0.1, (i // 6) / 6 + 0.1) for i in range(31)]
+    with pytest.raises(LayoutError, match="31 objects.*at most 30"):
+        check_layout(raw(*boxes))
+    with pytest.raises(LayoutError, match="31 objects.*at most 30"):
+        check_layout(Layout.parse(raw(*boxes)))
+    assert len(check_layout(raw(*boxes[:30])).layout.objects) == 30
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ((0.2, 0.2, 0.6, 0.6), (0.2, 0.2, 0.6, 0.6)),  # identical
+        ((0.2, 0.2, 0.6, 0.6), (0.3, 0.25, 0.7, 0.65)),  # mostly on top of each other
+        ((0.1, 0.1, 0.9, 0.9), (0.45, 0.45, 0.55, 0.55)),  # small box hidden in a big one (IoU only 1.6%)
+    ],
+)
+def test_heavily_overlapping_objects_are_separated(a, b):
+    assert overlap(a, b) > 0.25
+    result = check_layout(raw(a, b))
+    assert_usable(result.layout, 0.04, 0.25)
+    assert any("objects[0]" in c and "objects[1]" in c for c in result.changes)
+
+
+def test_bad_arguments_name_the_argument():
+    layout = raw((0.1, 0.1, 0.4, 0.4))
+    with pytest.raises(ValueError, match="min_size"):
+        check_layout(layout, min_size=0)
+    with pytest.raises(ValueError, match="max_overlap"):
+        check_layout(layout, max_overlap=1.5)
+    with pytest.raises(ValueError, match="max_objects"):
+        check_layout(layout, max_objects=0)
+
+
+# ------------------------------------------------------------------ requirements kept
+ROW_SPEC = PromptSpec(
+    prompt="a cat and a dog in a row",
+    objects=(ObjectSpec("cat", 1, "a cat"), ObjectSpec("dog", 1, "a dog")),
+    relations=(RelationSpec("in_row", 0, (1,)),),
+)
+# Wide, short boxes: pushing them apart vertically is the shorter move, but it breaks the row.
+ROW_LAYOUT = raw((0.10, 0.40, 0.60, 0.60), (0.30, 0.45, 0.80, 0.65), names=["cat", "dog"])
+
+
+def test_a_repair_that_would_break_a_relation_gives_way_to_one_that_keeps_it():
+    before = Layout.parse(ROW_LAYOUT)
+    assert relation_holds(ROW_SPEC.relations[0], ROW_SPEC, before)
+
+    blind = check_layout(ROW_LAYOUT).layout  # without the spec the cheapest (vertical) push wins
+    assert not relation_holds(ROW_SPEC.relations[0], ROW_SPEC, blind)
+
+    kept = check_layout(ROW_LAYOUT, ROW_SPEC)
+    assert relation_holds(ROW_SPEC.relations[0], ROW_SPEC, kept.layout)
+    assert_usable(kept.layout, 0.04, 0.25)
+    assert kept.kept_overlaps == []
+
+
+# A cat on a huge sofa, both "at the center" and not allowed to shrink (large / huge):
+# no push along one axis separates them without leaving the centre third.
+CAT_SOFA_OBJECTS = (ObjectSpec("cat", 1, "a cat", size="large"), ObjectSpec("sofa", 1, "a sofa", size="huge"))
+CAT_SOFA_LAYOUT = raw((0.29, 0.19, 0.71, 0.61), (0.20, 0.25, 0.80, 0.85), names=["cat", "sofa"])
+AT_CENTER = (RelationSpec("at", 0, where="center"), RelationSpec("at", 1, where="center"))
+
+
+def test_related_objects_that_cannot_be_separated_keep_their_overlap_and_say_so():
+    spec = PromptSpec("a large cat on a huge sofa in the middle", CAT_SOFA_OBJECTS, (*AT_CENTER, RelationSpec("above", 0, (1,))))
+    result = check_layout(CAT_SOFA_LAYOUT, spec)
+    assert len(result.kept_overlaps) == 1 and "objects[0]" in result.kept_overlaps[0]
+    assert result.layout == Layout.parse(CAT_SOFA_LAYOUT)
+
+
+def test_unrelated_objects_that_cannot_be_separated_are_an_error_saying_why():
+    spec = PromptSpec("a large cat and a huge sofa in the middle", CAT_SOFA_OBJECTS, AT_CENTER)
+    with pytest.raises(LayoutError, match=r"objects\[0\] 'cat' and objects\[1\] 'sofa'.*cannot be separated.*max_overlap"):
+        check_layout(CAT_SOFA_LAYOUT, spec)
+
+
+# ------------------------------------------------------------------ properties
+coordinate = st.one_of(
+    st.floats(min_value=-0.3, max_value=1.3, allow_nan=False),
+    st.sampled_from([0.0, 1.0, 0.5]),
+    st.sampled_from([math.nan, math.inf, -0.0, 2.5, 400.0]),
+)
+# Mostly near-valid boxes (a little off the canvas, tiny, overlapping), sometimes garbage.
+near_valid_box = st.builds(
+    lambda x, y, w, h: (x, y, x + w, y + h),
+    st.floats(-0.1, 0.95),
+    st.floats(-0.1, 0.95),
+    st.floats(0.001, 0.6),
+    st.floats(0.001, 0.6),
+)
+garbage_box = st.one_of(
+    st.tuples(coordinate, coordinate, coordinate, coordinate),
+    st.builds(lambda x, y, w, h: (x, y, x + w, y + h), coordinate, coordinate, st.floats(0, 0.7), st.floats(0, 0.7)),
+)
+
+
+@st.composite
+def raw_boxes(draw):
+    """Up to 8 near-valid boxes, and half the time one garbage box among them."""
+    boxes = draw(st.lists(near_valid_box, max_size=8))
+    if draw(st.booleans()):
+        boxes.insert(draw(st.integers(0, len(boxes))), draw(garbage_box))
+    return boxes
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_boxes(), st.sampled_from([0.0, 0.1, 0.25, 0.5]))
+def test_any_raw_boxes_give_a_usable_layout_or_a_layout_error(boxes, max_overlap):
+    data = raw(*boxes)
+    try:
+        result = check_layout(data, max_overlap=max_overlap)
+    except LayoutError as err:
+        assert "objects" in str(err)
+        return
+    assert [o.name for o in result.layout.objects] == [o["name"] for o in data["objects"]]
+    assert_usable(result.layout, 0.04, max_overlap)
+
+
+@st.composite
+def layout_and_spec(draw):
+    """A valid layout and a spec built from it: its groups, exact counts, some sizes and random relations."""
+    names = draw(st.lists(st.sampled_from(["cat", "dog", "bird"]), min_size=1, max_size=6))
+    boxes = []
+    for _ in names:
+        x0, y0 = draw(st.floats(0, 0.9)), draw(st.floats(0, 0.9))
+        boxes.append((x0, y0, draw(st.floats(x0 + 0.01, 1.0)), draw(st.floats(y0 + 0.01, 1.0))))
+    layout = Layout.parse(raw(*boxes, names=names))
+    kinds = sorted(set(names))
+    objects = tuple(
+        ObjectSpec(k, names.count(k), f"a {k}", size=draw(st.sampled_from([None, None, "large", "small", "tall"])))
+        for k in kinds
+    )
+    relations = []
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["left_of", "right_of", "above", "below", "next_to", "between", "in_row", "at", "bigger_than"]))
+        subject = draw(st.integers(0, len(kinds) - 1))
+        if kind == "at":
+            relations.append(RelationSpec("at", subject, where=draw(st.sampled_from(["left", "center", "top right"]))))
+        elif kind == "in_row":
+            relations.append(RelationSpec("in_row", subject))
+        elif kind == "between":
+            if len(kinds) == 3:
+                refs = tuple(i for i in range(3) if i != subject)
+                relations.append(RelationSpec("between", subject, refs))
+        elif len(kinds) > 1:
+            reference = draw(st.sampled_from([i for i in range(len(kinds)) if i != subject]))
+            relations.append(RelationSpec(kind, subject, (reference,)))
+    return layout, PromptSpec("test", objects, tuple(relations))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout_and_spec())
+def test_what_held_before_the_repair_still_holds_after(case):
+    layout, spec = case
+    try:
+        result = check_layout(layout, spec)
+    except LayoutError as err:
+        assert "objects[" in str(err)
+        return
+    after = result.layout
+    assert group_members(spec, after) == group_members(spec, layout)
+    for relation in spec.relations:
+        if relation_holds(relation, spec, layout):
+            assert relation_holds(relation, spec, after), relation
+    for object_spec, indices in zip(spec.objects, group_members(spec, layout)):
+        for i in indices:
+            if size_holds(object_spec, layout.objects[i]):
+                assert size_holds(object_spec, after.objects[i]), (object_spec, i)
+    kept = {
+        (i, j)
+        for i in range(len(after.objects))
+        for j in range(i + 1, len(after.objects))
+        if any(f"objects[{i}]" in k and f"objects[{j}]" in k for k in result.kept_overlaps)
+    }
+    assert_usable(after, 0.04, 0.25, allowed_pairs=kept)
