@@ -142,8 +142,8 @@ def overlap_rows(boxes: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     Intersections are shapely's rectangle clip (``clip_by_rect``, several times faster than a
     general polygon intersection); a box's overlap with itself is 0.
     """
-    polygons = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-    areas = shapely.area(polygons)
+    polygons = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])  # (N,) rectangles
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (N,)
     out = np.empty((len(rows), len(boxes)))
     for k, row in enumerate(rows):
         inter = shapely.area(shapely.clip_by_rect(polygons, *boxes[row]))
@@ -241,19 +241,23 @@ def _candidates(a: Box, b: Box, target: float, min_size: float) -> Iterator[tupl
                             yield pushed
 
 
-def _construct(layout: Layout, boxes: np.ndarray) -> Layout:
-    """``layout`` with new boxes, unvalidated (internal candidates are on the canvas by construction)."""
-    objects = tuple(
-        LayoutObject.model_construct(name=o.name, phrase=o.phrase, box=tuple(float(v) for v in box))
-        for o, box in zip(layout.objects, boxes)
+def _moved(obj: LayoutObject, box) -> LayoutObject:
+    """``obj`` with a new box, unvalidated (internal candidates are on the canvas by construction)."""
+    return LayoutObject.model_construct(name=obj.name, phrase=obj.phrase, box=tuple(float(v) for v in box))
+
+
+def _construct(layout: Layout, objects: Sequence[LayoutObject]) -> Layout:
+    """``layout`` with ``objects``, unvalidated."""
+    return Layout.model_construct(
+        prompt=layout.prompt, background=layout.background, negative=layout.negative, objects=tuple(objects)
     )
-    return Layout.model_construct(prompt=layout.prompt, background=layout.background, negative=layout.negative, objects=objects)
 
 
-def _failure_keys(spec: PromptSpec | None, layout: Layout, boxes: np.ndarray, margin: float) -> dict[tuple, str]:
+def _failure_keys(spec: PromptSpec | None, layout: Layout, objects: Sequence[LayoutObject], margin: float) -> dict[tuple, str]:
+    """The requirements of ``spec`` that ``layout`` with ``objects`` breaks, keyed as in ``requirement_failures``."""
     if spec is None:
         return {}
-    return dict(requirement_failures(spec, _construct(layout, boxes), margin=margin))
+    return dict(requirement_failures(spec, _construct(layout, objects), margin=margin))
 
 
 def _related_groups(spec: PromptSpec) -> dict[frozenset[int], list[int]]:
@@ -311,18 +315,21 @@ def check_layout(
         return CheckResult(parsed, changes)
 
     boxes = np.array(parsed.boxes, dtype=float)  # (N, 4) xyxy
-    baseline = _failure_keys(spec, parsed, boxes, margin)
+    baseline = _failure_keys(spec, parsed, parsed.objects, margin)
 
     # Minimum size.
+    grown_labels = []
     for i, obj in enumerate(parsed.objects):
         grown = grow_to_min_size(obj.box, min_size)
         if grown != obj.box:
             boxes[i] = grown
+            grown_labels.append(_label(i, obj.name))
             changes.append(f"{_label(i, obj.name)}: grown to the minimum size {min_size}, {_fmt(obj.box)} -> {_fmt(grown)}")
-    broken = {k: m for k, m in _failure_keys(spec, parsed, boxes, margin).items() if k not in baseline}
+    grown_objects = [_moved(o, box) for o, box in zip(parsed.objects, boxes)]
+    broken = {k: m for k, m in _failure_keys(spec, parsed, grown_objects, margin).items() if k not in baseline}
     if broken:
         raise LayoutError(
-            f"growing boxes to the minimum size {min_size} breaks what the prompt asks: "
+            f"growing {', '.join(grown_labels)} to the minimum size {min_size} breaks what the prompt asks: "
             + "; ".join(broken.values())
             + "; give boxes at least `min_size` wide and tall, or lower `min_size`"
         )
@@ -359,20 +366,16 @@ def _separate(
                 group_of[i] = g
         related = _related_groups(spec)
     exempt: set[tuple[int, int]] = set()
+    allowed = np.ones((n, n))  # (N, N) 0 where a pair's overlap is exempt
     partners: dict[int, set[int]] = {}  # object -> objects it was separated from
     kept: list[str] = []
     start = boxes.copy()
+    objects = [_moved(o, box) for o, box in zip(parsed.objects, boxes)] if spec is not None else []
 
     def excess(rows: np.ndarray, pair: tuple[int, int]) -> float:
         """Overlap above the threshold of the two objects of ``pair`` (rows (2, N)) with all, exempt pairs aside."""
-        over = np.clip(rows - max_overlap, 0.0, None)
-        total = 0.0
-        for k, row in enumerate(pair):
-            for j in np.nonzero(over[k])[0]:
-                if (min(row, j), max(row, j)) in exempt or (k == 1 and j == pair[0]):
-                    continue  # exempt, or the pair itself counted already from its first row
-                total += over[k, j]
-        return total
+        over = np.clip(rows - max_overlap, 0.0, None) * allowed[list(pair)]  # (2, N)
+        return float(over.sum() - over[1, pair[0]])  # the pair itself appears in both rows
 
     ios = overlap_matrix(boxes)  # (N, N), kept up to date as boxes move
     for _ in range(_ROUNDS_PER_OBJECT * n):
@@ -390,8 +393,12 @@ def _separate(
                 # The pair must come apart and the crowd as a whole must not get worse (this also ends the loop).
                 if rows[0, b] > max_overlap + _TOL or excess(rows, (a, b)) >= before - _TOL:
                     continue
-                if spec is not None and not set(_failure_keys(spec, parsed, trial, margin)) <= set(baseline):
-                    continue
+                if spec is not None:
+                    trial_objects = list(objects)
+                    trial_objects[a], trial_objects[b] = _moved(objects[a], box_a), _moved(objects[b], box_b)
+                    if not set(_failure_keys(spec, parsed, trial_objects, margin)) <= set(baseline):
+                        continue
+                    objects = trial_objects
                 boxes = trial
                 ios[[a, b]] = rows
                 ios[:, [a, b]] = rows.T
@@ -409,6 +416,7 @@ def _separate(
             links = related.get(frozenset((group_of.get(a, -1), group_of.get(b, -2))), [])
             if links:
                 exempt.add((a, b))
+                allowed[a, b] = allowed[b, a] = 0.0
                 newly_exempt += 1
                 kinds = ", ".join(spec.relations[r].kind for r in links)  # type: ignore[union-attr]
                 kept.append(
@@ -439,8 +447,8 @@ def _separation_changes(
         before, after = start[i], end[i]
         if np.array_equal(before, after):
             continue
-        shrunk = not np.allclose(before[2:] - before[:2], after[2:] - after[:2], rtol=0, atol=1e-12)
-        moved = not np.allclose(before[2:] + before[:2], after[2:] + after[:2], rtol=0, atol=1e-12)
+        shrunk = bool(np.any(np.abs((before[2:] - before[:2]) - (after[2:] - after[:2])) > 1e-12))
+        moved = bool(np.any(np.abs((before[2:] + before[:2]) - (after[2:] + after[:2])) > 1e-12))
         action = " and ".join(word for word, done in (("shrunk", shrunk), ("moved", moved)) if done)
         others = ", ".join(_label(j, names[j]) for j in sorted(partners[i]))
         lines.append(
