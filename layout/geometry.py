@@ -9,7 +9,8 @@
 3. grows boxes narrower or shorter than ``min_size`` around their centre, staying on the canvas;
 4. separates pairs of objects whose overlap (intersection over the SMALLER box's area, which
    also catches a small box hidden inside a big one, where IoU stays low) exceeds ``max_overlap``,
-   by the smallest push apart along one axis, then by shrinking both about their centres and pushing.
+   by the smallest push apart along one axis, then by shrinking one or both about their centres
+   (never below ``min_size``) and pushing.
 
 With a :class:`PromptSpec` every repair is verified with :func:`layout.relations.requirement_failures`:
 a repair may break NO requirement (count, size, relation) that held before it; a candidate that

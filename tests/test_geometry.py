@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
 from layout.geometry import check_layout
-from layout.relations import relation_holds, size_holds, group_members
+from layout.relations import group_members, relation_holds, size_holds
 
 
 def raw(*boxes, names=None) -> dict:
@@ -101,6 +102,16 @@ def test_heavily_overlapping_objects_are_separated(a, b):
     result = check_layout(raw(a, b))
     assert_usable(result.layout, 0.04, 0.25)
     assert any("objects[0]" in c and "objects[1]" in c for c in result.changes)
+    assert check_layout(raw(a, b)) == result  # deterministic
+
+
+def test_json_text_is_accepted_and_bad_text_is_a_layout_error():
+    data = raw((0.1, 0.1, 0.4, 0.4), (0.5, 0.5, 1.1, 0.9))
+    assert check_layout(json.dumps(data)) == check_layout(data)
+    with pytest.raises(LayoutError, match="not JSON"):
+        check_layout('{"prompt": "a cat", "objects": [')
+    with pytest.raises(LayoutError, match="dict or JSON object"):
+        check_layout("[1, 2]")
 
 
 def test_bad_arguments_name_the_argument():
