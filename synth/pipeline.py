@@ -71,8 +71,9 @@ class GuidanceMeasure:
 
     losses: dict[str, torch.Tensor]  # method -> (B,) fp32
     total: torch.Tensor  # (B,) fp32
-    grad: torch.Tensor  # (B, C, h, w) fp32, d total_b / d latents_b
+    grad: torch.Tensor  # (B, C, h, w) fp32, d objective_b / d latents_b (objective: total or refinement)
     maps: list[AttentionMaps]  # per sample, detached
+    refinement: torch.Tensor | None = None  # (B,) fp32: summed refinement losses, when that was the objective
 
 
 @dataclass
@@ -309,34 +310,45 @@ class Synthesizer:
         max_refinement_steps: int,
         cross_attention_kwargs: dict[str, Any] | None,
     ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
-        """One guided step: (A&E refinement at threshold steps, per sample) then one gradient update.
+        """One guided step: A&E iterative refinement at threshold steps (per sample), then one update.
 
-        Refinement follows A&E's reference exactly: a sample keeps taking updates while the loss
-        measured before its previous update was above ``1 - threshold`` (so it takes one update past
-        the step where the target was reached), at most ``max_refinement_steps``; samples that reached
-        the target are masked, so a batch equals its samples run one by one.
+        Refinement descends the methods' ``refinement_loss`` (A&E's max-attention loss, BoxDiff's
+        inner-box loss; methods without one do not refine) and follows A&E's reference exactly: a
+        sample keeps taking updates while the loss measured before its previous update was above
+        ``1 - threshold`` (so it takes one update past the one that reached the target), at most
+        ``max_refinement_steps``. Samples that are done are masked, so a batch equals its samples
+        run one by one. The final update descends the sum of all active methods' losses.
         """
 
-        def measure(z: torch.Tensor) -> GuidanceMeasure:
-            return self._loss_and_grad(capture, active, z, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs)
+        def measure(z: torch.Tensor, objective: str) -> GuidanceMeasure:
+            return self._loss_and_grad(
+                capture, active, z, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs, objective
+            )
+
+        def not_finite(m: GuidanceMeasure, loss: torch.Tensor) -> torch.Tensor:  # (B,) bool
+            return ~(torch.isfinite(loss) & torch.isfinite(m.grad).flatten(1).all(dim=1))
 
         batch = latents.shape[0]
-        m = measure(latents)
+        can_refine = threshold is not None and any(a.method.refinement_loss is not None for a in active)
+        m = measure(latents, "refinement" if can_refine else "total")
         first = m
-        skipped = ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))  # (B,)
         iterations = torch.zeros(batch, dtype=torch.long)
-        if threshold is not None:
-            target_loss = max(0.0, 1.0 - threshold)
-            refining = (m.total > target_loss) & ~skipped
+        skipped = torch.zeros(batch, dtype=torch.bool)
+        if can_refine:
+            target_loss = max(0.0, 1.0 - threshold)  # type: ignore[operator]
+            skipped |= not_finite(m, m.refinement)
+            refining = (m.refinement > target_loss) & ~skipped
             while bool(refining.any()) and int(iterations.max()) < max_refinement_steps:
                 latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, refining)
                 iterations += refining.long().cpu()
-                above_before = m.total > target_loss  # loss at the latent just updated
-                m = measure(latents)
-                bad = ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))
+                above_before = m.refinement > target_loss  # loss at the latent just updated
+                m = measure(latents, "refinement")
+                bad = not_finite(m, m.refinement)
                 skipped |= bad
                 refining &= above_before & ~bad
-        skipped |= ~(torch.isfinite(m.total) & torch.isfinite(m.grad).flatten(1).all(dim=1))
+            if not all(_refines_its_own_loss(a) for a in active):  # the final update needs the total's gradient
+                m = measure(latents, "total")
+        skipped |= not_finite(m, m.total)
         if bool(skipped.any()):
             warnings.warn(
                 f"step {step}: guidance loss or gradient is not finite for samples {skipped.nonzero().flatten().tolist()};"
@@ -366,8 +378,13 @@ class Synthesizer:
         targets: list[GuidanceTargets],
         latent_hw: tuple[int, int],
         cross_attention_kwargs: dict[str, Any] | None = None,
+        objective: str = "total",
     ) -> GuidanceMeasure:
-        """ONE batched conditional forward with capture; per-sample losses (fp32) summed for one backward."""
+        """ONE batched conditional forward with capture; per-sample fp32 losses summed for ONE backward.
+
+        ``objective`` picks what the gradient is of: "total" (every method's weighted losses) or
+        "refinement" (the methods' A&E-style refinement losses).
+        """
         with torch.enable_grad():
             z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
             model_input = self.scheduler.scale_model_input(z, t).to(self.unet.dtype)
@@ -379,22 +396,29 @@ class Synthesizer:
                 latent_hw,
             )  # fmt: skip
             per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
+            refinement: list[torch.Tensor] = []
             for b, target in enumerate(targets):
                 maps = capture.maps(b)
                 for a in active:
                     per_method[a.name].append(_method_loss(a, maps, target, step))
+                if objective == "refinement":
+                    refinement.append(sum(_refinement_loss(a, maps, target, step) for a in active if a.method.refinement_loss))
             losses = {name: torch.stack(values).float() for name, values in per_method.items()}  # (B,) each
             total = torch.stack(list(losses.values())).sum(dim=0)  # (B,)
+            refine = torch.stack(refinement).float() if refinement else None  # (B,)
+            objective_loss = refine if refine is not None else total
             # Samples are independent, so d(sum_b L_b)/dz_b = dL_b/dz_b: one backward for the batch.
-            finite_total = torch.where(torch.isfinite(total), total, torch.zeros_like(total)).sum()
-            if finite_total.requires_grad:
-                grad = torch.autograd.grad(finite_total, z)[0]
-            else:  # every loss is a constant (e.g. all at 0): nothing to move
-                grad = torch.zeros_like(z)
+            # A non-finite sample is left out of the sum so it cannot poison the others' gradients.
+            summed = torch.where(torch.isfinite(objective_loss), objective_loss, torch.zeros_like(objective_loss)).sum()
+            grad = torch.autograd.grad(summed, z)[0] if summed.requires_grad else torch.zeros_like(z)
             maps = [_detached(capture.maps(b)) for b in range(len(targets))]
             capture.clear()
         return GuidanceMeasure(
-            losses={k: v.detach() for k, v in losses.items()}, total=total.detach(), grad=grad, maps=maps
+            losses={k: v.detach() for k, v in losses.items()},
+            total=total.detach(),
+            grad=grad,
+            maps=maps,
+            refinement=refine.detach() if refine is not None else None,
         )
 
     @torch.no_grad()
@@ -564,6 +588,16 @@ def _method_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTa
         value = weight * fn(maps, targets, step, **active.options).float()
         total = value if total is None else total + value
     return total  # type: ignore[return-value]
+
+
+def _refinement_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:
+    """The loss A&E-style refinement compares with ``1 - threshold`` (unweighted, as the official code)."""
+    return active.method.refinement_loss(maps, targets, step, **active.options).float()
+
+
+def _refines_its_own_loss(active: _ActiveMethod) -> bool:
+    """True when the method's refinement loss IS its whole loss (A&E), so one gradient serves both."""
+    return tuple(active.method.losses) == (active.method.refinement_loss,)
 
 
 def _detached(maps: AttentionMaps) -> AttentionMaps:
