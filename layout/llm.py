@@ -11,8 +11,8 @@ Hosted OpenAI or a local server (vLLM, Ollama, llama.cpp's ``llama-server``):
 The prompt is rendered from the jinja2 templates in :mod:`prompts` (instructions for the JSON answer with
 normalized boxes and in-context examples in the style of LMD, Lian et al. 2023). The request asks for
 structured output (``response_format`` ``json_schema`` built from :class:`LayoutAnswer`); a server that
-rejects it with a 400 is asked for ``json_object``, then for plain text, and the planner remembers what
-worked. Answers are accepted as that JSON, or in the LMD or Attention Refocusing text formats
+rejects it with a 400 naming the format is asked for ``json_object``, then for plain text, and the planner
+remembers what worked. Answers are accepted as that JSON, or in the LMD or Attention Refocusing text formats
 (:mod:`layout.peer_formats`). An answer that cannot be used is sent back with its validation error,
 at most ``max_retries`` times (:func:`plan_with_retries`, shared with :mod:`layout.local`).
 
@@ -46,6 +46,9 @@ PLACEHOLDER_API_KEY = "EMPTY"
 RESPONSE_MODES = ("json_schema", "json_object", "text")
 
 Messages = list[dict[str, str]]
+#: What a 400 says when the server cannot do the requested ``response_format`` (vLLM, Ollama, llama.cpp,
+#: OpenAI wordings); any other 400 (e.g. the context is too long) is an error, not a reason to fall back.
+_REJECTED_FORMAT_RE = re.compile(r"response_format|json_schema|json_object|schema|structured|grammar|not supported|unsupported", re.I)
 
 
 class LLMServerError(RuntimeError):
@@ -284,7 +287,7 @@ class LLMPlanner:
             try:
                 response = client.chat.completions.create(**request)
             except openai.BadRequestError as err:
-                if self._response_mode == RESPONSE_MODES[-1]:
+                if self._response_mode == RESPONSE_MODES[-1] or not _REJECTED_FORMAT_RE.search(_error_text(err)):
                     raise self._server_error(err) from None
                 following = RESPONSE_MODES[RESPONSE_MODES.index(self._response_mode) + 1]
                 logger.warning(

@@ -97,8 +97,11 @@ def parse_attention_refocusing_answer(text: str, prompt: str, canvas: int = PEER
         name = match["name"].strip().strip("'\"`*").strip()
         if not name or name.lower() in {"background", "background prompt", "negative", "negative prompt"}:
             continue
+        numbers = _NUMBER_RE.findall(match["numbers"])
+        if not numbers:
+            continue  # prose with a parenthesis ("Note: the cat (on the left) ...")
         phrases.append(name)
-        boxes.append([float(v) for v in _NUMBER_RE.findall(match["numbers"])])
+        boxes.append([float(v) for v in numbers])
     if not phrases:
         raise LayoutError("no Attention Refocusing lines found; write one object a line as 'cat: (x0, y0, x1, y1)' in 512 pixels")
     return layout_from_pixel_boxes(

@@ -146,11 +146,19 @@ def test_rejected_structured_output_falls_back_and_is_remembered(tmp_path):
 
 
 def test_plain_text_mode_is_the_last_fallback_and_a_400_there_is_an_error(tmp_path):
-    rejection = (400, {"error": {"message": "bad request"}})
+    rejection = (400, {"error": {"message": "unsupported request"}})
     with FakeOpenAIServer([rejection, rejection, rejection]) as server:
         with pytest.raises(LLMServerError, match="400"):
             make_planner(server.url, tmp_path).plan(PROMPT)
     assert [r.get("response_format", {}).get("type") for r in server.requests] == ["json_schema", "json_object", None]
+
+
+def test_a_400_about_something_else_is_an_error_without_fallback(tmp_path):
+    too_long = (400, {"error": {"message": "This model's maximum context length is 2048 tokens"}})
+    with FakeOpenAIServer([too_long]) as server:
+        with pytest.raises(LLMServerError, match="maximum context length"):
+            make_planner(server.url, tmp_path).plan(PROMPT)
+    assert len(server.requests) == 1
 
 
 def test_peer_text_answers_are_accepted(tmp_path):

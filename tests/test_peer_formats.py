@@ -86,6 +86,12 @@ def test_attention_refocusing_text_lines_equal_the_records():
         assert parse_peer_answer(text, prompt) == parse_attention_refocusing_record(prompt, record)
 
 
+def test_prose_lines_with_parentheses_are_not_objects():
+    text = "Note: the cat (on the left) is smaller.\ncat: (10, 20, 110, 120)\ndog: (200, 20, 400, 220)"
+    layout, changes = parse_attention_refocusing_answer(text, "a cat left of a dog")
+    assert layout.names == ["cat", "dog"] and changes == []
+
+
 def test_python_list_with_tuple_boxes_is_read_as_corners():
     layout, _ = parse_peer_answer("[('a cat', (10, 20, 210, 320)), ('a dog', (256, 0, 512, 256))]", "a cat and a dog")
     assert layout.boxes == [(10 / 512, 20 / 512, 210 / 512, 320 / 512), (0.5, 0.0, 1.0, 0.5)]

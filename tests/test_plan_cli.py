@@ -127,3 +127,30 @@ def test_fuzzed_prompts_give_json_or_a_clear_error(capsys, prompt, seed, no_chec
         assert Layout.parse(out).prompt == prompt.strip()
     else:
         assert code == 1 and out == "" and err.startswith("error: ")
+
+
+_FLAG_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["0", "-1", "2.5", "nan", "1e9", ".", "gpt"]))
+_FLAGS = st.one_of(
+    st.sampled_from(["--no-check", "--no-cache", "-v"]).map(lambda f: [f]),
+    st.tuples(st.sampled_from(["--planner"]), st.sampled_from(["offline", "llm", "local", "other"])).map(list),
+    st.tuples(st.sampled_from(["--model", "--temperature", "--seed", "--max-retries"]), _FLAG_VALUES).map(list),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flags=st.lists(_FLAGS, max_size=4), prompt=st.text(min_size=1, max_size=40))
+def test_fuzzed_flags_exit_cleanly(tmp_path, monkeypatch, capsys, flags, prompt):
+    """Any mix of flags: a layout on stdout (0), a clear error (1/2), or argparse's usage error -- never a traceback."""
+    monkeypatch.setenv("SCENEWRIGHT_CACHE_DIR", str(tmp_path))  # the llm planner only reads an empty cache
+    argv = ["plan", *[token for flag in flags for token in flag], "--", prompt]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse: unknown choice or a value that is not a number
+        assert exit_.code == 2
+        assert "usage:" in capsys.readouterr().err
+        return
+    out, err = capsys.readouterr()
+    if code == 0:
+        Layout.parse(out)
+    else:
+        assert code in (1, 2) and out == "" and "error: " in err
