@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, metavar="FILE", help="write JSON here instead of stdout (JSON lines with --input)")
     parser.add_argument("--planner", choices=PLANNER_NAMES, default="offline", help="offline (default, no model), llm or local")
     parser.add_argument("--base-url", help="llm: OpenAI-compatible server URL, e.g. http://localhost:8000/v1")
-    parser.add_argument("--model", help="llm: model name; local: a folder holding a transformers causal LM")
+    parser.add_argument("--model", help="llm: model name (default gpt-4o-mini on hosted OpenAI; required with --base-url); "
+                        "local: a folder holding a transformers causal LM")
     parser.add_argument("--temperature", type=float, default=None, help="llm/local: sampling temperature in [0, 2] (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sample index / seed (offline: box jitter, 0 = none)")
     parser.add_argument("--max-retries", type=int, default=None, help="llm/local: re-asks after an unusable answer (default 2)")

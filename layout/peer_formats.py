@@ -56,7 +56,7 @@ _NEGATIVE_RE = re.compile(r"^\s*negative(?:\s+prompt)?\s*:\s*(?P<text>.*)$", re.
 
 # ------------------------------------------------------------------ detection
 def looks_like_lmd(text: str) -> bool:
-    """True when ``text`` holds an LMD-style list of ``(phrase, [numbers])`` tuples or its ``Background prompt:`` line."""
+    """True when ``text`` holds LMD-style ``(phrase, [numbers])`` tuples, or an empty list ``[]`` with a ``Background prompt:`` line."""
     empty_list = re.search(r"^\s*(objects\s*:\s*)?\[\s*\]", text, re.I | re.M)
     return bool(_TUPLE_RE.search(text)) or (bool(empty_list) and bool(_BACKGROUND_RE.search(text)))
 
