@@ -89,6 +89,7 @@ class _Group:
     weight_h: float = 1.0
     one_row: bool = False
     one_column: bool = False
+    partial_row_shift: float = 0.5  # where a partly filled last row sits: 0 left, 0.5 centred, 1 right
     x_band: tuple[float, float] | None = None  # region clamp
     y_band: tuple[float, float] | None = None
     cell: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
@@ -165,9 +166,15 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
     vertical: list[tuple[int, int]] = []  # (a, b): a above b
     same_row: list[tuple[int, int]] = []
     same_col: list[tuple[int, int]] = []
+    regions = {rel.subject: rel.where or "" for rel in spec.relations if rel.kind == "at"}
     for rel in spec.relations:
         s, refs = rel.subject, rel.references
-        if rel.kind in ("left_of", "next_to"):
+        if rel.kind == "next_to":
+            # Subject on the left of its reference, unless a region puts one of them on a side.
+            flip = "left" in regions.get(refs[0], "") or "right" in regions.get(s, "")
+            horizontal.append((refs[0], s) if flip else (s, refs[0]))
+            same_row.append((s, refs[0]))
+        elif rel.kind == "left_of":
             horizontal.append((s, refs[0]))
             same_row.append((s, refs[0]))
         elif rel.kind == "right_of":
@@ -183,7 +190,10 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
             vertical.append((refs[0], s))
             same_col.append((s, refs[0]))
     # Regions order a group before or after every group not in the same region.
-    regions = {rel.subject: rel.where for rel in spec.relations if rel.kind == "at"}
+    # Regions order a group before or after every group not in the same region; these implied
+    # orders yield to explicit relations ("a cat above a dog at the top": both end up on top).
+    soft_horizontal: list[tuple[int, int]] = []
+    soft_vertical: list[tuple[int, int]] = []
     for g, where in regions.items():
         parts = (where or "").split()
         for h in range(n):
@@ -191,15 +201,17 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
                 continue
             other = (regions.get(h) or "").split()
             if "left" in parts and "left" not in other:
-                horizontal.append((g, h))
+                soft_horizontal.append((g, h))
             if "right" in parts and "right" not in other:
-                horizontal.append((h, g))
+                soft_horizontal.append((h, g))
             if "top" in parts and "top" not in other:
-                vertical.append((g, h))
+                soft_vertical.append((g, h))
             if "bottom" in parts and "bottom" not in other:
-                vertical.append((h, g))
-    cols = _layer(n, horizontal, same_col, notes, "left-right")
-    rows = _layer(n, vertical, same_row, notes, "top-bottom")
+                soft_vertical.append((h, g))
+    cols = _layer(n, horizontal, same_col, notes, "left-right", soft_horizontal)
+    rows = _layer(n, vertical, same_row, notes, "top-bottom", soft_vertical)
+    horizontal += soft_horizontal
+    vertical += soft_vertical
     # Groups no relation mentions get a column of their own on the right, so that they never
     # sit between two related groups ("a zebra next to a sheep in an enclosure").
     touched = {g for pair in (*horizontal, *vertical, *same_row, *same_col) for g in pair}
@@ -211,7 +223,14 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
     return cols, rows
 
 
-def _layer(n: int, edges: list[tuple[int, int]], merge: list[tuple[int, int]], notes: list[str], axis: str) -> dict[int, int]:
+def _layer(
+    n: int,
+    edges: list[tuple[int, int]],
+    merge: list[tuple[int, int]],
+    notes: list[str],
+    axis: str,
+    soft_edges: list[tuple[int, int]] = (),  # type: ignore[assignment]
+) -> dict[int, int]:
     """Longest-path layers along one axis; ``edges`` (a, b) put a before b.
 
     ``merge`` pairs (related along the OTHER axis: a group above another) share a layer so that
@@ -233,6 +252,10 @@ def _layer(n: int, edges: list[tuple[int, int]], merge: list[tuple[int, int]], n
         ca, cb = classes.find(a), classes.find(b)
         if ca == cb or not order.add(ca, cb):
             notes.append(f"{axis} order between groups {a} and {b} contradicts another relation; dropped")
+    for a, b in soft_edges:  # implied by a region: skipped quietly when it conflicts
+        ca, cb = classes.find(a), classes.find(b)
+        if ca != cb:
+            order.add(ca, cb)
     roots = sorted({classes.find(g) for g in range(n)})
     layer_of_class = order.layers(roots)
     return {g: layer_of_class[classes.find(g)] for g in range(n)}
@@ -285,6 +308,15 @@ def _grow_within(box: list[float], bounds: tuple[float, float, float, float], ar
     return [grown[0] + dx, grown[1] + dy, grown[2] + dx, grown[3] + dy]
 
 
+def _stretch_height(box: list[float], bounds: tuple[float, float, float, float], height: float) -> list[float]:
+    """Make ``box`` at least ``height`` tall about its centre (its aspect gives way), inside ``bounds``."""
+    if box[3] - box[1] >= height:
+        return box
+    height = min(height, bounds[3] - bounds[1])
+    cy = min(max((box[1] + box[3]) / 2, bounds[1] + height / 2), bounds[3] - height / 2)
+    return [box[0], cy - height / 2, box[2], cy + height / 2]
+
+
 def _area(box: list[float]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
@@ -313,9 +345,6 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
             g.aspect = min(g.aspect, _TALL_ASPECT)
         if o.size in ("large", "huge"):
             g.scale = max_scale
-        side = math.sqrt(min(o.count, 9))
-        g.weight_w = side * math.sqrt(g.aspect) * _SIZE_WEIGHT[o.size]
-        g.weight_h = side / math.sqrt(g.aspect) * _SIZE_WEIGHT[o.size]
     for rel in spec.relations:
         if rel.kind == "in_row":
             groups[rel.subject].one_row = True
@@ -333,14 +362,26 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
                     g.y_band = _REGION_BANDS[part]
         elif rel.kind in ("bigger_than", "smaller_than"):
             big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
-            groups[big].weight_w *= 1.4
-            groups[big].weight_h *= 1.4
             groups[big].scale = max(groups[big].scale, groups[small].scale)
+    bigger = {r.subject if r.kind == "bigger_than" else r.references[0]
+              for r in spec.relations if r.kind in ("bigger_than", "smaller_than")}  # fmt: skip
+    for g, o in zip(groups, spec.objects):
+        # How much width and height a group needs: a square-ish grid of its instances, one
+        # column when it stands next to something, one row when it is in a row.
+        across = 1.0 if g.one_column else o.count if g.one_row else math.sqrt(min(o.count, 9))
+        down = min(o.count, 4) ** 0.5 if g.one_column else 1.0 if g.one_row else math.sqrt(min(o.count, 9))
+        weight = _SIZE_WEIGHT[o.size] * (1.4 if g.index in bigger else 1.0)
+        g.weight_w = across * math.sqrt(g.aspect) * weight
+        g.weight_h = down / math.sqrt(g.aspect) * weight
     if not groups:
         return _to_layout(spec, groups), notes
 
     # Steps 1-2: layers -> column widths and row heights -> cells.
     col_of, row_of = _order_groups(spec, notes)
+    for rel in spec.relations:
+        if rel.kind == "next_to":  # a reference's short last row faces its neighbour
+            ref = rel.references[0]
+            groups[ref].partial_row_shift = 0.0 if col_of[ref] > col_of[rel.subject] else 1.0
     cells: dict[tuple[int, int], list[int]] = {}
     for g in range(len(groups)):
         cells.setdefault((col_of[g], row_of[g]), []).append(g)
@@ -350,8 +391,8 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     for (c, r), members in cells.items():
         col_need[c] = max(col_need[c], sum(groups[g].weight_w for g in members))
         row_need[r] = max(row_need[r], max(groups[g].weight_h for g in members))
-    col_edges = _edges(col_need)
-    row_edges = _edges(row_need)
+    col_edges = _fit_bands(_edges(col_need), {col_of[g.index]: g.x_band for g in groups if g.x_band})
+    row_edges = _fit_bands(_edges(row_need), {row_of[g.index]: g.y_band for g in groups if g.y_band})
     for (c, r), members in cells.items():
         x0, x1 = col_edges[c], col_edges[c + 1]
         y0, y1 = row_edges[r], row_edges[r + 1]
@@ -375,7 +416,7 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
         for k in range(g.count):
             r, c = divmod(k, cols)
             in_row = min(cols, g.count - r * cols)
-            offset = (cols - in_row) * slot_w / 2
+            offset = (cols - in_row) * slot_w * g.partial_row_shift
             slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
             box = _fit(slot, g.aspect, fill)
             floor = _SIZE_AREA_FLOOR.get(o.size or "")
@@ -399,6 +440,33 @@ def _edges(needs: list[float]) -> list[float]:
     for need in needs:
         edges.append(edges[-1] + need / total)
     edges[-1] = 1.0
+    return edges
+
+
+def _fit_bands(edges: list[float], inside: dict[int, tuple[float, float]]) -> list[float]:
+    """Move layer edges so that each constrained layer lies inside its region band.
+
+    Layers before a constrained one are squeezed proportionally into the space before it and
+    layers after it into the space after, so the order of layers is kept ("a cat above a dog
+    at the top": both rows move into the top third).
+    """
+    edges = list(edges)
+    for layer in sorted(inside):
+        lo, hi = inside[layer]
+        start, end = max(edges[layer], lo), min(edges[layer + 1], hi)
+        if end - start < 2 * MIN_SIDE:  # the layer lies outside its band: take the band's middle
+            start, end = max(lo, (lo + hi) / 2 - (hi - lo) / 2), hi
+        if layer > 0 and start < 2 * MIN_SIDE * layer:
+            start = min(end - 2 * MIN_SIDE, 2 * MIN_SIDE * layer)
+        if len(edges) - 2 > layer and end > 1 - 2 * MIN_SIDE * (len(edges) - 2 - layer):
+            end = max(start + 2 * MIN_SIDE, 1 - 2 * MIN_SIDE * (len(edges) - 2 - layer))
+        before, after = edges[: layer + 1], edges[layer + 1 :]
+        scale_before = start / before[-1] if before[-1] > 0 else 0.0
+        edges[: layer + 1] = [e * scale_before for e in before]
+        span_after = 1.0 - after[0]
+        edges[layer + 1 :] = [end + (e - after[0]) * ((1.0 - end) / span_after if span_after > 0 else 0.0) for e in after]
+        edges[layer], edges[layer + 1] = start, end
+    edges[0], edges[-1] = 0.0, 1.0
     return edges
 
 
@@ -455,14 +523,16 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
         if subject is reference:
             continue
         ref_cx = sum((b[0] + b[2]) / 2 for b in reference.boxes) / len(reference.boxes)
-        ref_cy = sum((b[1] + b[3]) / 2 for b in reference.boxes) / len(reference.boxes)
         if subject.count > 1 and not subject.one_row:
             _stack_beside(subject, reference)
         moved = []
         for box, slot in zip(subject.boxes, subject.slots):
             cx = (box[0] + box[2]) / 2
             dx = (slot[2] - box[2] - _NEXT_TO_GAP) if cx < ref_cx else (slot[0] - box[0] + _NEXT_TO_GAP)
-            dy = ref_cy - (box[1] + box[3]) / 2 if subject.count == 1 else 0.0
+            cy = (box[1] + box[3]) / 2
+            # one instance: level with the nearest reference instance (not their mean, which may fall between two)
+            nearest_cy = min(((b[1] + b[3]) / 2 for b in reference.boxes), key=lambda y: abs(y - cy))
+            dy = nearest_cy - cy if subject.count == 1 else 0.0
             moved.append(_shift_within(box, slot, dx, dy))
         subject.boxes = moved
         sub_cx = sum((b[0] + b[2]) / 2 for b in subject.boxes) / len(subject.boxes)
@@ -472,6 +542,17 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
         ]
 
 
+def _row_spans(boxes: list[list[float]]) -> list[list[float]]:
+    """The rows a set of boxes forms, as [top, bottom] spans, top to bottom."""
+    spans: list[list[float]] = []
+    for box in sorted(boxes, key=lambda b: b[1]):
+        if spans and box[1] < spans[-1][1] and box[3] > spans[-1][0]:
+            spans[-1] = [min(spans[-1][0], box[1]), max(spans[-1][1], box[3])]
+        else:
+            spans.append([box[1], box[3]])
+    return spans
+
+
 def _stack_beside(subject: _Group, reference: _Group) -> None:
     """Re-stack a column of subject instances level with the reference's rows of instances.
 
@@ -479,12 +560,15 @@ def _stack_beside(subject: _Group, reference: _Group) -> None:
     (`layout.relations.NEXT_TO_MIN_VERTICAL_OVERLAP`): instance k goes beside reference row
     ``k * rows // count``, several instances sharing one row's height when there are more of them.
     """
-    spans: list[list[float]] = []  # the reference's rows: [top, bottom]
-    for box in sorted(reference.boxes, key=lambda b: b[1]):
-        if spans and box[1] < spans[-1][1] and box[3] > spans[-1][0]:
-            spans[-1] = [min(spans[-1][0], box[1]), max(spans[-1][1], box[3])]
-        else:
-            spans.append([box[1], box[3]])
+    # Each row of reference instances must be tall enough to hold its share of subject instances.
+    share = math.ceil(subject.count / len(_row_spans(reference.boxes)))
+    need_h = share * MIN_SIDE * 1.1
+    reference.boxes = [
+        _stretch_height(_grow_within(box, slot, need_h * need_h * reference.aspect), slot, need_h)
+        if box[3] - box[1] < need_h else box
+        for box, slot in zip(reference.boxes, reference.slots)
+    ]  # fmt: skip
+    spans = _row_spans(reference.boxes)
     n, rows = subject.count, len(spans)
     per_row = [sum(1 for k in range(n) if k * rows // n == r) for r in range(rows)]
     x0, _, x1, _ = subject.cell

@@ -250,7 +250,7 @@ _INVARIANT = frozenset(
     ("sheep", "fish", "deer", "moose", "bison", "salmon", "trout", "shrimp", "aircraft", "series",
      "species", "scissors", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones",
      "earphones", "pliers", "tongs", "sunglasses", "goggles", "clothes", "news", "broccoli", "skis",
-     "this", "is", "was", "has", "his", "its", "us", "as", "yes", "gas", "bus", "glasses")
+     "this", "is", "was", "has", "his", "its", "us", "as", "yes", "gas", "bus")
 )  # fmt: skip
 _PLURALE_TANTUM = frozenset(
     ("scissors", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones", "earphones", "pliers",
@@ -389,7 +389,7 @@ def _tokenize(text: str) -> list[str]:
 def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
     """A quantifier starting at ``tokens[i]`` and the index after it, or None."""
     t = tokens[i]
-    if t not in _QUANT_STARTS and not t.isdigit():
+    if t not in _QUANT_STARTS and not _is_number(t):
         return None
     nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
     nxt2 = tokens[i + 2] if i + 2 < len(tokens) else ""
@@ -417,8 +417,8 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
         return quant, i + 3
     if t in ("lots", "dozens", "hundreds", "plenty", "groups", "rows", "piles") and nxt == "of":
         return _Quant(f"{t} of", vague="many", row=t == "rows"), i + 2
-    if t in NUMBER_WORDS and t not in ("single",) or t.isdigit():
-        number = int(t) if t.isdigit() else NUMBER_WORDS[t]
+    if t in NUMBER_WORDS and t not in ("single",) or _is_number(t):
+        number = int(t) if _is_number(t) else NUMBER_WORDS[t]
         if t in ("twenty", "thirty", "forty", "fifty") and nxt in NUMBER_WORDS and 1 <= NUMBER_WORDS[nxt] <= 9:
             return _Quant(f"{t} {nxt}", count=number + NUMBER_WORDS[nxt]), i + 2  # "twenty seven"
         if nxt in ("pairs", "pair") and nxt2 == "of":
@@ -437,6 +437,11 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
             return None  # relative pronoun / demonstrative pronoun
         return _Quant(t, count=_DETERMINERS[t], determiner=t), i + 1
     return None
+
+
+def _is_number(token: str) -> bool:
+    """ASCII digits only ('²'.isdigit() is True but int('²') fails), and short enough to be a count."""
+    return token.isascii() and token.isdigit() and len(token) <= 6
 
 
 _QUANT_STARTS = frozenset(
@@ -941,11 +946,7 @@ def name_of_phrase(phrase: str) -> str:
     tokens = _tokenize(phrase)
     notes: list[str] = []
     for start, end, quants, words in _chunk(tokens):
-        if not words:
-            continue
-        head = _find_head(words)
-        if head is not None:
-            return head[2]
+        # A peer's phrase is one object even without a determiner ("red apple"), so supply one.
         ph = _phrase_from_chunk(start, end, quants or [_Quant("a", count=1)], words, notes)
         if ph is not None:
             return ph.name
