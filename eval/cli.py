@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
     from eval.layouts import SUITES
+    from layout.planners import PLANNER_NAMES
 
     parser = subparsers.add_parser(
         "eval-layouts",
@@ -22,7 +24,14 @@ def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--suite", choices=SUITES, action="append", required=True,
                         help="benchmark to run; repeat to run several")  # fmt: skip
-    parser.add_argument("--planner", default="offline", help="planner name: offline (default), llm or local")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default="offline", help="offline (default, no model), llm or local")
+    # The planner flags of `scenewright plan`, read by the same layout.cli.planner_options.
+    parser.add_argument("--base-url", help="llm: OpenAI-compatible server URL, e.g. http://localhost:8000/v1")
+    parser.add_argument("--model", help="llm: model name; local: a folder holding a transformers causal LM")
+    parser.add_argument("--temperature", type=float, default=None, help="llm/local: sampling temperature (default 0)")
+    parser.add_argument("--max-retries", type=int, default=None, help="llm/local: re-asks after an unusable answer")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="llm: answer cache folder")
+    parser.add_argument("--no-cache", action="store_true", help="llm: neither read nor write the answer cache")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N prompts of each suite")
     parser.add_argument("--seed", type=int, default=0, help="planner seed (offline: box jitter; 0 = none)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
@@ -37,9 +46,11 @@ def _eval_layouts(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"--limit must be >= 1, got {args.limit}", file=sys.stderr)
         return 2
+    from layout.cli import planner_options
+
     try:
-        planner = get_planner(args.planner)
-    except (ValueError, KeyError) as err:
+        planner = get_planner(args.planner, **planner_options(args))
+    except (ValueError, TypeError, OSError) as err:
         print(f"--planner {args.planner}: {err}", file=sys.stderr)
         return 2
     results = [evaluate_suite(suite, planner, limit=args.limit, seed=args.seed) for suite in args.suite]

@@ -12,7 +12,8 @@
   right); spatial accuracy = some pair of boxes of the two objects (found by ``difflib``) has the
   ground-truth relation by the angle between their centres ("next to" also accepts left/right).
 
-The planner is resolved by name through ``layout.planners.get_planner`` when that module exists.
+The planner is resolved by name through :func:`layout.planners.get_planner`; its raw layouts are
+scored (no geometry repair), as LMD's and LayoutGPT's stage-1 evaluations score the LLM's answer.
 """
 
 from __future__ import annotations
@@ -309,18 +310,10 @@ def evaluate_suite(suite: str, planner, *, limit: int | None = None, seed: int =
 
 
 def get_planner(name: str, **options):
-    """The planner called ``name``: through ``layout.planners`` when present, else the offline one."""
-    try:
-        from layout.planners import get_planner as registry_get
-    except ImportError:
-        registry_get = None
-    if registry_get is not None:
-        return registry_get(name, **options)
-    if name != "offline":
-        raise ValueError(f"planner {name!r} is not available in this build; use --planner offline")
-    from layout.offline import OfflinePlanner
+    """The planner called ``name`` (``offline``, ``llm``, ``local``), via :func:`layout.planners.get_planner`."""
+    from layout.planners import get_planner as registry_get
 
-    return OfflinePlanner()
+    return registry_get(name, **options)
 
 
 def format_table(results: Sequence[SuiteResult]) -> str:
