@@ -1,0 +1,260 @@
+"""`scenewright generate`: a prompt or a layout -> an image, with training-free attention control.
+
+    scenewright generate "two cats left of a dog" --model runwayml/stable-diffusion-v1-5 --method car,sar
+    scenewright generate --layout layout.json --model ./sd15 --method attend_excite --seed 3 --out cat.png
+
+A prompt given with a guidance method is first planned into a layout (``--planner``, default the
+offline planner; every method needs the objects' phrases, the box methods their boxes).
+Exit codes: 0 success, 2 bad arguments, unknown method, unreadable layout or unloadable model,
+1 generation failed (e.g. out of memory). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from layout.planners import PLANNER_NAMES
+
+DTYPES = ("float32", "float16", "bfloat16")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class CLIError(ValueError):
+    """A user error the command reports in one line and exit code 2."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``generate`` to the `scenewright` parser."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate an image from a prompt or a layout, with attention control",
+        description="Generate an image from a prompt (planned into a layout) or a layout JSON file, guided by "
+        "training-free attention control on a Stable Diffusion model.",
+    )
+    parser.add_argument("prompt", nargs="?", help="the text to draw (or use --layout)")
+    parser.add_argument("--layout", type=Path, metavar="FILE", help="a layout JSON file (as `scenewright plan` writes)")
+    parser.add_argument("--model", help="diffusers Stable Diffusion folder or hub id, e.g. runwayml/stable-diffusion-v1-5")
+    parser.add_argument(
+        "--method", default="car,sar",
+        help="comma-separated guidance methods (default car,sar = Attention Refocusing); 'none' for plain SD",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default 0)")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--height", type=int, default=None, help="image height in px (default: the model's)")
+    parser.add_argument("--width", type=int, default=None, help="image width in px (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images to make (saved as OUT, OUT_1, ...)")
+    parser.add_argument("--negative-prompt", default=None, help="what the image must not show")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: float16 on cuda, else float32)")
+    parser.add_argument("--out", type=Path, default=Path("out.png"), help="output image (default out.png)")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default="offline", help="plans a PROMPT's layout (default offline)")
+    parser.add_argument("--planner-model", default=None, help="llm/local planner: the model name or folder")
+    parser.add_argument("--save-layout", type=Path, metavar="FILE", help="also write the layout used as JSON")
+    parser.add_argument(
+        "--token-indices", default=None,
+        help="explicit A&E token positions, e.g. 2,5 for 'a cat and a frog' (instead of the layout's phrases)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a method/engine option, VALUE as JSON, e.g. --option max_iter_to_alter=10 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_generate)
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"car, sar"`` -> ``["car", "sar"]``, every name checked against the registry."""
+    from synth.methods import METHODS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise CLIError("--method is empty; give e.g. --method car,sar or --method none")
+    unknown = [name for name in names if name != "none" and name not in METHODS]
+    if unknown:
+        raise CLIError(f"--method: unknown method(s) {', '.join(unknown)}; choose from {', '.join(['none', *METHODS])}")
+    if "none" in names and len(names) > 1:
+        raise CLIError("--method: 'none' (plain Stable Diffusion) cannot be combined with other methods")
+    return names
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["max_iter_to_alter=10", "attn_res=[16,16]"]`` -> ``{"max_iter_to_alter": 10, "attn_res": [16, 16]}``."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--option {pair!r} is not KEY=VALUE; e.g. --option max_iter_to_alter=10")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value  # a bare string, e.g. --option loss_type=soft
+    return options
+
+
+def parse_token_indices(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"--token-indices {text!r} must be comma-separated integers, e.g. 2,5") from None
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if (args.prompt is None) == (args.layout is None):
+        raise CLIError("give exactly one of PROMPT or --layout FILE")
+    if not args.model:
+        raise CLIError(
+            "--model is required: a diffusers Stable Diffusion folder or hub id, e.g. --model runwayml/stable-diffusion-v1-5"
+        )
+    if args.out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CLIError(f"--out {args.out} must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise CLIError(f"{flag} must be >= 1, got {value}")
+
+
+def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
+    """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
+    from layout.planners import get_planner, plan_layout
+    from layout.schema import Layout
+
+    if args.layout is not None:
+        return Layout.load(args.layout)  # LayoutError names the file and the field
+    if methods == ["none"] or token_indices is not None:
+        return None
+    options = {"model": args.planner_model} if args.planner != "offline" else {}
+    if args.planner == "offline" and args.planner_model:
+        raise CLIError("--planner-model is only used by --planner llm or local")
+    layout, changes = plan_layout(args.prompt, get_planner(args.planner, **options), seed=args.seed)
+    for change in changes:
+        print(f"layout repaired: {change}", file=sys.stderr)
+    placed = ", ".join(f"{o.phrase} {[round(v, 2) for v in o.box]}" for o in layout.objects) or "no objects"
+    print(f"planned layout: {placed}", file=sys.stderr)
+    if not layout.objects:
+        raise CLIError(
+            f"the {args.planner} planner found no objects in {args.prompt!r} to guide; "
+            "use --method none, --token-indices, or a --layout file"
+        )
+    return layout
+
+
+def _device_and_dtype(device: str | None, dtype: str | None):
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise CLIError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked but torch sees no CUDA GPU; use --device cpu")
+    name = dtype or ("float16" if device.type == "cuda" else "float32")
+    return device, getattr(torch, name)
+
+
+@contextmanager
+def _quiet_loading(quiet: bool):
+    """Silence diffusers'/transformers' weight-loading progress bars for ``--quiet``; restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    modules = (diffusers_logging, transformers_logging)
+    were_enabled = [module.is_progress_bar_enabled() for module in modules]
+    if quiet:
+        for module in modules:
+            module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, was_enabled in zip(modules, were_enabled):
+            (module.enable_progress_bar if was_enabled else module.disable_progress_bar)()
+
+
+def _output_paths(out: Path, count: int) -> list[Path]:
+    return [out] + [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(1, count)]
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    try:
+        _check_args(args)
+        methods = parse_methods(args.method)
+        options = parse_options(args.option)
+        token_indices = parse_token_indices(args.token_indices)
+        device, dtype = _device_and_dtype(args.device, args.dtype)
+        layout = _load_layout(args, methods, token_indices)
+    except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from synth import Synthesizer
+    from synth.loading import ModelNotAvailableError
+
+    try:
+        with _quiet_loading(args.quiet):
+            synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
+    except ModelNotAvailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.save_layout is not None and layout is not None:
+        args.save_layout.parent.mkdir(parents=True, exist_ok=True)
+        args.save_layout.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
+    return _generate(args, synthesizer, layout, methods, options, token_indices)
+
+
+def _generate(args, synthesizer, layout, methods, options, token_indices) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=args.steps, desc="denoising", unit="step", disable=args.quiet, file=sys.stderr)
+
+    def on_step(step: int, total: int, record) -> None:
+        if record is not None:  # a guided step: show the loss the engine descended
+            progress.set_postfix(loss=f"{sum(record.total_loss) / len(record.total_loss):.3f}", refresh=False)
+        progress.update(1)
+
+    try:
+        output = synthesizer.generate(
+            layout if layout is not None else args.prompt,
+            methods=methods,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            height=args.height,
+            width=args.width,
+            negative_prompt=args.negative_prompt,
+            token_indices=token_indices,
+            callback=on_step,
+            output_type="pil",
+            **options,
+        )
+    except (ValueError, TypeError) as err:  # bad method options, token indices, sizes: the user's to fix
+        progress.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except torch.cuda.OutOfMemoryError:
+        progress.close()
+        print("error: out of GPU memory; try --dtype float16, a smaller --height/--width or --batch-size 1", file=sys.stderr)
+        return 1
+    progress.close()
+    if output.appended_phrases and output.appended_phrases[0]:
+        print(f"appended to the prompt (not in it): {', '.join(output.appended_phrases[0])}", file=sys.stderr)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        paths = _output_paths(args.out, len(output.images))
+        for image, path in zip(output.images, paths):
+            image.save(path)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+__all__ = ["parse_methods", "parse_options", "register", "run_generate"]

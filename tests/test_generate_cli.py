@@ -1,0 +1,125 @@
+"""`scenewright generate` through `agent.cli.main`, on a tiny model saved to disk (the real from_pretrained path)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agent.cli import main
+from layout.schema import Layout
+
+# The tiny UNet has cross/self attention only at 16x16 (SD1.5 at 512 px: latent / 4 = 16x16 too);
+# one refinement step keeps the test fast.
+TINY_OPTIONS = ["--option", "car_res=[16,16]", "--option", "sar_res=[16,16]", "--option", "max_refinement_steps=1"]
+LAYOUT = {
+    "prompt": "a cat and a dog",
+    "objects": [
+        {"name": "cat", "phrase": "a cat", "box": [0.05, 0.3, 0.45, 0.7]},
+        {"name": "dog", "phrase": "a dog", "box": [0.55, 0.3, 0.95, 0.7]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from synth.testing import get_dummy_pipe
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    get_dummy_pipe(seed=0).save_pretrained(folder)
+    return folder
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_layout_file_gives_the_image_the_python_api_gives(model_dir, tmp_path, capsys):
+    from synth import Synthesizer
+
+    layout_file = tmp_path / "layout.json"
+    layout_file.write_text(json.dumps(LAYOUT), encoding="utf-8")
+    out = tmp_path / "images" / "guided.png"
+    argv = ["generate", "--layout", str(layout_file), "--model", str(model_dir), "--method", "car,sar",
+            "--steps", "1", "--seed", "3", "--out", str(out), "--quiet", *TINY_OPTIONS]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    syn = Synthesizer.from_pretrained(str(model_dir))
+    options = dict(car_res=(16, 16), sar_res=(16, 16), max_refinement_steps=1)
+    kwargs = dict(num_inference_steps=1, seed=3, output_type="pil", **options)
+    expected = syn.generate(Layout.parse(LAYOUT), methods=["car", "sar"], **kwargs)
+    assert [record.step for record in expected.steps] == [0]  # guided (test_equivalence: guidance changes images)
+    assert np.array_equal(_pixels(out), np.asarray(expected.images[0], dtype=np.int16))
+
+
+def test_method_none_equals_stable_diffusion_pipeline(model_dir, tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "plain.png"
+    argv = ["generate", "a red cube", "--model", str(model_dir), "--method", "none", "--steps", "2",
+            "--guidance-scale", "5", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "denoising" in capsys.readouterr().err  # the progress bar ran over the steps
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe("a red cube", num_inference_steps=2, guidance_scale=5, generator=torch.Generator().manual_seed(0)).images[0]
+    assert np.array_equal(_pixels(out), np.asarray(ref, dtype=np.int16))
+
+
+def test_prompt_is_planned_into_a_layout_when_guidance_needs_one(model_dir, tmp_path, capsys):
+    out, saved = tmp_path / "ae.png", tmp_path / "used.json"
+    argv = ["generate", "a cat and a dog", "--model", str(model_dir), "--method", "attend_excite", "--steps", "2",
+            "--batch-size", "2", "--out", str(out), "--save-layout", str(saved), "--quiet",
+            "--option", "attn_res=[16,16]", "--option", "max_refinement_steps=1"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "planned layout: a cat" in captured.err
+    assert Layout.load(saved).names == ["cat", "dog"]
+    paths = captured.out.split()
+    assert paths == [str(out), str(tmp_path / "ae_1.png")]
+    first, second = (_pixels(p) for p in paths)
+    assert first.shape == (64, 64, 3) and np.abs(first - second).max() > 0  # two different samples
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["a cat"], "--model is required"),
+        (["a cat", "--model", "/nonexistent/sd"], "does not exist"),
+        (["a cat", "--model", "MODEL", "--method", "car,teleport"], "unknown method(s) teleport; choose from none, "),
+        (["a cat", "--model", "MODEL", "--method", "none,car"], "cannot be combined"),
+        (["--model", "MODEL"], "exactly one of PROMPT or --layout"),
+        (["a cat", "--layout", "LAYOUT", "--model", "MODEL"], "exactly one of PROMPT or --layout"),
+        (["--layout", "BAD_LAYOUT", "--model", "MODEL"], "objects.0.box"),
+        (["--layout", "/nonexistent/layout.json", "--model", "MODEL"], "cannot read layout file"),
+        (["a cat", "--model", "MODEL", "--option", "scale_factor"], "is not KEY=VALUE"),
+        (["a cat", "--model", "MODEL", "--out", "cat.gif"], "--out cat.gif must end in one of"),
+        (["a cat", "--model", "MODEL", "--steps", "0"], "--steps must be >= 1"),
+        (["a cat", "--model", "MODEL", "--token-indices", "two"], "comma-separated integers"),
+        (["a cat", "--model", "MODEL", "--device", "gpu0"], "is not a torch device"),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, argv, message):
+    bad_layout = tmp_path / "bad.json"
+    bad_layout.write_text(json.dumps({**LAYOUT, "objects": [{**LAYOUT["objects"][0], "box": [0.5, 0.5, 0.2, 0.9]}]}))
+    good_layout = tmp_path / "layout.json"
+    good_layout.write_text(json.dumps(LAYOUT))
+    places = {"MODEL": str(model_dir), "LAYOUT": str(good_layout), "BAD_LAYOUT": str(bad_layout)}
+    assert main(["generate", *[places.get(a, a) for a in argv], "--quiet"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err
+
+
+def test_errors_found_while_generating_exit_2(model_dir, tmp_path, capsys):
+    # Loads the model, then the engine rejects a token position past the prompt's end.
+    argv = ["generate", "a cat and a frog", "--model", str(model_dir), "--method", "attend_excite",
+            "--token-indices", "2,9", "--steps", "1", "--out", str(tmp_path / "x.png"), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "5: 'frog'" in errors[0]
+    assert not (tmp_path / "x.png").exists()
