@@ -74,6 +74,7 @@ class GuidanceMeasure:
     grad: torch.Tensor  # (B, C, h, w) fp32, d objective_b / d latents_b (objective: total or refinement)
     maps: list[AttentionMaps]  # per sample, detached
     refinement: torch.Tensor | None = None  # (B,) fp32: summed refinement losses, when that was the objective
+    targets: list[GuidanceTargets] | None = None  # per sample, as the losses saw them (set by `measure`)
 
 
 @dataclass
@@ -447,9 +448,11 @@ class Synthesizer:
         self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
         t = torch.as_tensor(timestep, device=self.device)
         with attention_capture(self.unet, requests) as capture:
-            return self._loss_and_grad(
+            measured = self._loss_and_grad(
                 capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw  # type: ignore[arg-type]
             )
+        measured.targets = targets
+        return measured
 
     # ------------------------------------------------------------------ helpers
     def _check_inputs(self, layout_or_prompt, num_inference_steps, batch_size, height, width, output_type) -> list:
@@ -541,12 +544,17 @@ class Synthesizer:
             raise ValueError(
                 f"`token_indices` has {len(token_indices)} lists for {len(items)} prompts; give one list per prompt"
             )
+        if token_indices is None:  # A&E users may give them as the method's option, as in diffusers
+            token_indices = next((a.options["token_indices"] for a in active if a.options.get("token_indices")), None)
+            if token_indices is not None and isinstance(token_indices[0], (int, np.integer)):
+                token_indices = [token_indices] * len(items)
         needs_boxes = [a.name for a in active if a.method.uses_boxes]
         prompts, targets, appended = [], [], []
         for k, item in enumerate(items):
             prompt = item.prompt if isinstance(item, Layout) else item
             phrases = item.phrases if isinstance(item, Layout) else []
-            mapping = token_groups_for_layout(self.tokenizer, prompt, phrases, missing=missing_phrases)
+            names = item.names if isinstance(item, Layout) else None
+            mapping = token_groups_for_layout(self.tokenizer, prompt, phrases, names=names, missing=missing_phrases)
             groups = [list(g) for g in mapping.token_groups]
             if token_indices is not None:
                 indices = [int(i) for i in token_indices[k]]
