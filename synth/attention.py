@@ -91,6 +91,7 @@ class AttentionCapture:
         self.latent_hw: tuple[int, int] | None = None
         self.layers: dict[str, _StoredLayer] = {}
         self._calls: list[str] = []  # processor names in execution order during the current pass
+        self._seen: dict[str, tuple] = {}  # name -> (kind, place, size) of every layer seen, for error messages
         # latent (h, w) -> name of the last layer that stores maps, learnt from one full pass
         self._last_needed: dict[tuple[int, int], str | None] = {}
         self.stopped_early = False
@@ -120,10 +121,10 @@ class AttentionCapture:
             stored = [name for name in self._calls if name in self.layers]
             self._last_needed[self.latent_hw] = stored[-1] if stored else None
         if not self.layers:
-            have = sorted({(layer_kind(n), layer_place(n)) for n in self._calls} - {(None, None)}, key=str)
+            have = sorted({f"{kind} {place} {size[0]}x{size[1]}" for kind, place, size in self._seen.values() if kind and size})
             raise ValueError(
-                f"no attention layer matched the requested maps {self.requests} for latent size {latent_hw} "
-                f"(layers seen: {have}); pick `attn_res` among the UNet's attention resolutions"
+                f"no attention layer matched the requested maps {self.requests} for latent size {tuple(latent_hw)}; "
+                f"this UNet has {have}: set the method's resolution option (e.g. `attn_res`) to one of these"
             )
 
     def maps(self, index: int) -> AttentionMaps:
@@ -203,6 +204,7 @@ class CaptureProcessor:
         if capture.recording:
             capture._calls.append(self.name)
             size = grid_size(num_queries, capture.latent_hw)  # type: ignore[arg-type]
+            capture._seen[self.name] = (self.kind, self.place, size)
         if capture.recording and capture.wants(self.kind, self.place, size):
             # Explicit softmax in fp32 so losses see exact, differentiable probabilities.
             scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, Q, K)

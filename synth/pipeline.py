@@ -519,10 +519,7 @@ class Synthesizer:
                     engine[key] = a.options[key]
             if key in options:
                 engine[key] = options[key]
-        engine["thresholds"] = {int(k): float(v) for k, v in (engine["thresholds"] or {}).items()}
-        if engine["max_iter_to_alter"] < 0 or engine["max_refinement_steps"] < 0:
-            raise ValueError("`max_iter_to_alter` and `max_refinement_steps` must be >= 0")
-        return active, engine
+        return active, _check_engine_options(engine)
 
     def _targets(
         self,
@@ -584,6 +581,29 @@ class Synthesizer:
         if "generator" in params:
             kwargs["generator"] = generator
         return kwargs
+
+
+def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
+    """Validate the schedule options; thresholds become ``{step: float}``."""
+    for key in ("max_iter_to_alter", "max_refinement_steps"):
+        value = engine[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`{key}` must be an int >= 0, got {value!r}")
+    scale = engine["scale_factor"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
+    thresholds = engine["thresholds"] or {}
+    if not isinstance(thresholds, Mapping):
+        raise ValueError(f"`thresholds` must map step -> max-attention threshold, e.g. {{0: 0.05, 10: 0.5}}, got {thresholds!r}")
+    checked = {}
+    for step, value in thresholds.items():
+        try:
+            checked[int(step)] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"`thresholds` must map int steps to numbers, got {step!r}: {value!r}") from None
+        if not 0.0 <= checked[int(step)] <= 1.0:
+            raise ValueError(f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}")
+    return {**engine, "thresholds": checked}
 
 
 def _method_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:

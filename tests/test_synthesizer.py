@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from layout.schema import Layout
@@ -212,3 +214,34 @@ def test_from_pretrained_loads_a_saved_local_folder(syn, tmp_path):
     a = syn.generate("a cat", num_inference_steps=1, seed=0, output_type="latent").images
     b = loaded.generate("a cat", num_inference_steps=1, seed=0, output_type="latent").images
     torch.testing.assert_close(a, b)
+
+
+_OPTION_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True),
+    st.tuples(st.integers(0, 32), st.integers(0, 32)), st.dictionaries(st.integers(-2, 30), st.floats(-1, 2), max_size=3),
+    st.text(max_size=5),
+)  # fmt: skip
+_OPTION_NAMES = st.sampled_from(
+    sorted({k for m in registry.METHODS.values() for k in m.defaults} | {"max_iter_to_alter", "thresholds",
+    "scale_factor", "max_refinement_steps", "not_an_option", "car_wieght"})
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    names=st.lists(st.sampled_from(sorted(registry.METHODS) + ["none", "atend_excite", ""]), max_size=3, unique=True),
+    options=st.dictionaries(_OPTION_NAMES, _OPTION_VALUES, max_size=4),
+)
+def test_fuzzed_methods_and_options_resolve_or_raise_a_clear_error(syn, names, options):
+    """Any method list and options either resolve (every option reaching a method) or raise ValueError/TypeError."""
+    try:
+        active, engine = syn._resolve_methods(names, dict(options))
+    except (ValueError, TypeError) as err:
+        assert str(err)
+        return
+    assert {a.name for a in active} == set(names) - {"none"}
+    for key, value in options.items():
+        if key in engine and key != "thresholds":
+            assert engine[key] == value
+        else:
+            assert key == "thresholds" or any(a.options.get(key) is value for a in active)
