@@ -40,6 +40,7 @@ SLOT_PADDING = 0.06
 _SIZE_AREA_CAP = {"small": 0.08, "tiny": 0.02}
 _SIZE_AREA_FLOOR = {"large": 0.18, "huge": 0.40}
 _SIZE_WEIGHT = {"large": 1.8, "huge": 2.6, "small": 0.7, "tiny": 0.5, "tall": 1.0, None: 1.0}
+_MIN_FILL = 0.35  # the smallest kind still fills this much of its slot (so it stays visible)
 _NEXT_TO_GAP = 0.01  # space left between a next_to pair's facing edges
 _TALL_ASPECT = 0.6  # width / height for "tall" (relations.TALL_ASPECT demands height >= 1.5 width)
 _REGION_BANDS = {"left": (0.0, 1 / 3), "right": (2 / 3, 1.0), "top": (0.0, 1 / 3), "bottom": (2 / 3, 1.0), "center": (1 / 3, 2 / 3)}
@@ -214,7 +215,7 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
     vertical += soft_vertical
     # Groups no relation mentions get a column of their own on the right, so that they never
     # sit between two related groups ("a zebra next to a sheep in an enclosure").
-    touched = {g for pair in (*horizontal, *vertical, *same_row, *same_col) for g in pair}
+    touched = {g for pair in (*horizontal, *vertical, *same_row, *same_col) for g in pair} | set(regions)
     free = [g for g in range(n) if g not in touched]
     if touched and free:
         last_col, last_row = max(cols[g] for g in touched), max(rows[g] for g in touched)
@@ -288,9 +289,11 @@ def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float) ->
 
 
 def _scale_box(box: list[float], factor: float) -> list[float]:
+    """Scale ``box`` about its centre, no side under :data:`MIN_SIDE`, kept on the canvas."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    w = max((box[2] - box[0]) * factor, MIN_SIDE)
-    h = max((box[3] - box[1]) * factor, MIN_SIDE)
+    w = min(1.0, max((box[2] - box[0]) * factor, MIN_SIDE))
+    h = min(1.0, max((box[3] - box[1]) * factor, MIN_SIDE))
+    cx, cy = min(max(cx, w / 2), 1.0 - w / 2), min(max(cy, h / 2), 1.0 - h / 2)
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
@@ -370,7 +373,8 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
         # column when it stands next to something, one row when it is in a row.
         across = 1.0 if g.one_column else o.count if g.one_row else math.sqrt(min(o.count, 9))
         down = min(o.count, 4) ** 0.5 if g.one_column else 1.0 if g.one_row else math.sqrt(min(o.count, 9))
-        weight = _SIZE_WEIGHT[o.size] * (1.4 if g.index in bigger else 1.0)
+        relative = math.sqrt(g.scale / max_scale)  # a cup needs less room than a bus
+        weight = _SIZE_WEIGHT[o.size] * (1.4 if g.index in bigger else 1.0) * max(relative, 0.5)
         g.weight_w = across * math.sqrt(g.aspect) * weight
         g.weight_h = down / math.sqrt(g.aspect) * weight
     if not groups:
@@ -396,12 +400,10 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     for (c, r), members in cells.items():
         x0, x1 = col_edges[c], col_edges[c + 1]
         y0, y1 = row_edges[r], row_edges[r + 1]
-        share = sum(groups[g].weight_w for g in members)
-        cursor = x0
-        for g in members:
-            width = (x1 - x0) * groups[g].weight_w / share
-            groups[g].cell = (cursor, y0, cursor + width, y1)
-            cursor += width
+        # Groups sharing a cell split it side by side (each at least 0.12 of the canvas wide).
+        inner = _edges([groups[g].weight_w for g in members], least=0.12 / max(x1 - x0, 1e-9))
+        for k, g in enumerate(members):
+            groups[g].cell = (x0 + (x1 - x0) * inner[k], y0, x0 + (x1 - x0) * inner[k + 1], y1)
     for g in groups:
         g.cell = _clamp_cell(g, notes, spec)
 
@@ -409,7 +411,8 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     for g, o in zip(groups, spec.objects):
         x0, y0, x1, y1 = g.cell
         cols, rows = _grid(g.count, x1 - x0, y1 - y0, g.aspect, g.one_row, g.one_column)
-        fill = 0.55 + 0.45 * g.scale / max_scale
+        # Box size in its slot follows the kind's typical size relative to the scene's largest kind.
+        fill = min(1.0, max(_MIN_FILL, (g.scale / max_scale) ** 0.7))
         fill *= 1.0 - 0.08 * rng.random() if seed else 1.0
         slot_w, slot_h = (x1 - x0) / cols, (y1 - y0) / rows
         # Centre a partly filled last row.
@@ -421,7 +424,10 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
             box = _fit(slot, g.aspect, fill)
             floor = _SIZE_AREA_FLOOR.get(o.size or "")
             if floor is not None and _area(box) < floor:
-                box = _grow_within(box, g.cell if g.count == 1 else slot, floor)
+                bounds = g.cell if g.count == 1 else slot
+                box = _grow_within(box, bounds, floor)
+                if _area(box) < floor:  # the kind's aspect cannot reach it here: let the height give
+                    box = _stretch_height(box, bounds, floor * 1.02 / (box[2] - box[0]))
             cap = _SIZE_AREA_CAP.get(o.size or "")
             if cap is not None and _area(box) > cap:
                 box = _scale_box(box, math.sqrt(cap / _area(box)))
@@ -434,11 +440,21 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     return _to_layout(spec, groups), notes
 
 
-def _edges(needs: list[float]) -> list[float]:
+def _edges(needs: list[float], least: float = 0.12) -> list[float]:
+    """Cumulative layer edges on [0, 1], widths proportional to ``needs`` but none under ``least``."""
     total = sum(needs) or 1.0
+    widths = [need / total for need in needs]
+    least = min(least, 1.0 / len(widths))
+    for _ in range(len(widths)):  # raise the narrow ones, take the room from the others
+        small = [i for i, w in enumerate(widths) if w < least - 1e-12]
+        if not small:
+            break
+        rest = sum(w for i, w in enumerate(widths) if i not in small)
+        room = 1.0 - least * len(small)
+        widths = [least if i in small else w * room / rest for i, w in enumerate(widths)]
     edges = [0.0]
-    for need in needs:
-        edges.append(edges[-1] + need / total)
+    for width in widths:
+        edges.append(edges[-1] + width)
     edges[-1] = 1.0
     return edges
 
