@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from layout.parse import parse_prompt
 from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
-from layout.spec import PromptSpec
+from layout.spec import ObjectSpec, PromptSpec
 
 #: Smallest box side the planner produces (normalized units).
 MIN_SIDE = 0.05
@@ -333,14 +333,27 @@ def _shift_within(box: list[float], slot: tuple[float, float, float, float], dx:
 
 def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     """Place boxes for ``spec``; returns the layout and notes on anything it could not honour."""
-    notes: list[str] = []
     total = sum(o.count for o in spec.objects)
     if total > GLIGEN_MAX_OBJECTS:
         raise LayoutError(
             f"the prompt asks for {total} objects; the planner places at most {GLIGEN_MAX_OBJECTS} "
             f"(GLIGEN_MAX_OBJECTS): ask for fewer objects"
         )
-    rng = random.Random(seed)
+    notes: list[str] = []
+    groups = _make_groups(spec)
+    if groups:
+        _assign_cells(spec, groups, notes)
+        rng = random.Random(seed) if seed else None
+        max_scale = max(g.scale for g in groups)
+        for g, o in zip(groups, spec.objects):
+            _fill_cell(g, o, max_scale, rng)
+        _enforce_comparatives(spec, groups, notes)
+        _snap_next_to(spec, groups)
+    return _to_layout(spec, groups), notes
+
+
+def _make_groups(spec: PromptSpec) -> list[_Group]:
+    """One group per ObjectSpec: shape from the kind table, flags and weights from sizes and relations."""
     groups = [_Group(i, o.count, *_shape(o.name)) for i, o in enumerate(spec.objects)]
     max_scale = max((g.scale for g in groups), default=1.0)
     for g, o in zip(groups, spec.objects):
@@ -348,17 +361,17 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
             g.aspect = min(g.aspect, _TALL_ASPECT)
         if o.size in ("large", "huge"):
             g.scale = max_scale
+    bigger: set[int] = set()
     for rel in spec.relations:
         if rel.kind == "in_row":
             groups[rel.subject].one_row = True
         elif rel.kind == "next_to":
             groups[rel.subject].one_column = not groups[rel.subject].one_row
         elif rel.kind == "at":
-            parts = (rel.where or "").split()
             g = groups[rel.subject]
             if rel.where == "center":
                 g.x_band, g.y_band = _REGION_BANDS["center"], _REGION_BANDS["center"]
-            for part in parts:
+            for part in (rel.where or "").split():
                 if part in ("left", "right"):
                     g.x_band = _REGION_BANDS[part]
                 elif part in ("top", "bottom"):
@@ -366,8 +379,7 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
         elif rel.kind in ("bigger_than", "smaller_than"):
             big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
             groups[big].scale = max(groups[big].scale, groups[small].scale)
-    bigger = {r.subject if r.kind == "bigger_than" else r.references[0]
-              for r in spec.relations if r.kind in ("bigger_than", "smaller_than")}  # fmt: skip
+            bigger.add(big)
     for g, o in zip(groups, spec.objects):
         # How much width and height a group needs: a square-ish grid of its instances, one
         # column when it stands next to something, one row when it is in a row.
@@ -377,10 +389,11 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
         weight = _SIZE_WEIGHT[o.size] * (1.4 if g.index in bigger else 1.0) * max(relative, 0.5)
         g.weight_w = across * math.sqrt(g.aspect) * weight
         g.weight_h = down / math.sqrt(g.aspect) * weight
-    if not groups:
-        return _to_layout(spec, groups), notes
+    return groups
 
-    # Steps 1-2: layers -> column widths and row heights -> cells.
+
+def _assign_cells(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
+    """Steps 1-2: layers -> column widths and row heights -> one cell per group."""
     col_of, row_of = _order_groups(spec, notes)
     for rel in spec.relations:
         if rel.kind == "next_to":  # a reference's short last row faces its neighbour
@@ -389,9 +402,8 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     cells: dict[tuple[int, int], list[int]] = {}
     for g in range(len(groups)):
         cells.setdefault((col_of[g], row_of[g]), []).append(g)
-    n_cols, n_rows = max(col_of.values()) + 1, max(row_of.values()) + 1
-    col_need = [0.0] * n_cols
-    row_need = [0.0] * n_rows
+    col_need = [0.0] * (max(col_of.values()) + 1)
+    row_need = [0.0] * (max(row_of.values()) + 1)
     for (c, r), members in cells.items():
         col_need[c] = max(col_need[c], sum(groups[g].weight_w for g in members))
         row_need[r] = max(row_need[r], max(groups[g].weight_h for g in members))
@@ -407,37 +419,34 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
     for g in groups:
         g.cell = _clamp_cell(g, notes, spec)
 
-    # Steps 3-4: instances in a grid inside the cell, then sizes.
-    for g, o in zip(groups, spec.objects):
-        x0, y0, x1, y1 = g.cell
-        cols, rows = _grid(g.count, x1 - x0, y1 - y0, g.aspect, g.one_row, g.one_column)
-        # Box size in its slot follows the kind's typical size relative to the scene's largest kind.
-        fill = min(1.0, max(_MIN_FILL, (g.scale / max_scale) ** 0.7))
-        fill *= 1.0 - 0.08 * rng.random() if seed else 1.0
-        slot_w, slot_h = (x1 - x0) / cols, (y1 - y0) / rows
-        # Centre a partly filled last row.
-        for k in range(g.count):
-            r, c = divmod(k, cols)
-            in_row = min(cols, g.count - r * cols)
-            offset = (cols - in_row) * slot_w * g.partial_row_shift
-            slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
-            box = _fit(slot, g.aspect, fill)
-            floor = _SIZE_AREA_FLOOR.get(o.size or "")
-            if floor is not None and _area(box) < floor:
-                bounds = g.cell if g.count == 1 else slot
-                box = _grow_within(box, bounds, floor)
-                if _area(box) < floor:  # the kind's aspect cannot reach it here: let the height give
-                    box = _stretch_height(box, bounds, floor * 1.02 / (box[2] - box[0]))
-            cap = _SIZE_AREA_CAP.get(o.size or "")
-            if cap is not None and _area(box) > cap:
-                box = _scale_box(box, math.sqrt(cap / _area(box)))
-            if seed:
-                box = _shift_within(box, slot, (rng.random() - 0.5) * slot_w * 0.1, (rng.random() - 0.5) * slot_h * 0.1)
-            g.slots.append(slot)
-            g.boxes.append(box)
-    _enforce_comparatives(spec, groups, notes)
-    _snap_next_to(spec, groups)
-    return _to_layout(spec, groups), notes
+
+def _fill_cell(g: _Group, o: ObjectSpec, max_scale: float, rng: random.Random | None) -> None:
+    """Steps 3-4: the group's instances in a grid of slots inside its cell, sized by kind and size word."""
+    x0, y0, x1, y1 = g.cell
+    cols, rows = _grid(g.count, x1 - x0, y1 - y0, g.aspect, g.one_row, g.one_column)
+    # Box size in its slot follows the kind's typical size relative to the scene's largest kind.
+    fill = min(1.0, max(_MIN_FILL, (g.scale / max_scale) ** 0.7))
+    if rng is not None:
+        fill *= 1.0 - 0.08 * rng.random()
+    slot_w, slot_h = (x1 - x0) / cols, (y1 - y0) / rows
+    floor, cap = _SIZE_AREA_FLOOR.get(o.size or ""), _SIZE_AREA_CAP.get(o.size or "")
+    for k in range(g.count):
+        r, c = divmod(k, cols)
+        in_row = min(cols, g.count - r * cols)
+        offset = (cols - in_row) * slot_w * g.partial_row_shift  # where a short last row sits
+        slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
+        box = _fit(slot, g.aspect, fill)
+        if floor is not None and _area(box) < floor:
+            bounds = g.cell if g.count == 1 else slot
+            box = _grow_within(box, bounds, floor)
+            if _area(box) < floor:  # the kind's aspect cannot reach it here: let the height give
+                box = _stretch_height(box, bounds, floor * 1.02 / (box[2] - box[0]))
+        if cap is not None and _area(box) > cap:
+            box = _scale_box(box, math.sqrt(cap / _area(box)))
+        if rng is not None:
+            box = _shift_within(box, slot, (rng.random() - 0.5) * slot_w * 0.1, (rng.random() - 0.5) * slot_h * 0.1)
+        g.slots.append(slot)
+        g.boxes.append(box)
 
 
 def _edges(needs: list[float], least: float = 0.12) -> list[float]:

@@ -21,7 +21,7 @@ Conventions (documented choices, not benchmark lookups):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from layout.spec import ObjectSpec, PromptSpec, RelationSpec
@@ -364,13 +364,6 @@ class _Phrase:
     vague: bool = False
 
 
-@dataclass
-class _Parse:
-    tokens: list
-    phrases: list[_Phrase] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
 def _tokenize(text: str) -> list[str]:
     text = text.lower().replace("’", "'").replace("-", " ").replace("_", " ")
     tokens = []
@@ -593,6 +586,7 @@ _REGION_RE = re.compile(
     r"(?! of\b)(?! ?(?:side |hand |corner |part |half |edge )?of\b)"
 )
 _ROW_RE = re.compile(r"\b(?:in a (?:row|line)|side by side|lined up|in a straight line|next to each other|in rows?)\b")
+_PRONOUN_CUE = re.compile(r"\b(on top of|on|above|over|under|below|beneath|next to|beside) (?:it|them)\b")
 _PASSIVE_BY = re.compile(r"\b[a-z]+ed by\b")
 _CLAUSE_BREAK = re.compile(r"(?:,|;|\.|\b(?:and|while|which|that|who|where|with|but)\b)")
 _EACH_OTHER_RE = re.compile(r"\b(?:each other|one another)\b")
@@ -719,13 +713,26 @@ def parse_prompt(text: str) -> PromptSpec:
     style, body = _strip_style(lowered)
     body, comparisons = _count_comparisons(body)
     tokens = _tokenize(body)
+    phrases = _find_phrases(tokens, notes)
+    _mark_negation(phrases, tokens)
+    _apply_comparisons(phrases, comparisons, notes)
+    objects, phrase_to_object, negative, scenes = _build_objects(phrases, notes)
+    relations = _read_relations(phrases, tokens, objects, phrase_to_object, notes)
+    if not objects and not negative:
+        notes.append("no objects found")
+    return PromptSpec(
+        prompt=text,
+        objects=tuple(objects),
+        relations=tuple(relations),
+        background=_background(style, scenes),
+        negative=tuple(negative),
+        notes=tuple(notes),
+    )
 
-    # 1. noun phrases
-    phrases: list[_Phrase] = []
-    for start, end, quants, words in _chunk(tokens):
-        ph = _phrase_from_chunk(start, end, quants, words, notes)
-        if ph is not None:
-            phrases.append(ph)
+
+def _find_phrases(tokens: list[str], notes: list[str]) -> list[_Phrase]:
+    """Noun phrases with resolved counts; scene phrases flagged, phrases about the picture dropped."""
+    phrases = [ph for chunk in _chunk(tokens) if (ph := _phrase_from_chunk(*chunk, notes)) is not None]
     previous: _Phrase | None = None
     for ph in phrases:
         ph.scene = ph.name in SCENE_NOUNS and not _scene_as_object(ph, tokens)
@@ -733,12 +740,11 @@ def parse_prompt(text: str) -> PromptSpec:
         _resolve_count(ph, previous)
         if not ph.scene and not ph.meta:
             previous = ph
-    phrases = [ph for ph in phrases if not ph.meta]
+    return [ph for ph in phrases if not ph.meta]
 
-    def gap(a: int, b: int) -> str:
-        return " ".join(tokens[a:b])
 
-    # 2. negation: "without X", "with no X", and lists continuing it ("without cats or dogs")
+def _mark_negation(phrases: list[_Phrase], tokens: list[str]) -> None:
+    """'without X', 'with no X', and lists continuing it ('without cats or dogs', 'without cats and dogs')."""
     for k, ph in enumerate(phrases):
         before = tokens[phrases[k - 1].end if k else 0 : ph.start]
         if before and before[-1] in ("without", "not", "nor", "excluding", "except"):
@@ -748,9 +754,17 @@ def parse_prompt(text: str) -> PromptSpec:
         elif k and phrases[k - 1].negated and before == ["and"] and not ph.quants:
             ph.negated = True
 
-    _apply_comparisons(phrases, comparisons, notes)
 
-    # 3. objects: one ObjectSpec per mention; "the X" after an X refers back to it
+def _build_objects(
+    phrases: list[_Phrase], notes: list[str]
+) -> tuple[list[ObjectSpec], dict[int, int], list[str], list[_Phrase]]:
+    """One ObjectSpec per kind-and-attributes; returns (objects, phrase -> object, negative kinds, scenes).
+
+    "the X" after an X refers back to it. Groups are told apart only by their attributes
+    (:func:`layout.relations.group_members`), so a second mention of the same kind with the same
+    attributes joins the first: counted again when it is counted ("a dog and another dog"),
+    otherwise a reference back to it ("cats ... cats").
+    """
     objects: list[ObjectSpec] = []
     phrase_to_object: dict[int, int] = {}
     negative: list[str] = []
@@ -765,29 +779,19 @@ def parse_prompt(text: str) -> PromptSpec:
             continue
         attributes = tuple(w for w in ph.modifiers if w in COLORS or w in MATERIALS)
         size = next((SIZE_WORDS[w] for w in reversed(ph.modifiers) if w in SIZE_WORDS), None)
-        is_reference = any(q.determiner in ("the", "this", "that", "these", "those") for q in ph.quants) and not any(
-            q.count is not None or q.vague for q in ph.quants
-        )
+        definite = any(q.determiner in ("the", "this", "that", "these", "those") for q in ph.quants)
+        is_reference = definite and not any(q.count is not None or q.vague for q in ph.quants)
         earlier = [i for i, o in enumerate(objects) if o.name == ph.name]
-        if is_reference and earlier:
-            same = [i for i in earlier if not attributes or objects[i].attributes == attributes]
-            if same:
-                target = same[-1]
-                phrase_to_object[k] = target
-                if size and objects[target].size is None:
-                    objects[target] = ObjectSpec(**{**objects[target].__dict__, "size": size})
-                continue
-        same_kind = [i for i in earlier if objects[i].attributes == attributes]
-        if same_kind:
-            # Groups are told apart only by their attributes (layout.relations.group_members), so a
-            # second mention of the same kind joins the first: counted again when it is counted
-            # ("a dog ... and another dog"), otherwise a reference back to it ("cats ... cats").
-            target = same_kind[-1]
+        same = [i for i in earlier if (is_reference and not attributes) or objects[i].attributes == attributes]
+        if same:
+            target = same[-1]
             phrase_to_object[k] = target
-            if any(q.count is not None for q in ph.quants):
-                old_spec = objects[target]
-                objects[target] = ObjectSpec(**{**old_spec.__dict__, "count": old_spec.count + ph.count})
-                notes.append(f"{ph.name!r} is mentioned twice; counted as {old_spec.count + ph.count}")
+            if size and objects[target].size is None:
+                objects[target] = replace(objects[target], size=size)
+            if not is_reference and any(q.count is not None for q in ph.quants):
+                total = objects[target].count + ph.count
+                objects[target] = replace(objects[target], count=total)
+                notes.append(f"{ph.name!r} is mentioned twice; counted as {total}")
             continue
         phrase_to_object[k] = len(objects)
         objects.append(
@@ -799,13 +803,25 @@ def parse_prompt(text: str) -> PromptSpec:
                 size=size,  # type: ignore[arg-type]
             )
         )
+    return objects, phrase_to_object, negative, scenes
 
-    # 4. relations, read from the words between consecutive phrases
+
+def _read_relations(
+    phrases: list[_Phrase],
+    tokens: list[str],
+    objects: list[ObjectSpec],
+    phrase_to_object: dict[int, int],
+    notes: list[str],
+) -> list[RelationSpec]:
+    """Relations read from the words between consecutive phrases (and regions/rows around each)."""
     relations: list[RelationSpec] = []
 
     def add(rel: RelationSpec) -> None:
         if rel not in relations:
             relations.append(rel)
+
+    def gap(a: int, b: int) -> str:
+        return " ".join(tokens[a:b])
 
     live = [k for k, ph in enumerate(phrases) if k in phrase_to_object or ph.scene]
     # "a cat on a table under an umbrella", "a cat in the sun under a bench": a relation after a
@@ -837,12 +853,11 @@ def parse_prompt(text: str) -> PromptSpec:
             cue = "above"
         if cue is None and _NO_2D.search(after):
             notes.append(f"'in front of'/'behind' for {objects[subject].name!r} has no 2-D position; ignored")
-        if cue is None and after.strip() in ("and", ",", "and a", "with"):
+        if cue is None and after.strip() in ("and", ",", "and a", "with") and reference is not None:
             # "X and Y next to each other": the cue follows the pair
             pair_after = gap(phrases[nxt].end, phrases[live[pos + 2]].start if pos + 2 < len(live) else len(tokens))
             if _EACH_OTHER_RE.search(pair_after) or re.search(r"\bside by side\b", pair_after):
-                pair_cue = _pair_cue(pair_after) or "next_to"
-                if pair_cue in ("next_to", "left_of", "right_of") and reference is not None:
+                if (_pair_cue(pair_after) or "next_to") in ("next_to", "left_of", "right_of"):
                     cue = "next_to"
         if reference is None:  # a place ("on a beach"): background, not a relation
             if phrases[nxt].scene and re.search(r"\b(?:in|on|at|inside|within)(?: the| a| an)?$", after):
@@ -853,31 +868,26 @@ def parse_prompt(text: str) -> PromptSpec:
         if cue == "above" and (_ON_CUE.search(after) or "on top of" in after):
             carried[nxt] = subject
         add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
-        # "a table with two apples on it": the pronoun refers to the phrase before
-    for k, ph in enumerate(phrases):
-        if k not in phrase_to_object:
-            continue
-        nxt_start = phrases[k + 1].start if k + 1 < len(phrases) else len(tokens)
-        after = gap(ph.end, nxt_start)
-        m = re.search(r"\b(on top of|on|above|over|under|below|beneath|next to|beside) (?:it|them)\b", after)
-        if m and k > 0:
-            antecedent = next((phrase_to_object[j] for j in range(k - 1, -1, -1) if j in phrase_to_object), None)
-            if antecedent is not None and antecedent != phrase_to_object[k]:
-                word = m.group(1)
-                kind = "below" if word in ("under", "below", "beneath") else "next_to" if word in ("next to", "beside") else "above"
-                add(RelationSpec(kind, phrase_to_object[k], (antecedent,)))  # type: ignore[arg-type]
+    for rel in _pronoun_relations(phrases, tokens, phrase_to_object):
+        add(rel)
+    return relations
 
-    background = _background(style, scenes)
-    if not objects and not negative:
-        notes.append("no objects found")
-    return PromptSpec(
-        prompt=text,
-        objects=tuple(objects),
-        relations=tuple(relations),
-        background=background,
-        negative=tuple(negative),
-        notes=tuple(notes),
-    )
+
+def _pronoun_relations(phrases: list[_Phrase], tokens: list[str], phrase_to_object: dict[int, int]) -> list[RelationSpec]:
+    """'a table with two apples on it': 'it' is the object mentioned before."""
+    out = []
+    for k, ph in enumerate(phrases):
+        if k == 0 or k not in phrase_to_object:
+            continue
+        after = " ".join(tokens[ph.end : phrases[k + 1].start if k + 1 < len(phrases) else len(tokens)])
+        m = _PRONOUN_CUE.search(after)
+        antecedent = next((phrase_to_object[j] for j in range(k - 1, -1, -1) if j in phrase_to_object), None)
+        if m is None or antecedent is None or antecedent == phrase_to_object[k]:
+            continue
+        word = m.group(1)
+        kind = "below" if word in ("under", "below", "beneath") else "next_to" if word in ("next to", "beside") else "above"
+        out.append(RelationSpec(kind, phrase_to_object[k], (antecedent,)))  # type: ignore[arg-type]
+    return out
 
 
 def _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, objects, add) -> None:
