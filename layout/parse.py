@@ -156,7 +156,9 @@ _ADJECTIVES = frozenset(
      "asleep", "awake", "alone", "together", "several", "various", "whole", "half", "large", "big", "small",
      "little", "tiny", "tall", "round", "square", "flat", "sharp", "soft", "hard", "smooth", "rough", "odd",
      "up", "down", "already", "still", "again", "away", "outside", "inside", "ready", "silly", "funny",
-     "single", "double", "triple", "messy", "neat", "tidy", "crowded", "lonely", "lovely", "ugly", "scary")
+     "single", "double", "triple", "messy", "neat", "tidy", "crowded", "lonely", "lovely", "ugly", "scary",
+     "hidden", "broken", "frozen", "fallen", "eaten", "taken", "written", "stolen", "sunken", "woven", "rotten",
+     "swollen", "shaken", "forgotten", "chosen", "driven", "cut", "made", "sold", "built", "worn", "torn")
 ) | COLORS | MATERIALS
 _ADJECTIVE_SUFFIXES = ("ish", "ful", "ous", "less", "able", "ible", "ing", "ly")
 
@@ -448,7 +450,7 @@ def _is_boundary(tok: str) -> bool:
         return True
     if tok.endswith("ing") and len(tok) > 4 and tok not in _ING_NOUNS and tok not in KINDS:
         return True
-    if tok.endswith("ly") and len(tok) > 4 and tok not in ("fly", "jelly", "belly", "lily", "holly", "family"):
+    if tok.endswith("ly") and len(tok) > 4 and tok not in KINDS and tok not in ("jelly", "belly", "lily", "holly", "family"):
         return True  # adverbs
     return False
 
@@ -522,6 +524,7 @@ def _phrase_from_chunk(start: int, end: int, quants: list[_Quant], words: list[s
     """The noun phrase in a chunk; English compounds take their LAST noun as head ('a bird feeder' is a feeder)."""
     if not words:
         return None
+    chunk_words = words
     singular_det = any(q.count == 1 for q in quants) and not any(q.count and q.count > 1 for q in quants)
     # "a lone car parks near ...": after a singular determiner, a trailing -s word is a verb.
     while len(words) > 1 and singular_det and _is_plural(words[-1]) and _find_head(words[:-1]) is not None:
@@ -532,6 +535,7 @@ def _phrase_from_chunk(start: int, end: int, quants: list[_Quant], words: list[s
         if known is not None and known[1] == len(words) and known[2] not in META_NOUNS:
             break  # a known kind ends here: "traffic light", "a toy"
         words = words[:-1]
+    end -= len(chunk_words) - len(words)  # dropped trailing words belong to the gap after the phrase
     head = _find_head(words)
     last = words[-1]
     if head is not None and head[1] < len(words) and _noun_like(last) and _find_head([last]) is None:
@@ -578,7 +582,7 @@ _PAIR_CUES: tuple[tuple[str, re.Pattern], ...] = tuple(
     )
 )
 _ON_CUE = re.compile(r"\b(?:on|onto|upon|sitting on|standing on|lying on|laying on|resting on|perched on)$")
-_NO_2D = re.compile(r"\b(?:in front of|behind|in back of)\b")
+_NO_2D = re.compile(r"\b(?:in front of|behind|in back of|(?:hidden|covered|blocked|obscured|occluded) by)\b")
 _REGION_RE = re.compile(
     r"\b(?:on|in|at|to|towards?) (?:the )?(?:very |far )?"
     r"(top|bottom|upper|lower|left|right|middle|center|centre)"
@@ -587,7 +591,7 @@ _REGION_RE = re.compile(
 )
 _ROW_RE = re.compile(r"\b(?:in a (?:row|line)|side by side|lined up|in a straight line|next to each other|in rows?)\b")
 _PRONOUN_CUE = re.compile(r"\b(on top of|on|above|over|under|below|beneath|next to|beside) (?:it|them)\b")
-_PASSIVE_BY = re.compile(r"\b[a-z]+ed by\b")
+_PASSIVE_BY = re.compile(r"\b[a-z]+(?:ed|en) by\b")
 _CLAUSE_BREAK = re.compile(r"(?:,|;|\.|\b(?:and|while|which|that|who|where|with|but)\b)")
 _EACH_OTHER_RE = re.compile(r"\b(?:each other|one another)\b")
 
@@ -852,7 +856,7 @@ def _read_relations(
         if cue is None and _ON_CUE.search(after):
             cue = "above"
         if cue is None and _NO_2D.search(after):
-            notes.append(f"'in front of'/'behind' for {objects[subject].name!r} has no 2-D position; ignored")
+            notes.append(f"depth relation ('in front of', 'behind', 'hidden by') for {objects[subject].name!r} has no 2-D position; ignored")
         if cue is None and after.strip() in ("and", ",", "and a", "with") and reference is not None:
             # "X and Y next to each other": the cue follows the pair
             pair_after = gap(phrases[nxt].end, phrases[live[pos + 2]].start if pos + 2 < len(live) else len(tokens))
