@@ -210,10 +210,19 @@ class Synthesizer:
         prompts, targets, appended = self._targets(items, token_indices, missing_phrases, active)
         prompts = [p for p in prompts for _ in range(batch_size)]  # diffusers' num_images_per_prompt order
         targets = [replace(t) for t in targets for _ in range(batch_size)]  # own copies: `.previous` is per image
-        layouts = [lay for lay in layouts for _ in range(batch_size)]
         appended = [a for a in appended for _ in range(batch_size)]
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
+        if negative_prompt is None and any(lay is not None and lay.negative for lay in layouts):
+            negative_prompt = [lay.negative if lay is not None else "" for lay in layouts]  # the layout's own
             negative_prompt = [n for n in negative_prompt for _ in range(batch_size)]
+        elif negative_prompt is not None and not isinstance(negative_prompt, str):
+            if len(negative_prompt) != len(items):
+                raise ValueError(
+                    f"`negative_prompt` has {len(negative_prompt)} entries for {len(items)} layouts/prompts; give one each"
+                )
+            negative_prompt = [n for n in negative_prompt for _ in range(batch_size)]
+        if isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * len(prompts)  # diffusers wants the prompt's type
+        layouts = [lay for lay in layouts for _ in range(batch_size)]
 
         # 3. Encode the prompts; for classifier-free guidance the batch is [uncond, cond]
         do_cfg = guidance_scale > 1.0

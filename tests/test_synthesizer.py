@@ -166,6 +166,16 @@ def test_output_types_and_layout_phrases_appended(syn):
     assert isinstance(pt, torch.Tensor) and pt.shape == (2, 3, 64, 64) and 0 <= float(pt.min()) <= float(pt.max()) <= 1
 
 
+def test_a_layouts_negative_text_is_its_negative_prompt(syn):
+    layout = CAT_AND_DOG.model_copy(update={"negative": "blurry"})
+    run = dict(num_inference_steps=1, seed=0, output_type="latent")
+    from_layout = syn.generate(layout, **run).images
+    explicit = syn.generate(layout.prompt, negative_prompt="blurry", **run).images
+    plain = syn.generate(layout.prompt, **run).images
+    torch.testing.assert_close(from_layout, explicit)
+    assert float((from_layout - plain).abs().max()) > 1e-3
+
+
 def test_guidance_math_is_fp32_for_a_bf16_model(fixed_latent):
     pipe = get_dummy_pipe().to(dtype=torch.bfloat16)
     syn16 = Synthesizer.from_pipe(pipe)
