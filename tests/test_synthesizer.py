@@ -104,6 +104,23 @@ def test_batched_guidance_equals_sequential_with_per_sample_refinement(syn):
     assert float((batched.images - sequential).abs().max()) <= 1e-4
 
 
+def test_all_methods_combined_guide_one_batched_run(syn):
+    """Every method at once: each loss is recorded per step, refinement runs on the A&E/BoxDiff part."""
+    every = {name: options_for(name) for name in registry.METHODS}
+    out = syn.generate(
+        CAT_AND_DOG, methods=every, num_inference_steps=3, max_iter_to_alter=2, thresholds={0: 0.9},
+        max_refinement_steps=1, seed=0, output_type="latent",
+    )  # fmt: skip
+    unguided = syn.generate(CAT_AND_DOG, num_inference_steps=3, seed=0, output_type="latent")
+    assert [record.step for record in out.steps] == [0, 1]
+    for record in out.steps:
+        assert set(record.losses) == set(registry.METHODS)
+        assert all(torch.isfinite(torch.tensor(v)).all() for v in record.losses.values())
+        assert record.skipped == [False]
+    assert out.steps[0].refinement_iterations == [1] and out.steps[1].refinement_iterations == [0]
+    assert torch.isfinite(out.images).all() and float((out.images - unguided.images).abs().max()) > 1e-3
+
+
 def test_no_guidance_forward_after_max_iter_to_alter_and_processors_restored(syn, monkeypatch):
     calls: list[int] = []
     original = AttentionCapture.guidance_forward
