@@ -8,7 +8,7 @@ it computes ``softmax(q k^T * scale)`` explicitly and keeps the fp32 probabiliti
 graph, as Attend-and-Excite's ``AttendExciteAttnProcessor`` does (Chefer et al. 2023).
 
 A guidance pass only needs the maps, not the noise prediction, so once the last requested layer
-(in execution order) has stored its maps the processor raises :class:`StopForward` and the rest of
+(in execution order) has stored its maps the processor raises :class:`_StopForward` and the rest of
 the UNet (the high-resolution up blocks) runs neither forward nor backward.
 """
 
@@ -27,7 +27,7 @@ from .maps import AttentionKind, AttentionMaps, CapturedAttention, MapRequest
 PLACES = ("down", "mid", "up")
 
 
-class StopForward(Exception):
+class _StopForward(Exception):
     """Raised inside the UNet once every requested map is stored (early exit of a guidance pass)."""
 
 
@@ -113,7 +113,7 @@ class AttentionCapture:
         self.stopped_early = False
         try:
             run_unet()
-        except StopForward:
+        except _StopForward:
             self.stopped_early = True
         finally:
             self.recording = False
@@ -213,7 +213,7 @@ class CaptureProcessor:
             probs = scores.softmax(dim=-1)
             capture.layers[self.name] = _StoredLayer(self.kind, self.place, size, probs)  # type: ignore[arg-type]
             if self.name == capture.stop_after():
-                raise StopForward
+                raise _StopForward
             hidden_states = torch.matmul(probs.to(value.dtype), value)
         else:
             hidden_states = F.scaled_dot_product_attention(

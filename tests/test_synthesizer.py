@@ -170,6 +170,26 @@ def test_non_finite_loss_skips_the_update_with_a_warning(syn, monkeypatch):
     torch.testing.assert_close(guided.images, unguided.images)
 
 
+def test_each_guided_step_sees_the_previous_steps_detached_maps(syn, monkeypatch):
+    """A-STAR's retention loss reads ``targets.previous``: the last step's maps, outside the graph."""
+    seen: list[tuple[int, object]] = []
+
+    def spy_loss(maps, targets, step, **_):
+        seen.append((step, targets.previous))
+        return maps.entries[0].probs[..., 2].mean()
+
+    spy = registry.GuidanceMethod(
+        name="spy", losses=(spy_loss,), needs=lambda options, hw: [registry.MapRequest("cross", ((16, 16),))]
+    )
+    monkeypatch.setitem(registry.METHODS, "spy", spy)
+    syn.generate(CAT_AND_DOG, methods=["spy"], num_inference_steps=3, max_iter_to_alter=2, thresholds={}, seed=0, output_type="latent")
+    assert [step for step, _ in seen] == [0, 1]
+    assert seen[0][1] is None
+    previous = seen[1][1]
+    assert previous is not None and previous.entries
+    assert all(not e.probs.requires_grad and e.size == (16, 16) for e in previous.entries)
+
+
 def test_output_types_and_layout_phrases_appended(syn):
     out = syn.generate(
         CAR_AND_BIRD, methods={"attend_excite": options_for("attend_excite")}, num_inference_steps=1,
