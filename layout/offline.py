@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass, field
 
 from layout.parse import parse_prompt
+from layout.relations import NEXT_TO_MAX_GAP
 from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
 from layout.spec import ObjectSpec, PromptSpec
 
@@ -283,7 +284,10 @@ def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float) ->
     w_max, h_max = (x1 - x0) - 2 * pad_w, (y1 - y0) - 2 * pad_h
     w = min(w_max, h_max * aspect) * fill
     h = w / aspect
-    w, h = max(w, min(MIN_SIDE, w_max)), max(h, min(MIN_SIDE, h_max))
+    if min(w, h) < MIN_SIDE:  # grow to the minimum side keeping the aspect, as far as the slot allows
+        grow = MIN_SIDE / min(w, h)
+        w, h = w * grow, h * grow
+    w, h = min(w, max(w_max, MIN_SIDE)), min(h, max(h_max, MIN_SIDE))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
@@ -348,7 +352,7 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
         for g, o in zip(groups, spec.objects):
             _fill_cell(g, o, max_scale, rng)
         _enforce_comparatives(spec, groups, notes)
-        _snap_next_to(spec, groups)
+        _snap_next_to(spec, groups, notes)
     return _to_layout(spec, groups), notes
 
 
@@ -539,7 +543,7 @@ def _enforce_comparatives(spec: PromptSpec, groups: list[_Group], notes: list[st
                 notes.append(f"size comparison between groups {big} and {small} could not be satisfied")
 
 
-def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
+def _snap_next_to(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
     """Push the subject of each next_to against the reference's side and align their centres vertically."""
     for rel in spec.relations:
         if rel.kind != "next_to":
@@ -548,7 +552,14 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
         if subject is reference:
             continue
         ref_cx = sum((b[0] + b[2]) / 2 for b in reference.boxes) / len(reference.boxes)
-        if subject.count > 1 and not subject.one_row:
+        if subject.count > 1 and subject.one_row:
+            if not _row_beside(subject, reference):
+                notes.append(
+                    f"'{spec.objects[rel.subject].phrase}' x {subject.count} in a row cannot all be within "
+                    f"{NEXT_TO_MAX_GAP} of '{spec.objects[rel.references[0]].phrase}'; the row is kept"
+                )
+            continue
+        if subject.count > 1:
             _stack_beside(subject, reference)
         moved = []
         for box, slot in zip(subject.boxes, subject.slots):
@@ -565,6 +576,40 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group]) -> None:
             _shift_within(b, s, (s[0] - b[0] + _NEXT_TO_GAP) if sub_cx < (b[0] + b[2]) / 2 else (s[2] - b[2] - _NEXT_TO_GAP), 0.0)
             for b, s in zip(reference.boxes, reference.slots)
         ]
+
+
+def _row_beside(subject: _Group, reference: _Group) -> bool:
+    """A row of subject instances ("three cats in a row next to a dog") packed against the reference.
+
+    Every instance must be within `layout.relations.NEXT_TO_MAX_GAP` of the reference, so the
+    row is shrunk until its farthest instance is. Returns False, leaving the row as it is, when
+    too many instances are asked for to fit at the minimum size (four or more at the defaults).
+    """
+    sub_cx = (subject.cell[0] + subject.cell[2]) / 2
+    ref_cx = sum((b[0] + b[2]) / 2 for b in reference.boxes) / len(reference.boxes)
+    left = sub_cx < ref_cx
+    facing = min(reference.boxes, key=lambda b: b[0]) if left else max(reference.boxes, key=lambda b: b[2])
+    spacing = _NEXT_TO_GAP
+    width = min(subject.boxes[0][2] - subject.boxes[0][0], (NEXT_TO_MAX_GAP - 2 * spacing) / (subject.count - 1) - spacing)
+    width = max(width, MIN_SIDE)
+    if (subject.count - 1) * (width + spacing) + spacing > NEXT_TO_MAX_GAP:
+        return False
+    height = max(MIN_SIDE, width / subject.aspect)
+    cy = min(max((facing[1] + facing[3]) / 2, height / 2), 1.0 - height / 2)
+    boxes = []
+    for j in range(subject.count):  # j = 0 touches the reference
+        if left:
+            x1 = facing[0] - spacing - j * (width + spacing)
+            box = [x1 - width, cy - height / 2, x1, cy + height / 2]
+        else:
+            x0 = facing[2] + spacing + j * (width + spacing)
+            box = [x0, cy - height / 2, x0 + width, cy + height / 2]
+        if box[0] < 0.0 or box[2] > 1.0:
+            return False  # no room on that side
+        boxes.append(box)
+    subject.boxes = sorted(boxes, key=lambda b: b[0])  # instances left to right
+    subject.slots = [tuple(b) for b in subject.boxes]  # type: ignore[misc]
+    return True
 
 
 def _row_spans(boxes: list[list[float]]) -> list[list[float]]:

@@ -37,6 +37,10 @@ PROMPTS = [
     "twenty seven birds",
     "thirty sheep in a field",
     "a street with no cars or bicycles",
+    "three cats in a row next to a dog",
+    "a tall cup next to three buses",
+    "a cat above a dog at the top",
+    "four cats next to three dogs at the top",
 ]
 
 
@@ -103,6 +107,13 @@ def test_too_many_objects_is_refused_with_the_limit(planner):
 def test_empty_prompt_is_refused(planner):
     with pytest.raises(LayoutError, match="`prompt` is empty"):
         planner.plan("   ")
+
+
+def test_impossible_row_beside_is_noted():
+    spec = parse_prompt("five cats in a row next to a dog")
+    layout, notes = plan_spec(spec)
+    assert layout.counts() == {"cat": 5, "dog": 1}
+    assert any("in a row cannot all be within" in note for note in notes)
 
 
 def test_contradiction_is_noted_not_crashed():
