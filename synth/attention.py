@@ -121,7 +121,8 @@ class AttentionCapture:
             stored = [name for name in self._calls if name in self.layers]
             self._last_needed[self.latent_hw] = stored[-1] if stored else None
         if not self.layers:
-            have = sorted({f"{kind} {place} {size[0]}x{size[1]}" for kind, place, size in self._seen.values() if kind and size})
+            seen = self._seen.values()
+            have = sorted({f"{kind} {place} {size[0]}x{size[1]}" for kind, place, size in seen if kind and size})
             raise ValueError(
                 f"no attention layer matched the requested maps {self.requests} for latent size {tuple(latent_hw)}; "
                 f"this UNet has {have}: set the method's resolution option (e.g. `attn_res`) to one of these"

@@ -35,7 +35,8 @@ def load_stable_diffusion(
     if _looks_like_path(name) and not path.exists():
         raise ModelNotAvailableError(
             f"model folder {name!r} does not exist; pass a folder made by `pipe.save_pretrained(...)` or "
-            "`huggingface-cli download <repo> --local-dir <folder>`, or a hub id such as 'runwayml/stable-diffusion-v1-5'"
+            "`huggingface-cli download <repo> --local-dir <folder>`, "
+            "or a hub id such as 'runwayml/stable-diffusion-v1-5'"
         )
     if path.is_dir() and not (path / "model_index.json").is_file():
         raise ModelNotAvailableError(
@@ -43,11 +44,14 @@ def load_stable_diffusion(
             "that `huggingface-cli download <repo> --local-dir <folder>` created"
         )
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(path) if path.is_dir() else name, torch_dtype=torch_dtype, **kwargs)
+        source = str(path) if path.is_dir() else name
+        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
     except Exception as err:  # huggingface_hub / requests / OSError: turn them into one actionable message
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        reason = f"{type(err).__name__}: {first_line}"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-        where = "the local folder" if path.is_dir() else "the Hugging Face hub" + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        hub = "the Hugging Face hub" + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        where = "the local folder" if path.is_dir() else hub
         raise ModelNotAvailableError(
             f"cannot load Stable Diffusion weights {name!r} from {where} ({reason}). If this machine has no internet, "
             f"download it on a connected machine (`huggingface-cli download {name} --local-dir <folder>`), copy the "

@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
-from .maps import AttentionMaps, GuidanceTargets, MapRequest
+from .maps import AttentionMaps, GuidanceTargets
 
 
 #: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
@@ -217,7 +217,8 @@ class Synthesizer:
         elif negative_prompt is not None and not isinstance(negative_prompt, str):
             if len(negative_prompt) != len(items):
                 raise ValueError(
-                    f"`negative_prompt` has {len(negative_prompt)} entries for {len(items)} layouts/prompts; give one each"
+                    f"`negative_prompt` has {len(negative_prompt)} entries for {len(items)} layouts/prompts; "
+                    "give one each"
                 )
             negative_prompt = [n for n in negative_prompt for _ in range(batch_size)]
         if isinstance(negative_prompt, str):
@@ -338,7 +339,8 @@ class Synthesizer:
         def not_finite(m: GuidanceMeasure, loss: torch.Tensor) -> torch.Tensor:  # (B,) bool
             return ~(torch.isfinite(loss) & torch.isfinite(m.grad).flatten(1).all(dim=1))
 
-        batch = latents.shape[0]
+        batch, dtype = latents.shape[0], latents.dtype
+        latents = latents.float()  # refinement iterates in fp32; cast back once, after the final update
         can_refine = threshold is not None and any(a.method.refinement_loss is not None for a in active)
         m = measure(latents, "refinement" if can_refine else "total")
         first = m
@@ -361,12 +363,13 @@ class Synthesizer:
         skipped |= not_finite(m, m.total)
         if bool(skipped.any()):
             warnings.warn(
-                f"step {step}: guidance loss or gradient is not finite for samples {skipped.nonzero().flatten().tolist()};"
+                f"step {step}: guidance loss or gradient is not finite for samples "
+                f"{skipped.nonzero().flatten().tolist()};"
                 " their update is skipped (try a smaller `scale_factor`)",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped)
+        latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped).to(dtype)
         record = StepRecord(
             step=step,
             timestep=int(t),
@@ -412,7 +415,8 @@ class Synthesizer:
                 for a in active:
                     per_method[a.name].append(_method_loss(a, maps, target, step))
                 if objective == "refinement":
-                    refinement.append(sum(_refinement_loss(a, maps, target, step) for a in active if a.method.refinement_loss))
+                    refining = [a for a in active if a.method.refinement_loss is not None]
+                    refinement.append(sum(_refinement_loss(a, maps, target, step) for a in refining))
             losses = {name: torch.stack(values).float() for name, values in per_method.items()}  # (B,) each
             total = torch.stack(list(losses.values())).sum(dim=0)  # (B,)
             refine = torch.stack(refinement).float() if refinement else None  # (B,)
@@ -446,7 +450,9 @@ class Synthesizer:
         """Each method's loss and the summed loss's gradient at ``latents`` (one item per latent): for inspection."""
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if len(items) != latents.shape[0]:
-            raise ValueError(f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each")
+            raise ValueError(
+                f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each"
+            )
         active, _ = self._resolve_methods(methods, method_options)
         if not active:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
@@ -458,7 +464,7 @@ class Synthesizer:
         t = torch.as_tensor(timestep, device=self.device)
         with attention_capture(self.unet, requests) as capture:
             measured = self._loss_and_grad(
-                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw  # type: ignore[arg-type]
+                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw
             )
         measured.targets = targets
         return measured
@@ -471,7 +477,8 @@ class Synthesizer:
         for k, item in enumerate(items):
             if not isinstance(item, (Layout, str)) or (isinstance(item, str) and not item.strip()):
                 raise TypeError(
-                    f"`layout_or_prompt[{k}]` is {type(item).__name__} {item!r}; give a layout.Layout or a non-empty prompt"
+                    f"`layout_or_prompt[{k}]` is {type(item).__name__} {item!r}; "
+                    "give a layout.Layout or a non-empty prompt"
                 )
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
@@ -603,7 +610,9 @@ def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
     thresholds = engine["thresholds"] or {}
     if not isinstance(thresholds, Mapping):
-        raise ValueError(f"`thresholds` must map step -> max-attention threshold, e.g. {{0: 0.05, 10: 0.5}}, got {thresholds!r}")
+        raise ValueError(
+            f"`thresholds` must map step -> max-attention threshold, e.g. {{0: 0.05, 10: 0.5}}, got {thresholds!r}"
+        )
     checked = {}
     for step, value in thresholds.items():
         try:
@@ -611,7 +620,9 @@ def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise ValueError(f"`thresholds` must map int steps to numbers, got {step!r}: {value!r}") from None
         if not 0.0 <= checked[int(step)] <= 1.0:
-            raise ValueError(f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}")
+            raise ValueError(
+                f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}"
+            )
     return {**engine, "thresholds": checked}
 
 
@@ -642,4 +653,12 @@ def _detached(maps: AttentionMaps) -> AttentionMaps:
     return AttentionMaps(entries=[replace(e, probs=e.probs.detach()) for e in maps.entries])
 
 
-__all__ = ["ENGINE_DEFAULTS", "GuidanceMeasure", "StepRecord", "SynthesisOutput", "Synthesizer", "step_sizes", "update_latents"]
+__all__ = [
+    "ENGINE_DEFAULTS",
+    "GuidanceMeasure",
+    "StepRecord",
+    "SynthesisOutput",
+    "Synthesizer",
+    "step_sizes",
+    "update_latents",
+]
