@@ -642,7 +642,8 @@ def _phrase_text(modifiers: list[str], name: str) -> str:
     return ("an " if vowel else "a ") + " ".join(words)
 
 
-def _resolve_count(ph: _Phrase, previous: _Phrase | None) -> None:
+def _resolve_count(ph: _Phrase, previous: _Phrase | None, notes: list[str]) -> None:
+    """The phrase's instance count from its quantifiers; vague ones get :data:`VAGUE_COUNTS` (noted)."""
     count: int | None = None
     vague: str | None = None
     for q in ph.quants:
@@ -663,9 +664,12 @@ def _resolve_count(ph: _Phrase, previous: _Phrase | None) -> None:
             count = 1  # "some water", "some bread"
         else:
             count, ph.vague = VAGUE_COUNTS[vague], True
+            quant = next(q.text for q in ph.quants if q.vague)
+            notes.append(f"'{quant} {ph.head_word}' has no number; read as {count}")
     if count is None:
         if ph.head_plural:
             count, ph.vague = BARE_PLURAL_COUNT, True
+            notes.append(f"'{ph.head_word}' has no number; read as {count}")
         else:
             count = 1
     ph.count = max(1, count)
@@ -680,17 +684,14 @@ def _apply_comparisons(phrases: list[_Phrase], comparisons: list[tuple[str, str,
             notes.append(f"count comparison between {left_text!r} and {right_text!r}: object not found")
             continue
         more = op == ">"
-        if right.vague or not left.vague:
-            if more:
-                right.count = max(1, left.count - 1)
-            else:
-                right.count = left.count + 1
-            if more and left.count <= 1:
+        if right.vague:  # explicit numbers are never changed; a vague side is chosen to agree
+            right.count = max(1, left.count - 1) if more else left.count + 1
+            if more and left.count <= 1 and left.vague:
                 left.count = right.count + 1
-        else:
+            notes.append(f"count of {right.name!r} set to {right.count} so that {left_text!r} {op} {right_text!r}")
+        elif left.vague:
             left.count = right.count + 1 if more else max(1, right.count - 1)
-            if not more and right.count <= 1:
-                right.count = left.count + 1
+            notes.append(f"count of {left.name!r} set to {left.count} so that {left_text!r} {op} {right_text!r}")
         if (left.count > right.count) != more or left.count == right.count:
             notes.append(f"count comparison {left_text!r} {op} {right_text!r} could not be satisfied")
 
@@ -741,7 +742,7 @@ def _find_phrases(tokens: list[str], notes: list[str]) -> list[_Phrase]:
     for ph in phrases:
         ph.scene = ph.name in SCENE_NOUNS and not _scene_as_object(ph, tokens)
         ph.meta = ph.name in META_NOUNS
-        _resolve_count(ph, previous)
+        _resolve_count(ph, previous, notes)
         if not ph.scene and not ph.meta:
             previous = ph
     return [ph for ph in phrases if not ph.meta]

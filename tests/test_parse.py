@@ -75,6 +75,13 @@ def test_counts_and_kinds(text, expected):
     assert _objects(text) == expected
 
 
+def test_vague_counts_are_noted():
+    spec = parse_prompt("several cups and apples")
+    assert [(o.name, o.count) for o in spec.objects] == [("cup", 3), ("apple", 2)]
+    assert "'several cups' has no number; read as 3" in spec.notes
+    assert "'apples' has no number; read as 2" in spec.notes
+
+
 def test_count_comparison_resolves_a_vague_count():
     more = parse_prompt("three potted plants along with a few vases, the number of potted plants is more than that of vases")
     counts = {o.name: o.count for o in more.objects}
@@ -82,6 +89,9 @@ def test_count_comparison_resolves_a_vague_count():
     less = parse_prompt("one bed with a few cats, the number of bed is less than that of cats")
     counts = {o.name: o.count for o in less.objects}
     assert counts["bed"] == 1 and counts["cat"] > 1
+    explicit = parse_prompt("five cats and one dog, the number of cats is less than that of dogs")
+    assert {o.name: o.count for o in explicit.objects} == {"cat": 5, "dog": 1}  # numbers given are kept
+    assert any("could not be satisfied" in note for note in explicit.notes)
     same = parse_prompt("two cars together with the same number of trucks")
     assert {o.name: o.count for o in same.objects} == {"car": 2, "truck": 2}
 
