@@ -9,14 +9,20 @@ How boxes are placed (every step is a pure function of the spec and the seed):
    horizontally prefer one row and groups related vertically one column, so that the relation is
    also the dominant direction between their centres (NSR-1K judges relations by the angle
    between centres, Feng et al. 2023).
-2. Column widths and row heights follow how much each group needs (count, typical width/height of
-   its kind, explicit size words). Groups sharing a cell split it side by side.
+   Region orders ("a dog at the top" goes above every other group) yield to explicit relations.
+   Groups no relation mentions get a column of their own on the right.
+2. Column widths and row heights follow how much each group needs (count, typical width/height and
+   size of its kind, explicit size words), no layer under 0.12 of the canvas; the layers holding a
+   group with an absolute region are moved into that region's third. Groups sharing a cell split it.
 3. A group's instances fill its cell as a grid chosen to make the boxes as large as possible at the
-   kind's aspect ratio (one row for ``in_row``, one column when it stands ``next_to`` something);
-   absolute regions clamp the cell into the named third of the canvas.
-4. Box size within its slot follows the kind's typical size relative to the scene's largest kind;
-   explicit sizes and ``bigger_than``/``smaller_than`` then shrink boxes until they hold, and
-   ``next_to`` pairs are pushed against their shared edge.
+   kind's aspect ratio (one row for ``in_row``, one column when it stands ``next_to`` something).
+4. Box size within its slot follows the kind's typical size relative to the scene's largest kind
+   (:data:`KIND_SHAPES`); explicit sizes are grown or shrunk into the bounds
+   :mod:`layout.relations` checks, ``bigger_than``/``smaller_than`` shrink the smaller side, and
+   ``next_to`` subjects are stacked level with (or, in a row, packed against) their reference.
+
+``seed=0`` gives the canonical layout; another seed jitters each box's size (up to 8%) and position
+(up to 5% of its slot) inside its slot, so every requirement still holds.
 
 A prompt asking for more than :data:`layout.schema.GLIGEN_MAX_OBJECTS` instances is refused with a
 :class:`~layout.schema.LayoutError` (boxes would go under the minimum size; no silent truncation).
