@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from synth.attention import CaptureProcessor, attention_capture, grid_size, layer_kind, layer_place
+from synth.attention import AttentionCapture, CaptureProcessor, attention_capture, grid_size, layer_kind, layer_place
 from synth.maps import MapRequest
 from synth.testing import get_dummy_components
 
@@ -115,3 +115,40 @@ def test_request_matching_no_layer_is_a_clear_error(unet, inputs):
     with attention_capture(unet, [MapRequest("cross", ((8, 8),))]) as capture:
         with pytest.raises(ValueError, match="attn_res"):
             capture.guidance_forward(lambda: unet(latents, t, encoder_hidden_states=text), (32, 32))
+
+
+def _recording_capture(name: str, latent_hw: tuple[int, int]):
+    """A capture that records ``name`` as a guidance pass would (no UNet needed)."""
+    capture = AttentionCapture([MapRequest("cross", None), MapRequest("self", None)], early_exit=False)
+    capture.recording, capture.latent_hw = True, latent_hw
+    return capture
+
+
+@pytest.mark.parametrize("kind", ["cross_with_mask", "self_4d_groupnorm_residual"])
+def test_explicit_path_matches_attn_processor_2_0_with_masks_norms_and_residuals(kind):
+    """The stored-probabilities path computes what AttnProcessor2_0 computes, in every Attention variant."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    batch, hw = 2, (4, 4)
+    if kind == "cross_with_mask":
+        attn = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4)
+        hidden = torch.randn(batch, 16, 8)
+        context = torch.randn(batch, 5, 6)
+        mask = torch.zeros(batch, 1, 5)
+        mask[:, :, 3:] = -10000.0  # the last two keys are padding
+        name, call = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor", (hidden, context, mask)
+    else:
+        attn = Attention(query_dim=8, heads=2, dim_head=4, norm_num_groups=2, residual_connection=True,
+                         rescale_output_factor=2.0, bias=True)  # fmt: skip
+        hidden = torch.randn(batch, 8, *hw)  # (B, C, h, w) as a VAE / UNet mid attention sees it
+        name, call = "mid_block.attentions.0.transformer_blocks.0.attn1.processor", (hidden, None, None)
+    expected = AttnProcessor2_0()(attn, *call)
+    capture = _recording_capture(name, hw)
+    got = CaptureProcessor(name, capture)(attn, *call)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    probs = capture.layers[name].probs  # (B, heads, 16, keys)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+    if kind == "cross_with_mask":
+        assert float(probs[..., 3:].max()) < 1e-6  # masked keys get no attention
+
