@@ -1,0 +1,265 @@
+"""Time and peak memory per image: scenewright's ``attend_excite`` vs diffusers' Attend-and-Excite pipeline.
+
+Runs on Stable Diffusion 1.5's ARCHITECTURE with random weights (no download): SD1.5's UNet
+(``UNet2DConditionModel(sample_size=64, cross_attention_dim=768)``, default blocks), SD1.5's CLIP text
+tower (768 wide, 12 layers) and VAE configs, the offline CLIP tokenizer. Three configurations, each in
+its own subprocess so that peak memory is its own:
+
+- ``ours``: ``Synthesizer.generate(prompt, methods=["attend_excite"], token_indices=...)``
+- ``diffusers``: ``StableDiffusionAttendAndExcitePipeline(prompt, token_indices=...)``
+- ``unguided``: ``StableDiffusionPipeline(prompt)``
+
+Same seed, steps, ``max_iter_to_alter``, thresholds, ``scale_factor`` and ``attn_res`` (latent / 4, SD's
+"16x16 at 512 px" level) for both A&E runs; the script also reports how far apart their images are.
+
+Memory: on CPU, the peak resident set (sampled from /proc every 2 ms) during generation above the
+resident set just before it, i.e. the working memory of one image without the weights; plus the process's
+``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` above the allocation before the run.
+
+    nice python benchmarks/synth_speed.py                      # CPU, 256 px, 8 steps (a few minutes)
+    python benchmarks/synth_speed.py --device cuda --dtype float16 --height 512 --width 512 --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CONFIGS = ("ours", "diffusers", "unguided")
+PROMPT = "a cat and a frog"
+TOKEN_INDICES = [2, 5]  # "cat", "frog" (diffusers' A&E docs example)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def build_sd15_random(folder: Path, seed: int = 0) -> None:
+    """Save an SD1.5-architecture pipeline with random weights (seeded) to ``folder``."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from synth.tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # SD1.5's defaults otherwise
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768,
+        )
+    )  # fmt: skip
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------- one config (subprocess)
+
+
+class _PeakRSS:
+    """Samples this process's resident set every ``interval`` s in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def current(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.start = self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def _load(config: str, folder: str, dtype, device):
+    from diffusers import StableDiffusionAttendAndExcitePipeline, StableDiffusionPipeline
+
+    if config == "ours":
+        from synth import Synthesizer
+
+        return Synthesizer.from_pretrained(folder, torch_dtype=dtype, device=device)
+    cls = StableDiffusionAttendAndExcitePipeline if config == "diffusers" else StableDiffusionPipeline
+    pipe = cls.from_pretrained(folder, torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _generate(config: str, model, args, steps: int, max_iter_to_alter: int):
+    import torch
+
+    thresholds = {int(k): float(v) for k, v in args.thresholds.items()}
+    attn_res = (args.height // 32, args.width // 32)  # latent / 4: SD1.5's 16x16 maps at 512 px
+    common = dict(num_inference_steps=steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width)
+    if config == "ours":
+        ae = dict(max_iter_to_alter=max_iter_to_alter, thresholds=thresholds, scale_factor=args.scale_factor, attn_res=attn_res)
+        out = model.generate(PROMPT, methods=["attend_excite"], token_indices=TOKEN_INDICES, seed=args.seed,
+                             output_type="np", **common, **ae)  # fmt: skip
+        return out.images
+    generator = torch.Generator("cpu").manual_seed(args.seed)
+    if config == "diffusers":
+        ae = dict(max_iter_to_alter=max_iter_to_alter, thresholds=thresholds, scale_factor=args.scale_factor, attn_res=attn_res)
+        return model(PROMPT, token_indices=TOKEN_INDICES, generator=generator, output_type="np", **common, **ae).images
+    return model(PROMPT, generator=generator, output_type="np", **common).images
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Load one config, warm it up, time ``--repeats`` generations, write JSON + the image to --result."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    model = _load(args.worker, args.model_dir, dtype, device)
+    _generate(args.worker, model, args, steps=1, max_iter_to_alter=1)  # warm-up: kernels, allocator, caches
+    cuda = device.type == "cuda"
+    times, cpu_times, peaks = [], [], []
+    images = None
+    for _ in range(args.repeats):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with _PeakRSS() as rss:
+            images = _generate(args.worker, model, args, steps=args.steps, max_iter_to_alter=args.max_iter_to_alter)
+            if cuda:
+                torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        peaks.append(torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start)
+    np.save(Path(args.result).with_suffix(".npy"), np.asarray(images, dtype=np.float32))
+    result = {
+        "config": args.worker,
+        "seconds": min(times),
+        "cpu_seconds": min(cpu_times),
+        "peak_bytes": min(peaks),
+        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _run_config(config: str, args: argparse.Namespace, workdir: Path) -> dict:
+    result = workdir / f"{config}.json"
+    cmd = [sys.executable, __file__, "--worker", config, "--result", str(result), "--model-dir", str(args.model_dir)]
+    for key in ("device", "dtype", "height", "width", "steps", "max_iter_to_alter", "guidance_scale", "scale_factor",
+                "seed", "threads", "repeats"):  # fmt: skip
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    cmd += ["--thresholds", json.dumps(args.thresholds)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        return {"config": config, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(result.read_text())
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:8.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--max-iter-to-alter", type=int, default=4, help="guided steps (A&E: 25 of 50; default 4 of 8)")
+    parser.add_argument("--thresholds", type=json.loads, default={}, help='refinement steps as JSON, e.g. \'{"0": 0.05}\'')
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--scale-factor", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per config (the minimum is reported)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "scenewright-bench-sd15-random")
+    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.height % 64 or args.width % 64:
+        parser.error("--height/--width must be multiples of 64 (SD1.5: VAE x8, UNet /8)")
+    if args.worker:
+        run_worker(args)
+        return 0
+
+    if not (args.model_dir / "model_index.json").is_file():
+        print(f"building SD1.5-architecture pipeline with random weights in {args.model_dir} ...", flush=True)
+        build_sd15_random(args.model_dir, seed=0)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    print(f"device={args.device} dtype={args.dtype} {args.height}x{args.width} px steps={args.steps} "
+          f"max_iter_to_alter={args.max_iter_to_alter} thresholds={args.thresholds} threads={args.threads} "
+          f"attn_res={args.height // 32}x{args.width // 32} prompt={PROMPT!r} token_indices={TOKEN_INDICES}")  # fmt: skip
+    import numpy as np
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            results[config] = res = _run_config(config, args, Path(tmp))
+            if "error" in res:
+                print(f"{config:10s} FAILED {res['error']}")
+                continue
+            res["image"] = np.load(Path(tmp) / f"{config}.npy")
+            print(f"{config:10s} wall {res['seconds']:7.2f} s  cpu {res['cpu_seconds']:7.2f} s  "
+                  f"peak working memory {_mib(res['peak_bytes'])}  process max RSS {_mib(res['maxrss_bytes'])}")  # fmt: skip
+    ok = {c: r for c, r in results.items() if "error" not in r}
+    if "ours" in ok and "diffusers" in ok:
+        ours, ref = ok["ours"], ok["diffusers"]
+        diff = float(np.abs(ours["image"] - ref["image"]).max())
+        print(f"ours / diffusers A&E: time {ours['seconds'] / ref['seconds']:.3f}x (cpu {ours['cpu_seconds'] / ref['cpu_seconds']:.3f}x), "
+              f"peak working memory {ours['peak_bytes'] / max(ref['peak_bytes'], 1):.3f}x, "
+              f"max RSS {ours['maxrss_bytes'] / ref['maxrss_bytes']:.3f}x")  # fmt: skip
+        print(f"max |ours - diffusers| over image pixels in [0, 1]: {diff:.2e}")
+        if "unguided" in ok:
+            moved = float(np.abs(ours["image"] - ok["unguided"]["image"]).max())
+            print(f"max |ours - unguided|: {moved:.2e} (guidance changed the image)")
+    if "unguided" in ok:
+        for config in ("ours", "diffusers"):
+            if config in ok:
+                print(f"{config} / unguided: time {ok[config]['seconds'] / ok['unguided']['seconds']:.3f}x")
+    return 0 if len(ok) == len(configs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
