@@ -84,7 +84,7 @@ class _StoredLayer:
 class AttentionCapture:
     """What the processors of one UNet share: which maps to keep, and the maps of the last guidance pass."""
 
-    def __init__(self, requests: list[MapRequest], early_exit: bool = True):
+    def __init__(self, requests: list[MapRequest], early_exit: bool = True, exit_plan: dict | None = None):
         self.requests = list(requests)
         self.early_exit = early_exit
         self.recording = False  # True only inside :meth:`guidance_forward`
@@ -92,8 +92,9 @@ class AttentionCapture:
         self.layers: dict[str, _StoredLayer] = {}
         self._calls: list[str] = []  # processor names in execution order during the current pass
         self._seen: dict[str, tuple] = {}  # name -> (kind, place, size) of every layer seen, for error messages
-        # latent (h, w) -> name of the last layer that stores maps, learnt from one full pass
-        self._last_needed: dict[tuple[int, int], str | None] = {}
+        # (latent (h, w), requests) -> name of the last layer that stores maps, learnt from one full
+        # pass; pass the same dict to later captures of the same UNet to skip that first full pass
+        self._last_needed: dict[tuple, str | None] = {} if exit_plan is None else exit_plan
         self.stopped_early = False
 
     def wants(self, kind: AttentionKind | None, place: str | None, size: tuple[int, int] | None) -> bool:
@@ -102,7 +103,10 @@ class AttentionCapture:
         return any(request_matches(r, kind, place, size) for r in self.requests)
 
     def stop_after(self) -> str | None:
-        return self._last_needed.get(self.latent_hw) if self.early_exit and self.latent_hw else None
+        return self._last_needed.get(self._plan_key()) if self.early_exit and self.latent_hw else None
+
+    def _plan_key(self) -> tuple:
+        return (self.latent_hw, repr(self.requests))
 
     def guidance_forward(self, run_unet: Callable[[], object], latent_hw: tuple[int, int]) -> None:
         """Run ``run_unet`` as a guidance pass: requested maps stored with grad; stops after the last one."""
@@ -117,9 +121,9 @@ class AttentionCapture:
             self.stopped_early = True
         finally:
             self.recording = False
-        if not self.stopped_early and self.latent_hw not in self._last_needed:
+        if not self.stopped_early and self._plan_key() not in self._last_needed and self.layers:
             stored = [name for name in self._calls if name in self.layers]
-            self._last_needed[self.latent_hw] = stored[-1] if stored else None
+            self._last_needed[self._plan_key()] = stored[-1]
         if not self.layers:
             seen = self._seen.values()
             have = sorted({f"{kind} {place} {size[0]}x{size[1]}" for kind, place, size in seen if kind and size})
@@ -233,10 +237,12 @@ class CaptureProcessor:
 
 
 @contextmanager
-def attention_capture(unet, requests: list[MapRequest], early_exit: bool = True) -> Iterator[AttentionCapture]:
+def attention_capture(
+    unet, requests: list[MapRequest], early_exit: bool = True, exit_plan: dict | None = None
+) -> Iterator[AttentionCapture]:
     """Install a :class:`CaptureProcessor` on every attention layer of ``unet``; restore the originals on exit."""
     original = unet.attn_processors  # {name: processor}
-    capture = AttentionCapture(requests, early_exit=early_exit)
+    capture = AttentionCapture(requests, early_exit=early_exit, exit_plan=exit_plan)
     unet.set_attn_processor({name: CaptureProcessor(name, capture) for name in original})
     try:
         yield capture

@@ -119,6 +119,7 @@ class Synthesizer:
                 f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline (or one with the same components)"
             )
         self.pipe = pipe
+        self._exit_plans: dict[int, dict] = {}  # id(unet) -> learnt early exits of guidance passes
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -253,7 +254,7 @@ class Synthesizer:
         records: list[StepRecord] = []
 
         # 7. Denoising loop
-        with attention_capture(self.unet, requests) as capture:
+        with self._capture(requests) as capture:
             previous_maps: list[AttentionMaps] | None = None
             for i, t in enumerate(timesteps):
                 record = None
@@ -462,7 +463,7 @@ class Synthesizer:
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
         t = torch.as_tensor(timestep, device=self.device)
-        with attention_capture(self.unet, requests) as capture:
+        with self._capture(requests) as capture:
             measured = self._loss_and_grad(
                 capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw
             )
@@ -587,6 +588,10 @@ class Synthesizer:
             targets.append(GuidanceTargets(token_groups=groups, boxes=boxes, eot_index=mapping.eot_index))
             appended.append(list(mapping.appended))
         return prompts, targets, appended
+
+    def _capture(self, requests: list):
+        """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs."""
+        return attention_capture(self.unet, requests, exit_plan=self._exit_plans.setdefault(id(self.unet), {}))
 
     def _extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         """eta/generator only for schedulers whose ``step`` takes them (diffusers' prepare_extra_step_kwargs)."""
