@@ -546,6 +546,8 @@ class Synthesizer:
         active: list[_ActiveMethod],
     ) -> tuple[list[str], list[GuidanceTargets], list[list[str]]]:
         """Per layout/prompt: the prompt to encode, its targets, and any phrases appended to it."""
+        if not active and token_indices is not None:
+            raise ValueError("`token_indices` were given but no guidance method is on; add methods=['attend_excite']")
         if not active:  # unguided: the prompt is encoded as given, nothing to map
             prompts = [item.prompt if isinstance(item, Layout) else item for item in items]
             empty = [GuidanceTargets(token_groups=[], boxes=torch.zeros(0, 4), eot_index=0) for _ in items]

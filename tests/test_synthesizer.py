@@ -235,6 +235,9 @@ def test_guidance_math_is_fp32_for_a_bf16_model(fixed_latent):
         (dict(layout_or_prompt="a cat", methods=["car"]), ValueError, "pass a Layout"),
         (dict(layout_or_prompt=""), TypeError, "non-empty prompt"),
         (dict(layout_or_prompt="a cat", methods=["attend_excite"], token_indices=[9]), ValueError, "token_indices"),
+        (dict(layout_or_prompt="a cat", token_indices=[2]), ValueError, "no guidance method"),
+        (dict(methods=["attend_excite"], thresholds={0: 5}), ValueError, "thresholds"),
+        (dict(methods=["attend_excite"], max_iter_to_alter=-1), ValueError, "max_iter_to_alter"),
     ],
 )
 def test_bad_inputs_raise_errors_naming_the_field(syn, kwargs, error, match):
