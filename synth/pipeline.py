@@ -346,7 +346,7 @@ class Synthesizer:
         m = measure(latents, "refinement" if can_refine else "total")
         first = m
         iterations = torch.zeros(batch, dtype=torch.long)
-        skipped = torch.zeros(batch, dtype=torch.bool)
+        skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
         if can_refine:
             target_loss = max(0.0, 1.0 - threshold)  # type: ignore[operator]
             skipped |= not_finite(m, m.refinement)
