@@ -453,8 +453,10 @@ def _fill_cell(g: _Group, o: ObjectSpec, max_scale: float, rng: random.Random | 
                 box = _stretch_height(box, bounds, floor * 1.02 / (box[2] - box[0]))
         if cap is not None and _area(box) > cap:
             box = _scale_box(box, math.sqrt(cap / _area(box)))
-        if rng is not None:
-            box = _shift_within(box, slot, (rng.random() - 0.5) * slot_w * 0.1, (rng.random() - 0.5) * slot_h * 0.1)
+        if rng is not None:  # rows and next_to columns keep their line: they jitter along it only
+            dx = (rng.random() - 0.5) * slot_w * 0.1
+            dy = 0.0 if g.one_row or g.one_column else (rng.random() - 0.5) * slot_h * 0.1
+            box = _shift_within(box, slot, dx, dy)
         g.slots.append(slot)
         g.boxes.append(box)
 
