@@ -187,6 +187,9 @@ class Synthesizer:
         or as ``methods={"car": {...}, "sar": {...}}``. ``seed=s`` draws the initial latents exactly as
         diffusers does with ``generator=torch.Generator("cpu").manual_seed(s)``; ``seed=[s0, s1, ...]``
         gives one generator per image so that a batch equals the same images made one by one.
+        ``callback(step, total, record)`` runs after every step (``record`` is the step's
+        :class:`StepRecord`, None for unguided steps). A&E users keep diffusers' names:
+        ``token_indices``, ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``attn_res``.
         """
         # 0. Default height and width to the UNet's
         vae_scale = self.pipe.vae_scale_factor
