@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/shapes", help="checkpoints, data banks and log.jsonl go here")
     p.add_argument("--steps", type=int, default=200_000, help="train until this total step (resumes count)")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (vae), 3e-4 (unet)")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (vae), 5e-4 (unet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: default 1)")
@@ -593,14 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
     # UNet + text encoder
     p.add_argument("--text-dim", type=int, default=64, help="(unet) CLIP text hidden size = cross-attention dim")
     p.add_argument("--bank-size", type=int, default=20_000, help="(unet) pre-encoded scenes per curriculum level")
-    p.add_argument("--curriculum", default="0:0=1;1500:0=0.3,1=0.7;5000:0=0.1,1=0.3,2=0.6",
+    p.add_argument("--curriculum", default="0:0=1;1000:0=0.3,1=0.7;3000:0=0.1,1=0.3,2=0.6",
                    help="(unet) 'STEP:LEVEL=W,...;...' mixture of curriculum levels from each step on")
     p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=2000, help="(unet) steps between detector evaluations; 0 = never")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=1000, help="(unet) steps between detector evaluations; 0 = never")
     p.add_argument("--eval-count", type=int, default=32, help="images per evaluation suite (vae: held-out scenes)")
     p.add_argument("--eval-steps", type=int, default=25, help="(unet) DDIM steps of evaluation samples")
     p.add_argument("--eval-guidance", type=float, default=5.0)
@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.steps < 0:
         raise SystemExit("--batch must be >= 1 and --steps >= 0")
     if args.lr is None:
-        args.lr = 1e-3 if args.stage == "vae" else 3e-4
+        args.lr = 1e-3 if args.stage == "vae" else 5e-4
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
