@@ -395,8 +395,10 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[_Quant, int] | None:
     if t in ("a", "an") and nxt in ("few", "couple", "single", "dozen") and nxt2 != "of":
         if nxt == "few":
             return _Quant("a few", vague="few", determiner=t), i + 2
-        if nxt == "couple" and nxt2 in ("", ",", ".") or nxt == "couple" and nxt2 in _BOUNDARY_WORDS:
-            return None
+        if nxt == "couple":  # "a couple sitting" is two people; "a couple cats" two cats
+            if nxt2 in ("", ",", ".") or nxt2 in _BOUNDARY_WORDS or nxt2 in _QUANT_STARTS:
+                return None
+            return _Quant("a couple", count=2, determiner=t), i + 2
         return _Quant(f"a {nxt}", count=NUMBER_WORDS[nxt], determiner=t), i + 2
     if t in ("a", "an") and nxt in _GROUP_HEADS and nxt2 == "of":
         quant = _Quant(f"a {nxt} of", determiner=t)
