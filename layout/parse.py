@@ -810,7 +810,11 @@ def _build_objects(
                 size=size,  # type: ignore[arg-type]
             )
         )
-    return objects, phrase_to_object, negative, scenes
+    kept = {o.name for o in objects}
+    for name in negative:
+        if name in kept:  # "a dog ... no dogs": the object asked for wins over its negation
+            notes.append(f"{name!r} is both asked for and negated; kept as an object")
+    return objects, phrase_to_object, [n for n in negative if n not in kept], scenes
 
 
 def _read_relations(
@@ -851,7 +855,7 @@ def _read_relations(
         cue = _pair_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", after)))
         if cue == "between":
             refs = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
-            if len(refs) == 2 and refs[0] != refs[1]:
+            if len(refs) == 2 and len({subject, *refs}) == 3:
                 add(RelationSpec("between", subject, (refs[0], refs[1])))
             else:
                 notes.append(f"'between' for {objects[subject].name!r} needs two reference objects")

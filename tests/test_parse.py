@@ -159,6 +159,12 @@ def test_scene_and_negation(text, objects, background, negative):
     assert spec.negative == negative
 
 
+def test_kind_both_asked_for_and_negated_stays_an_object():
+    spec = parse_prompt("a dog on a sofa, no dogs")
+    assert [o.name for o in spec.objects] == ["dog", "sofa"] and spec.negative == ()
+    assert any("both asked for and negated" in note for note in spec.notes)
+
+
 def test_unknown_text_gives_notes_not_errors():
     spec = parse_prompt("Matutinal.")
     assert spec.objects == () and spec.notes
