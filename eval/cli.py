@@ -56,9 +56,10 @@ def _eval_layouts(args: argparse.Namespace) -> int:
     results = [evaluate_suite(suite, planner, limit=args.limit, seed=args.seed) for suite in args.suite]
     if args.json:
         payload = [r.to_dict() for r in results]
-        if not args.failures:
-            for item in payload:
-                for task in item["tasks"]:
+        for item in payload:
+            for task in item["tasks"]:
+                task["failures"] = task["failures"][: args.failures]
+                if not args.failures:
                     task.pop("failures")
         print(json.dumps(payload, indent=2))
         return 0
