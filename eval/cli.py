@@ -42,12 +42,14 @@ def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
 
 def _eval_layouts(args: argparse.Namespace) -> int:
     from eval.layouts import evaluate_suite, format_table, get_planner
+    from layout.cli import planner_options
 
     if args.limit is not None and args.limit < 1:
         print(f"--limit must be >= 1, got {args.limit}", file=sys.stderr)
         return 2
-    from layout.cli import planner_options
-
+    if args.failures < 0:
+        print(f"--failures must be >= 0, got {args.failures}", file=sys.stderr)
+        return 2
     try:
         planner = get_planner(args.planner, **planner_options(args))
     except (ValueError, TypeError, OSError) as err:
