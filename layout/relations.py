@@ -14,6 +14,9 @@ Conventions (LMD, Lian et al. 2023, judges spatial relations by box centres):
 - A relation holds when it holds for EVERY subject instance against EVERY reference instance
   (``next_to``: every subject instance is next to at least one reference instance).
   A relation with an empty subject or reference group does not hold.
+- ``between`` with one group twice, ``references=(r, r)`` ("a cat between two trees"): the
+  subject lies between the instances of ``r``, i.e. some instance of ``r`` is left of every
+  subject instance and another right of them all (so ``r`` needs at least two instances).
 """
 
 from __future__ import annotations
@@ -179,6 +182,9 @@ def _relation_holds(relation: RelationSpec, members: list[list[int]], layout: La
         row = subject + [o for group in references for o in group]
         ys = [o.center[1] for o in row]
         return max(ys) - min(ys) <= IN_ROW_MAX_SPREAD * min(o.height for o in row)
+    if kind == "between" and relation.references[0] == relation.references[1]:
+        rx = [o.center[0] for o in references[0]]
+        return min(rx) + margin < min(sx) and max(sx) + margin < max(rx)
     if kind == "between":
         ax = [o.center[0] for o in references[0]]
         bx = [o.center[0] for o in references[1]]

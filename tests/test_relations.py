@@ -104,6 +104,20 @@ def test_between_holds_for_either_reference_order_and_fails_outside():
         assert not relation_holds(spec.relations[0], spec, make_layout(("cat", LEFT), ("dog", middle), ("bird", RIGHT)))
 
 
+def test_between_one_plural_reference_needs_an_instance_on_each_side():
+    spec = PromptSpec(
+        prompt="a cat between two trees",
+        objects=(ObjectSpec("cat", 1, "a cat"), ObjectSpec("tree", 2, "a tree")),
+        relations=(RelationSpec("between", 0, (1, 1)),),
+    )
+    middle = (0.40, 0.4, 0.55, 0.6)
+    flanked = make_layout(("cat", middle), ("tree", LEFT), ("tree", RIGHT))
+    both_left = make_layout(("cat", RIGHT), ("tree", LEFT), ("tree", middle))
+    assert relation_holds(spec.relations[0], spec, flanked)
+    assert not relation_holds(spec.relations[0], spec, both_left)
+    assert not relation_holds(spec.relations[0], spec, make_layout(("cat", middle), ("tree", LEFT)))  # one tree
+
+
 def test_in_row_needs_centres_on_one_line():
     spec = PromptSpec(
         prompt="three apples in a row",
