@@ -58,7 +58,7 @@ class TokenMapping:
 
 
 @dataclass(frozen=True)
-class _Word:
+class PromptWord:
     """One CLIP pre-token (a letter run, one digit or a punctuation run) and its token positions."""
 
     text: str  # lower-cased
@@ -66,20 +66,21 @@ class _Word:
 
     @property
     def key(self) -> str:
+        """What a noun is compared by: the singular ("cats" -> "cat")."""
         return singularize(self.text) if self.text.isalpha() else self.text
 
 
-def prompt_words(tokenizer, text: str) -> list[_Word]:
+def prompt_words(tokenizer, text: str) -> list[PromptWord]:
     """``text`` split into CLIP words (tokens up to one ending in ``</w>``), with their positions."""
     ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    words: list[_Word] = []
+    words: list[PromptWord] = []
     current: list[int] = []
     for position, token in enumerate(tokens, start=1):
         current.append(position)
         if token.endswith("</w>") or position == len(tokens):
             piece = tokenizer.convert_tokens_to_string([tokens[p - 1] for p in current])
-            words.append(_Word(text=piece.replace("</w>", " ").strip().lower(), positions=tuple(current)))
+            words.append(PromptWord(text=piece.replace("</w>", " ").strip().lower(), positions=tuple(current)))
             current = []
     return words
 
@@ -98,7 +99,7 @@ def _eot_index(tokenizer, prompt: str) -> int:
     return min(n, MAX_PROMPT_TOKENS) + 1
 
 
-def _occurrences(words: list[_Word], noun: list[str], claimed: set[int]) -> list[int]:
+def _occurrences(words: list[PromptWord], noun: list[str], claimed: set[int]) -> list[int]:
     """Start indices (into ``words``) of the noun's word sequence, plurals matching singulars."""
     keys = [singularize(w) if w.isalpha() else w for w in noun]
     n = len(keys)
@@ -137,7 +138,7 @@ def _attribute_words(tokenizer, phrase: str, noun: list[str]) -> list[str]:
     return [w for w in words[:end] if w.isalnum() and w not in _NON_ATTRIBUTES and singularize(w) not in noun_keys]
 
 
-def _attribute_positions(words: list[_Word], start: int, attributes: list[str]) -> list[int]:
+def _attribute_positions(words: list[PromptWord], start: int, attributes: list[str]) -> list[int]:
     """Positions of ``attributes`` among the few words before the noun at ``start`` (not across a stop)."""
     positions: list[int] = []
     wanted = set(attributes)
@@ -159,7 +160,7 @@ class _Object:
     mentions: list[int] = field(default_factory=list)  # assigned start indices into the prompt's words
 
 
-def _assign(words: list[_Word], objects: list[_Object], occurrences: list[int]) -> None:
+def _assign(words: list[PromptWord], objects: list[_Object], occurrences: list[int]) -> None:
     """Give each object of one kind its mention(s) (rules in the module docstring)."""
     def matches(obj: _Object, start: int) -> bool:
         return bool(obj.attributes) and len(_attribute_positions(words, start, obj.attributes)) > 0
@@ -179,7 +180,7 @@ def _assign(words: list[_Word], objects: list[_Object], occurrences: list[int]) 
 
 def _locate(
     tokenizer, prompt: str, phrases: Sequence[str], names: Sequence[str | None]
-) -> tuple[list[_Word], list[_Object], list[int]]:
+) -> tuple[list[PromptWord], list[_Object], list[int]]:
     """Match every phrase's noun in the prompt; returns the words, the located objects and missing indices."""
     words = prompt_words(tokenizer, prompt)
     candidates = [_noun_words(tokenizer, p, n) for p, n in zip(phrases, names)]
@@ -296,6 +297,7 @@ def validate_token_indices(tokenizer, prompt: str, token_indices: Sequence[int])
 
 __all__ = [
     "APPEND_SEPARATOR",
+    "PromptWord",
     "TokenMapping",
     "TokenMappingError",
     "prompt_tokens",
