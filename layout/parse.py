@@ -14,8 +14,23 @@ Conventions (documented choices, not benchmark lookups):
 - Following LMD (Lian et al. 2023), style prefixes ("A realistic photo of") and places
   ("on a beach", "in a kitchen") are the background, never objects; furniture ("a sofa",
   "a table") is an object; "without X" / "no X" puts X in ``negative`` and not in ``objects``.
-- "X on Y" (Y an object) is read as X above Y; "in front of"/"behind" have no 2-D meaning
+- "X on Y" (Y an object) is read as X above Y; where Y is a supporting surface
+  (:data:`SUPPORT_KINDS`: a sofa, a table, a bed, ...) the offline planner rests X on Y
+  (X's bottom edge inside Y's upper part). "in front of"/"behind" have no 2-D meaning
   and are noted, not guessed.
+- A trailing support phrase supports everything before it: when the sentence ends with
+  "on/in/upon a Y" (Y in :data:`SUPPORT_KINDS`) after two or more object groups, every earlier
+  group of the sentence is "above" Y, not only the last one ("two cats to the left of a dog on
+  a sofa": the cats and the dog are all on the sofa). Attaching Y to the last object alone would
+  put the cats beside a sofa the dog sits on; making Y the background (the issue's own reading)
+  would drop an object that NSR-1K's ground truth boxes ("a cat lays down next to a laptop on a
+  bed" boxes the bed), so Y stays an object that supports the whole row. A place noun ("on a
+  beach", "in a kitchen") stays the background as before.
+- "in the sky" / "in the air" is a region, not a background: the subject is "at" the top
+  (:data:`REGION_SCENES`), and a relation after it still belongs to the subject ("five balloons
+  in the sky above a house").
+- "X between two Ys" (one plural reference) is ``between`` with ``references=(Y, Y)``: X lies
+  between the instances of Y (see :func:`layout.relations.relation_holds`).
 """
 
 from __future__ import annotations
@@ -100,6 +115,16 @@ SCENE_NOUNS = frozenset(
         "environment", "interior", "downtown", "alley", "tunnel", "track", "tracks", "railway",
     )
 )  # fmt: skip
+
+#: Kinds that other objects rest on: "X on Y" puts X's bottom edge on Y's upper part (offline planner).
+SUPPORT_KINDS = frozenset(
+    ("sofa", "couch", "bed", "table", "dining table", "coffee table", "desk", "bench", "chair", "armchair",
+     "stool", "shelf", "bookshelf", "cabinet", "dresser", "rug", "carpet", "blanket", "towel", "plate",
+     "dish", "tray", "pillow", "rock", "log", "box", "suitcase", "bridge")
+)  # fmt: skip
+
+#: Scene nouns that name a part of the picture, not its background: the subject is "at" that region.
+REGION_SCENES = {"sky": "top", "air": "top"}
 
 _ROOMS = frozenset(
     ("kitchen", "living room", "bedroom", "bathroom", "dining room", "office", "classroom", "restaurant",
@@ -855,7 +880,9 @@ def _read_relations(
         cue = _pair_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", after)))
         if cue == "between":
             refs = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
-            if len(refs) == 2 and len({subject, *refs}) == 3:
+            if refs and refs[0] != subject and objects[refs[0]].count > 1 and not _joins_next(phrases, live, pos + 1, tokens):
+                add(RelationSpec("between", subject, (refs[0], refs[0])))  # "between two trees"
+            elif len(refs) == 2 and len({subject, *refs}) == 3:
                 add(RelationSpec("between", subject, (refs[0], refs[1])))
             else:
                 notes.append(f"'between' for {objects[subject].name!r} needs two reference objects")
@@ -871,8 +898,10 @@ def _read_relations(
                 if (_pair_cue(pair_after) or "next_to") in ("next_to", "left_of", "right_of"):
                     cue = "next_to"
         if reference is None:  # a place ("on a beach"): background, not a relation
-            if phrases[nxt].scene and re.search(r"\b(?:in|on|at|inside|within)(?: the| a| an)?$", after):
+            if phrases[nxt].scene and re.search(r"\b(?:in|on|at|inside|within|into|up in|high in)(?: the| a| an)?$", after):
                 carried[nxt] = subject
+                if phrases[nxt].name in REGION_SCENES and not phrases[nxt].modifiers:  # "in the sky": a region
+                    add(RelationSpec("at", subject, (), REGION_SCENES[phrases[nxt].name]))  # type: ignore[arg-type]
             continue
         if cue is None or reference == subject:
             continue
@@ -881,7 +910,47 @@ def _read_relations(
         add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
     for rel in _pronoun_relations(phrases, tokens, phrase_to_object):
         add(rel)
+    for rel in _trailing_support(phrases, tokens, live, objects, phrase_to_object, relations):
+        add(rel)
     return relations
+
+
+def _joins_next(phrases: list[_Phrase], live: list[int], pos: int, tokens: list[str]) -> bool:
+    """Whether the phrase at ``live[pos]`` is joined to the next one by 'and' / ',' ('between two cats and a dog')."""
+    if pos + 1 >= len(live):
+        return False
+    gap = tokens[phrases[live[pos]].end : phrases[live[pos + 1]].start]
+    return bool(gap) and gap[0] in ("and", ",", "&")
+
+
+_TRAILING_ON = re.compile(r"\b(?:on|upon|onto|atop|on top of|in)(?: the| a| an| its| their)?$")
+
+
+def _trailing_support(
+    phrases: list[_Phrase],
+    tokens: list[str],
+    live: list[int],
+    objects: list[ObjectSpec],
+    phrase_to_object: dict[int, int],
+    relations: list[RelationSpec],
+) -> list[RelationSpec]:
+    """'two cats to the left of a dog on a sofa': a sentence-final support holds every earlier group (module docstring)."""
+    if len(live) < 3 or live[-1] not in phrase_to_object:
+        return []
+    last = phrases[live[-1]]
+    support = phrase_to_object[live[-1]]
+    tail = [t for t in tokens[last.end :] if t.isalnum()]
+    before = " ".join(tokens[phrases[live[-2]].end : last.start])
+    if objects[support].name not in SUPPORT_KINDS or tail or not _TRAILING_ON.search(before):
+        return []
+    start = max((i + 1 for i, t in enumerate(tokens[: last.start]) if t in (".", ";", "!", "?")), default=0)
+    earlier = sorted({phrase_to_object[k] for k in live[:-1] if k in phrase_to_object and phrases[k].start >= start})
+    related = {r.subject for r in relations if support in r.references} | {
+        i for r in relations if r.subject == support for i in r.references
+    }
+    if len(earlier) < 2:
+        return []
+    return [RelationSpec("above", g, (support,)) for g in earlier if g != support and g not in related]
 
 
 def _pronoun_relations(phrases: list[_Phrase], tokens: list[str], phrase_to_object: dict[int, int]) -> list[RelationSpec]:
@@ -946,7 +1015,7 @@ def _pair_cue(text: str) -> str | None:
 
 def _background(style: str, scenes: list[_Phrase]) -> str:
     """LMD-style background: 'A realistic scene', or the style plus the place ('A photo of a beach')."""
-    places = [s for s in scenes if s.name != "scene"]
+    places = [s for s in scenes if s.name != "scene" and s.name not in REGION_SCENES]
     style_words = [w for w in style.replace("-", " ").split() if w not in _STYLE_MEDIA]
     if places:
         place = _phrase_text(places[0].modifiers, places[0].name)

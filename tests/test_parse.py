@@ -134,6 +134,47 @@ def test_relations(text, expected):
     assert _relations(text) == expected
 
 
+@pytest.mark.parametrize(
+    "text, supported, support",
+    [
+        ("two cats to the left of a dog on a sofa", {"cat", "dog"}, "sofa"),
+        ("a cat lays down next to a laptop on a bed", {"cat", "laptop"}, "bed"),
+        ("a keyboard and a mouse sitting next to each other on a table.", {"keyboard", "mouse"}, "table"),
+    ],
+)
+def test_trailing_support_holds_every_earlier_group(text, supported, support):
+    relations = _relations(text)
+    assert {r[1] for r in relations if r[0] == "above" and r[2] == (support,)} == supported
+    assert support in [name for name, _ in _objects(text)]  # an object (NSR-1K boxes it), not the background
+
+
+def test_trailing_place_stays_background_and_single_subject_support_is_unchanged():
+    assert _relations("three apples on a table") == [("above", "apple", ("table",), None)]
+    spec = parse_prompt("a cat next to a dog on a beach")
+    assert spec.background == "A beach" and [o.name for o in spec.objects] == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a cat between two trees", [("between", "cat", ("tree", "tree"), None)]),
+        ("a dog between three cars", [("between", "dog", ("car", "car"), None)]),
+        ("a cat between two trees and a dog", [("between", "cat", ("tree", "dog"), None)]),
+    ],
+)
+def test_between_one_plural_reference(text, expected):
+    assert _relations(text) == expected
+
+
+def test_sky_is_a_region_not_the_background():
+    spec = parse_prompt("five balloons in the sky above a house")
+    assert _relations("five balloons in the sky above a house") == [
+        ("at", "balloon", (), "top"),
+        ("above", "balloon", ("house",), None),
+    ]
+    assert "sky" not in spec.background.lower()
+
+
 def test_in_front_of_has_no_2d_relation_and_is_noted():
     spec = parse_prompt("a bench in front of a chair")
     assert spec.relations == () and any("front" in note for note in spec.notes)
