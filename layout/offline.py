@@ -34,8 +34,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from layout.parse import parse_prompt
-from layout.relations import NEXT_TO_MAX_GAP
+from layout.parse import SUPPORT_KINDS, parse_prompt
+from layout.relations import NEXT_TO_MAX_GAP, requirement_failures
 from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
 from layout.spec import ObjectSpec, PromptSpec
 
@@ -50,6 +50,17 @@ _SIZE_WEIGHT = {"large": 1.8, "huge": 2.6, "small": 0.7, "tiny": 0.5, "tall": 1.
 _MIN_FILL = 0.35  # the smallest kind still fills this much of its slot (so it stays visible)
 _NEXT_TO_GAP = 0.01  # space left between a next_to pair's facing edges
 _TALL_ASPECT = 0.6  # width / height for "tall" (relations.TALL_ASPECT demands height >= 1.5 width)
+#: Instances of one kind stand in one row up to this many; more make a grid.
+ROW_MAX = 5
+#: Smallest box side a default row may give before the planner falls back to a grid.
+_ROW_MIN_BOX = 0.1
+#: Where a box's bottom edge sits in its slot (fraction of the slot height from its top): the ground line.
+GROUND_LINE = 0.85
+#: How far a thing resting on a support sinks into it, as a fraction of the resting box's height.
+#: Under the geometry checker's default ``max_overlap`` (0.25 of the smaller box), so the pair is kept.
+REST_DEPTH = 0.2
+#: Margin a support extends beyond the things resting on it, on each side (normalized units).
+_SUPPORT_MARGIN = 0.03
 _REGION_BANDS = {"left": (0.0, 1 / 3), "right": (2 / 3, 1.0), "top": (0.0, 1 / 3), "bottom": (2 / 3, 1.0), "center": (1 / 3, 2 / 3)}
 
 #: Typical (width / height, relative size in 0..1) per kind: people tall, cars wide, buses wide and big, cups small.
@@ -188,6 +199,8 @@ def _order_groups(spec: PromptSpec, notes: list[str]) -> tuple[dict[int, int], d
         elif rel.kind == "right_of":
             horizontal.append((refs[0], s))
             same_row.append((s, refs[0]))
+        elif rel.kind == "between" and refs[0] == refs[1]:
+            same_row.append((s, refs[0]))  # "between two trees": one cell, the trees flank it (_flank_between)
         elif rel.kind == "between":
             horizontal += [(refs[0], s), (s, refs[1])]
             same_row += [(s, refs[0]), (s, refs[1])]
@@ -270,21 +283,35 @@ def _layer(
 
 
 def _grid(count: int, width: float, height: float, aspect: float, one_row: bool, one_column: bool) -> tuple[int, int]:
-    """(columns, rows) giving the largest boxes of ``aspect`` for ``count`` instances in a width x height cell."""
+    """(columns, rows) for ``count`` instances in a width x height cell.
+
+    One row by default (side by side on one ground line, as a photo shows a few of a kind) while
+    its boxes keep a side of at least :data:`_ROW_MIN_BOX`; otherwise, and for more than
+    :data:`ROW_MAX` instances, the grid giving the largest boxes of ``aspect``.
+    """
+
+    def box_side(cols: int, rows: int) -> tuple[float, float]:  # (smaller side, area) of one box
+        box_w = min(width / cols, height / rows * aspect)
+        return min(box_w, box_w / aspect), box_w * box_w / aspect
+
+    if one_row or (not one_column and count <= ROW_MAX and box_side(count, 1)[0] >= _ROW_MIN_BOX):
+        return count, 1
     best, best_area = (count, 1), -1.0
-    options = [1] if one_row else [count] if one_column else range(1, count + 1)
+    options = [count] if one_column else range(1, count + 1)
     for rows in options:
         cols = math.ceil(count / rows)
-        slot_w, slot_h = width / cols, height / rows
-        box_w = min(slot_w, slot_h * aspect)
-        area = box_w * box_w / aspect
+        area = box_side(cols, rows)[1]
         if area > best_area + 1e-12:
             best, best_area = (cols, rows), area
     return best
 
 
-def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float) -> list[float]:
-    """The largest box of ``aspect`` (times ``fill``) centred in ``slot``, inside its padding."""
+def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float, ground: float | None = None) -> list[float]:
+    """The largest box of ``aspect`` (times ``fill``) in ``slot``, inside its padding.
+
+    Centred, or with ``ground`` (a fraction of the slot height) its bottom edge on that line,
+    as far as the padding allows: boxes of one row then stand on one ground line.
+    """
     x0, y0, x1, y1 = slot
     pad_w, pad_h = (x1 - x0) * SLOT_PADDING, (y1 - y0) * SLOT_PADDING
     w_max, h_max = (x1 - x0) - 2 * pad_w, (y1 - y0) - 2 * pad_h
@@ -295,6 +322,8 @@ def _fit(slot: tuple[float, float, float, float], aspect: float, fill: float) ->
         w, h = w * grow, h * grow
     w, h = min(w, max(w_max, MIN_SIDE)), min(h, max(h_max, MIN_SIDE))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if ground is not None and h <= h_max:
+        cy = min(max(y0 + (y1 - y0) * ground, y0 + pad_h + h), y1 - pad_h) - h / 2
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
@@ -359,6 +388,8 @@ def plan_spec(spec: PromptSpec, *, seed: int = 0) -> tuple[Layout, list[str]]:
             _fill_cell(g, o, max_scale, rng)
         _enforce_comparatives(spec, groups, notes)
         _snap_next_to(spec, groups, notes)
+        _flank_between(spec, groups, notes)
+        _rest_on_supports(spec, groups, notes)
     return _to_layout(spec, groups), notes
 
 
@@ -393,8 +424,9 @@ def _make_groups(spec: PromptSpec) -> list[_Group]:
     for g, o in zip(groups, spec.objects):
         # How much width and height a group needs: a square-ish grid of its instances, one
         # column when it stands next to something, one row when it is in a row.
-        across = 1.0 if g.one_column else o.count if g.one_row else math.sqrt(min(o.count, 9))
-        down = min(o.count, 4) ** 0.5 if g.one_column else 1.0 if g.one_row else math.sqrt(min(o.count, 9))
+        row = g.one_row or (not g.one_column and o.count <= ROW_MAX)
+        across = 1.0 if g.one_column else o.count if row else math.sqrt(min(o.count, 9))
+        down = min(o.count, 4) ** 0.5 if g.one_column else 1.0 if row else math.sqrt(min(o.count, 9))
         relative = math.sqrt(g.scale / max_scale)  # a cup needs less room than a bus
         weight = _SIZE_WEIGHT[o.size] * (1.4 if g.index in bigger else 1.0) * max(relative, 0.5)
         g.weight_w = across * math.sqrt(g.aspect) * weight
@@ -445,7 +477,7 @@ def _fill_cell(g: _Group, o: ObjectSpec, max_scale: float, rng: random.Random | 
         in_row = min(cols, g.count - r * cols)
         offset = (cols - in_row) * slot_w * g.partial_row_shift  # where a short last row sits
         slot = (x0 + offset + c * slot_w, y0 + r * slot_h, x0 + offset + (c + 1) * slot_w, y0 + (r + 1) * slot_h)
-        box = _fit(slot, g.aspect, fill)
+        box = _fit(slot, g.aspect, fill, GROUND_LINE)
         if floor is not None and _area(box) < floor:
             bounds = g.cell if g.count == 1 else slot
             box = _grow_within(box, bounds, floor)
@@ -455,7 +487,7 @@ def _fill_cell(g: _Group, o: ObjectSpec, max_scale: float, rng: random.Random | 
             box = _scale_box(box, math.sqrt(cap / _area(box)))
         if rng is not None:  # rows and next_to columns keep their line: they jitter along it only
             dx = (rng.random() - 0.5) * slot_w * 0.1
-            dy = 0.0 if g.one_row or g.one_column else (rng.random() - 0.5) * slot_h * 0.1
+            dy = 0.0 if g.one_row or g.one_column or rows == 1 else (rng.random() - 0.5) * slot_h * 0.1
             box = _shift_within(box, slot, dx, dy)
         g.slots.append(slot)
         g.boxes.append(box)
@@ -662,6 +694,104 @@ def _stack_beside(subject: _Group, reference: _Group) -> None:
         fills.append((box[2] - box[0]) / max(1e-9, min(slot[2] - slot[0], (slot[3] - slot[1]) * subject.aspect)))
     subject.slots = slots
     subject.boxes = [_fit(slot, subject.aspect, min(1.0, fill)) for slot, fill in zip(slots, fills)]
+
+
+def _flank_between(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
+    """'a cat between two trees' (``between`` with references ``(r, r)``): r's instances flank the subject.
+
+    The subject and the reference share a cell (step 1); here their boxes are re-spread along
+    one line over that cell, half the reference instances before the subject and the rest after
+    it, each box keeping its size and its ground line.
+    """
+    for rel in spec.relations:
+        if rel.kind != "between" or rel.references[0] != rel.references[1] or rel.subject == rel.references[0]:
+            continue
+        subject, reference = groups[rel.subject], groups[rel.references[0]]
+        if reference.count < 2:
+            notes.append(f"'{spec.objects[rel.subject].phrase}' between the instances of one "
+                         f"'{spec.objects[rel.references[0]].phrase}' needs two of them; not placed between")
+            continue
+        half = reference.count // 2
+        ref_boxes = sorted(reference.boxes, key=lambda b: b[0])
+        line = ref_boxes[:half] + sorted(subject.boxes, key=lambda b: b[0]) + ref_boxes[half:]
+        x0 = min(subject.cell[0], reference.cell[0])
+        x1 = max(subject.cell[2], reference.cell[2])
+        widths = [b[2] - b[0] for b in line]
+        scale = min(1.0, 0.9 * (x1 - x0) / sum(widths))
+        gap = ((x1 - x0) - scale * sum(widths)) / (len(line) + 1)
+        placed, x = [], x0 + gap
+        for box in line:
+            w, h = (box[2] - box[0]) * scale, (box[3] - box[1]) * scale
+            placed.append([x, box[3] - h, x + w, box[3]])  # shrunk about the bottom edge: same ground line
+            x += w + gap
+        reference.boxes = placed[:half] + placed[half + subject.count :]
+        subject.boxes = placed[half : half + subject.count]
+        for g in (reference, subject):
+            g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
+
+
+def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
+    """'X on a sofa': X's bottom edge sinks :data:`REST_DEPTH` of its height into the support's top.
+
+    For ``above(X, Y)`` with Y one instance of a :data:`layout.parse.SUPPORT_KINDS` kind, the X
+    boxes standing lowest (X's ground line) are put on one ground line, and Y's box is moved up
+    to it and widened to span them and its own box, so every resting X lies within Y's width
+    with its centre above Y's. The overlap stays under the geometry checker's ``max_overlap``.
+    A support whose move would break a requirement that held, or overlap an unrelated box,
+    stays where it was (noted).
+    """
+    supported: dict[int, list[int]] = {}
+    for rel in spec.relations:
+        y = rel.references[0] if rel.references else -1
+        if rel.kind == "above" and y != rel.subject and spec.objects[y].name in SUPPORT_KINDS and groups[y].count == 1:
+            supported.setdefault(y, []).append(rel.subject)
+    for y, held in supported.items():
+        before = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
+        saved = [(g.boxes, g.slots) for g in groups]
+        support = groups[y]
+        boxes = [b for x in held for b in groups[x].boxes]
+        ground = max(b[3] for b in boxes)
+        resting = [b for b in boxes if b[3] >= ground - 0.5 * (b[3] - b[1])]  # the lowest row of what it holds
+        depth = REST_DEPTH * min(b[3] - b[1] for b in resting)
+        own = support.boxes[0]
+        # What it holds comes down onto the support's top (the support keeps its place low in the
+        # picture); a support higher than that ground line comes up to it instead.
+        drop = max(0.0, own[1] + depth - ground)
+        ground += drop
+        x0 = max(0.0, min(own[0], *(b[0] - _SUPPORT_MARGIN for b in resting)))
+        x1 = min(1.0, max(own[2], *(b[2] + _SUPPORT_MARGIN for b in resting)))
+        top = ground - depth
+        bottom = max(own[3], top + 2 * depth + MIN_SIDE)
+        lift = max(0.0, bottom - 1.0)  # no room under the ground line: raise the support and what it holds
+        for x in held:
+            g = groups[x]
+            g.boxes = [
+                [b[0], b[1] + shift - lift, b[2], b[3] + shift - lift]
+                for b in g.boxes
+                for shift in [drop + (ground - drop - b[3] if b in resting else 0.0)]
+            ]
+            g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
+        support.boxes = [[x0, top - lift, x1, bottom - lift]]
+        support.slots = [tuple(support.boxes[0])]  # type: ignore[misc]
+        after = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
+        if not after <= before or _crowds_unrelated(spec, groups, y, held) or min(b[1] for x in held for b in groups[x].boxes) < 0:
+            for g, (b, sl) in zip(groups, saved):
+                g.boxes, g.slots = b, sl
+            notes.append(f"'{spec.objects[y].phrase}' could not be placed under what rests on it; kept apart")
+
+
+def _crowds_unrelated(spec: PromptSpec, groups: list[_Group], y: int, held: list[int]) -> bool:
+    """Whether the support box of group ``y`` overlaps a box it does not hold by more than a quarter of the smaller."""
+    box = groups[y].boxes[0]
+    for g in groups:
+        if g.index == y or g.index in held:
+            continue
+        for other in g.boxes:
+            w = min(box[2], other[2]) - max(box[0], other[0])
+            h = min(box[3], other[3]) - max(box[1], other[1])
+            if w > 0 and h > 0 and w * h > 0.25 * min(_area(box), _area(other)):
+                return True
+    return False
 
 
 def _to_layout(spec: PromptSpec, groups: list[_Group]) -> Layout:
