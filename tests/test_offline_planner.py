@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from layout.offline import MIN_SIDE, OfflinePlanner, plan_spec
 from layout.parse import parse_prompt
+from layout.planners import plan_layout
 from layout.relations import violations
 from layout.schema import GLIGEN_MAX_OBJECTS, LayoutError
 
@@ -162,3 +163,95 @@ def test_fuzz_any_text_gives_a_valid_layout_or_a_layout_error(text):
         assert "prompt" in str(err)
         return
     assert all(0.0 <= v <= 1.0 for box in layout.boxes for v in box)
+
+
+# ---------------------------------------------------------------- plausible pictures (rows, supports, between)
+def _boxes(layout, name: str) -> list[tuple[float, float, float, float]]:
+    return [o.box for o in layout.objects if o.name == name]
+
+
+@pytest.mark.parametrize(
+    "prompt, kind",
+    [("two cats to the left of a dog", "cat"), ("three apples", "apple"), ("four dogs and a car", "dog"),
+     ("a cat above five birds", "bird")],
+)  # fmt: skip
+def test_a_few_of_a_kind_stand_side_by_side_on_one_ground_line(prompt, kind):
+    layout, _ = plan_layout(prompt)
+    boxes = sorted(_boxes(layout, kind))
+    assert len({round(b[3], 6) for b in boxes}) == 1, boxes  # one ground line
+    for left, right in zip(boxes, boxes[1:]):
+        assert left[2] <= right[0] + 1e-9, boxes  # side by side, not stacked in a column
+
+
+def test_many_of_a_kind_make_a_grid():
+    layout, _ = plan_layout("twelve apples")
+    assert len({round(b[3], 6) for b in _boxes(layout, "apple")}) > 1
+
+
+@pytest.mark.parametrize(
+    "prompt, support, held",
+    [
+        ("two cats to the left of a dog on a sofa", "sofa", ("cat", "dog")),
+        ("three apples on a table", "table", ("apple",)),
+        ("a cat on a sofa", "sofa", ("cat",)),
+        ("a wooden table with two apples on it", "table", ("apple",)),
+        ("a cat lays down next to a laptop on a bed", "bed", ("cat", "laptop")),
+        ("a dog sitting on a bench", "bench", ("dog",)),
+    ],
+)
+def test_things_on_a_support_rest_on_it_through_the_whole_plan_path(prompt, support, held):
+    layout, changes = plan_layout(prompt)  # planner, then the geometry checker
+    assert violations(parse_prompt(prompt), layout) == []
+    (base,) = _boxes(layout, support)
+    base_cy = (base[1] + base[3]) / 2
+    for name in held:
+        for box in _boxes(layout, name):
+            assert base[1] < box[3] <= base_cy, (name, box, base)  # bottom edge inside the support's upper half
+            assert (box[1] + box[3]) / 2 < base_cy  # centre above the support's centre
+            assert base[0] <= box[0] and box[2] <= base[2], (name, box, base)  # within its width
+
+
+def test_a_bird_above_a_car_still_floats():
+    layout, _ = plan_layout("a bird above a car on a road")
+    (bird,), (car,) = _boxes(layout, "bird"), _boxes(layout, "car")
+    assert bird[3] < car[1]  # "above" a car that is no support leaves a gap
+    assert layout.background == "A road"
+
+
+@pytest.mark.parametrize("prompt", ["a cat between two trees", "a dog between three cars", "two birds between four trees"])
+def test_between_the_instances_of_one_group(prompt):
+    spec = parse_prompt(prompt)
+    assert [r.kind for r in spec.relations] == ["between"]
+    layout, _ = plan_layout(prompt)
+    assert violations(spec, layout) == []
+
+
+def test_balloons_in_the_sky_above_a_house():
+    prompt = "five balloons in the sky above a house"
+    spec = parse_prompt(prompt)
+    layout, _ = plan_layout(prompt)
+    assert violations(spec, layout) == []
+    assert {r.kind for r in spec.relations} == {"at", "above"}
+    assert all((b[1] + b[3]) / 2 < 1 / 3 for b in _boxes(layout, "balloon"))
+    assert "sky" not in layout.background.lower()
+
+
+_SUPPORTS = ["sofa", "table", "bed", "bench", "desk"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from(_NUMBERS), st.sampled_from(_KINDS[:6]), st.sampled_from(_RELATIONS[:2] + ["next to", "and"]),
+    st.sampled_from(_NUMBERS), st.sampled_from(_KINDS[:6]), st.sampled_from(_SUPPORTS), st.sampled_from([0, 3]),
+)  # fmt: skip
+def test_generated_trailing_support_prompts_are_satisfied_and_checked(n1, kind1, relation, n2, kind2, support, seed):
+    if kind1 == kind2:
+        kind2 = _KINDS[(_KINDS.index(kind1) + 1) % 6]
+    prompt = f"{_noun(n1, kind1)} {relation} {_noun(n2, kind2)} on a {support}"
+    spec = parse_prompt(prompt)
+    held = {spec.objects[r.subject].name for r in spec.relations if r.kind == "above"}
+    assert held == {kind1[0], kind2[0]}, prompt
+    layout, notes = plan_spec(spec, seed=seed)
+    assert violations(spec, layout) == [], (prompt, notes)
+    checked, _ = plan_layout(prompt, seed=seed)  # the geometry checker keeps it (or repairs without breaking it)
+    assert violations(spec, checked) == []
