@@ -14,12 +14,25 @@ How boxes are placed (every step is a pure function of the spec and the seed):
 2. Column widths and row heights follow how much each group needs (count, typical width/height and
    size of its kind, explicit size words), no layer under 0.12 of the canvas; the layers holding a
    group with an absolute region are moved into that region's third. Groups sharing a cell split it.
-3. A group's instances fill its cell as a grid chosen to make the boxes as large as possible at the
-   kind's aspect ratio (one row for ``in_row``, one column when it stands ``next_to`` something).
+3. A group's instances fill its cell side by side in one row (always for ``in_row``; by default up
+   to :data:`ROW_MAX` instances while the row keeps boxes at least :data:`_ROW_MIN_BOX` a side),
+   in one column when it stands ``next_to`` something, and otherwise in the grid giving the
+   largest boxes at the kind's aspect ratio. Each box's bottom edge sits on its slot's ground
+   line (:data:`GROUND_LINE`), so two cats left of a dog share one ground, not a column in mid-air.
+   ``between`` with one group twice ("a cat between two trees") shares one cell with that group.
 4. Box size within its slot follows the kind's typical size relative to the scene's largest kind
    (:data:`KIND_SHAPES`); explicit sizes are grown or shrunk into the bounds
    :mod:`layout.relations` checks, ``bigger_than``/``smaller_than`` shrink the smaller side, and
    ``next_to`` subjects are stacked level with (or, in a row, packed against) their reference.
+5. ``between`` with one plural reference ("a cat between two trees") spreads the reference's
+   instances on both sides of the subject along its ground line.
+6. ``above(X, Y)`` with Y a support (:data:`layout.parse.SUPPORT_KINDS`, one instance: "a cat on
+   a sofa") rests X on Y: the lowest X boxes come down onto Y's top, sinking :data:`REST_DEPTH`
+   of their height into it (X's bottom edge in Y's upper half, X's centre above Y's), and Y
+   widens to span them. The overlap stays under the geometry checker's ``max_overlap``, so
+   :func:`layout.planners.plan_layout` keeps the pair; a move that would break a requirement
+   or crowd an unrelated box is undone (noted). "above" a non-support ("a bird above a car")
+   keeps its gap.
 
 ``seed=0`` gives the canonical layout; another seed jitters each box's size (up to 8%) and position
 (up to 5% of its slot) inside its slot, so every requirement still holds.
@@ -751,36 +764,36 @@ def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) 
         support = groups[y]
         boxes = [b for x in held for b in groups[x].boxes]
         ground = max(b[3] for b in boxes)
-        resting = [b for b in boxes if b[3] >= ground - 0.5 * (b[3] - b[1])]  # the lowest row of what it holds
+        on_ground = [b[3] >= ground - 0.5 * (b[3] - b[1]) for b in boxes]  # the lowest row of what it holds
+        resting = [b for b, low in zip(boxes, on_ground) if low]
         depth = REST_DEPTH * min(b[3] - b[1] for b in resting)
         own = support.boxes[0]
         # What it holds comes down onto the support's top (the support keeps its place low in the
         # picture); a support higher than that ground line comes up to it instead.
         drop = max(0.0, own[1] + depth - ground)
-        ground += drop
+        line = ground + drop  # the ground line they rest on
         x0 = max(0.0, min(own[0], *(b[0] - _SUPPORT_MARGIN for b in resting)))
         x1 = min(1.0, max(own[2], *(b[2] + _SUPPORT_MARGIN for b in resting)))
-        top = ground - depth
+        top = line - depth
         bottom = max(own[3], top + 2 * depth + MIN_SIDE)
         lift = max(0.0, bottom - 1.0)  # no room under the ground line: raise the support and what it holds
         for x in held:
             g = groups[x]
-            g.boxes = [
-                [b[0], b[1] + shift - lift, b[2], b[3] + shift - lift]
-                for b in g.boxes
-                for shift in [drop + (ground - drop - b[3] if b in resting else 0.0)]
-            ]
+            # resting boxes come down onto the ground line, the others (stacked higher) move with them
+            shifts = [line - b[3] if b[3] >= ground - 0.5 * (b[3] - b[1]) else drop for b in g.boxes]
+            g.boxes = [[b[0], b[1] + dy - lift, b[2], b[3] + dy - lift] for b, dy in zip(g.boxes, shifts)]
             g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
         support.boxes = [[x0, top - lift, x1, bottom - lift]]
         support.slots = [tuple(support.boxes[0])]  # type: ignore[misc]
         after = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
-        if not after <= before or _crowds_unrelated(spec, groups, y, held) or min(b[1] for x in held for b in groups[x].boxes) < 0:
+        off_canvas = min(b[1] for x in held for b in groups[x].boxes) < 0
+        if not after <= before or off_canvas or _crowds_unrelated(groups, y, held):
             for g, (b, sl) in zip(groups, saved):
                 g.boxes, g.slots = b, sl
             notes.append(f"'{spec.objects[y].phrase}' could not be placed under what rests on it; kept apart")
 
 
-def _crowds_unrelated(spec: PromptSpec, groups: list[_Group], y: int, held: list[int]) -> bool:
+def _crowds_unrelated(groups: list[_Group], y: int, held: list[int]) -> bool:
     """Whether the support box of group ``y`` overlaps a box it does not hold by more than a quarter of the smaller."""
     box = groups[y].boxes[0]
     for g in groups:

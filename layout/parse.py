@@ -880,7 +880,8 @@ def _read_relations(
         cue = _pair_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", after)))
         if cue == "between":
             refs = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
-            if refs and refs[0] != subject and objects[refs[0]].count > 1 and not _joins_next(phrases, live, pos + 1, tokens):
+            plural_reference = refs and refs[0] != subject and objects[refs[0]].count > 1
+            if plural_reference and not _joins_next(phrases, live, pos + 1, tokens):
                 add(RelationSpec("between", subject, (refs[0], refs[0])))  # "between two trees"
             elif len(refs) == 2 and len({subject, *refs}) == 3:
                 add(RelationSpec("between", subject, (refs[0], refs[1])))
