@@ -444,6 +444,12 @@ def train_unet(args) -> None:
     run_dir = Path(args.run_dir)
     vae = load_vae(run_dir)
     tokenizer = load_tokenizer()
+    ckpt_path = run_dir / CKPT
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() and not args.fresh else None
+    if state is not None and state["args"]["text_dim"] != args.text_dim:
+        # The architecture must match the checkpoint; the checkpoint's own setting wins, loudly.
+        print(f"--text-dim {args.text_dim} ignored: {ckpt_path} was trained with {state['args']['text_dim']}", flush=True)
+        args.text_dim = state["args"]["text_dim"]
     unet, text_encoder = build_models(args)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -451,9 +457,7 @@ def train_unet(args) -> None:
     ema = EMA(modules, args.ema_decay)
     np_rng = np.random.default_rng(args.seed)
     step = 0
-    ckpt_path = run_dir / CKPT
-    if ckpt_path.exists() and not args.fresh:
-        state = torch.load(ckpt_path, weights_only=False)
+    if state is not None:
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
