@@ -777,16 +777,24 @@ def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) 
         top = line - depth
         bottom = max(own[3], top + 2 * depth + MIN_SIDE)
         lift = max(0.0, bottom - 1.0)  # no room under the ground line: raise the support and what it holds
-        for x in held:
+        # Groups standing beside what it holds ("a cat on a bed next to pillows") come down with it.
+        beside = {
+            other
+            for rel in spec.relations
+            if rel.kind in ("next_to", "left_of", "right_of")
+            for a, other in ((rel.subject, rel.references[0]), (rel.references[0], rel.subject))
+            if a in held and other not in held and other != y
+        }
+        for x in [*held, *sorted(beside)]:
             g = groups[x]
             # resting boxes come down onto the ground line, the others (stacked higher) move with them
-            shifts = [line - b[3] if b[3] >= ground - 0.5 * (b[3] - b[1]) else drop for b in g.boxes]
+            shifts = [line - b[3] if x in held and b[3] >= ground - 0.5 * (b[3] - b[1]) else drop for b in g.boxes]
             g.boxes = [[b[0], b[1] + dy - lift, b[2], b[3] + dy - lift] for b, dy in zip(g.boxes, shifts)]
             g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
         support.boxes = [[x0, top - lift, x1, bottom - lift]]
         support.slots = [tuple(support.boxes[0])]  # type: ignore[misc]
         after = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
-        off_canvas = min(b[1] for x in held for b in groups[x].boxes) < 0
+        off_canvas = min(b[1] for x in (*held, *beside) for b in groups[x].boxes) < 0
         if not after <= before or off_canvas or _crowds_unrelated(groups, y, held):
             for g, (b, sl) in zip(groups, saved):
                 g.boxes, g.slots = b, sl

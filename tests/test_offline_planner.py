@@ -197,6 +197,7 @@ def test_many_of_a_kind_make_a_grid():
         ("a wooden table with two apples on it", "table", ("apple",)),
         ("a cat lays down next to a laptop on a bed", "bed", ("cat", "laptop")),
         ("a dog sitting on a bench", "bench", ("dog",)),
+        ("a cat is laying on a bed next to two pillows", "bed", ("cat",)),  # the pillows come down beside it
     ],
 )
 def test_things_on_a_support_rest_on_it_through_the_whole_plan_path(prompt, support, held):
