@@ -65,6 +65,8 @@ _NEXT_TO_GAP = 0.01  # space left between a next_to pair's facing edges
 _TALL_ASPECT = 0.6  # width / height for "tall" (relations.TALL_ASPECT demands height >= 1.5 width)
 #: Instances of one kind stand in one row up to this many; more make a grid.
 ROW_MAX = 5
+#: A ``next_to`` subject of up to this many instances stands in a row packed against its neighbour.
+_NEXT_TO_ROW_MAX = 2
 #: Smallest box side a default row may give before the planner falls back to a grid.
 _ROW_MIN_BOX = 0.1
 #: Where a box's bottom edge sits in its slot (fraction of the slot height from its top): the ground line.
@@ -420,7 +422,10 @@ def _make_groups(spec: PromptSpec) -> list[_Group]:
         if rel.kind == "in_row":
             groups[rel.subject].one_row = True
         elif rel.kind == "next_to":
-            groups[rel.subject].one_column = not groups[rel.subject].one_row
+            # A pair still fits side by side within NEXT_TO_MAX_GAP of its neighbour; more stack in a column.
+            g = groups[rel.subject]
+            g.one_row = g.one_row or g.count <= _NEXT_TO_ROW_MAX
+            g.one_column = not g.one_row
         elif rel.kind == "at":
             g = groups[rel.subject]
             if rel.where == "center":
@@ -648,7 +653,7 @@ def _row_beside(subject: _Group, reference: _Group) -> bool:
     if (subject.count - 1) * (width + spacing) + spacing > NEXT_TO_MAX_GAP:
         return False
     height = max(MIN_SIDE, width / subject.aspect)
-    cy = min(max((facing[1] + facing[3]) / 2, height / 2), 1.0 - height / 2)
+    cy = min(max(facing[3] - height / 2, height / 2), 1.0 - height / 2)  # on the neighbour's ground line
     boxes = []
     for j in range(subject.count):  # j = 0 touches the reference
         if left:

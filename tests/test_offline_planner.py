@@ -173,7 +173,7 @@ def _boxes(layout, name: str) -> list[tuple[float, float, float, float]]:
 @pytest.mark.parametrize(
     "prompt, kind",
     [("two cats to the left of a dog", "cat"), ("three apples", "apple"), ("four dogs and a car", "dog"),
-     ("a cat above five birds", "bird")],
+     ("a cat above five birds", "bird"), ("two cats next to a dog", "cat")],
 )  # fmt: skip
 def test_a_few_of_a_kind_stand_side_by_side_on_one_ground_line(prompt, kind):
     layout, _ = plan_layout(prompt)
