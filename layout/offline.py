@@ -439,6 +439,10 @@ def _make_groups(spec: PromptSpec) -> list[_Group]:
             big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
             groups[big].scale = max(groups[big].scale, groups[small].scale)
             bigger.add(big)
+    for rel in spec.relations:  # what rests on a support stands where the support's region puts it
+        support = rel.references[0] if rel.kind == "above" else -1
+        if support >= 0 and spec.objects[support].name in SUPPORT_KINDS and groups[rel.subject].x_band is None:
+            groups[rel.subject].x_band = groups[support].x_band
     for g, o in zip(groups, spec.objects):
         # How much width and height a group needs: a square-ish grid of its instances, one
         # column when it stands next to something, one row when it is in a row.
@@ -718,8 +722,9 @@ def _flank_between(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> 
     """'a cat between two trees' (``between`` with references ``(r, r)``): r's instances flank the subject.
 
     The subject and the reference share a cell (step 1); here their boxes are re-spread along
-    one line over that cell, half the reference instances before the subject and the rest after
-    it, each box keeping its size and its ground line.
+    one line over that cell (or over the reference's own cell, when a region narrows it), half
+    the reference instances before the subject and the rest after it, each box keeping its
+    ground line. A spread that would break a requirement that held is undone (noted).
     """
     for rel in spec.relations:
         if rel.kind != "between" or rel.references[0] != rel.references[1] or rel.subject == rel.references[0]:
@@ -729,33 +734,58 @@ def _flank_between(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> 
             notes.append(f"'{spec.objects[rel.subject].phrase}' between the instances of one "
                          f"'{spec.objects[rel.references[0]].phrase}' needs two of them; not placed between")
             continue
-        half = reference.count // 2
-        ref_boxes = sorted(reference.boxes, key=lambda b: b[0])
-        line = ref_boxes[:half] + sorted(subject.boxes, key=lambda b: b[0]) + ref_boxes[half:]
-        x0 = min(subject.cell[0], reference.cell[0])
-        x1 = max(subject.cell[2], reference.cell[2])
-        widths = [b[2] - b[0] for b in line]
-        scale = min(1.0, 0.9 * (x1 - x0) / sum(widths))
-        gap = ((x1 - x0) - scale * sum(widths)) / (len(line) + 1)
-        placed, x = [], x0 + gap
-        for box in line:
-            w, h = (box[2] - box[0]) * scale, (box[3] - box[1]) * scale
-            placed.append([x, box[3] - h, x + w, box[3]])  # shrunk about the bottom edge: same ground line
-            x += w + gap
-        reference.boxes = placed[:half] + placed[half + subject.count :]
-        subject.boxes = placed[half : half + subject.count]
-        for g in (reference, subject):
-            g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
+        spans = [(min(subject.cell[0], reference.cell[0]), max(subject.cell[2], reference.cell[2])),
+                 (reference.cell[0], reference.cell[2])]  # fmt: skip
+        if not any(_try(spec, groups, lambda span=span: _spread(subject, reference, span)) for span in spans):
+            notes.append(f"'{spec.objects[rel.subject].phrase}' could not be placed between the "
+                         f"'{spec.objects[rel.references[0]].phrase}' instances without breaking another requirement")
+
+
+def _spread(subject: _Group, reference: _Group, span: tuple[float, float]) -> None:
+    """Half the reference's boxes, the subject's, then the rest, spread evenly along ``span`` on their ground lines."""
+    half = reference.count // 2
+    ref_boxes = sorted(reference.boxes, key=lambda b: b[0])
+    line = ref_boxes[:half] + sorted(subject.boxes, key=lambda b: b[0]) + ref_boxes[half:]
+    x0, x1 = span
+    widths = [b[2] - b[0] for b in line]
+    scale = min(1.0, 0.9 * (x1 - x0) / sum(widths))
+    gap = ((x1 - x0) - scale * sum(widths)) / (len(line) + 1)
+    placed, x = [], x0 + gap
+    for box in line:
+        w, h = max(MIN_SIDE, (box[2] - box[0]) * scale), max(MIN_SIDE, (box[3] - box[1]) * scale)
+        placed.append([x, box[3] - h, x + w, box[3]])  # shrunk about the bottom edge: same ground line
+        x += w + gap
+    reference.boxes = placed[:half] + placed[half + subject.count :]
+    subject.boxes = placed[half : half + subject.count]
+    for g in (reference, subject):
+        g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
+
+
+def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
+    """Apply ``move()`` to the groups' boxes; undo it and return False when it breaks a requirement that held.
+
+    ``move`` may also return False itself to refuse (nothing it changed is kept).
+    """
+    before = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
+    saved = [(list(g.boxes), list(g.slots)) for g in groups]
+    ok = move() is not False
+    inside = all(0.0 <= v <= 1.0 for g in groups for b in g.boxes for v in b)
+    if ok and inside and {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))} <= before:
+        return True
+    for g, (boxes, slots) in zip(groups, saved):
+        g.boxes, g.slots = boxes, slots
+    return False
 
 
 def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
     """'X on a sofa': X's bottom edge sinks :data:`REST_DEPTH` of its height into the support's top.
 
     For ``above(X, Y)`` with Y one instance of a :data:`layout.parse.SUPPORT_KINDS` kind, the X
-    boxes standing lowest (X's ground line) are put on one ground line, and Y's box is moved up
-    to it and widened to span them and its own box, so every resting X lies within Y's width
-    with its centre above Y's. The overlap stays under the geometry checker's ``max_overlap``.
-    A support whose move would break a requirement that held, or overlap an unrelated box,
+    boxes standing lowest (X's ground line) are put on one ground line on Y's top, and Y is
+    widened to span them and its own box (or, when that breaks a requirement such as Y's region,
+    the X boxes slide over Y instead), so every resting X lies within Y's width with its centre
+    above Y's. The overlap stays under the geometry checker's ``max_overlap``. A support that
+    cannot hold them without breaking a requirement that held, or overlapping an unrelated box,
     stays where it was (noted).
     """
     supported: dict[int, list[int]] = {}
@@ -764,46 +794,58 @@ def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) 
         if rel.kind == "above" and y != rel.subject and spec.objects[y].name in SUPPORT_KINDS and groups[y].count == 1:
             supported.setdefault(y, []).append(rel.subject)
     for y, held in supported.items():
-        before = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
-        saved = [(g.boxes, g.slots) for g in groups]
-        support = groups[y]
-        boxes = [b for x in held for b in groups[x].boxes]
-        ground = max(b[3] for b in boxes)
-        on_ground = [b[3] >= ground - 0.5 * (b[3] - b[1]) for b in boxes]  # the lowest row of what it holds
-        resting = [b for b, low in zip(boxes, on_ground) if low]
-        depth = REST_DEPTH * min(b[3] - b[1] for b in resting)
-        own = support.boxes[0]
-        # What it holds comes down onto the support's top (the support keeps its place low in the
-        # picture); a support higher than that ground line comes up to it instead.
-        drop = max(0.0, own[1] + depth - ground)
-        line = ground + drop  # the ground line they rest on
-        x0 = max(0.0, min(own[0], *(b[0] - _SUPPORT_MARGIN for b in resting)))
-        x1 = min(1.0, max(own[2], *(b[2] + _SUPPORT_MARGIN for b in resting)))
-        top = line - depth
-        bottom = max(own[3], top + 2 * depth + MIN_SIDE)
-        lift = max(0.0, bottom - 1.0)  # no room under the ground line: raise the support and what it holds
-        # Groups standing beside what it holds ("a cat on a bed next to pillows") come down with it.
-        beside = {
-            other
-            for rel in spec.relations
-            if rel.kind in ("next_to", "left_of", "right_of")
-            for a, other in ((rel.subject, rel.references[0]), (rel.references[0], rel.subject))
-            if a in held and other not in held and other != y
-        }
-        for x in [*held, *sorted(beside)]:
-            g = groups[x]
-            # resting boxes come down onto the ground line, the others (stacked higher) move with them
-            shifts = [line - b[3] if x in held and b[3] >= ground - 0.5 * (b[3] - b[1]) else drop for b in g.boxes]
-            g.boxes = [[b[0], b[1] + dy - lift, b[2], b[3] + dy - lift] for b, dy in zip(g.boxes, shifts)]
-            g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
-        support.boxes = [[x0, top - lift, x1, bottom - lift]]
-        support.slots = [tuple(support.boxes[0])]  # type: ignore[misc]
-        after = {key for key, _ in requirement_failures(spec, _to_layout(spec, groups))}
-        off_canvas = min(b[1] for x in (*held, *beside) for b in groups[x].boxes) < 0
-        if not after <= before or off_canvas or _crowds_unrelated(groups, y, held):
-            for g, (b, sl) in zip(groups, saved):
-                g.boxes, g.slots = b, sl
+        if not any(_try(spec, groups, lambda widen=widen: _rest(spec, groups, y, held, widen)) for widen in (True, False)):
             notes.append(f"'{spec.objects[y].phrase}' could not be placed under what rests on it; kept apart")
+
+
+def _rest(spec: PromptSpec, groups: list[_Group], y: int, held: list[int], widen: bool) -> bool:
+    """One try of :func:`_rest_on_supports`: widen the support, or (``widen=False``) slide what it holds over it."""
+    support = groups[y]
+    boxes = [b for x in held for b in groups[x].boxes]
+    ground = max(b[3] for b in boxes)
+    resting = [b for b in boxes if b[3] >= ground - 0.5 * (b[3] - b[1])]  # the lowest row of what it holds
+    depth = REST_DEPTH * min(b[3] - b[1] for b in resting)
+    own = support.boxes[0]
+    # What it holds comes down onto the support's top (the support keeps its place low in the
+    # picture); a support higher than that ground line comes up to it instead.
+    drop = max(0.0, own[1] + depth - ground)
+    line = ground + drop  # the ground line they rest on
+    left, right = min(b[0] for b in resting) - _SUPPORT_MARGIN, max(b[2] for b in resting) + _SUPPORT_MARGIN
+    scale = 1.0
+    if widen:
+        dx, x0, x1 = 0.0, max(0.0, min(own[0], left)), min(1.0, max(own[2], right))
+    else:  # slide over the support, shrinking (about the bottom edge) what is too wide for it
+        scale = min(1.0, (own[2] - own[0]) / (right - left))
+        if scale < 0.5:
+            return False
+        dx, x0, x1 = (own[0] + own[2]) / 2 - (left + right) / 2, own[0], own[2]
+        centre = (left + right) / 2
+        for x in held:
+            groups[x].boxes = [
+                [centre + (b[0] - centre) * scale, b[3] - (b[3] - b[1]) * scale, centre + (b[2] - centre) * scale, b[3]]
+                for b in groups[x].boxes
+            ]
+        depth *= scale
+    top = line - depth
+    bottom = max(own[3], top + 2 * depth + MIN_SIDE)
+    lift = max(0.0, bottom - 1.0)  # no room under the ground line: raise the support and what it holds
+    # Groups standing beside what it holds ("a cat on a bed next to pillows") come down with it.
+    beside = {
+        other
+        for rel in spec.relations
+        if rel.kind in ("next_to", "left_of", "right_of")
+        for a, other in ((rel.subject, rel.references[0]), (rel.references[0], rel.subject))
+        if a in held and other not in held and other != y
+    }
+    for x in [*held, *sorted(beside)]:
+        g = groups[x]
+        # resting boxes come down onto the ground line, the others (stacked higher) move with them
+        shifts = [line - b[3] if x in held and b[3] >= ground - 0.5 * (b[3] - b[1]) else drop for b in g.boxes]
+        g.boxes = [[b[0] + dx, b[1] + dy - lift, b[2] + dx, b[3] + dy - lift] for b, dy in zip(g.boxes, shifts)]
+        g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
+    support.boxes = [[x0, top - lift, x1, bottom - lift]]
+    support.slots = [tuple(support.boxes[0])]  # type: ignore[misc]
+    return not _crowds_unrelated(groups, y, held)
 
 
 def _crowds_unrelated(groups: list[_Group], y: int, held: list[int]) -> bool:

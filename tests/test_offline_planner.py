@@ -198,6 +198,8 @@ def test_many_of_a_kind_make_a_grid():
         ("a cat lays down next to a laptop on a bed", "bed", ("cat", "laptop")),
         ("a dog sitting on a bench", "bench", ("dog",)),
         ("a cat is laying on a bed next to two pillows", "bed", ("cat",)),  # the pillows come down beside it
+        ("a cat on a sofa on the left", "sofa", ("cat",)),  # the sofa's region holds what rests on it too
+        ("three cats on a bed on the right", "bed", ("cat",)),
     ],
 )
 def test_things_on_a_support_rest_on_it_through_the_whole_plan_path(prompt, support, held):
@@ -219,7 +221,10 @@ def test_a_bird_above_a_car_still_floats():
     assert layout.background == "A road"
 
 
-@pytest.mark.parametrize("prompt", ["a cat between two trees", "a dog between three cars", "two birds between four trees"])
+@pytest.mark.parametrize(
+    "prompt", ["a cat between two trees", "a dog between three cars", "two birds between four trees",
+               "a cat between two trees on the left"],
+)  # fmt: skip
 def test_between_the_instances_of_one_group(prompt):
     spec = parse_prompt(prompt)
     assert [r.kind for r in spec.relations] == ["between"]
