@@ -16,7 +16,8 @@ How boxes are placed (every step is a pure function of the spec and the seed):
    group with an absolute region are moved into that region's third. Groups sharing a cell split it.
 3. A group's instances fill its cell side by side in one row (always for ``in_row``; by default up
    to :data:`ROW_MAX` instances while the row keeps boxes at least :data:`_ROW_MIN_BOX` a side),
-   in one column when it stands ``next_to`` something, and otherwise in the grid giving the
+   in one column when three or more stand ``next_to`` something (a pair stands in a row packed
+   against its neighbour, on its ground line), and otherwise in the grid giving the
    largest boxes at the kind's aspect ratio. Each box's bottom edge sits on its slot's ground
    line (:data:`GROUND_LINE`), so two cats left of a dog share one ground, not a column in mid-air.
    ``between`` with one group twice ("a cat between two trees") shares one cell with that group.
@@ -29,7 +30,9 @@ How boxes are placed (every step is a pure function of the spec and the seed):
 6. ``above(X, Y)`` with Y a support (:data:`layout.parse.SUPPORT_KINDS`, one instance: "a cat on
    a sofa") rests X on Y: the lowest X boxes come down onto Y's top, sinking :data:`REST_DEPTH`
    of their height into it (X's bottom edge in Y's upper half, X's centre above Y's), and Y
-   widens to span them. The overlap stays under the geometry checker's ``max_overlap``, so
+   widens to span them (or, when widening breaks Y's region, they slide over Y, shrinking if they
+   must); what rests on Y shares Y's left/right region. The overlap stays under the geometry
+   checker's ``max_overlap``, so
    :func:`layout.planners.plan_layout` keeps the pair; a move that would break a requirement
    or crowd an unrelated box is undone (noted). "above" a non-support ("a bird above a car")
    keeps its gap.
