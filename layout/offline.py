@@ -442,10 +442,13 @@ def _make_groups(spec: PromptSpec) -> list[_Group]:
             big, small = (rel.subject, rel.references[0]) if rel.kind == "bigger_than" else (rel.references[0], rel.subject)
             groups[big].scale = max(groups[big].scale, groups[small].scale)
             bigger.add(big)
-    for rel in spec.relations:  # what rests on a support stands where the support's region puts it
-        support = rel.references[0] if rel.kind == "above" else -1
-        if support >= 0 and spec.objects[support].name in SUPPORT_KINDS and groups[rel.subject].x_band is None:
-            groups[rel.subject].x_band = groups[support].x_band
+    for rel in spec.relations:
+        # What rests on a support, or stands between the instances of one group, shares its left/right region.
+        support = rel.references[0] if rel.kind == "above" and spec.objects[rel.references[0]].name in SUPPORT_KINDS else -1
+        flanked = rel.references[0] if rel.kind == "between" and rel.references[0] == rel.references[1] else -1
+        for holder in (support, flanked):
+            if holder >= 0 and groups[rel.subject].x_band is None:
+                groups[rel.subject].x_band = groups[holder].x_band
     for g, o in zip(groups, spec.objects):
         # How much width and height a group needs: a square-ish grid of its instances, one
         # column when it stands next to something, one row when it is in a row.

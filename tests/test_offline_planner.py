@@ -223,7 +223,7 @@ def test_a_bird_above_a_car_still_floats():
 
 @pytest.mark.parametrize(
     "prompt", ["a cat between two trees", "a dog between three cars", "two birds between four trees",
-               "a cat between two trees on the left"],
+               "a cat between two trees on the left", "two dogs between two cups on the right"],
 )  # fmt: skip
 def test_between_the_instances_of_one_group(prompt):
     spec = parse_prompt(prompt)
