@@ -925,6 +925,8 @@ def _joins_next(phrases: list[_Phrase], live: list[int], pos: int, tokens: list[
 
 
 _TRAILING_ON = re.compile(r"\b(?:on|upon|onto|atop|on top of|in)(?: the| a| an| its| their)?$")
+#: Supports one is "in" rather than "on" ("two cats in a chair"); "in a box" is inside, not on.
+_IN_SUPPORTS = frozenset(("bed", "chair", "armchair", "sofa", "couch"))
 
 
 def _trailing_support(
@@ -942,7 +944,10 @@ def _trailing_support(
     support = phrase_to_object[live[-1]]
     tail = [t for t in tokens[last.end :] if t.isalnum()]
     before = " ".join(tokens[phrases[live[-2]].end : last.start])
-    if objects[support].name not in SUPPORT_KINDS or tail or not _TRAILING_ON.search(before):
+    cue = _TRAILING_ON.search(before)
+    if objects[support].name not in SUPPORT_KINDS or tail or cue is None:
+        return []
+    if cue.group(0).split()[0] == "in" and objects[support].name not in _IN_SUPPORTS:
         return []
     start = max((i + 1 for i, t in enumerate(tokens[: last.start]) if t in (".", ";", "!", "?")), default=0)
     earlier = sorted({phrase_to_object[k] for k in live[:-1] if k in phrase_to_object and phrases[k].start >= start})

@@ -140,12 +140,17 @@ def test_relations(text, expected):
         ("two cats to the left of a dog on a sofa", {"cat", "dog"}, "sofa"),
         ("a cat lays down next to a laptop on a bed", {"cat", "laptop"}, "bed"),
         ("a keyboard and a mouse sitting next to each other on a table.", {"keyboard", "mouse"}, "table"),
+        ("a dog and a cat in a bed", {"dog", "cat"}, "bed"),
     ],
 )
 def test_trailing_support_holds_every_earlier_group(text, supported, support):
     relations = _relations(text)
     assert {r[1] for r in relations if r[0] == "above" and r[2] == (support,)} == supported
     assert support in [name for name, _ in _objects(text)]  # an object (NSR-1K boxes it), not the background
+
+
+def test_in_a_box_is_inside_not_on():
+    assert [r for r in _relations("a cat and a toy in a box") if r[0] == "above"] == []
 
 
 def test_trailing_place_stays_background_and_single_subject_support_is_unchanged():
