@@ -229,6 +229,8 @@ def describe_relation(relation: RelationSpec, spec: PromptSpec) -> str:
         return f"{subject} at the {relation.where}"
     if relation.kind == "in_row":
         return f"{' and '.join([subject, *refs])} in a row"
+    if relation.kind == "between" and relation.references[0] == relation.references[1]:
+        return f"{subject} between the {refs[0]} instances"
     if relation.kind == "between":
         return f"{subject} between {refs[0]} and {refs[1]}"
     return f"{subject} {_WORDS[relation.kind]} {refs[0]}"

@@ -116,6 +116,7 @@ def test_between_one_plural_reference_needs_an_instance_on_each_side():
     assert relation_holds(spec.relations[0], spec, flanked)
     assert not relation_holds(spec.relations[0], spec, both_left)
     assert not relation_holds(spec.relations[0], spec, make_layout(("cat", middle), ("tree", LEFT)))  # one tree
+    assert violations(spec, both_left) == ["relation between: 'a cat' between the 'a tree' instances does not hold"]
 
 
 def test_in_row_needs_centres_on_one_line():
