@@ -16,7 +16,7 @@ Memory: on CPU, the peak resident set (sampled from /proc every 2 ms) during gen
 resident set just before it, i.e. the working memory of one image without the weights; plus the process's
 ``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` above the allocation before the run.
 
-    nice python benchmarks/synth_speed.py                      # CPU, 256 px, 8 steps (a few minutes)
+    nice python benchmarks/synth_speed.py                      # CPU, 256 px, 8 steps, 4 guided (~5 min)
     python benchmarks/synth_speed.py --device cuda --dtype float16 --height 512 --width 512 --steps 50
 """
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--scale-factor", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1: steadiest on a shared CPU)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per config (the minimum is reported)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "scenewright-bench-sd15-random")
