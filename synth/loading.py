@@ -12,6 +12,26 @@ class ModelNotAvailableError(OSError):
     """The weights could not be loaded; the message says where we looked and how to fix it."""
 
 
+#: Models shipped inside the package (package data), by the short name users pass as ``--model``.
+EMBEDDED_MODELS: dict[str, Path] = {"shapes": Path(__file__).parent / "assets" / "shapes"}
+DEFAULT_MODEL = "shapes"
+
+
+def resolve_model(model: str | os.PathLike) -> str:
+    """An embedded model's short name -> its packaged folder; any other hub id or path unchanged."""
+    name = str(model)
+    if name not in EMBEDDED_MODELS:
+        return name
+    folder = EMBEDDED_MODELS[name]
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotAvailableError(
+            f"the embedded {name!r} model is not in this build (no {folder}/model_index.json); train and export it "
+            f"with `python -m synth.shapes.train --stage unet --run-dir runs/shapes --steps 0 --export {folder}` "
+            "(see synth/shapes/MODEL_CARD.md), or pass another --model"
+        )
+    return str(folder)
+
+
 def _looks_like_path(model: str) -> bool:
     """Hub ids are 'owner/name'; anything rooted or deeper is a local path."""
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
@@ -23,14 +43,14 @@ def load_stable_diffusion(
     device: str | torch.device | None = None,
     **kwargs,
 ):
-    """``StableDiffusionPipeline.from_pretrained`` (hub id or local folder) moved to ``device``.
+    """``StableDiffusionPipeline.from_pretrained`` (hub id, local folder or embedded name) moved to ``device``.
 
     Failures (no internet, unknown repo, incomplete folder) raise :class:`ModelNotAvailableError`
     naming the model, the underlying reason and the fix, never a raw huggingface_hub traceback.
     """
     from diffusers import StableDiffusionPipeline
 
-    name = str(model)
+    name = resolve_model(model)
     path = Path(name).expanduser()
     if _looks_like_path(name) and not path.exists():
         raise ModelNotAvailableError(

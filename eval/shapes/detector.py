@@ -15,10 +15,10 @@ On rendered scenes this recovers every object exactly (tests/test_shapes_detecto
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from eval.detect import Detection
 from eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, shape_mask_at
 
 #: Palette colors first, then the background: row k of this table is color label k.
@@ -27,21 +27,6 @@ _BACKGROUND_LABEL = len(COLORS)
 _UNASSIGNED = -1
 #: The 8-neighbourhood, as (dy, dx) shifts.
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected object: shape kind, color name, normalized xyxy box, template IoU and pixel mask."""
-
-    name: str
-    color: str
-    box: tuple[float, float, float, float]
-    score: float
-    mask: np.ndarray = field(repr=False, compare=False)  # (H, W) bool
-
-    @property
-    def phrase(self) -> str:
-        return f"a {self.color} {self.name}"
 
 
 def to_rgb_array(image) -> np.ndarray:

@@ -1,0 +1,60 @@
+"""One detector interface for every stage that checks an image: image + names -> detections.
+
+The agent's verify step, the benchmark runner and the scorers all take a :class:`Detector`, so an
+open-vocabulary model (OWLv2, Grounding DINO) and the shapes world's exact detector are interchangeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: kind (singular noun), normalized xyxy box, confidence, optional mask and color."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    score: float
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) bool
+    color: str | None = None
+
+    @property
+    def phrase(self) -> str:
+        return f"a {self.color} {self.name}" if self.color else f"a {self.name}"
+
+
+class Detector(Protocol):
+    """``detector(image, names)`` -> detections of those kinds (a closed-world detector may ignore ``names``)."""
+
+    def __call__(self, image: Any, names: Sequence[str]) -> list[Detection]: ...
+
+
+class ShapesDetector:
+    """The shapes world's exact detector (:func:`eval.shapes.detector.detect`) behind the common interface."""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def __call__(self, image: Any, names: Sequence[str] = ()) -> list[Detection]:
+        from eval.shapes.detector import detect
+
+        wanted = set(names)
+        return [d for d in detect(image, **self.options) if not wanted or d.name in wanted]
+
+
+#: Detector name -> factory. Open-vocabulary detectors register here too.
+DETECTORS: dict[str, Callable[..., Detector]] = {"shapes": ShapesDetector}
+
+
+def get_detector(name: str, **options: Any) -> Detector:
+    """Build a registered detector by name, or raise naming the ones there are."""
+    try:
+        factory = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
+    return factory(**options)
