@@ -110,6 +110,8 @@ KIND_SHAPES: dict[str, tuple[float, float]] = {
     "tree": (0.6, 1.0), "palm tree": (0.6, 1.0), "house": (1.3, 1.0), "building": (0.8, 1.0), "tower": (0.4, 1.0),
     "lamp": (0.5, 0.5), "flower": (0.7, 0.3), "balloon": (0.8, 0.3), "guitar": (0.4, 0.6), "candle": (0.4, 0.2),
     "shelf": (1.5, 0.7), "bookshelf": (0.8, 0.9), "window": (1.0, 0.6), "door": (0.5, 0.9), "box": (1.2, 0.4),
+    "circle": (1.0, 0.4), "square": (1.0, 0.4), "triangle": (1.0, 0.4), "star": (1.0, 0.4), "rectangle": (1.5, 0.4),
+    "heart": (1.0, 0.4), "diamond": (0.8, 0.4), "hexagon": (1.0, 0.4), "oval": (1.4, 0.4),
 }  # fmt: skip
 _DEFAULT_SHAPE = (1.0, 0.5)
 
@@ -508,6 +510,10 @@ def _fill_cell(g: _Group, o: ObjectSpec, max_scale: float, rng: random.Random | 
         box = _fit(slot, g.aspect, fill, GROUND_LINE)
         if floor is not None and _area(box) < floor:
             bounds = g.cell if g.count == 1 else slot
+            if g.count == 1 and (g.x_band or g.y_band):
+                # A region is judged by the box centre, so a lone large object may overhang its
+                # region's third ("a large star in the top right" cannot be large inside 1/9 of the canvas).
+                bounds = (0.0, 0.0, 1.0, 1.0)
             box = _grow_within(box, bounds, floor)
             if _area(box) < floor:  # the kind's aspect cannot reach it here: let the height give
                 box = _stretch_height(box, bounds, floor * 1.02 / (box[2] - box[0]))

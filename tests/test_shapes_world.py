@@ -156,3 +156,24 @@ def test_bad_arguments_name_the_fix():
         shape_mask("hexagon", 10, 10, 10)
     with pytest.raises(ValueError, match="mask is empty"):
         mask_box(np.zeros((8, 8), dtype=bool))
+
+
+def test_captions_parse_into_the_scene_and_plan_without_violations():
+    """The offline planner reads every caption of the world: same (color, shape) counts, and its layout
+    satisfies the caption's relations, regions and sizes (so shapes-world prompts can be planned)."""
+    from collections import Counter
+
+    from layout.parse import parse_prompt
+    from layout.planners import plan_layout
+    from layout.relations import violations
+
+    for scene in _scenes(seed=7, n=150):
+        text = scene.caption.text
+        spec = parse_prompt(text)
+        parsed = Counter()
+        for obj in spec.objects:
+            colors = [a for a in obj.attributes if a in COLORS]
+            parsed[(colors[0] if colors else None, obj.name)] += obj.count
+        assert parsed == Counter((o.color, o.shape) for o in scene.objects), (text, spec)
+        layout, _ = plan_layout(text)
+        assert violations(spec, layout) == [], text
