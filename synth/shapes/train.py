@@ -42,6 +42,7 @@ TOKENS = 77
 VAE_DIR = "vae"
 CKPT = "ckpt.pt"
 LOG = "log.jsonl"
+TRAINING_INFO = "training_state.json"  # written into an exported folder: the step it was exported at
 
 
 # ----------------------------------------------------------------- models
@@ -324,10 +325,13 @@ def vae_report(vae, seed: int, count: int = 200) -> dict:
     return {"psnr": psnr, "detector_exact": float(np.mean(exact)), "count": count}
 
 
-def load_vae(run_dir: Path):
+def load_vae(run_dir: Path, init_from: str | None = None):
     from diffusers import AutoencoderKL
 
     path = run_dir / VAE_DIR
+    if init_from and not (path / "config.json").exists():
+        # The exported UNet learnt on this VAE's latents: a warm start must keep the same VAE.
+        AutoencoderKL.from_pretrained(export_folder(init_from) / "vae", torch_dtype=torch.float32).save_pretrained(path)
     if not (path / "config.json").exists():
         raise SystemExit(f"no trained VAE at {path}; run `python -m synth.shapes.train --stage vae --run-dir {run_dir}` first")
     vae = AutoencoderKL.from_pretrained(path)
@@ -442,10 +446,13 @@ def evaluate(pipe, seed: int, count: int, steps: int, guidance: float) -> dict:
 
 def train_unet(args) -> None:
     run_dir = Path(args.run_dir)
-    vae = load_vae(run_dir)
+    vae = load_vae(run_dir, args.init_from)
     tokenizer = load_tokenizer()
     ckpt_path = run_dir / CKPT
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() and not args.fresh else None
+    warm = warm_start(args.init_from) if state is None and args.init_from else None
+    if warm is not None:
+        args.text_dim = warm["text_dim"]  # the exported architecture wins
     if state is not None and state["args"]["text_dim"] != args.text_dim:
         # The architecture must match the checkpoint; the checkpoint's own setting wins, loudly.
         print(f"--text-dim {args.text_dim} ignored: {ckpt_path} was trained with {state['args']['text_dim']}", flush=True)
@@ -457,16 +464,25 @@ def train_unet(args) -> None:
     ema = EMA(modules, args.ema_decay)
     np_rng = np.random.default_rng(args.seed)
     step = 0
+    warmup_from = 0  # a fresh optimizer warms up again, also when the weights are not fresh
+    if warm is not None:
+        unet.load_state_dict(warm["unet"])
+        text_encoder.load_state_dict(warm["text_encoder"])
+        ema = EMA(modules, args.ema_decay)  # the exported (EMA) weights are the new EMA's start
+        step = warmup_from = warm["step"]
+        np_rng = np.random.default_rng(args.seed + step)  # new draws, not a replay of the first run's
+        print(f"warm start from {args.init_from} at step {step} (fresh optimizer)", flush=True)
     if state is not None:
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         ema.shadow = state["ema"]
         step = state["step"]
+        warmup_from = state.get("warmup_from", 0)
         set_rng_state(state["rng"], np_rng)
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     if args.export and step >= args.steps:
-        export(args.export, ema, unet, text_encoder, vae, tokenizer)
+        export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
         return
 
     from diffusers import DDPMScheduler
@@ -516,7 +532,7 @@ def train_unet(args) -> None:
             loss = mse + args.aux_weight * aux
             capture.clear()
 
-            lr = args.lr * min(1.0, (step + 1) / args.warmup)
+            lr = args.lr * min(1.0, (step - warmup_from + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
@@ -536,12 +552,12 @@ def train_unet(args) -> None:
             if step % args.save_every == 0 or step == args.steps:
                 save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                              "optimizer": optimizer.state_dict(), "ema": ema.shadow, "step": step,
-                             "rng": rng_state(np_rng), "args": vars(args)}, ckpt_path)
+                             "rng": rng_state(np_rng), "args": vars(args), "warmup_from": warmup_from}, ckpt_path)
             if args.eval_every and (step % args.eval_every == 0 or step == args.steps):
                 log_line(run_dir, {"stage": "unet", "step": step, "eval": run_eval(args, ema, vae, tokenizer)})
                 window_start, window_steps = time.time(), 0
     if args.export:
-        export(args.export, ema, unet, text_encoder, vae, tokenizer)
+        export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
 
 
 def ema_models(args, ema: EMA):
@@ -559,8 +575,34 @@ def run_eval(args, ema: EMA, vae, tokenizer) -> dict:
     return evaluate(pipe, args.seed, args.eval_count, args.eval_steps, args.eval_guidance)
 
 
-def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer) -> None:
-    """fp16 safetensors SD folder with the EMA weights."""
+def export_folder(folder: str) -> Path:
+    """``folder`` as a Path, or exit saying it is not what ``--export`` writes."""
+    path = Path(folder)
+    if not (path / "model_index.json").is_file():
+        raise SystemExit(f"--init-from {folder}: not an exported SD folder (no model_index.json)")
+    return path
+
+
+def warm_start(folder: str) -> dict:
+    """UNet and text-encoder weights (fp32) and the step count of an exported folder, to train on from it.
+
+    The optimizer state is not exported (it would triple the folder), so training continues with a fresh
+    optimizer; this is how a run resumes in a later session from the committed model alone.
+    """
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    path = export_folder(folder)
+    unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=torch.float32)
+    info_path = path / TRAINING_INFO
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    return {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "step": int(info.get("step", 0)),
+            "text_dim": text_encoder.config.hidden_size}
+
+
+def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int) -> None:
+    """fp16 safetensors SD folder with the EMA weights, plus the step count (for ``--init-from``)."""
     unet.load_state_dict(ema.shadow["unet"])
     text_encoder.load_state_dict(ema.shadow["text_encoder"])
     pipe = make_pipeline(unet.eval(), text_encoder.eval(), vae, tokenizer)
@@ -573,6 +615,8 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer) -> None:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    info = {"step": step, "trained_with": "python -m synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
+    (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     print(f"exported to {out_dir} ({size / 2**20:.1f} MiB)", flush=True)
 
@@ -587,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (vae), 5e-4 (unet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
+    p.add_argument("--init-from", default=None, metavar="DIR", help="(unet) with no checkpoint in --run-dir, start"
+                   " from an exported folder's weights and step (and its VAE), e.g. the shipped synth/assets/shapes")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: default 1)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=250)
