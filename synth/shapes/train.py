@@ -286,13 +286,18 @@ def train_vae(args) -> None:
         mse = F.mse_loss(recon, x)
         kl = posterior.kl().mean() / x[0].numel()
         loss = l1 + mse + args.kl_weight * kl
+        # Cosine decay to 5% by --steps: at a constant rate the last step's weights are as noisy as any
+        # step's (a 2000-step run ended at 26.5 dB PSNR after 30 dB a few hundred steps before).
+        lr = vae_lr(args.lr, step, args.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         step += 1
         if step % args.log_every == 0 or step == args.steps:
-            log_line(run_dir, {"stage": "vae", "step": step, "l1": l1.item(), "mse": mse.item(), "kl": kl.item(),
+            log_line(run_dir, {"stage": "vae", "step": step, "l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "lr": lr,
                                "it_s": (step - first_step) / (time.time() - started)})
         if step % args.save_every == 0 or step == args.steps:
             save_atomic({"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -302,6 +307,11 @@ def train_vae(args) -> None:
     vae.save_pretrained(run_dir / VAE_DIR)
     report = vae_report(vae, args.seed + 1, count=args.eval_count)
     log_line(run_dir, {"stage": "vae", "step": step, "eval": report})
+
+
+def vae_lr(base: float, step: int, total: int) -> float:
+    """Cosine from ``base`` at step 0 to 5% of it at ``total`` (a resumed run with a larger total re-spreads it)."""
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0))))
 
 
 @torch.no_grad()
