@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompt", nargs="?", help="the text to draw (or use --layout)")
     parser.add_argument("--layout", type=Path, metavar="FILE", help="a layout JSON file (as `scenewright plan` writes)")
-    parser.add_argument("--model", help="diffusers Stable Diffusion folder or hub id, e.g. runwayml/stable-diffusion-v1-5")
+    parser.add_argument("--model", default="shapes",
+                        help="diffusers Stable Diffusion folder or hub id, e.g. runwayml/stable-diffusion-v1-5 "
+                             "(default: 'shapes', the embedded shapes-world model)")  # fmt: skip
     parser.add_argument(
         "--method", default="car,sar",
         help="comma-separated guidance methods (default car,sar = Attention Refocusing); 'none' for plain SD",
@@ -109,9 +111,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if (args.prompt is None) == (args.layout is None):
         raise CLIError("give exactly one of PROMPT or --layout FILE")
     if not args.model:
-        raise CLIError(
-            "--model is required: a diffusers Stable Diffusion folder or hub id, e.g. --model runwayml/stable-diffusion-v1-5"
-        )
+        raise CLIError("--model is empty: give a diffusers Stable Diffusion folder or hub id, or 'shapes' (the default)")
     if args.out.suffix.lower() not in IMAGE_SUFFIXES:
         raise CLIError(f"--out {args.out} must end in one of {', '.join(IMAGE_SUFFIXES)}")
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):

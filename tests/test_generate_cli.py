@@ -87,7 +87,7 @@ def test_prompt_is_planned_into_a_layout_when_guidance_needs_one(model_dir, tmp_
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["a cat"], "--model is required"),
+        (["a cat", "--model", ""], "--model is empty"),
         (["a cat", "--model", "/nonexistent/sd"], "does not exist"),
         (["a cat", "--model", "MODEL", "--method", "car,teleport"], "unknown method(s) teleport; choose from none, "),
         (["a cat", "--model", "MODEL", "--method", "none,car"], "cannot be combined"),
@@ -123,3 +123,13 @@ def test_errors_found_while_generating_exit_2(model_dir, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "5: 'frog'" in errors[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_default_model_is_the_embedded_one_with_a_clear_error_when_absent(monkeypatch, tmp_path, capsys):
+    from synth import loading
+
+    monkeypatch.setitem(loading.EMBEDDED_MODELS, "shapes", tmp_path / "not-built")
+    assert main(["generate", "a red circle", "--out", str(tmp_path / "x.png"), "--quiet"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "embedded 'shapes' model is not in this build" in errors[0]
+    assert "--export" in errors[0]  # says how to make it
