@@ -1,0 +1,143 @@
+"""The embedded shapes-world model against its targets (issue: embedded shapes-world model).
+
+Prints, for a model folder (default: the embedded ``shapes``):
+
+1. **Unguided from captions** (DDIM, CFG 5), scored by the exact detector: single-object color recall and
+   color+shape exact match; 1-4 object per-instance color recall, exact multiset and count accuracy
+   (:func:`synth.shapes.train.evaluate`, the same numbers the training log records).
+2. **Attention localization**: ground-truth scenes are encoded, noised to timestep ``--auc-timestep`` and
+   passed once through the UNet with their captions; each caption word that names objects (count, size,
+   color, shape) gets its 16x16 cross-attention map (mean of heads, layers and the word's tokens) and the
+   ROC AUC of that map against the union of its objects' boxes. Reported for shape nouns and color words.
+3. **Speed**: wall time of one unguided 64x64 image (``--steps`` DDIM steps, CFG) with ``--threads`` threads.
+
+    python benchmarks/shapes_model.py                         # embedded model, 64 scenes per suite
+    python benchmarks/shapes_model.py --model runs/shapes/export --count 128 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+TARGETS = {"single_color_recall": 0.95, "single_exact": 0.9, "auc_noun": 0.8, "auc_color": 0.8, "seconds_per_image": 2.0}
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a random positive cell outscores a random negative one (ties count half); None if one class is empty."""
+    scores, positive = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(positive, dtype=bool).ravel()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks over ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def box_mask(boxes: list[tuple[float, float, float, float]], size: int) -> np.ndarray:
+    """(size, size) bool: latent cells whose centre lies inside any of the normalized xyxy boxes."""
+    centres = (np.arange(size) + 0.5) / size
+    x, y = np.meshgrid(centres, centres)
+    mask = np.zeros((size, size), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    return mask
+
+
+@torch.no_grad()
+def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float | None]:
+    """Mean ROC AUC of word attention vs. the word's objects' boxes, for shape nouns and color words."""
+    from eval.shapes.world import COLORS, SHAPES, sample_scene
+    from synth.attention import attention_capture
+    from synth.maps import MapRequest
+    from synth.shapes.train import LATENT_SIZE, images_to_tensor, word_token_spans
+
+    rng = np.random.default_rng([seed, 7])
+    scenes = [sample_scene(rng, curriculum_level=2) for _ in range(count)]
+    latents = pipe.vae.encode(images_to_tensor(np.stack([s.render() for s in scenes]))).latent_dist.mean
+    latents = latents * pipe.vae.config.scaling_factor
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(latents.shape, generator=generator)
+    t = torch.full((count,), timestep, dtype=torch.long)
+    noisy = pipe.scheduler.add_noise(latents, noise, t)
+    ids = pipe.tokenizer([s.caption.text for s in scenes], padding="max_length", max_length=77, truncation=True,
+                         return_tensors="pt").input_ids  # fmt: skip
+    text = pipe.text_encoder(ids)[0]
+    request = MapRequest(kind="cross", resolutions=((LATENT_SIZE, LATENT_SIZE),))
+    with attention_capture(pipe.unet, [request], early_exit=True) as capture:
+        capture.guidance_forward(lambda: pipe.unet(noisy, t, encoder_hidden_states=text), (LATENT_SIZE, LATENT_SIZE))
+        maps = torch.stack([layer.probs.float() for layer in capture.layers.values()]).mean(dim=(0, 2))  # (B, hw, 77)
+    results: dict[str, list[float]] = {"noun": [], "color": []}
+    for b, scene in enumerate(scenes):
+        words = scene.caption.text.split()
+        for word, span, refs in zip(words, word_token_spans(pipe.tokenizer, words), scene.caption.word_objects):
+            core = word.rstrip(",.;")
+            kind = "noun" if core.rstrip("s") in SHAPES else "color" if core in COLORS else None
+            if kind is None or not refs or not span:
+                continue
+            word_map = maps[b, :, span].mean(dim=-1).numpy()
+            auc = roc_auc(word_map, box_mask([scene.objects[k].box for k in refs], LATENT_SIZE))
+            if auc is not None:
+                results[kind].append(auc)
+    return {f"auc_{k}": (float(np.mean(v)) if v else None) for k, v in results.items()}
+
+
+def seconds_per_image(pipe, steps: int, repeats: int = 3) -> float:
+    """Best wall time of one unguided image (CFG 5), after one warm-up run."""
+    best = float("inf")
+    for r in range(repeats + 1):
+        start = time.perf_counter()
+        pipe("a red circle to the left of a blue square", num_inference_steps=steps, guidance_scale=5.0,
+             generator=torch.Generator().manual_seed(r), output_type="np")  # fmt: skip
+        if r:  # the first run warms up allocators and caches
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shapes", help="embedded name or an exported SD folder")
+    parser.add_argument("--count", type=int, default=64, help="scenes per suite")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the generations")
+    parser.add_argument("--auc-timestep", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from synth.loading import load_stable_diffusion
+    from synth.shapes.train import evaluate
+
+    pipe = load_stable_diffusion(args.model, safety_checker=None, requires_safety_checker=False)
+    figures: dict[str, float | None] = {}
+    unguided = evaluate(pipe, args.seed, args.count, args.steps, 5.0)
+    figures.update({f"{suite}_{k}": v for suite, scores in unguided.items() for k, v in scores.items()})
+    figures.update(attention_auc(pipe, args.count, args.seed, args.auc_timestep))
+    figures["seconds_per_image"] = seconds_per_image(pipe, args.steps)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"model={args.model} scenes/suite={args.count} steps={args.steps} threads={args.threads}")
+    for name, value in figures.items():
+        target = TARGETS.get(name)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        if target is None:
+            print(f"{name:28s} {shown}")
+            continue
+        met = value is not None and (value <= target if name == "seconds_per_image" else value >= target)
+        print(f"{name:28s} {shown}   target {'<=' if name == 'seconds_per_image' else '>='} {target}  {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
