@@ -1,5 +1,7 @@
 """CLIP image-text similarities (open_clip): full-prompt and Attend-and-Excite's minimum-object similarity.
 
+Also GenEval's CLIP color classifier for detected objects (:meth:`ClipScorer.color_detections`).
+
 Attend-and-Excite (Chefer et al. 2023; yuval-alaluf/Attend-and-Excite ``metrics/compute_clip_similarity.py``,
 ``metrics/imagenet_utils.py``) scores an image by the cosine similarity of its CLIP ViT-B/16 embedding to:
 
@@ -14,6 +16,7 @@ Each text is embedded as the mean of its unit embeddings over CLIP's 80 ImageNet
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -166,3 +169,42 @@ class ClipScorer:
             "full_prompt": self.full_prompt_similarity(images, [prompt] * len(images)),
             "min_object": self.min_object_similarity(images, [parts] * len(images)),
         }
+
+    # ---------------------------------------------------------------- GenEval colors
+    def color_detections(self, image: Any, detections: Sequence, *, colors: Sequence[str] | None = None, background: str = "#999") -> list:
+        """GenEval ``color_classification``: each detection's color by zero-shot CLIP on its crop (mask over gray).
+
+        The crop is the box of the image with pixels outside the detection's mask (if any) set to
+        ``background``; the classifier averages "a photo of a {c} {name}", "a photo of a {c}-colored
+        {name}" and "a photo of a {c} object" per color (clip_benchmark's ``zero_shot_classifier``).
+        """
+        import numpy as np
+        from PIL import Image
+
+        from eval.detectors import to_pil
+        from eval.scores import GENEVAL_COLORS
+
+        colors = tuple(colors or GENEVAL_COLORS)
+        pil = to_pil(image)
+        width, height = pil.size
+        blank = Image.new("RGB", pil.size, color=background)
+        named: dict[str, list[int]] = {}
+        for i, d in enumerate(detections):
+            named.setdefault(d.name, []).append(i)
+        found: dict[int, str] = {}
+        for name, indices in named.items():
+            templates = [f"a photo of a {{}} {name}", f"a photo of a {{}}-colored {name}", "a photo of a {} object"]
+            classifier = self.encode_texts(colors, templates)
+            crops = []
+            for i in indices:
+                d, source = detections[i], pil
+                if d.mask is not None:
+                    mask = np.asarray(d.mask, dtype=bool)
+                    if mask.shape != (height, width):
+                        raise ValueError(f"detection mask of '{d.name}' has shape {mask.shape}, the image is {(height, width)}")
+                    source = Image.composite(pil, blank, Image.fromarray(mask.astype(np.uint8) * 255))
+                x0, y0, x1, y1 = d.box
+                crops.append(source.crop((x0 * width, y0 * height, x1 * width, y1 * height)))
+            best = (self.encode_images(crops) @ classifier.T).argmax(dim=-1).tolist()
+            found.update((i, colors[k]) for i, k in zip(indices, best))
+        return [dataclasses.replace(d, color=found[i]) for i, d in enumerate(detections)]

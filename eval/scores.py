@@ -408,7 +408,7 @@ def geneval_correct(
     """GenEval ``evaluate``: each include clause found count times (color, position on the most confident), no exclude clause met.
 
     Colors are the detections' ``color`` (GenEval classifies crops with CLIP; a detector or
-    :func:`eval.clip_score` fills them in). Returns ``(None, reason)`` when a clause needs a color
+    :meth:`eval.clip_score.ClipScorer.color_detections` fills them in). Returns ``(None, reason)`` when a clause needs a color
     that the detections do not carry: the detector cannot judge it.
     """
     for field_name in ("tag", "include"):

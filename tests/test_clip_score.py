@@ -119,3 +119,28 @@ def test_loading_errors_and_a_local_checkpoint(scorer, tiny_name, tmp_path):
     loaded = ClipScorer.from_pretrained(tiny_name, pretrained=str(checkpoint))
     ims = images(1)
     assert torch.allclose(loaded.full_prompt_similarity(ims, ["a cat"]), scorer.full_prompt_similarity(ims, ["a cat"]))
+
+
+def test_geneval_color_classification_plumbing(scorer):
+    from PIL import Image
+
+    from eval.detect import Detection
+    from eval.scores import GENEVAL_COLORS
+
+    image = images(1)[0]
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[5:30, 10:40] = True
+    dets = [Detection("cat", (0.1, 0.1, 0.8, 0.7), 0.9, mask=mask), Detection("bus", (0.0, 0.5, 0.5, 1.0), 0.8),
+            Detection("cat", (0.5, 0.0, 1.0, 0.5), 0.7)]  # fmt: skip
+    colored = scorer.color_detections(image, dets)
+    assert [(d.name, d.box) for d in colored] == [(d.name, d.box) for d in dets]
+    assert all(d.color in GENEVAL_COLORS for d in colored)
+    # the first cat, recomputed by hand: its box crop with the pixels outside its mask gray (#999)
+    pil = Image.fromarray(image)
+    masked = Image.composite(pil, Image.new("RGB", pil.size, "#999"), Image.fromarray(mask.astype(np.uint8) * 255))
+    crop = masked.crop((0.1 * 48, 0.1 * 40, 0.8 * 48, 0.7 * 40))
+    templates = ["a photo of a {} cat", "a photo of a {}-colored cat", "a photo of a {} object"]
+    logits = scorer.encode_images([crop]) @ scorer.encode_texts(list(GENEVAL_COLORS), templates).T
+    assert colored[0].color == GENEVAL_COLORS[int(logits.argmax())]
+    with pytest.raises(ValueError, match="mask"):
+        scorer.color_detections(image, [Detection("cat", (0, 0, 1, 1), 0.9, mask=np.ones((4, 4), dtype=bool))])
