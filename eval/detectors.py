@@ -100,6 +100,12 @@ def _detections(
     return out if nms_threshold is None else nms(out, nms_threshold, class_aware=True)
 
 
+def _to_model(model, inputs) -> dict[str, torch.Tensor]:
+    """Processor outputs on the model's device; floating inputs (pixels) in the model's dtype."""
+    param = next(model.parameters())
+    return {k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)) for k, v in inputs.items()}
+
+
 class OwlDetector:
     """OWL-ViT / OWLv2 open-vocabulary detector: ``detector(image, names)`` -> detections of those names."""
 
@@ -143,9 +149,7 @@ class OwlDetector:
         what = "OWLv2" if version == 2 else "OWL-ViT"
         net = load_weights(model_cls.from_pretrained, name, what, key, torch_dtype=torch_dtype)
         processor = load_weights(processor_cls.from_pretrained, name, f"{what} processor", key)
-        if device is not None:
-            net = net.to(device)
-        return cls(net, processor, **options)
+        return cls(net if device is None else net.to(device), processor, **options)
 
     @torch.no_grad()
     def __call__(self, image: Any, names: Sequence[str]) -> list[Detection]:
@@ -159,9 +163,7 @@ class OwlDetector:
         inputs = self.processor(
             text=[queries], images=pil, return_tensors="pt", padding="max_length", truncation=True, max_length=max_length
         )
-        param = next(self.model.parameters())
-        inputs = {k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)) for k, v in inputs.items()}
-        outputs = self.model(**inputs)
+        outputs = self.model(**_to_model(self.model, inputs))
         boxes = outputs.pred_boxes[0].float()
         if self.pads_to_square:  # boxes are fractions of the padded square: rescale to the image
             side = max(width, height)
@@ -193,9 +195,7 @@ class GroundingDinoDetector:
         name = model or GROUNDING_DINO_DEFAULT
         net = load_weights(AutoModelForZeroShotObjectDetection.from_pretrained, name, "Grounding DINO", "grounding-dino", torch_dtype=torch_dtype)
         processor = load_weights(AutoProcessor.from_pretrained, name, "Grounding DINO processor", "grounding-dino")
-        if device is not None:
-            net = net.to(device)
-        return cls(net, processor, **options)
+        return cls(net if device is None else net.to(device), processor, **options)
 
     @staticmethod
     def caption(names: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -218,9 +218,7 @@ class GroundingDinoDetector:
         token_sets = [
             [t for t, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end] for start, end in spans
         ]
-        param = next(self.model.parameters())
-        inputs = {k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)) for k, v in inputs.items()}
-        outputs = self.model(**inputs)
+        outputs = self.model(**_to_model(self.model, inputs))
         probs = outputs.logits[0].float().sigmoid().cpu()  # (queries, max_text_len): per-token probability
         name_scores = torch.stack(
             [probs[:, tokens].max(dim=-1).values if tokens else torch.zeros(probs.shape[0]) for tokens in token_sets], dim=-1

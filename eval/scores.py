@@ -470,25 +470,13 @@ def lmd_image_correct(
     prompt: str, detections: Sequence[Detection], *, score_threshold: float = 0.05, nms_threshold: float = 0.5
 ) -> tuple[str, bool]:
     """LMD image-level (``scripts/owl_vit_eval.py``, ``utils/eval``): score >= 0.05, class-agnostic NMS 0.5, stage-1 predicates."""
-    from eval.layouts import _LMD_LOCATIONS, _lmd_count, _lmd_get_box, lmd_eval_info
+    from eval.layouts import lmd_eval_info, lmd_layout_correct
 
-    info = lmd_eval_info(prompt)
-    kind = info["type"]
+    attribution = lmd_eval_info(prompt)["type"] == "attribution"
     kept = nms([d for d in detections if d.score >= score_threshold], nms_threshold)
-    boxes = [
-        (_lmd_query_text(d, kind == "attribution"), [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]])
-        for d in kept
-    ]
-    if kind in ("negation", "numeracy"):
-        return kind, _lmd_count(boxes, info["names"]) == info["number"]
-    if kind == "numeracy_2obj":
-        return kind, _lmd_count(boxes, info["names1"]) == info["number1"] and _lmd_count(boxes, info["names2"]) == info["number2"]
-    if kind == "attribution":
-        return kind, _lmd_count(boxes, info["names1"]) >= 1 and _lmd_count(boxes, info["names2"]) >= 1
-    box1, box2 = _lmd_get_box(boxes, info["names1"]), _lmd_get_box(boxes, info["names2"])
-    if box1 is None or box2 is None:
-        return kind, False
-    return kind, _LMD_LOCATIONS[(info["location1"], info["location2"])](box1, box2)
+    boxes = detections_layout(kept, prompt)  # LMD judges the detected boxes with its layout predicates
+    named = [o.model_copy(update={"phrase": _lmd_query_text(d, attribution)}) for o, d in zip(boxes.objects, kept)]
+    return lmd_layout_correct(prompt, boxes.with_objects(named))
 
 
 # --------------------------------------------------------------------- T2I-CompBench
