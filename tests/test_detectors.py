@@ -199,3 +199,15 @@ def test_missing_weights_give_an_actionable_error(name, tmp_path):
     assert repr(name) in str(info.value)  # the fix names the registry key to pass the folder to
     with pytest.raises(ModelNotAvailableError, match="local folder"):
         get_detector(name, model=str(tmp_path))  # a folder without weights
+
+
+def test_half_precision_models_run_and_return_floats(clip_tokenizer, gdino):
+    """Models in bf16 (as on a GPU in fp16/bf16): pixels follow the model's dtype, scores and boxes come back as floats."""
+    model, processor = tiny_owl(2, clip_tokenizer)
+    owl = OwlDetector(model.to(torch.bfloat16), processor, threshold=0.0)
+    gd_model, gd_processor = tiny_grounding_dino()
+    dino = GroundingDinoDetector(gd_model.to(torch.bfloat16), gd_processor, threshold=0.0)
+    for detector in (owl, dino):
+        found = detector(image(), ["cat", "dog"])
+        assert_valid(found, ["cat", "dog"])
+        assert all(isinstance(d.score, float) and all(isinstance(v, float) for v in d.box) for d in found)

@@ -303,3 +303,32 @@ def test_t2i_numeracy_partial_credit_and_duplicates():
     assert t2i_numeracy_score([det("sports ball", (0, 0, 0.3, 0.3))], [("ball", 1)]) == 1.0  # substring renaming
     with pytest.raises(ValueError, match="objects"):
         t2i_numeracy_score(three, [])
+
+
+# ---------------------------------------------------------------------- fuzzing
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_unit = st.floats(0.0, 1.0, allow_nan=False)
+_box = st.tuples(_unit, _unit, _unit, _unit)
+_names = st.sampled_from(["cat", "dog", "apple"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prompt=st.text(min_size=1, max_size=60).filter(str.strip),
+    planned=st.lists(st.tuples(_names, _box), max_size=4),
+    found=st.lists(st.tuples(_names, _box, _unit), max_size=6),
+)
+def test_score_layout_image_never_crashes_on_any_prompt_or_boxes(prompt, planned, found):
+    objects = []
+    for name, (a, b, c, d) in planned:
+        x0, x1, y0, y1 = min(a, c), max(a, c), min(b, d), max(b, d)
+        if x1 - x0 > 1e-3 and y1 - y0 > 1e-3:
+            objects.append({"name": name, "phrase": f"a {name}", "box": [x0, y0, x1, y1]})
+    plan = Layout.parse({"prompt": prompt, "objects": objects})
+    scores = score_layout_image([det(n, b, s) for n, b, s in found], plan)  # degenerate detected boxes allowed
+    assert set(scores) == {"count_acc", "spatial_acc", "box_iou50", "mean_iou"}
+    assert scores["count_acc"] in (0.0, 1.0)
+    for key in ("spatial_acc", "box_iou50", "mean_iou"):
+        assert scores[key] is None or 0.0 <= scores[key] <= 1.0
