@@ -229,6 +229,19 @@ class LayoutSource:
 
 
 # ----------------------------------------------------------------------------- the run
+def process_state():
+    """accelerate's view of this process (rank, world size, device); CPU-only hosts shard over gloo.
+
+    ``PartialState()`` alone treats a torchrun / ``accelerate launch --cpu`` process on a machine
+    without GPUs as a lone process, so every rank would run every unit; ``cpu=True`` there makes
+    it join the process group.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _detection_dict(d: Detection) -> dict:
     return {"name": d.name, "box": [round(float(v), 5) for v in d.box], "score": round(float(d.score), 5), "color": d.color}
 
@@ -279,7 +292,6 @@ def run_bench(
     continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
     (with ``report``) report.html.
     """
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     if seeds < 1:
@@ -289,7 +301,7 @@ def run_bench(
     layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts)
     per_spec = split_method_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
-    state = PartialState()
+    state = process_state()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     # Split the full list (the same on every process), then skip finished units inside each shard.
     with state.split_between_processes(units) as mine:
@@ -339,6 +351,6 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "load_records", "parse_method_specs",
+    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "load_records", "parse_method_specs", "process_state",
     "run_bench", "score_image", "split_method_options", "summarize",
 ]  # fmt: skip

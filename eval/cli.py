@@ -146,9 +146,9 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         specs, options, items, detector_name, planner = _bench_setup(args)
         if args.device is None:
-            from accelerate import PartialState
+            from eval.bench import process_state
 
-            args.device = str(PartialState().device)
+            args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
         device, dtype = _device_and_dtype(args.device, args.dtype)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -106,10 +106,10 @@ def _shapes(limit: int | None) -> list[BenchItem]:
     return items
 
 
-def _hrs_spatial() -> list[BenchItem]:
+def _hrs_spatial(limit: int | None) -> list[BenchItem]:
     rows = _csv_rows("hrs", "spatial_compositions_prompts.csv")
     items = []
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows[:limit]):
         prompt = row["meta_prompt"].strip()
         info = {
             "objects": [row[f"obj{k}"].strip() for k in range(1, 5) if row[f"obj{k}"].strip()],
@@ -120,10 +120,10 @@ def _hrs_spatial() -> list[BenchItem]:
     return items
 
 
-def _hrs_counting() -> list[BenchItem]:
+def _hrs_counting(limit: int | None) -> list[BenchItem]:
     rows = _csv_rows("hrs", "counting_prompts.csv")
     items = []
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows[:limit]):  # the level comes from the full file's thirds
         prompt = row["synthetic_prompt"].strip()
         expected = {row["obj1"].strip(): int(row["n1"])}
         if row["obj2"].strip() and int(row["n2"] or 0) > 0:
@@ -134,16 +134,16 @@ def _hrs_counting() -> list[BenchItem]:
     return items
 
 
-def _drawbench() -> list[BenchItem]:
+def _drawbench(limit: int | None) -> list[BenchItem]:
     items = []
-    for index, row in enumerate(_csv_rows("drawbench", "drawbench.csv")):
+    for index, row in enumerate(_csv_rows("drawbench", "drawbench.csv")[:limit]):
         prompt = row["Prompts"].strip()
         layout = _ar_layout("drawbench.json", prompt)
         items.append(BenchItem("drawbench", index, prompt, row["Category"].strip(), {}, layout, "gpt-4 (AR)" if layout else ""))
     return items
 
 
-def _geneval() -> list[BenchItem]:
+def _geneval(limit: int | None) -> list[BenchItem]:
     items = []
     for index, line in enumerate(_lines("geneval", "evaluation_metadata.jsonl")):
         metadata = json.loads(line)
@@ -151,18 +151,18 @@ def _geneval() -> list[BenchItem]:
     return items
 
 
-def _lmd() -> list[BenchItem]:
+def _lmd(limit: int | None) -> list[BenchItem]:
     from eval.layouts import load_lmd
 
     return [BenchItem("lmd", index, row["prompt"], row["type"]) for index, row in enumerate(load_lmd())]
 
 
-def _t2i(task: str) -> list[BenchItem]:
+def _t2i(task: str, limit: int | None) -> list[BenchItem]:
     suite = f"t2i-{task}"
     return [BenchItem(suite, index, prompt, task) for index, prompt in enumerate(_lines("t2i_compbench", f"{task}_val.txt"))]
 
 
-def _attend_and_excite() -> list[BenchItem]:
+def _attend_and_excite(limit: int | None) -> list[BenchItem]:
     groups = json.loads(_data("attend_and_excite", "a.e_prompts.json").read_text(encoding="utf-8"))
     prompts = [(category, prompt) for category, group in groups.items() for prompt in group]
     return [BenchItem("ae", index, prompt, category) for index, (category, prompt) in enumerate(prompts)]
@@ -174,8 +174,8 @@ _LOADERS = {
     "drawbench": _drawbench,
     "geneval": _geneval,
     "lmd": _lmd,
-    "t2i-spatial": lambda: _t2i("spatial"),
-    "t2i-numeracy": lambda: _t2i("numeracy"),
+    "t2i-spatial": lambda limit: _t2i("spatial", limit),
+    "t2i-numeracy": lambda limit: _t2i("numeracy", limit),
     "ae": _attend_and_excite,
 }
 
@@ -188,7 +188,7 @@ def load_suite(name: str, *, limit: int | None = None) -> list[BenchItem]:
         raise ValueError(f"limit must be >= 1, got {limit}")
     if name == "shapes":
         return _shapes(limit)
-    items = _LOADERS[name]()
+    items = _LOADERS[name](limit)  # loaders that parse shipped layouts parse only the first `limit`
     return items[:limit] if limit is not None else items
 
 
