@@ -104,13 +104,28 @@ def _overlay(out: Path, record: dict) -> str:
     return relative.as_posix()
 
 
-def _plots(out: Path, suite_table: dict, category_groups: dict, methods: Sequence[str]) -> list[str]:
-    """Bar charts: each summary metric per method, count accuracy per category and method."""
+def _bar_chart(path: Path, labels: Sequence[str], series: dict[str, list[float]], ylabel: str) -> None:
+    """Grouped bars: one group per label, one bar per series (method); values in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI or a GPU node
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(labels), 3.2))
+    width = 0.8 / max(1, len(series))
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar([i + k * width for i in range(len(labels))], values, width, label=name)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))], labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plots(out: Path, category_groups: dict, methods: Sequence[str]) -> list[str]:
+    """Bar charts: each summary metric per method, count accuracy per category and method."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     plots = []
@@ -118,35 +133,14 @@ def _plots(out: Path, suite_table: dict, category_groups: dict, methods: Sequenc
     keys = [k for k in ("count_acc", "spatial_acc", "box_iou50", "mean_iou", "background_clean")
             if any(by_method[m]["metrics"].get(k) is not None for m in methods)]  # fmt: skip
     if keys:
-        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(keys), 3.2))
-        width = 0.8 / max(1, len(methods))
-        for k, method in enumerate(methods):
-            values = [by_method[method]["metrics"].get(key) or 0.0 for key in keys]
-            ax.bar([i + k * width for i in range(len(keys))], values, width, label=method)
-        ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(keys))], keys)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("mean over images")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "metrics.png", dpi=100)
-        plt.close(fig)
+        series = {m: [by_method[m]["metrics"].get(k) or 0.0 for k in keys] for m in methods}
+        _bar_chart(folder / "metrics.png", keys, series, "mean over images")
         plots.append("plots/metrics.png")
-    categories = sorted({labels[:2] for labels in category_groups})
     rows = {labels: _row(records) for labels, records in category_groups.items()}
+    categories = sorted({labels[:2] for labels in category_groups})
     if categories and any(r["metrics"]["count_acc"] is not None for r in rows.values()):
-        fig, ax = plt.subplots(figsize=(2 + 0.9 * len(categories), 3.2))
-        width = 0.8 / max(1, len(methods))
-        for k, method in enumerate(methods):
-            values = [(rows.get((*c, method)) or {"metrics": {}})["metrics"].get("count_acc") or 0.0 for c in categories]
-            ax.bar([i + k * width for i in range(len(categories))], values, width, label=method)
-        ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(categories))],
-                      [f"{s}\n{c}" for s, c in categories], fontsize=7)  # fmt: skip
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("count accuracy")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "count_by_category.png", dpi=100)
-        plt.close(fig)
+        series = {m: [(rows.get((*c, m)) or {"metrics": {}})["metrics"].get("count_acc") or 0.0 for c in categories] for m in methods}
+        _bar_chart(folder / "count_by_category.png", [f"{s}\n{c}" for s, c in categories], series, "count accuracy")
         plots.append("plots/count_by_category.png")
     return plots
 
@@ -205,7 +199,7 @@ def write_report(out: str | os.PathLike, records: Sequence[dict] | None = None, 
     for r in sorted(records, key=lambda r: (r["suite"], r["category"], methods.index(r["method"]) if r["method"] in methods else 0)):
         by_category[(r["suite"], r["category"], r["method"])].append(r)
     tables = [_table("Per suite", by_suite, ["suite", "method"]), _table("Per category", by_category, ["suite", "category", "method"])]
-    plots = _plots(out, tables[0], by_category, methods)
+    plots = _plots(out, by_category, methods)
 
     first_seed = min((r["seed"] for r in records), default=0)
     keys = list(dict.fromkeys(r["key"] for r in records))
