@@ -160,13 +160,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         with _quiet_loading(args.quiet):
-            synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
-            detector = None
+            detector = None  # loaded first: a missing detector is found before the slower diffusion model loads
             if detector_name != "none":
                 extra = {"model": args.detector_model} if args.detector_model else {}
                 if detector_name != "shapes":
                     extra["device"] = device
                 detector = get_detector(detector_name, **extra)
+            synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
     except (ModelNotAvailableError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -287,3 +287,38 @@ def test_report_in_headless_chromium_shows_tables_and_every_image_loads(served):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _det(name, box, score=0.95):
+    from eval.detect import Detection
+
+    return Detection(name=name, box=box, score=score)
+
+
+TOP, BOTTOM = (0.3, 0.05, 0.7, 0.4), (0.3, 0.6, 0.7, 0.95)
+LEFT, RIGHT = (0.05, 0.3, 0.4, 0.7), (0.6, 0.3, 0.95, 0.7)
+
+
+@pytest.mark.parametrize(
+    "suite, index, right, wrong, key, scores",
+    [
+        # "a horse below a car."
+        ("hrs-spatial", 0, [_det("horse", BOTTOM), _det("car", TOP)], [_det("horse", TOP), _det("car", BOTTOM)], "hrs_spatial", (1.0, 0.0)),
+        # "two cups filled with steaming hot coffee ...": TP = min(gt, pred)
+        ("hrs-counting", 0, [_det("cup", LEFT), _det("cup", RIGHT)], [_det("cup", LEFT)], "hrs_fn", (0, 1)),
+        # "a photo of two backpacks": exactly two at high confidence
+        ("geneval", 180, [_det("backpack", LEFT), _det("backpack", RIGHT)], [_det("backpack", LEFT), _det("backpack", RIGHT), _det("backpack", TOP)], "geneval", (1.0, 0.0)),
+        # "A realistic photo of a scene with two backpacks"
+        ("lmd", 120, [_det("backpack", LEFT), _det("backpack", RIGHT)], [_det("backpack", LEFT)], "lmd", (1.0, 0.0)),
+        # "a couch on the right of a chicken": 0.25 x 0.95 per found object + position / 2; < 0.5 -> 0
+        ("t2i-spatial", 60, [_det("couch", RIGHT), _det("chicken", LEFT)], [_det("couch", LEFT), _det("chicken", RIGHT)], "t2i_spatial", (0.975, 0.0)),
+    ],
+)
+def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right, wrong, key, scores):
+    from layout.planners import plan_layout
+
+    item = load_suite(suite, limit=index + 1)[index]
+    layout = item.layout or plan_layout(item.prompt, "offline")[0]
+    image = Image.new("RGB", (512, 512), "white")
+    got = [score_image(item, image, layout, lambda _image, _names, d=d: d)[1][key] for d in (right, wrong)]
+    assert got[0] == pytest.approx(scores[0]) and got[1] == pytest.approx(scores[1])
