@@ -212,18 +212,21 @@ class LayoutSource:
         self.use_shipped = use_shipped
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
+        from layout.planners import get_planner, plan_layout
+
+        shipped = self.use_shipped and item.layout is not None
+        if not shipped and self.planner is None:
+            self.planner = get_planner("offline")
+        planner = self.planner
+        source = item.layout_source if shipped else f"planner:{planner.name}"
         path = self.folder / f"{item.key}.json"
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
-            return Layout.parse(saved["layout"]), saved["source"]
-        if self.use_shipped and item.layout is not None:
-            layout, source = item.layout, item.layout_source
-        else:
-            from layout.planners import get_planner, plan_layout
-
-            planner = self.planner or get_planner("offline")
-            layout, _changes = plan_layout(item.prompt, planner, seed=0)
-            source = f"planner:{planner.name}"
+            if saved["source"] != source:  # resuming with another --planner would mix layouts in one table
+                raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
+                                 "use a new --out (or the first run's --planner)")  # fmt: skip
+            return Layout.parse(saved["layout"]), source
+        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0)[0]
         _write_json(path, {"prompt": item.prompt, "source": source, "layout": layout.to_dict()})
         return layout, source
 

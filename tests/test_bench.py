@@ -322,3 +322,29 @@ def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right
     image = Image.new("RGB", (512, 512), "white")
     got = [score_image(item, image, layout, lambda _image, _names, d=d: d)[1][key] for d in (right, wrong)]
     assert got[0] == pytest.approx(scores[0]) and got[1] == pytest.approx(scores[1])
+
+
+def test_resuming_with_another_planner_is_refused_not_mixed(tmp_path):
+    from eval.bench import LayoutSource
+    from layout.schema import Layout
+
+    class OtherPlanner:
+        name = "llm"
+
+        def plan(self, prompt, *, seed=0):
+            return Layout.parse({"prompt": prompt, "objects": [{"name": "cat", "phrase": "a cat", "box": [0, 0, 1, 1]}]})
+
+    item = load_prompt_file_from_text(tmp_path, "a cat to the left of a dog")[0]
+    layout, source = LayoutSource(tmp_path)(item)
+    assert source == "planner:offline" and layout.names == ["cat", "dog"]
+    assert LayoutSource(tmp_path)(item)[0] == layout  # resumed from disk
+    with pytest.raises(ValueError, match="made by planner:offline, this run asks for planner:llm; use a new --out"):
+        LayoutSource(tmp_path, OtherPlanner())(item)
+    shapes = load_suite("shapes", limit=1)[0]
+    assert LayoutSource(tmp_path, OtherPlanner())(shapes) == (shapes.layout, "world")  # shipped layouts win by default
+
+
+def load_prompt_file_from_text(folder, text):
+    path = folder / "prompts.txt"
+    path.write_text(text + "\n", encoding="utf-8")
+    return load_prompt_file(path)
