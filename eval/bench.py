@@ -250,12 +250,22 @@ def _detection_dict(d: Detection) -> dict:
 
 
 def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
-             detector: Detector | None, generate_options: dict) -> dict:  # fmt: skip
-    """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure."""
+             detector: Detector | None, generate_options: dict, method_options: dict | None = None) -> dict:  # fmt: skip
+    """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure.
+
+    A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
+    only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
+    negative prompt, and the record says so (``"guided": false``).
+    """
     started = time.perf_counter()
     layout, source = layouts(item)
-    output = synthesizer.generate(layout if spec.guided else item.prompt, methods=list(spec.methods), seed=seed,
-                                  output_type="pil", **generate_options)  # fmt: skip
+    guided = spec.guided and bool(layout.objects)
+    if guided:
+        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil",
+                                      **generate_options, **(method_options or {}))  # fmt: skip
+    else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
+        target = layout if spec.guided else item.prompt
+        output = synthesizer.generate(target, methods=["none"], seed=seed, output_type="pil", **generate_options)
     image = output.images[0]
     path = image_path(out, spec, item, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +274,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     return {
         "status": "ok",
         "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,
-        "method": spec.name, "methods": list(spec.methods), "seed": seed,
+        "method": spec.name, "methods": list(spec.methods), "seed": seed, "guided": guided,
         "image": path.relative_to(out).as_posix(), "layout": layout.to_dict(), "layout_source": source,
         "encoded_prompt": output.prompts[0],
         "detections": [_detection_dict(d) for d in detections], "scores": scores,
@@ -316,7 +326,7 @@ def run_bench(
                 continue
             try:
                 record = run_unit(synthesizer, item, spec, seed, out=out, layouts=layouts, detector=detector,
-                                  generate_options={**(generate_options or {}), **per_spec[spec.name]})  # fmt: skip
+                                  generate_options=generate_options or {}, method_options=per_spec[spec.name])  # fmt: skip
                 counts["done"] += 1
             except Exception as err:  # noqa: BLE001 -- one bad item must not end a benchmark run
                 record = {"status": "error", "suite": item.suite, "index": item.index, "key": item.key,

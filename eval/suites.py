@@ -2,8 +2,9 @@
 
 Every suite is a list of :class:`BenchItem` read from package data (``eval/data/<folder>``, each
 folder with its SOURCE.md) or, for ``shapes``, generated from the shapes world's grammar with a
-fixed seed. Where Attention Refocusing released GPT-4 layouts for a suite's prompts (HRS spatial,
-HRS counting, DrawBench) they ride along as ``item.layout``; the runner plans the others.
+fixed seed. Where the field released GPT-4 layouts for a suite's prompts (Attention Refocusing:
+HRS spatial, HRS counting, DrawBench; LMD's own cache: LMD) they ride along as ``item.layout``;
+the runner plans the others.
 """
 
 from __future__ import annotations
@@ -152,9 +153,20 @@ def _geneval(limit: int | None) -> list[BenchItem]:
 
 
 def _lmd(limit: int | None) -> list[BenchItem]:
+    """LMD's 400 prompts with LMD's cached GPT-4 layouts (one answer per occurrence: the k-th repeat takes the k-th)."""
     from eval.layouts import load_lmd
+    from layout.peer_formats import parse_lmd_answer
 
-    return [BenchItem("lmd", index, row["prompt"], row["type"]) for index, row in enumerate(load_lmd())]
+    answers = json.loads(_data("lmd", "cache_lmd_v0.1_gpt-4.json").read_text(encoding="utf-8"))
+    seen: dict[str, int] = {}
+    items = []
+    for index, row in enumerate(load_lmd()[:limit]):
+        prompt = row["prompt"]
+        repeat = seen[prompt] = seen.get(prompt, -1) + 1
+        cached = answers.get(prompt)
+        layout = parse_lmd_answer(cached[repeat % len(cached)], prompt)[0] if cached else None
+        items.append(BenchItem("lmd", index, prompt, row["type"], {}, layout, "gpt-4 (LMD cache)" if layout else ""))
+    return items
 
 
 def _t2i(task: str, limit: int | None) -> list[BenchItem]:

@@ -348,3 +348,20 @@ def load_prompt_file_from_text(folder, text):
     path = folder / "prompts.txt"
     path.write_text(text + "\n", encoding="utf-8")
     return load_prompt_file(path)
+
+
+def test_guided_combination_without_boxes_draws_the_layout_unguided_with_its_negative(model_dir, tmp_path, monkeypatch):
+    from eval.bench import LayoutSource, run_unit
+    from synth import Synthesizer
+    from synth.pipeline import Synthesizer as Engine
+
+    item = load_suite("lmd", limit=1)[0]  # "... without backpacks": GPT-4 planned no box, negative "backpacks"
+    assert item.layout is not None and not item.layout.objects and item.layout.negative == "backpacks"
+    calls = []
+    original = Engine.generate
+    monkeypatch.setattr(Engine, "generate", lambda self, target, **k: calls.append((target, k["methods"])) or original(self, target, **k))
+    spec = parse_method_specs("car+sar")[0]
+    record = run_unit(Synthesizer.from_pretrained(str(model_dir)), item, spec, 0, out=tmp_path, layouts=LayoutSource(tmp_path),
+                      detector=None, generate_options={"num_inference_steps": 1}, method_options={"car_res": [16, 16]})  # fmt: skip
+    assert record["status"] == "ok" and record["guided"] is False
+    assert calls == [(item.layout, ["none"])]  # the layout (so its negative prompt) drawn by plain SD
