@@ -11,6 +11,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the evaluation subcommands to the `scenewright` parser."""
     _register_eval_layouts(subparsers)
+    _register_bench(subparsers)
 
 
 def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
@@ -71,4 +72,109 @@ def _eval_layouts(args: argparse.Namespace) -> int:
             for score in result.scores:
                 for line in score.failures[: args.failures]:
                     print(f"FAIL {score.suite}/{score.task}: {line}")
+    return 0
+
+
+def _register_bench(subparsers: argparse._SubParsersAction) -> None:
+    from eval.detect import DETECTORS
+    from eval.suites import SUITE_NAMES
+    from layout.planners import PLANNER_NAMES
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark guidance methods: generate, detect, score; writes summary.json and report.html",
+        description="Generate every prompt of a suite with each method combination and seed, detect the objects, "
+        "score the images and write images, records, summary.json and report.html under --out. "
+        "Resumable: finished images are skipped. Shard over GPUs with `accelerate launch -m agent.cli bench ...`.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--suite", choices=SUITE_NAMES, help="a shipped benchmark suite")
+    source.add_argument("--prompts", type=Path, metavar="FILE", help="a custom suite: one prompt a line")
+    parser.add_argument("--methods", default="none,car+sar",
+                        help="comma-separated method combinations, '+' joins methods: none,attend_excite,car+sar")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per prompt (default 1)")
+    parser.add_argument("--model", required=True, help="diffusers Stable Diffusion folder, hub id, or 'shapes' (embedded)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME (re-run to resume)")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default=None,
+                        help="plan every prompt with this planner (default: the suite's shipped layouts, else offline)")  # fmt: skip
+    parser.add_argument("--planner-model", default=None, help="llm/local planner: the model name or folder")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
+    parser.add_argument("--detector", choices=[*sorted(DETECTORS), "none"], default=None,
+                        help="detector for scoring (default: shapes for --suite shapes; 'none' = generate only)")  # fmt: skip
+    parser.add_argument("--detector-model", default=None, help="open-vocabulary detector weights: hub id or folder")
+    parser.add_argument("--device", default=None, help="torch device (default: accelerate's, i.e. this process's GPU or cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                        help="weights dtype (default: float16 on cuda, else float32)")  # fmt: skip
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method/engine option, VALUE as JSON (repeatable), as for `scenewright generate`")  # fmt: skip
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_bench)
+
+
+def _bench_setup(args: argparse.Namespace):
+    """Everything but the model, checked before the (slow) model load: raises ValueError/OSError for exit 2."""
+    from eval.bench import parse_method_specs, split_method_options
+    from eval.suites import load_prompt_file, load_suite
+    from synth.cli import parse_options
+
+    for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    specs = parse_method_specs(args.methods)
+    options = parse_options(args.option)
+    split_method_options(specs, options)  # an option no method takes: exit 2 before loading the model
+    items = load_suite(args.suite, limit=args.limit) if args.suite else load_prompt_file(args.prompts, limit=args.limit)
+    detector_name = args.detector or ("shapes" if args.suite == "shapes" else None)
+    if detector_name is None:
+        raise ValueError("--detector is required outside the shapes suite: owlv2, owlvit, grounding-dino "
+                         "(with --detector-model), or none to only generate")  # fmt: skip
+    planner = None
+    if args.planner is not None:
+        from layout.planners import get_planner
+
+        planner = get_planner(args.planner, **({"model": args.planner_model} if args.planner_model else {}))
+    elif args.planner_model:
+        raise ValueError("--planner-model needs --planner llm or local")
+    return specs, options, items, detector_name, planner
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from synth.cli import _device_and_dtype, _quiet_loading
+
+    try:
+        specs, options, items, detector_name, planner = _bench_setup(args)
+        if args.device is None:
+            from eval.bench import process_state
+
+            args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
+        device, dtype = _device_and_dtype(args.device, args.dtype)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from eval.bench import run_bench
+    from eval.detect import get_detector
+    from synth import Synthesizer
+    from synth.loading import ModelNotAvailableError
+
+    try:
+        with _quiet_loading(args.quiet):
+            detector = None  # loaded first: a missing detector is found before the slower diffusion model loads
+            if detector_name != "none":
+                extra = {"model": args.detector_model} if args.detector_model else {}
+                if detector_name != "shapes":
+                    extra["device"] = device
+                detector = get_detector(detector_name, **extra)
+            synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
+    except (ModelNotAvailableError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = run_bench(
+        items, synthesizer, specs, out=args.out, seeds=args.seeds, detector=detector, planner=planner,
+        use_shipped_layouts=args.planner is None, progress=not args.quiet,
+        generate_options={"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}, method_options=options,
+    )  # fmt: skip
+    print(f"{counts['done']} generated, {counts['skipped']} already done, {counts['failed']} failed; "
+          f"{args.out / 'summary.json'}, {args.out / 'report.html'}")  # fmt: skip
     return 0

@@ -47,8 +47,34 @@ class ShapesDetector:
         return [d for d in detect(image, **self.options) if not wanted or d.name in wanted]
 
 
-#: Detector name -> factory. Open-vocabulary detectors register here too.
-DETECTORS: dict[str, Callable[..., Detector]] = {"shapes": ShapesDetector}
+def _owlv2(**options: Any) -> Detector:
+    """OWLv2 (:class:`eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
+    from eval.detectors import OwlDetector
+
+    return OwlDetector.from_pretrained(version=2, **options)
+
+
+def _owlvit(**options: Any) -> Detector:
+    """OWL-ViT (:class:`eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
+    from eval.detectors import OwlDetector
+
+    return OwlDetector.from_pretrained(version=1, **options)
+
+
+def _grounding_dino(**options: Any) -> Detector:
+    """Grounding DINO (:class:`eval.detectors.GroundingDinoDetector`); ``model=`` a hub id or local folder."""
+    from eval.detectors import GroundingDinoDetector
+
+    return GroundingDinoDetector.from_pretrained(**options)
+
+
+#: Detector name -> factory (transformers is imported only when an open-vocabulary one is built).
+DETECTORS: dict[str, Callable[..., Detector]] = {
+    "shapes": ShapesDetector,
+    "owlv2": _owlv2,
+    "owlvit": _owlvit,
+    "grounding-dino": _grounding_dino,
+}
 
 
 def get_detector(name: str, **options: Any) -> Detector:

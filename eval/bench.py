@@ -1,0 +1,369 @@
+"""The benchmark runner behind `scenewright bench`: suite x methods x seeds -> images, records, summary, report.
+
+A work unit is one (prompt, method combination, seed). For each unit the runner writes, under ``out``::
+
+    images/<method>/<key>-s<seed>.png       the generated image
+    layouts/<key>.json                       the layout it was guided with (planned once per prompt)
+    records/<method>/<key>-s<seed>.json      prompt, layout, detections, scores (or the error)
+
+A unit whose record says ``"status": "ok"`` is finished and skipped on a re-run, so a killed run
+resumes where it stopped; a unit that raised gets an error record (retried on the next run) and
+the run goes on. Records are written atomically (temp file + rename) after the image, so a record
+on disk always points at a complete image. Under ``accelerate launch`` the units are split between
+processes with :meth:`accelerate.PartialState.split_between_processes`; the main process writes
+``summary.json`` and ``report.html`` once every process is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.detect import Detection, Detector
+from eval.suites import BenchItem
+from layout.schema import Layout
+
+#: The per-image metrics summary.json reports for every method (null where nothing could judge them).
+SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar")."""
+
+    name: str
+    methods: tuple[str, ...]
+
+    @property
+    def guided(self) -> bool:
+        return self.methods != ("none",)
+
+
+def parse_method_specs(text: str) -> list[MethodSpec]:
+    """``"none,attend_excite,car+sar"`` -> three :class:`MethodSpec`; each name checked against the registry."""
+    from synth.cli import parse_methods
+
+    specs = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        methods = parse_methods(part.replace("+", ","))  # CLIError (a ValueError) names the unknown method
+        specs.append(MethodSpec("+".join(methods), tuple(methods)))
+    if not specs:
+        raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--methods lists a combination twice: {text!r}")
+    return specs
+
+
+def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str, dict]:
+    """Per combination, the ``--option``s its methods (or the engine) take; an option none takes is an error.
+
+    ``--option car_res=[16,16]`` with ``--methods none,car+sar`` goes to car+sar only: plain SD
+    rejects method options, and one flag list serves every combination of the run.
+    """
+    from synth.methods import METHODS
+    from synth.pipeline import ENGINE_DEFAULTS
+
+    known = {s.name: set(ENGINE_DEFAULTS).union(*(METHODS[m].defaults for m in s.methods if m in METHODS)) for s in specs}
+    unused = sorted(set(options) - set().union(*known.values()))
+    if unused:
+        valid = sorted(set().union(*known.values()))
+        raise ValueError(f"--option {', '.join(unused)}: no method of --methods takes it; valid: {', '.join(valid)}")
+    return {s.name: {k: v for k, v in options.items() if k in known[s.name]} for s in specs}
+
+
+# ----------------------------------------------------------------------------- benchmark scorers
+def _hrs_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import hrs_spatial_correct
+
+    return {"hrs_spatial": float(hrs_spatial_correct(detections, item.info["objects"], item.info["relations"]))}
+
+
+def _hrs_counting(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import hrs_counting_counts
+
+    tp, fp, fn = hrs_counting_counts(detections, item.info["expected"])
+    return {"hrs_tp": tp, "hrs_fp": fp, "hrs_fn": fn}  # pooled into precision / recall / F1 by the report
+
+
+def _geneval(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import geneval_correct
+
+    correct, _reason = geneval_correct(detections, item.info["metadata"], image_size=(image.height, image.width))
+    return {"geneval": None if correct is None else float(correct)}
+
+
+def _lmd(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import lmd_image_correct
+
+    _kind, correct = lmd_image_correct(item.prompt, detections)
+    return {"lmd": float(correct)}
+
+
+def _t2i_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import t2i_spatial_locality, t2i_spatial_score
+    from layout.parse import parse_prompt
+
+    objects = parse_prompt(item.prompt).objects
+    if len(objects) < 2:
+        return {"t2i_spatial": None}  # the parser did not find the two objects: cannot judge
+    score = t2i_spatial_score(detections, objects[0].name, objects[1].name, t2i_spatial_locality(item.prompt),
+                              image_size=(image.height, image.width))  # fmt: skip
+    return {"t2i_spatial": score}
+
+
+def _t2i_numeracy(item: BenchItem, image, detections: list[Detection]) -> dict:
+    from eval.scores import t2i_numeracy_score
+    from layout.parse import parse_prompt
+
+    objects = [(o.name, o.count) for o in parse_prompt(item.prompt).objects]
+    if not objects:
+        return {"t2i_numeracy": None}
+    return {"t2i_numeracy": t2i_numeracy_score(detections, objects, image_size=(image.height, image.width))}
+
+
+#: Suite -> its benchmark's own per-image scorer (eval.scores), recorded next to score_layout_image's fields.
+BENCHMARK_SCORERS: dict[str, Callable[[BenchItem, Any, list[Detection]], dict]] = {
+    "hrs-spatial": _hrs_spatial,
+    "hrs-counting": _hrs_counting,
+    "geneval": _geneval,
+    "lmd": _lmd,
+    "t2i-spatial": _t2i_spatial,
+    "t2i-numeracy": _t2i_numeracy,
+}
+
+
+def score_image(item: BenchItem, image, layout: Layout, detector: Detector | None) -> tuple[list[Detection], dict]:
+    """Detections and scores of one image: score_layout_image's fields, background_clean, the benchmark's own."""
+    from eval.detect import ShapesDetector
+    from eval.scores import score_layout_image
+
+    scores: dict[str, Any] = {"count_acc": None, "spatial_acc": None, "box_iou50": None, "mean_iou": None,
+                              "background_clean": None}  # fmt: skip
+    if detector is None:
+        return [], scores
+    names = sorted({*layout.names, *item.info.get("expected", {})})
+    detections = detector(image, names)
+    scores.update(score_layout_image(detections, layout))
+    if isinstance(detector, ShapesDetector):  # only the exact shapes detector can tell color floods from objects
+        from eval.shapes.detector import background_clean
+
+        scores["background_clean"] = background_clean(image)
+    scorer = BENCHMARK_SCORERS.get(item.suite)
+    if scorer is not None:
+        try:
+            scores.update(scorer(item, image, detections))
+        except (ValueError, KeyError) as err:  # a prompt the benchmark's rules cannot read: that score only is null
+            scores["benchmark_error"] = f"{type(err).__name__}: {err}"
+    return detections, scores
+
+
+# ----------------------------------------------------------------------------- files
+def _write_json(path: Path, payload: Any) -> None:
+    """Write atomically: a reader (or a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def record_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
+    return out / "records" / spec.name / f"{item.key}-s{seed}.json"
+
+
+def image_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
+    return out / "images" / spec.name / f"{item.key}-s{seed}.png"
+
+
+def is_finished(path: Path) -> bool:
+    """A record that exists, parses and says ok: its unit is done."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def load_records(out: Path) -> list[dict]:
+    """Every record under ``out/records`` (unreadable ones skipped), in a stable order."""
+    records = []
+    for path in sorted((Path(out) / "records").glob("*/*.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+# ----------------------------------------------------------------------------- layouts
+class LayoutSource:
+    """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk."""
+
+    def __init__(self, out: Path, planner=None, *, use_shipped: bool = True):
+        self.folder = Path(out) / "layouts"
+        self.planner = planner
+        self.use_shipped = use_shipped
+
+    def __call__(self, item: BenchItem) -> tuple[Layout, str]:
+        from layout.planners import get_planner, plan_layout
+
+        shipped = self.use_shipped and item.layout is not None
+        if not shipped and self.planner is None:
+            self.planner = get_planner("offline")
+        planner = self.planner
+        source = item.layout_source if shipped else f"planner:{planner.name}"
+        path = self.folder / f"{item.key}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved["source"] != source:  # resuming with another --planner would mix layouts in one table
+                raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
+                                 "use a new --out (or the first run's --planner)")  # fmt: skip
+            return Layout.parse(saved["layout"]), source
+        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0)[0]
+        _write_json(path, {"prompt": item.prompt, "source": source, "layout": layout.to_dict()})
+        return layout, source
+
+
+# ----------------------------------------------------------------------------- the run
+def process_state():
+    """accelerate's view of this process (rank, world size, device); CPU-only hosts shard over gloo.
+
+    ``PartialState()`` alone treats a torchrun / ``accelerate launch --cpu`` process on a machine
+    without GPUs as a lone process, so every rank would run every unit; ``cpu=True`` there makes
+    it join the process group.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _detection_dict(d: Detection) -> dict:
+    return {"name": d.name, "box": [round(float(v), 5) for v in d.box], "score": round(float(d.score), 5), "color": d.color}
+
+
+def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
+             detector: Detector | None, generate_options: dict, method_options: dict | None = None) -> dict:  # fmt: skip
+    """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure.
+
+    A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
+    only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
+    negative prompt, and the record says so (``"guided": false``).
+    """
+    started = time.perf_counter()
+    layout, source = layouts(item)
+    guided = spec.guided and bool(layout.objects)
+    if guided:
+        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil",
+                                      **generate_options, **(method_options or {}))  # fmt: skip
+    else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
+        target = layout if spec.guided else item.prompt
+        output = synthesizer.generate(target, methods=["none"], seed=seed, output_type="pil", **generate_options)
+    image = output.images[0]
+    path = image_path(out, spec, item, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    detections, scores = score_image(item, image, layout, detector)
+    return {
+        "status": "ok",
+        "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,
+        "method": spec.name, "methods": list(spec.methods), "seed": seed, "guided": guided,
+        "image": path.relative_to(out).as_posix(), "layout": layout.to_dict(), "layout_source": source,
+        "encoded_prompt": output.prompts[0],
+        "detections": [_detection_dict(d) for d in detections], "scores": scores,
+        "seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+
+
+def run_bench(
+    items: Sequence[BenchItem],
+    synthesizer,
+    specs: Sequence[MethodSpec],
+    *,
+    out: str | os.PathLike,
+    seeds: int = 1,
+    detector: Detector | None = None,
+    planner=None,
+    use_shipped_layouts: bool = True,
+    generate_options: dict | None = None,
+    method_options: dict | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> dict:
+    """Run every (item, method, seed) not finished yet; returns counts ``{"done", "skipped", "failed"}``.
+
+    ``generate_options`` go to every :meth:`synth.Synthesizer.generate` call (``num_inference_steps``,
+    ``guidance_scale``); ``method_options`` to the combinations that take them
+    (:func:`split_method_options`). A unit that raises is recorded with its error and the run
+    continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
+    (with ``report``) report.html.
+    """
+    from tqdm.auto import tqdm
+
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts)
+    per_spec = split_method_options(specs, method_options or {})
+    units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
+    state = process_state()
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    # Split the full list (the same on every process), then skip finished units inside each shard.
+    with state.split_between_processes(units) as mine:
+        bar = tqdm(mine, desc="bench", unit="image", disable=not progress or not state.is_local_main_process, file=sys.stderr)
+        for item, spec, seed in bar:
+            path = record_path(out, spec, item, seed)
+            if is_finished(path):
+                counts["skipped"] += 1
+                continue
+            try:
+                record = run_unit(synthesizer, item, spec, seed, out=out, layouts=layouts, detector=detector,
+                                  generate_options=generate_options or {}, method_options=per_spec[spec.name])  # fmt: skip
+                counts["done"] += 1
+            except Exception as err:  # noqa: BLE001 -- one bad item must not end a benchmark run
+                record = {"status": "error", "suite": item.suite, "index": item.index, "key": item.key,
+                          "category": item.category, "prompt": item.prompt, "method": spec.name,
+                          "methods": list(spec.methods), "seed": seed, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+                counts["failed"] += 1
+                bar.write(f"failed {spec.name} {item.key} seed {seed}: {record['error']}", file=sys.stderr)
+            _write_json(path, record)
+        bar.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        records = load_records(out)
+        _write_json(out / "summary.json", summarize(records, [s.name for s in specs]))
+        if report:
+            from eval.report import write_report
+
+            write_report(out, records, methods=[s.name for s in specs])
+    return counts
+
+
+# ----------------------------------------------------------------------------- summary
+def _mean(values: Sequence[float | None]) -> float | None:
+    judged = [float(v) for v in values if v is not None]
+    return sum(judged) / len(judged) if judged else None
+
+
+def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> dict:
+    """``{method: {"n": finished images, metric: mean over the images that metric could judge (None: none)}}``."""
+    methods = list(methods) if methods is not None else sorted({r["method"] for r in records})
+    summary = {}
+    for method in methods:
+        ok = [r for r in records if r["method"] == method and r.get("status") == "ok"]
+        summary[method] = {"n": len(ok), **{m: _mean([r["scores"].get(m) for r in ok]) for m in SUMMARY_METRICS}}
+    return summary
+
+
+__all__ = [
+    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "load_records", "parse_method_specs", "process_state",
+    "run_bench", "score_image", "split_method_options", "summarize",
+]  # fmt: skip
