@@ -64,6 +64,7 @@ class StepRecord:
     total_loss: list[float]  # summed over methods, before this step's update
     refinement_iterations: list[int]  # extra A&E refinement updates taken at this step
     skipped: list[bool]  # update skipped because the loss or gradient was not finite
+    last_loss: list[float] | None = None  # refocusing: summed loss at the last latent measured (before its update)
 
 
 @dataclass
@@ -492,6 +493,7 @@ class Synthesizer:
             total_loss=first.total.tolist(),
             refinement_iterations=iterations.tolist(),
             skipped=skipped.tolist(),
+            last_loss=m.total.tolist(),
         )
         return latents.to(dtype), record, m.maps
 
