@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_box_masks(boxes: torch.Tensor, size: tuple[int, int], softness: float = 0.5) -> torch.Tensor:
-    """(N, h*w) masks in [0, 1]: ~1 inside each ``[x0, y0, x1, y1]`` box, a sigmoid edge ``softness`` cells wide."""
+def soft_box_masks(boxes: torch.Tensor, size: tuple[int, int], softness: float = 1.0) -> torch.Tensor:
+    """(N, h*w) masks in [0, 1]: ~1 inside each ``[x0, y0, x1, y1]`` box, a sigmoid edge ~``softness`` cells wide."""
     h, w = size
     b = boxes.float()
     ys = (torch.arange(h, device=b.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=b.device, dtype=torch.float32) + 0.5) / w
-    tx, ty = max(softness, 1e-3) / w, max(softness, 1e-3) / h
+    # sigmoid(d / tau) rises from 0.12 to 0.88 over d in [-2 tau, 2 tau]: tau = softness / 4 cells
+    tx, ty = max(softness, 1e-3) / (4 * w), max(softness, 1e-3) / (4 * h)
     mx = torch.sigmoid((xs[None] - b[:, 0:1]) / tx) * torch.sigmoid((b[:, 2:3] - xs[None]) / tx)  # (N, w)
     my = torch.sigmoid((ys[None] - b[:, 1:2]) / ty) * torch.sigmoid((b[:, 3:4] - ys[None]) / ty)  # (N, h)
     return (my[:, :, None] * mx[:, None, :]).flatten(1)
@@ -51,7 +52,7 @@ class SpatialTemporalControl:
 
     local_weight: float = 1.0
     weights: torch.Tensor | None = None
-    softness: float = 0.5  # mask edge width, in cells of each layer's grid
+    softness: float = 1.0  # mask edge width, in cells of each layer's grid
 
     def __post_init__(self):
         if not isinstance(self.local_weight, (int, float)) or not self.local_weight >= 0:
@@ -68,7 +69,7 @@ class RegionalControl:
     boxes: torch.Tensor  # (B, N, 4) normalized xyxy
     weights: torch.Tensor  # (T, B, N); 0 for absent objects
     latent_hw: tuple[int, int]
-    softness: float = 0.5
+    softness: float = 1.0
     step: int = 0  # set by the loop before each denoising step
     _masks: dict = field(default_factory=dict)
 
