@@ -36,7 +36,7 @@ from .attention import AttentionCapture, attention_capture
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
 from .maps import AttentionMaps, GuidanceTargets
 from .methods import RefocusingSchedule
-from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule
+from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
 
 
 #: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
@@ -79,6 +79,7 @@ class SynthesisOutput:
     steps: list[StepRecord] = field(default_factory=list)
     appended_phrases: list[list[str]] = field(default_factory=list)
     nsfw_content_detected: list[bool] | None = None
+    spatial_temporal_history: dict[int, list[float]] = field(default_factory=dict)  # step -> CLIP loss per epoch
 
 
 @dataclass
@@ -310,6 +311,12 @@ class Synthesizer:
                     set_fuser(False)  # GLIGEN's scheduled sampling: grounding only lays out the early steps
                 if regional is not None:
                     regional.step = i
+                    # 7.0 Spatial-temporal control with a CLIP objective: tune this step's weights first
+                    control = regional.control
+                    if control.clip is not None and (control.optimize_steps is None or i < control.optimize_steps):
+                        optimize_step_weights(
+                            self, regional, control, latents, t, cond_embeds, prompts, layouts, guide_kwargs
+                        )
                 # 7.1 Guidance: conditional-only forward with capture, loss, latent update (+ refinement).
                 # After `max_iter_to_alter` (A&E) / off the refocusing schedule no grad-enabled forward runs.
                 if refocusing is not None and refocusing.guides(i):
@@ -366,6 +373,7 @@ class Synthesizer:
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
+            spatial_temporal_history=regional.history if regional is not None else {},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ 7.1 the guidance engine
@@ -761,7 +769,10 @@ class Synthesizer:
                     f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
                     f"objects) = {(num_steps, batch, n)}"
                 )
-        return RegionalControl(local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness)
+        return RegionalControl(
+            local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness, present=present,
+            control=control,
+        )  # fmt: skip
 
     def _capture(self, requests: list):
         """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs."""

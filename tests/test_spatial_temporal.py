@@ -60,3 +60,30 @@ def test_bad_weights_shape_names_the_expected_one(syn):
         syn.generate(LAYOUT, spatial_temporal=SpatialTemporalControl(weights=torch.zeros(2, 1, 1)), num_inference_steps=3)
     with pytest.raises(ValueError, match="layouts with objects"):
         syn.generate("a cat", spatial_temporal=True, num_inference_steps=1)
+
+
+def _tiny_clip():
+    """A tiny open_clip CLIP built from config, random weights (nothing downloaded)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from synth.spatial_temporal import ClipScore
+
+    torch.manual_seed(0)
+    model = CLIP(
+        embed_dim=16,
+        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=32),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+    )
+    return ClipScore(model)
+
+
+def test_clip_weight_optimization_lowers_its_loss(syn):
+    # Start from weight 1 so that Adam may move it either way (the clamp keeps weights >= 0).
+    weights = torch.ones(2, 1, 1)
+    control = SpatialTemporalControl(weights=weights, clip=_tiny_clip(), epochs=4, lr=0.5, optimize_steps=1)
+    out = syn.generate(LAYOUT, spatial_temporal=control, num_inference_steps=2, seed=0, output_type="latent")
+    regional_history = out.spatial_temporal_history
+    assert list(regional_history) == [0] and len(regional_history[0]) == 4
+    first, last = regional_history[0][0], regional_history[0][-1]
+    print(f"CLIP loss over 4 epochs at step 0: {regional_history[0]}")
+    assert last < first
