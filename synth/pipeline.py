@@ -15,7 +15,7 @@ step 3.1 turns the layout into grounding tokens and step 7 switches the gated la
 ``gligen_scheduled_sampling_beta`` of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 the ``attention_refocusing`` schedule (:class:`synth.methods.RefocusingSchedule`) replaces A&E's at
 step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`synth.spatial_temporal`) blends
-each object's phrase into its box in every cross-attention layer (step 3.2).
+each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0).
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class Synthesizer:
         timesteps = self.scheduler.timesteps
         grounding_steps = num_grounding_steps(gligen_scheduled_sampling_beta, len(timesteps)) if use_gligen else 0
 
-        # 3.2 Spatial-temporal control: each object's phrase is its local description, blended into its box
+        # 4.1 Spatial-temporal control: each object's phrase is its local description, blended into its box
         latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
         regional = self._regional(spatial_temporal, layouts, len(timesteps), latent_hw, device)
 

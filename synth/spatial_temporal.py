@@ -8,7 +8,8 @@ object and denoising step::
 
     out = (A(q, K_g, V_g) + sum_i a_i * A(q, K_i, V_i)) / (1 + sum_i a_i),    a_i = w_i(t) * M_i
 
-The division keeps the layer's output on the scale of one attention output (a convex combination),
+The division is our choice, not a plain sum: it keeps the layer's output on the scale of one attention
+output (a convex combination),
 so that a large weight makes a box's pixels follow its local description rather than grow; with every
 ``w_i(t) = 0`` it is the plain layer exactly. The blend is done by THE capture processor
 (:class:`synth.attention.CaptureProcessor`), which calls :meth:`RegionalControl.blend` in cross layers,

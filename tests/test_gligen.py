@@ -131,5 +131,7 @@ def test_from_pretrained_gligen_round_trip_and_plain_folder_error(tmp_path, glig
     loaded = Synthesizer.from_pretrained(str(tmp_path / "gligen"), gligen=True)
     assert type(loaded.pipe).__name__ == "StableDiffusionGLIGENPipeline"
     assert loaded.unet.position_net is not None
+    auto = Synthesizer.from_pretrained(str(tmp_path / "gligen"))  # no flag: the gated UNet is detected
+    assert auto.unet.position_net is not None
     with pytest.raises(GligenError, match="masterful/gligen"):
         Synthesizer.from_pretrained(str(tmp_path / "plain"), gligen=True)
