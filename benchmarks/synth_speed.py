@@ -41,16 +41,24 @@ TOKEN_INDICES = [2, 5]  # "cat", "frog" (diffusers' A&E docs example)
 # ----------------------------------------------------------------------------- the model
 
 
-def build_sd15_random(folder: Path, seed: int = 0) -> None:
-    """Save an SD1.5-architecture pipeline with random weights (seeded) to ``folder``."""
+def build_sd15_random(folder: Path, seed: int = 0, gligen: bool = False) -> None:
+    """Save an SD1.5-architecture pipeline with random weights (seeded) to ``folder``.
+
+    ``gligen=True``: GLIGEN's gated config (``attention_type="gated"``, its position net) saved as a
+    ``StableDiffusionGLIGENPipeline``, the architecture of gligen-1-4-generation-text-box.
+    """
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL, DDIMScheduler, StableDiffusionGLIGENPipeline, StableDiffusionPipeline, UNet2DConditionModel,
+    )  # fmt: skip
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from synth.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # SD1.5's defaults otherwise
+    unet = UNet2DConditionModel(  # SD1.5's defaults otherwise
+        sample_size=64, cross_attention_dim=768, attention_type="gated" if gligen else "default"
+    )
     vae = AutoencoderKL(
         block_out_channels=(128, 256, 512, 512),
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -69,7 +77,7 @@ def build_sd15_random(folder: Path, seed: int = 0) -> None:
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )  # fmt: skip
-    pipe = StableDiffusionPipeline(
+    pipe = (StableDiffusionGLIGENPipeline if gligen else StableDiffusionPipeline)(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip

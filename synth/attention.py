@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from layout.schema import GLIGEN_MAX_OBJECTS
+
 from .maps import AttentionKind, AttentionMaps, CapturedAttention, MapRequest
 
 PLACES = ("down", "mid", "up")
@@ -32,12 +34,14 @@ class _StopForward(Exception):
 
 
 def layer_kind(name: str) -> AttentionKind | None:
-    """'self' for a transformer block's ``attn1``, 'cross' for ``attn2``; None for others (e.g. GLIGEN's fuser)."""
+    """'self' for a transformer block's ``attn1``, 'cross' for ``attn2``, 'grounding' for GLIGEN's fuser."""
     parts = name.split(".")
     if "attn1" in parts:
         return "self"
     if "attn2" in parts:
         return "cross"
+    if "fuser" in parts:
+        return "grounding"  # GLIGEN's gated self-attention over [visual tokens, grounding tokens]
     return None
 
 
@@ -96,6 +100,8 @@ class AttentionCapture:
         # pass; pass the same dict to later captures of the same UNet to skip that first full pass
         self._last_needed: dict[tuple, str | None] = {} if exit_plan is None else exit_plan
         self.stopped_early = False
+        # Box-confined spatial-temporal control (synth.spatial_temporal), blended in cross layers when set.
+        self.regional = None
 
     def wants(self, kind: AttentionKind | None, place: str | None, size: tuple[int, int] | None) -> bool:
         if kind is None or place is None or size is None:
@@ -206,9 +212,11 @@ class CaptureProcessor:
             key = attn.norm_k(key)
 
         size = None
+        # GLIGEN's fuser attends over the visual tokens followed by the position net's 30 grounding tokens.
+        num_pixels = num_queries - GLIGEN_MAX_OBJECTS if self.kind == "grounding" else num_queries
         if capture.recording:
             capture._calls.append(self.name)
-            size = grid_size(num_queries, capture.latent_hw)  # type: ignore[arg-type]
+            size = grid_size(num_pixels, capture.latent_hw)  # type: ignore[arg-type]
             capture._seen[self.name] = (self.kind, self.place, size)
         if capture.recording and capture.wants(self.kind, self.place, size):
             # Explicit softmax in fp32 so losses see exact, differentiable probabilities.
@@ -224,6 +232,9 @@ class CaptureProcessor:
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
             )
+        if self.kind == "cross" and capture.regional is not None:
+            regional = capture.regional
+            hidden_states = regional.blend(attn, query, hidden_states, size or grid_size(num_queries, regional.latent_hw))
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)

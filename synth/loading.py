@@ -41,15 +41,20 @@ def load_stable_diffusion(
     model: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    gligen: bool | None = None,
     **kwargs,
 ):
     """``StableDiffusionPipeline.from_pretrained`` (hub id, local folder or embedded name) moved to ``device``.
 
+    ``gligen=True`` loads ``StableDiffusionGLIGENPipeline`` and requires the UNet's gated layers
+    (``position_net``), raising :class:`synth.gligen.GligenError` naming a GLIGEN checkpoint when they
+    are missing; ``None`` takes whatever UNet the folder has (GLIGEN is then used when it is gated).
     Failures (no internet, unknown repo, incomplete folder) raise :class:`ModelNotAvailableError`
     naming the model, the underlying reason and the fix, never a raw huggingface_hub traceback.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionGLIGENPipeline, StableDiffusionPipeline
 
+    pipeline_class = StableDiffusionGLIGENPipeline if gligen else StableDiffusionPipeline
     name = resolve_model(model)
     path = Path(name).expanduser()
     if _looks_like_path(name) and not path.exists():
@@ -65,7 +70,7 @@ def load_stable_diffusion(
         )
     try:
         source = str(path) if path.is_dir() else name
-        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+        pipe = pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
     except Exception as err:  # huggingface_hub / requests / OSError: turn them into one actionable message
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         reason = f"{type(err).__name__}: {first_line}"
@@ -77,6 +82,10 @@ def load_stable_diffusion(
             f"download it on a connected machine (`huggingface-cli download {name} --local-dir <folder>`), copy the "
             "folder here and pass it: Synthesizer.from_pretrained('<folder>')"
         ) from err
+    if gligen:
+        from .gligen import check_gligen_unet
+
+        check_gligen_unet(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
     if device is not None:
         pipe = pipe.to(device)

@@ -197,6 +197,67 @@ def _car_outside_term(peak: torch.Tensor, step: int) -> torch.Tensor:
     return torch.where(peak > 0.15, 4 * peak, torch.where(peak > 0.1, peak, late * peak))
 
 
+def _car_maps(maps: AttentionMaps, targets: GuidanceTargets, car_res, smooth_attentions, kernel_size, sigma):
+    """CAR's inputs: (token groups with box rows, token -> (h, w) map, (N, h, w) box masks)."""
+    groups = object_groups(targets)
+    size = resolve_size(maps, "cross", car_res, 4, option="car_res")
+    all_tokens = sorted({t for tokens, _ in groups for t in tokens})
+    token_maps = token_attention_maps(maps, all_tokens, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
+    masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
+    return groups, dict(zip(all_tokens, token_maps)), masks
+
+
+def weakest_inside_peak(
+    maps: AttentionMaps,
+    targets: GuidanceTargets,
+    car_res: tuple[int, int] | None = None,
+    smooth_attentions: bool = True,
+    kernel_size: int = 3,
+    sigma: float = 0.5,
+    **_: object,
+) -> torch.Tensor:
+    """min over objects and boxes of the token's peak inside the box: Attention Refocusing's stopping signal."""
+    # Official `caculate_loss_att_fixed_cnt` returns it as `min_all_inside`; the loop stops refining once >= 0.2.
+    groups, by_token, masks = _car_maps(maps, targets, car_res, smooth_attentions, kernel_size, sigma)
+    peaks = [by_token[t][masks[r] > 0].max() for tokens, rows in groups for t in tokens for r in rows]
+    return torch.stack(peaks).min().detach()
+
+
+def grounding_refocusing_loss(
+    maps: AttentionMaps,
+    targets: GuidanceTargets,
+    step: int,
+    grounding_res: tuple[int, int] | None = None,
+    **_: object,
+) -> torch.Tensor:
+    """A box's pixels attend no other object's GLIGEN grounding token (official Attention Refocusing code, not the paper)."""
+    # Official `caculate_ground` (the code's third loss, absent from the paper's CAR + SAR): the fuser's
+    # attention at 16x16 (256 pixels + 30 grounding tokens), averaged over layers; per box, the in-box
+    # queries' mean row, its largest weight on any grounding slot but the object's own (null slots
+    # included), mean over heads; summed, divided by the number of objects; only in the first 15 steps.
+    # The official code zeroes slot `obj_idx` of its phrase-grouped boxes, which misnames the slots when
+    # a phrase has several boxes (one GLIGEN token each); here every box of the group keeps its own slot.
+    if step >= 15 or not maps.select("grounding"):
+        return _zero_like(maps)  # gated layers off (scheduled sampling) or not a GLIGEN UNet
+    groups = object_groups(targets)
+    size = resolve_size(maps, "grounding", grounding_res, 4, option="grounding_res")
+    layers = maps.select("grounding", size)
+    if not layers:
+        return _zero_like(maps)
+    pixels = size[0] * size[1]
+    attention = torch.stack([e.probs.float() for e in layers]).mean(dim=0)  # (heads, pixels + 30, pixels + 30)
+    to_tokens = attention[:, :pixels, pixels:]  # (heads, pixels, 30): pixel queries -> grounding tokens
+    masks = targets.box_masks(*size, device=attention.device).flatten(1)  # (N, pixels)
+    total = _zero_like(maps)
+    for _, rows in groups:
+        others = torch.ones(to_tokens.shape[-1], device=attention.device)
+        others[[r for r in rows if r < others.shape[0]]] = 0.0
+        for r in rows:
+            row_mean = to_tokens[:, masks[r] > 0, :].mean(dim=1)  # (heads, 30)
+            total = total + (row_mean * others).amax(dim=-1).mean()
+    return total / len(groups)
+
+
 def cross_attention_refocusing_loss(
     maps: AttentionMaps,
     targets: GuidanceTargets,
@@ -210,12 +271,7 @@ def cross_attention_refocusing_loss(
     """CAR: each token peaks inside its boxes, not in other boxes nor the background (CAR, Phung et al. 2024)."""
     # Follows the official `caculate_loss_att_fixed_cnt`, whose peak terms carry piecewise weights by
     # value and step that the paper's equations leave out; maps as A&E's: 16x16 (latent / 4), all places.
-    groups = object_groups(targets)
-    size = resolve_size(maps, "cross", car_res, 4, option="car_res")
-    all_tokens = sorted({t for tokens, _ in groups for t in tokens})
-    token_maps = token_attention_maps(maps, all_tokens, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
-    by_token = dict(zip(all_tokens, token_maps))  # token -> (h, w)
-    masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
+    groups, by_token, masks = _car_maps(maps, targets, car_res, smooth_attentions, kernel_size, sigma)
     outside_all = 1.0 - masks.amax(dim=0)  # (h, w): background of the whole layout
     total = _zero_like(maps)
     for tokens, rows in groups:

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-AttentionKind = Literal["cross", "self"]
+AttentionKind = Literal["cross", "self", "grounding"]  # grounding: GLIGEN's gated self-attention
 
 
 def downscaled_size(latent_size: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -50,7 +50,9 @@ class CapturedAttention:
     kind: AttentionKind
     place: str  # "down" | "mid" | "up"
     size: tuple[int, int]  # (h, w) of the latent grid at this layer
-    probs: torch.Tensor  # (heads, h*w, keys): keys = 77 text tokens (cross) or h*w pixels (self)
+    # (heads, queries, keys): keys = 77 text tokens (cross) or h*w pixels (self); grounding (GLIGEN's
+    # fuser): queries = keys = h*w pixels followed by the 30 grounding tokens
+    probs: torch.Tensor
 
 
 @dataclass

@@ -149,7 +149,82 @@ BOXDIFF = GuidanceMethod(
     refinement_loss=losses.boxdiff_inner_box_loss,
 )
 
-METHODS: dict[str, GuidanceMethod] = {m.name: m for m in (ATTEND_EXCITE, CAR, SAR, ASTAR, LAYOUT_GUIDANCE, BOXDIFF)}
+def _refocusing_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
+    # CAR's and SAR's maps, plus GLIGEN's fuser at the same 16x16 level (none on a plain SD UNet).
+    grounding = MapRequest("grounding", (_resolution(options, latent_hw, "grounding_res", 4),))
+    return [*_car_needs(options, latent_hw), *_sar_needs(options, latent_hw), grounding]
+
+
+@dataclass(frozen=True)
+class RefocusingSchedule:
+    """Attention Refocusing's guidance schedule as the official code runs it (``plms.py::update_loss_self_cross``).
+
+    Step ``i`` (0 = noisiest of 50 PLMS steps) is guided when ``i < every_step_until`` or, after that,
+    when ``i % then_every == 0`` and ``i <= last_step`` (0-9, 10, 15, ..., 35). Each guided step takes
+    up to ``max_iterations(i)`` updates ``z <- z - grad(loss_scale(i) * loss)``, continuing while the
+    weakest object's in-box cross-attention peak is below ``min_inside_target`` and, in the first
+    ``every_step_until`` steps only, the scaled loss is above ``loss_threshold``.
+
+    Where the official code differs from the paper (Phung et al., CVPR 2024): the paper's objective is
+    CAR + SAR, the code adds a third loss on GLIGEN's gated self-attention, weighted 3x
+    (:func:`synth.losses.grounding_refocusing_loss`); the stopping test on the weakest in-box peak,
+    the piecewise loss scales and iteration caps below and the sparse every-fifth-step guidance after
+    step 10 are the code's, not the paper's equations; CAR's piecewise per-value weights likewise
+    (see :func:`synth.losses.cross_attention_refocusing_loss`). The gated layers run for the first 30%
+    of the steps (``alpha_type=[0.3, 0.0, 0.7]`` in ``guide_gligen.py``), i.e. diffusers'
+    ``gligen_scheduled_sampling_beta=0.3``, the loop's default.
+    """
+
+    every_step_until: int = 10  # official `max_index`
+    then_every: int = 5
+    last_step: int = 35
+    loss_threshold: float = 0.1
+    min_inside_target: float = 0.2
+    # (first step NOT covered, loss scale, max iterations), in order; the last row covers the rest.
+    scales: tuple[tuple[int | None, float, int], ...] = ((2, 4.0, 2), (5, 4.0, 6), (10, 3.0, 3), (20, 3.0, 2), (None, 1.0, 2))
+
+    def guides(self, step: int) -> bool:
+        return step < self.every_step_until or (step % self.then_every == 0 and step <= self.last_step)
+
+    def uses_threshold(self, step: int) -> bool:
+        return step < self.every_step_until
+
+    def _row(self, step: int) -> tuple[int | None, float, int]:
+        return next(row for row in self.scales if row[0] is None or step < row[0])
+
+    def loss_scale(self, step: int) -> float:
+        return self._row(step)[1]
+
+    def max_iterations(self, step: int) -> int:
+        return self._row(step)[2]
+
+
+ATTENTION_REFOCUSING = GuidanceMethod(
+    name="attention_refocusing",
+    # Official total: loss_scale * (SAR + CAR + 3 * grounding); the engine's step is loss_scale.
+    losses=(
+        (losses.cross_attention_refocusing_loss, "car_weight"),
+        (losses.self_attention_refocusing_loss, "sar_weight"),
+        (losses.grounding_refocusing_loss, "grounding_weight"),
+    ),
+    needs=_refocusing_needs,
+    defaults={
+        "car_res": None, "smooth_attentions": True, "kernel_size": 3, "sigma": 0.5, "sar_res": None,
+        "grounding_res": None, "car_weight": 1.0, "sar_weight": 1.0, "grounding_weight": 3.0,
+        "schedule": "attention_refocusing",
+        # Off GLIGEN the authors advise a larger loss scale but give no figure; 2x is our choice.
+        "plain_sd_loss_scale": 2.0,
+    },  # fmt: skip
+    uses_boxes=True,
+    citation=(
+        "Phung et al., Grounded Text-to-Image Synthesis with Attention Refocusing, CVPR 2024: GLIGEN + CAR + SAR "
+        "with the official code's schedule (github.com/Attention-Refocusing/attention-refocusing)"
+    ),
+)
+
+METHODS: dict[str, GuidanceMethod] = {
+    m.name: m for m in (ATTEND_EXCITE, CAR, SAR, ASTAR, LAYOUT_GUIDANCE, BOXDIFF, ATTENTION_REFOCUSING)
+}
 
 
 def get_method(name: str) -> GuidanceMethod:

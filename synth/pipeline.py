@@ -9,6 +9,13 @@ Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023
 gradient, ``z <- z - step_size[i] * grad`` with A&E's schedule ``scale_factor * sqrt(linspace(1, 0.5, T))``,
 refining iteratively at the threshold steps. Then it takes the ordinary classifier-free-guidance step.
 With ``methods=["none"]`` it reproduces ``StableDiffusionPipeline`` exactly.
+
+Variations of the same loop, not second loops: on a GLIGEN UNet (Li et al. 2023, :mod:`synth.gligen`)
+step 3.1 turns the layout into grounding tokens and step 7 switches the gated layers off after
+``gligen_scheduled_sampling_beta`` of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
+the ``attention_refocusing`` schedule (:class:`synth.methods.RefocusingSchedule`) replaces A&E's at
+step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`synth.spatial_temporal`) blends
+each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0).
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
+from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
 from .maps import AttentionMaps, GuidanceTargets
+from .methods import RefocusingSchedule
+from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
 
 
 #: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
@@ -35,8 +45,13 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "thresholds": {0: 0.05, 10: 0.5, 20: 0.8},  # step -> refine until loss <= 1 - threshold
     "scale_factor": 20.0,
     "max_refinement_steps": 20,
+    # "attend_excite": the schedule above; "attention_refocusing": Phung et al.'s official one
+    # (synth.methods.RefocusingSchedule), whose loss scale is multiplied by plain_sd_loss_scale off GLIGEN.
+    "schedule": "attend_excite",
+    "plain_sd_loss_scale": 1.0,
 }
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+SCHEDULES = ("attend_excite", "attention_refocusing")
 
 
 @dataclass
@@ -49,6 +64,7 @@ class StepRecord:
     total_loss: list[float]  # summed over methods, before this step's update
     refinement_iterations: list[int]  # extra A&E refinement updates taken at this step
     skipped: list[bool]  # update skipped because the loss or gradient was not finite
+    last_loss: list[float] | None = None  # refocusing: summed loss at the last latent measured (before its update)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class SynthesisOutput:
     steps: list[StepRecord] = field(default_factory=list)
     appended_phrases: list[list[str]] = field(default_factory=list)
     nsfw_content_detected: list[bool] | None = None
+    spatial_temporal_history: dict[int, list[float]] = field(default_factory=dict)  # step -> CLIP loss per epoch
 
 
 @dataclass
@@ -124,7 +141,7 @@ class Synthesizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pipe(cls, pipe) -> Synthesizer:
-        """Wrap an already loaded diffusers ``StableDiffusionPipeline`` (components are shared, not copied)."""
+        """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared)."""
         return cls(pipe)
 
     @classmethod
@@ -133,12 +150,17 @@ class Synthesizer:
         model: str = "runwayml/stable-diffusion-v1-5",
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        gligen: bool | None = None,
         **kwargs,
     ) -> Synthesizer:
-        """Load a Stable Diffusion checkpoint from a hub id or a local folder (see :mod:`synth.loading`)."""
+        """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
+
+        See :mod:`synth.loading`; a GLIGEN request on weights without gated layers is an error naming
+        a GLIGEN checkpoint to load instead.
+        """
         from .loading import load_stable_diffusion
 
-        return cls(load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, **kwargs))
+        return cls(load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs))
 
     @property
     def unet(self):
@@ -177,6 +199,9 @@ class Synthesizer:
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
         missing_phrases: str = "append",
         cross_attention_kwargs: dict[str, Any] | None = None,
+        gligen: bool | None = None,
+        gligen_scheduled_sampling_beta: float = 0.3,
+        spatial_temporal: SpatialTemporalControl | bool | None = None,
         **method_options: Any,
     ) -> SynthesisOutput:
         """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
@@ -190,6 +215,11 @@ class Synthesizer:
         ``callback(step, total, record)`` runs after every step (``record`` is the step's
         :class:`StepRecord`, None for unguided steps). A&E users keep diffusers' names:
         ``token_indices``, ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``attn_res``.
+
+        ``gligen``: None uses GLIGEN's grounding tokens whenever the UNet has gated layers, True requires
+        them; the gated layers run for the first ``gligen_scheduled_sampling_beta`` share of the steps, as
+        diffusers' GLIGEN pipeline. ``spatial_temporal=True`` (or a :class:`SpatialTemporalControl`) turns
+        on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
         """
         # 0. Default height and width to the UNet's
         vae_scale = self.pipe.vae_scale_factor
@@ -236,12 +266,25 @@ class Synthesizer:
         if do_cfg:
             prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
 
+        # 3.1 GLIGEN: each layout object's phrase and box -> a grounding token; the unconditional half
+        # and empty slots get the position net's null tokens (StableDiffusionGLIGENPipeline, step 5.1)
+        cfg_kwargs, guide_kwargs = cross_attention_kwargs, cross_attention_kwargs  # CFG batch / cond only
+        use_gligen = self._use_gligen(gligen)
+        if use_gligen:
+            full, cond = grounding_kwargs(self.pipe, layouts, do_cfg, device)
+            cfg_kwargs = {**(cross_attention_kwargs or {}), "gligen": full}
+            guide_kwargs = {**(cross_attention_kwargs or {}), "gligen": cond}
+
         # 4. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        grounding_steps = num_grounding_steps(gligen_scheduled_sampling_beta, len(timesteps)) if use_gligen else 0
+
+        # 4.1 Spatial-temporal control: each object's phrase is its local description, blended into its box
+        latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
+        regional = self._regional(spatial_temporal, layouts, len(timesteps), latent_hw, device)
 
         # 5. Prepare latents exactly as diffusers' prepare_latents
-        latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
         shape = (batch, self.unet.config.in_channels, *latent_hw)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
@@ -253,17 +296,40 @@ class Synthesizer:
         extra_step_kwargs = self._extra_step_kwargs(generator, eta)
         sizes = step_sizes(engine["scale_factor"], len(timesteps))
         max_iter_to_alter = engine["max_iter_to_alter"] if guided else 0
+        refocusing = RefocusingSchedule() if guided and engine["schedule"] == "attention_refocusing" else None
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         records: list[StepRecord] = []
 
         # 7. Denoising loop
-        with self._capture(requests) as capture:
+        with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
+            capture.regional = regional
+            set_fuser(True)
             previous_maps: list[AttentionMaps] | None = None
             for i, t in enumerate(timesteps):
                 record = None
+                if use_gligen and i == grounding_steps:
+                    set_fuser(False)  # GLIGEN's scheduled sampling: grounding only lays out the early steps
+                if regional is not None:
+                    regional.step = i
+                    # 7.0 Spatial-temporal control with a CLIP objective: tune this step's weights first
+                    control = regional.control
+                    if control.clip is not None and (control.optimize_steps is None or i < control.optimize_steps):
+                        optimize_step_weights(
+                            self, regional, control, latents, t, cond_embeds, prompts, layouts, guide_kwargs
+                        )
                 # 7.1 Guidance: conditional-only forward with capture, loss, latent update (+ refinement).
-                # After `max_iter_to_alter` no grad-enabled forward runs at all.
-                if i < max_iter_to_alter:
+                # After `max_iter_to_alter` (A&E) / off the refocusing schedule no grad-enabled forward runs.
+                if refocusing is not None and refocusing.guides(i):
+                    latents, record, previous_maps = self._refocus(
+                        capture, active, latents, t, i, cond_embeds, targets, latent_hw,
+                        loss_scale=refocusing.loss_scale(i) * (1.0 if use_gligen else engine["plain_sd_loss_scale"]),
+                        max_iterations=refocusing.max_iterations(i),
+                        loss_threshold=refocusing.loss_threshold if refocusing.uses_threshold(i) else None,
+                        min_inside_target=refocusing.min_inside_target,
+                        cross_attention_kwargs=guide_kwargs,
+                    )  # fmt: skip
+                    records.append(record)
+                elif refocusing is None and i < max_iter_to_alter:
                     for target, maps in zip(targets, previous_maps or [None] * batch):
                         target.previous = maps
                     latents, record, previous_maps = self._guide(
@@ -271,7 +337,7 @@ class Synthesizer:
                         step_size=float(sizes[i]),
                         threshold=engine["thresholds"].get(i),
                         max_refinement_steps=engine["max_refinement_steps"],
-                        cross_attention_kwargs=cross_attention_kwargs,
+                        cross_attention_kwargs=guide_kwargs,
                     )  # fmt: skip
                     records.append(record)
 
@@ -280,7 +346,7 @@ class Synthesizer:
                 latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
                 noise_pred = self.unet(
                     latent_model_input, t, encoder_hidden_states=prompt_embeds,
-                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+                    cross_attention_kwargs=cfg_kwargs, return_dict=False,
                 )[0]  # fmt: skip
                 if do_cfg:
                     noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
@@ -307,6 +373,7 @@ class Synthesizer:
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
+            spatial_temporal_history=regional.history if regional is not None else {},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ 7.1 the guidance engine
@@ -340,9 +407,6 @@ class Synthesizer:
                 capture, active, z, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs, objective
             )
 
-        def not_finite(m: GuidanceMeasure, loss: torch.Tensor) -> torch.Tensor:  # (B,) bool
-            return ~(torch.isfinite(loss) & torch.isfinite(m.grad).flatten(1).all(dim=1))
-
         batch, dtype = latents.shape[0], latents.dtype
         latents = latents.float()  # refinement iterates in fp32; cast back once, after the final update
         can_refine = threshold is not None and any(a.method.refinement_loss is not None for a in active)
@@ -352,27 +416,20 @@ class Synthesizer:
         skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
         if can_refine:
             target_loss = max(0.0, 1.0 - threshold)  # type: ignore[operator]
-            skipped |= not_finite(m, m.refinement)
+            skipped |= _not_finite(m, m.refinement)
             refining = (m.refinement > target_loss) & ~skipped
             while bool(refining.any()) and int(iterations.max()) < max_refinement_steps:
                 latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, refining)
                 iterations += refining.long().cpu()
                 above_before = m.refinement > target_loss  # loss at the latent just updated
                 m = measure(latents, "refinement")
-                bad = not_finite(m, m.refinement)
+                bad = _not_finite(m, m.refinement)
                 skipped |= bad
                 refining &= above_before & ~bad
             if not all(_refines_its_own_loss(a) for a in active):  # the final update needs the total's gradient
                 m = measure(latents, "total")
-        skipped |= not_finite(m, m.total)
-        if bool(skipped.any()):
-            warnings.warn(
-                f"step {step}: guidance loss or gradient is not finite for samples "
-                f"{skipped.nonzero().flatten().tolist()};"
-                " their update is skipped (try a smaller `scale_factor`)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        skipped |= _not_finite(m, m.total)
+        _warn_skipped(step, skipped)
         latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped).to(dtype)
         record = StepRecord(
             step=step,
@@ -383,6 +440,70 @@ class Synthesizer:
             skipped=skipped.tolist(),
         )
         return latents, record, m.maps
+
+    def _refocus(
+        self,
+        capture: AttentionCapture,
+        active: list[_ActiveMethod],
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        step: int,
+        cond_embeds: torch.Tensor,
+        targets: list[GuidanceTargets],
+        latent_hw: tuple[int, int],
+        loss_scale: float,
+        max_iterations: int,
+        loss_threshold: float | None,
+        min_inside_target: float,
+        cross_attention_kwargs: dict[str, Any] | None,
+    ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
+        """One step of Attention Refocusing's official update (``plms.py::update_loss_self_cross``).
+
+        ``z <- z - grad(loss_scale * loss)`` repeated while the scaled loss measured before the update
+        was above ``loss_threshold`` (None: no such test, as the official code's later steps) and the
+        weakest object's in-box attention peak was below ``min_inside_target``, at most
+        ``max_iterations`` updates. Per sample: one that is done is masked, so a batch equals its
+        samples run one by one.
+        """
+        from .losses import weakest_inside_peak
+
+        batch, dtype = latents.shape[0], latents.dtype
+        latents = latents.float()
+        car_options = next((a.options for a in active if "car_res" in a.options), None)
+        running = torch.ones(batch, dtype=torch.bool, device=latents.device)
+        skipped = torch.zeros_like(running)
+        iterations = torch.zeros(batch, dtype=torch.long)
+        first = m = None
+        for _ in range(max_iterations):
+            m = self._loss_and_grad(
+                capture, active, latents, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs
+            )
+            first = first or m
+            bad = _not_finite(m, m.total)
+            skipped |= bad & running
+            running &= ~bad
+            latents = update_latents(latents, torch.nan_to_num(m.grad), loss_scale, running)
+            iterations += running.long().cpu()
+            if loss_threshold is not None:
+                running &= loss_scale * m.total > loss_threshold
+            if car_options is not None:  # without CAR's maps there is no in-box peak to stop on
+                weakest = torch.stack(
+                    [weakest_inside_peak(maps, target, **car_options) for maps, target in zip(m.maps, targets)]
+                )
+                running &= weakest.to(running.device) < min_inside_target
+            if not bool(running.any()):
+                break
+        _warn_skipped(step, skipped)
+        record = StepRecord(
+            step=step,
+            timestep=int(t),
+            losses={name: loss.tolist() for name, loss in first.losses.items()},
+            total_loss=first.total.tolist(),
+            refinement_iterations=iterations.tolist(),
+            skipped=skipped.tolist(),
+            last_loss=m.total.tolist(),
+        )
+        return latents.to(dtype), record, m.maps
 
     def _loss_and_grad(
         self,
@@ -449,9 +570,13 @@ class Synthesizer:
         step: int = 0,
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
         missing_phrases: str = "append",
+        gligen: bool | None = None,
         **method_options: Any,
     ) -> GuidanceMeasure:
-        """Each method's loss and the summed loss's gradient at ``latents`` (one item per latent): for inspection."""
+        """Each method's loss and the summed loss's gradient at ``latents`` (one item per latent): for inspection.
+
+        On a GLIGEN UNet (unless ``gligen=False``) the layouts' grounding tokens are in, gated layers on.
+        """
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if len(items) != latents.shape[0]:
             raise ValueError(
@@ -462,13 +587,18 @@ class Synthesizer:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
         cond_embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        kwargs = None
+        if self._use_gligen(gligen):
+            layouts = [item if isinstance(item, Layout) else None for item in items]
+            kwargs = {"gligen": grounding_kwargs(self.pipe, layouts, False, self.device)[1]}
         latent_hw = tuple(latents.shape[-2:])
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
         t = torch.as_tensor(timestep, device=self.device)
-        with self._capture(requests) as capture:
+        with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
+            set_fuser(True)
             measured = self._loss_and_grad(
-                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw
+                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw, kwargs
             )
         measured.targets = targets
         return measured
@@ -594,6 +724,56 @@ class Synthesizer:
             appended.append(list(mapping.appended))
         return prompts, targets, appended
 
+    def _use_gligen(self, gligen: bool | None) -> bool:
+        """Grounding tokens on: ``gligen`` if given (True requires gated layers), else whenever the UNet has them."""
+        if gligen:
+            check_gligen_unet(self.unet)
+        return is_gligen_unet(self.unet) if gligen is None else bool(gligen)
+
+    def _regional(
+        self,
+        control: SpatialTemporalControl | bool | None,
+        layouts: list[Layout | None],
+        num_steps: int,
+        latent_hw: tuple[int, int],
+        device: torch.device,
+    ) -> RegionalControl | None:
+        """Spatial-temporal control's per-image local descriptions (phrases), boxes and weights; None when off."""
+        if control is None or control is False:
+            return None
+        if control is True:
+            control = SpatialTemporalControl()
+        if not isinstance(control, SpatialTemporalControl):
+            raise TypeError(
+                f"`spatial_temporal` must be True or a synth.spatial_temporal.SpatialTemporalControl, got {control!r}"
+            )
+        if not any(lay is not None and lay.objects for lay in layouts):
+            raise ValueError("`spatial_temporal` needs layouts with objects (their phrases and boxes); pass a Layout")
+        batch, n = len(layouts), max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+        dim = self.unet.config.cross_attention_dim
+        local = torch.zeros(batch, n, self.tokenizer.model_max_length, dim, device=device)
+        boxes = torch.zeros(batch, n, 4, device=device)
+        present = torch.zeros(batch, n)
+        for b, lay in enumerate(layouts):
+            if lay is not None and lay.objects:
+                embeds, _ = self.pipe.encode_prompt(lay.phrases, device, 1, False)  # (N_b, 77, D)
+                local[b, : len(lay.objects)] = embeds.float()
+                boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32, device=device)
+                present[b, : len(lay.objects)] = 1
+        if control.weights is None:
+            weights = fixed_schedule(num_steps, n, control.local_weight, batch)
+        else:
+            weights = torch.as_tensor(control.weights, dtype=torch.float32)
+            if tuple(weights.shape) != (num_steps, batch, n):
+                raise ValueError(
+                    f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
+                    f"objects) = {(num_steps, batch, n)}"
+                )
+        return RegionalControl(
+            local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness, present=present,
+            control=control,
+        )  # fmt: skip
+
     def _capture(self, requests: list):
         """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs."""
         return attention_capture(self.unet, requests, exit_plan=self._exit_plans.setdefault(id(self.unet), {}))
@@ -618,6 +798,11 @@ def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
     scale = engine["scale_factor"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not np.isfinite(scale) or scale < 0:
         raise ValueError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
+    if engine["schedule"] not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {engine['schedule']!r}")
+    plain = engine["plain_sd_loss_scale"]
+    if isinstance(plain, bool) or not isinstance(plain, (int, float, np.number)) or not np.isfinite(plain) or plain <= 0:
+        raise ValueError(f"`plain_sd_loss_scale` must be a finite number > 0, got {plain!r}")
     thresholds = engine["thresholds"] or {}
     if not isinstance(thresholds, Mapping):
         raise ValueError(
@@ -646,6 +831,21 @@ def _method_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTa
         value = weight * fn(maps, targets, step, **active.options).float()
         total = value if total is None else total + value
     return total  # type: ignore[return-value]
+
+
+def _not_finite(m: GuidanceMeasure, loss: torch.Tensor) -> torch.Tensor:
+    """(B,) True where a sample's loss or gradient is not finite."""
+    return ~(torch.isfinite(loss) & torch.isfinite(m.grad).flatten(1).all(dim=1))
+
+
+def _warn_skipped(step: int, skipped: torch.Tensor) -> None:
+    if bool(skipped.any()):
+        warnings.warn(
+            f"step {step}: guidance loss or gradient is not finite for samples {skipped.nonzero().flatten().tolist()};"
+            " their update is skipped (try a smaller `scale_factor`)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _refinement_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:

@@ -51,6 +51,13 @@ def get_dummy_components(seed: int = 0, cross_attention_dim: int = 32, gligen: b
         # embeds phrases with the text encoder's pooled output, whose width is cross_attention_dim here.
         attention_type="gated" if gligen else "default",
     )
+    if gligen:
+        # GLIGEN initialises its gates at 0 (tanh(0) = 0: the fuser is a no-op until trained); open them
+        # as a trained checkpoint's are, so that the grounding tokens really change the output in tests.
+        with torch.no_grad():
+            for name, param in unet.named_parameters():
+                if name.endswith(("fuser.alpha_attn", "fuser.alpha_dense")):
+                    param.fill_(1.0)
     # SD1.x's scheduler config (runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json).
     scheduler = DDIMScheduler(
         beta_start=0.00085,

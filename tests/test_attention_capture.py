@@ -32,7 +32,7 @@ def _processor_ids(unet) -> dict[str, int]:
 def test_layer_names_and_grid_sizes():
     assert layer_kind("down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor") == "self"
     assert layer_kind("up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor") == "cross"
-    assert layer_kind("down_blocks.0.attentions.0.transformer_blocks.0.fuser.attn.processor") is None  # GLIGEN
+    assert layer_kind("down_blocks.0.attentions.0.transformer_blocks.0.fuser.attn.processor") == "grounding"  # GLIGEN
     assert layer_place("mid_block.attentions.0.transformer_blocks.0.attn2.processor") == "mid"
     assert grid_size(16 * 16, (64, 64)) == (16, 16)
     assert grid_size(12 * 8, (96, 64)) == (12, 8)

@@ -27,12 +27,16 @@ LAYERS = [
     ("self", "down", GRID),
     ("self", "mid", MID),
     ("self", "up", GRID),
+    ("grounding", "down", GRID),  # GLIGEN's fuser: pixels attend to pixels + 30 grounding tokens
+    ("grounding", "up", GRID),
 ]
 BOXES = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])  # top-left and bottom-right quadrants
 GROUPS = [[2, 3], [5]]  # "a red car and a dog" style: object 0 has two tokens, object 1 one
 
 
 def keys_of(kind: str, size: tuple[int, int]) -> int:
+    if kind == "grounding":
+        return size[0] * size[1] + 30
     return KEYS if kind == "cross" else size[0] * size[1]
 
 
@@ -316,7 +320,7 @@ def test_each_method_runs_on_exactly_the_maps_it_requests(name):
     for term in method.losses:
         fn = term[0] if isinstance(term, tuple) else term
         assert torch.isfinite(fn(maps, targets(previous=maps), 0, **method.defaults))
-    expected_kinds = {"sar": {"self"}}.get(name, {"cross"})
+    expected_kinds = {"sar": {"self"}, "attention_refocusing": {"cross", "self", "grounding"}}.get(name, {"cross"})
     assert {kind for kind, _, _ in requested} == expected_kinds
 
 
@@ -334,7 +338,9 @@ def test_unknown_method_lists_the_valid_names():
 
 
 def test_box_methods_and_prompt_methods_are_marked():
-    assert {name for name, m in METHODS.items() if m.uses_boxes} == {"car", "sar", "layout_guidance", "boxdiff"}
+    assert {name for name, m in METHODS.items() if m.uses_boxes} == {
+        "car", "sar", "layout_guidance", "boxdiff", "attention_refocusing",
+    }  # fmt: skip
 
 
 def test_errors_name_the_field_and_the_fix():
