@@ -255,7 +255,14 @@ def build_app(
     planner_options: dict | None = None,
     method_options: dict | None = None,
 ):
-    """The Gradio ``Blocks`` of the editor. ``synthesizer`` (a :class:`synth.Synthesizer`) overrides ``model``."""
+    """The Gradio ``Blocks`` of the editor. ``synthesizer`` (a :class:`synth.Synthesizer`) overrides ``model``.
+
+    Gradio's queue runs one generation at a time (its default ``concurrency_limit=1`` per event), so
+    the shared pipeline never has two runs installing attention processors at once.
+    """
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a local tool
     import gradio as gr
 
     from layout.planners import get_planner, plan_layout
