@@ -135,7 +135,25 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         raise EditorError(str(err)) from None
 
 
-# ------------------------------------------------------------------ generation
+# ------------------------------------------------------------------ planning and generation
+def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
+    """``text`` planned and geometry-checked by ``planner`` (a name or planner), and the page's message about it.
+
+    Raises :class:`EditorError` for an empty text and :class:`~layout.schema.LayoutError` for a plan the
+    checker cannot repair. A plan without objects is returned with a message saying how to add some.
+    """
+    from layout.planners import plan_layout
+
+    if not isinstance(text, str) or not text.strip():
+        raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
+    layout, changes = plan_layout(text, planner)
+    name = planner if isinstance(planner, str) else getattr(planner, "name", "the")
+    if not layout.objects:
+        return layout, f"The {name} planner found no objects in the text; add boxes with 'Add box' or name objects in the text."
+    notes = "".join(f"\n- repaired: {change}" for change in changes)
+    return layout, f"Planned {len(layout.objects)} box(es): drag to move, drag a corner to resize.{notes}"
+
+
 def draw_overlay(image, layout: Layout, detections: Sequence, size: int = 512):
     """STAND-IN for the agent branch's ``agent.overlay.draw_overlay`` (same signature): planned boxes green, detected red."""
     from PIL import Image, ImageDraw
@@ -265,7 +283,7 @@ def build_app(
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a local tool
     import gradio as gr
 
-    from layout.planners import get_planner, plan_layout
+    from layout.planners import get_planner
     from synth.loading import DEFAULT_MODEL, ModelNotAvailableError
     from synth.methods import METHODS
 
@@ -276,19 +294,12 @@ def build_app(
 
     def on_plan(text: str):
         try:
-            if not text or not text.strip():
-                raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
             if "planner" not in planners:
                 planners["planner"] = get_planner(planner, **(planner_options or {}))
-            layout, changes = plan_layout(text, planners["planner"])
+            layout, message = plan_for_editor(text, planners["planner"])
         except (ValueError, TypeError, OSError, ImportError) as err:  # EditorError, LayoutError, planner set-up
             return gr.update(), _error(err), gr.update()
-        if not layout.objects:
-            return json.dumps({"boxes": []}), (f"The {planner} planner found no objects in the text; "
-                                               "add boxes with 'Add box' or name objects in the text."), None  # fmt: skip
-        notes = "".join(f"\n- repaired: {change}" for change in changes)
-        message = f"Planned {len(layout.objects)} box(es): drag to move, drag a corner to resize.{notes}"
-        return json.dumps(layout_to_state(layout)), message, _write_layout_file(layout)
+        return json.dumps(layout_to_state(layout)), message, _write_layout_file(layout) if layout.objects else None
 
     def on_save(text: str, state: str):
         try:
@@ -405,4 +416,4 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["EditorError", "build_app", "generate_for_layout", "layout_to_state", "register", "state_to_layout"]
+__all__ = ["EditorError", "build_app", "generate_for_layout", "layout_to_state", "plan_for_editor", "register", "state_to_layout"]

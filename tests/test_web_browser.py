@@ -174,6 +174,15 @@ def test_bad_input_shows_a_message_not_a_traceback(app_url, browser):
     _wait(browser, lambda d: _state(d)["boxes"][0]["w"] == 0, "the resize to zero")
     _css(browser, "#sw-generate").click()
     assert "box 1 'a cat' has zero area" in _wait_message(browser, "Error")
+
+    canvas = _css(browser, ".sw-canvas")  # deselect (press on empty canvas), then add a labelled box
+    corner = (canvas.size["width"] // 2 - 10, -canvas.size["height"] // 2 + 10)  # top right, from the centre
+    ActionChains(browser).move_to_element_with_offset(canvas, *corner).click().perform()
+    label.clear()
+    label.send_keys("a dog")
+    _css(browser, ".sw-add").click()
+    _wait(browser, lambda d: len(_state(d)["boxes"]) == 2, "the added box to reach the box state")
+    assert _state(browser)["boxes"][0]["w"] == 0 and _state(browser)["boxes"][1]["phrase"] == "a dog"
     assert "Traceback" not in browser.page_source
 
 

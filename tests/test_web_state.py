@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.cli import main
-from agent.web import EditorError, generate_for_layout, layout_to_state, state_to_layout
+from agent.web import EditorError, generate_for_layout, layout_to_state, plan_for_editor, state_to_layout
 from layout.planners import plan_layout
 from layout.schema import Layout
 
@@ -107,6 +107,30 @@ def test_any_state_from_the_browser_is_a_valid_layout_or_a_clear_message(state, 
         x0, y0, x1, y1 = obj.box
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     assert Layout.parse(layout.to_json()) == layout  # what the page downloads loads back
+
+
+def test_plan_for_editor_says_what_it_planned_or_how_to_go_on():
+    layout, message = plan_for_editor("two cats to the left of a dog", "offline")
+    assert layout.names == ["cat", "cat", "dog"] and message.startswith("Planned 3 box(es)")
+    empty, message = plan_for_editor("a beautiful sunset", "offline")  # scenery, no objects
+    assert not empty.objects and "found no objects" in message and "Add box" in message
+    with pytest.raises(EditorError, match="the text is empty"):
+        plan_for_editor(" \n ", "offline")
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=60) | st.lists(st.sampled_from(["two", "cats", "left of", "a", "dog", "on", "and", "3", "without"]),
+                                             max_size=10).map(" ".join))  # fmt: skip
+def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
+    try:
+        layout, message = plan_for_editor(text, "offline")
+    except ValueError as err:  # EditorError or the checker's LayoutError
+        assert str(err)
+        return
+    assert message
+    state = json.loads(json.dumps(layout_to_state(layout)))
+    if layout.objects:  # what the page then sends back is the same layout
+        assert state_to_layout(state, layout.prompt, layout.background, layout.negative).names == layout.names
 
 
 @pytest.fixture(scope="module")
