@@ -183,16 +183,18 @@ def score_layout_image(detections: Sequence, layout: Layout) -> dict[str, float 
     spec = parse_prompt(layout.prompt)
     spatial = None
     if spec.relations:
+        boxes = [(d, tuple(min(1.0, max(0.0, float(v))) for v in d.box)) for d in detections]  # a detector may overshoot
         found = Layout(prompt=layout.prompt, objects=tuple(
-            LayoutObject(name=d.name, phrase=d.phrase, box=d.box) for d in detections
-            if d.box[2] > d.box[0] and d.box[3] > d.box[1]))  # fmt: skip
+            LayoutObject(name=d.name, phrase=d.phrase, box=b) for d, b in boxes if b[2] > b[0] and b[3] > b[1]))  # fmt: skip
         spatial = sum(relation_holds(r, spec, found) for r in spec.relations) / len(spec.relations)
     pairs = sorted(((box_iou(o.box, d.box), i, j) for i, o in enumerate(layout.objects)
                     for j, d in enumerate(detections) if o.name == d.name), reverse=True)  # fmt: skip
     used_o, used_d, ious = set(), set(), []
     for iou, i, j in pairs:  # greedy one-to-one matching by IoU
         if iou > 0 and i not in used_o and j not in used_d:
-            used_o.add(i), used_d.add(j), ious.append(iou)
+            used_o.add(i)
+            used_d.add(j)
+            ious.append(iou)
     n = len(layout.objects)
     return {
         "count_acc": 1.0 if counts_ok else 0.0,

@@ -133,6 +133,22 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
         assert state_to_layout(state, layout.prompt, layout.background, layout.negative).names == layout.names
 
 
+def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
+    from agent.web import score_layout_image
+    from eval.detect import Detection
+
+    prompt = "a red circle to the left of a blue square"
+    layout = state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt)
+    circle, square = (0.05, 0.3, 0.35, 0.6), (0.6, 0.3, 0.9, 0.6)
+    right = [Detection("circle", circle, 0.9, color="red"), Detection("square", square, 0.9, color="blue")]
+    swapped = [Detection("circle", square, 0.9, color="red"), Detection("square", (-0.01, 0.3, 0.35, 1.02), 0.9, color="blue")]
+    assert score_layout_image(right, layout) == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0,
+                                                 "mean_iou": pytest.approx(1.0)}  # fmt: skip
+    wrong = score_layout_image(swapped, layout)
+    assert wrong["count_acc"] == 1.0 and wrong["spatial_acc"] == 0.0 and wrong["box_iou50"] == 0.0
+    assert score_layout_image(right[:1], layout)["count_acc"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def synthesizer():
     from synth import Synthesizer
@@ -156,7 +172,7 @@ def test_generate_for_layout_returns_image_overlay_and_scores(synthesizer):
     assert overlay.size == (512, 512)
     left_edges = {overlay.getpixel((x, 150)) for x in range(48, 68)}
     assert {(20, 170, 60), (230, 30, 30)} <= left_edges  # the planned box's edge in green, the detection's in red
-    assert scores["count_acc"] == 1.0 and scores["box_iou50"] == 1.0
+    assert scores["count_acc"] == 1.0 and scores["box_iou50"] == 1.0 and scores["spatial_acc"] is None  # no relation
     assert scores["mean_iou"] == pytest.approx(0.38 / 0.42)
     assert scores["detections"] == [{"name": "circle", "box": [0.12, 0.1, 0.52, 0.5], "score": 0.9}]
     _, _, missed = generate_for_layout(layout, synthesizer, methods=(), seed=1, steps=2, detector=lambda i, n: [])
