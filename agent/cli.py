@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         eval_cli = None
     if eval_cli is not None:
         eval_cli.register(sub)
+    try:
+        from agent import web as web_cli  # `serve`; gradio is imported only when the app is built
+    except ImportError:
+        web_cli = None
+    if web_cli is not None:
+        web_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,421 @@
+"""`scenewright serve`: a local web layout editor (Gradio) from text to a grounded image.
+
+Type text -> the planner's checked layout appears as draggable, resizable boxes -> edit, add, remove,
+relabel -> generate -> the image, an overlay of planned and detected boxes, the scores, and the
+layout JSON to download.
+
+    scenewright serve                                  # http://127.0.0.1:7860, embedded shapes model
+    scenewright serve --model ./sd15 --port 8000 --planner llm
+
+Gradio has no box editor, so the canvas is a ``gr.HTML`` with a small script (``agent/static/box_editor.js``)
+that keeps the boxes in a hidden textbox as JSON, the *box state*::
+
+    {"boxes": [{"name": "cat", "phrase": "a cat", "x": 0.1, "y": 0.3, "w": 0.35, "h": 0.4}, ...]}
+
+with ``x, y, w, h`` normalized to the canvas (origin top-left, y down). :func:`layout_to_state` and
+:func:`state_to_layout` convert between it and the one schema (:class:`layout.schema.Layout`); the
+latter turns anything a browser can send into a valid layout or an :class:`EditorError` whose
+message names the box and the fix. Every handler shows errors as a message in the page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from layout.planners import PLANNER_NAMES
+from layout.schema import Layout, LayoutError, phrase_to_name
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+#: Denoising steps the page starts with (the embedded shapes model is small; SD wants ~50).
+DEFAULT_STEPS = 25
+#: Float slack on the canvas edges (a box dragged to the edge may land at 1.0000001).
+_EDGE = 1e-6
+PLANNED_RGB = (20, 170, 60)
+DETECTED_RGB = (230, 30, 30)
+
+
+class EditorError(ValueError):
+    """Input from the page that cannot be used; the message names the box or field and the fix."""
+
+
+# ------------------------------------------------------------------ box state <-> layout
+def layout_to_state(layout: Layout) -> dict:
+    """The editor's box state of ``layout``: one ``{name, phrase, x, y, w, h}`` per object."""
+    boxes = []
+    for obj in layout.objects:
+        x0, y0, x1, y1 = obj.box
+        boxes.append({"name": obj.name, "phrase": obj.phrase, "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0})
+    return {"boxes": boxes}
+
+
+def _label(index: int, item: Any) -> str:
+    phrase = item.get("phrase") if isinstance(item, dict) else None
+    return f"box {index + 1}" + (f" {phrase.strip()!r}" if isinstance(phrase, str) and phrase.strip() else "")
+
+
+def _number(item: dict, key: str, where: str) -> float:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EditorError(f"{where}: `{key}` must be a number in [0, 1], got {value!r}; re-plan or redraw the box")
+    if not math.isfinite(value):
+        raise EditorError(f"{where}: `{key}` is {value}; re-plan or redraw the box")
+    return float(value)
+
+
+def _in_text(name: str, prompt: str, prompt_names: set[str]) -> bool:
+    """Whether the object kind ``name`` is one the text mentions (the parser's kinds, or each word, plural allowed)."""
+    if name in prompt_names:
+        return True
+    text = prompt.lower()
+    return all(re.search(rf"\b{re.escape(word)}(s|es)?\b", text) for word in name.lower().split())
+
+
+def state_to_layout(state: str | dict | None, prompt: str, background: str = "", negative: str = "") -> Layout:
+    """The :class:`Layout` the page's box state draws for ``prompt``; raises :class:`EditorError` saying what to fix.
+
+    Rejects an empty prompt, a state that is not ``{"boxes": [...]}``, a box without a phrase, of zero
+    area or off the canvas, and a box whose label (its kind, from ``name`` or the phrase) the text
+    does not mention -- the image would be guided towards an object the prompt never asks for.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
+    if isinstance(state, (str, bytes)):
+        try:
+            state = json.loads(state) if state.strip() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise EditorError("the box state from the page is not JSON; press 'Plan layout' to start again") from None
+    if state is None:
+        raise EditorError("there are no boxes yet; press 'Plan layout' or 'Add box'")
+    if not isinstance(state, dict) or not isinstance(state.get("boxes"), list):
+        raise EditorError('the box state must be {"boxes": [...]}; press \'Plan layout\' to start again')
+    if not state["boxes"]:
+        raise EditorError("the canvas has no boxes; press 'Plan layout' or 'Add box'")
+    from layout.parse import parse_prompt
+
+    prompt_names = {o.name for o in parse_prompt(prompt).objects}
+    objects = []
+    for i, item in enumerate(state["boxes"]):
+        where = _label(i, item)
+        if not isinstance(item, dict):
+            raise EditorError(f"{where}: expected an object with phrase, x, y, w, h, got {item!r}")
+        phrase = item.get("phrase")
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise EditorError(f"{where}: the label is empty; select the box and type what it shows, e.g. 'a cat'")
+        x, y, w, h = (_number(item, key, where) for key in ("x", "y", "w", "h"))
+        if w <= 0 or h <= 0:
+            raise EditorError(
+                f"{where} has zero area ({max(w, 0):.3f} wide, {max(h, 0):.3f} high); "
+                "drag its corner handle to give it a size, or remove it"
+            )
+        if x < -_EDGE or y < -_EDGE or x + w > 1 + _EDGE or y + h > 1 + _EDGE:
+            raise EditorError(f"{where} leaves the canvas; drag it back inside")
+        name = item.get("name")
+        name = name if isinstance(name, str) and name.strip() else phrase_to_name(phrase)
+        if not _in_text(name, prompt, prompt_names):
+            raise EditorError(
+                f"{where}: its label {name!r} is not in the text {prompt.strip()!r}; "
+                "relabel the box with an object the text names, remove it, or add the object to the text"
+            )
+        box = [min(1.0, max(0.0, v)) for v in (x, y, x + w, y + h)]
+        objects.append({"name": name, "phrase": phrase, "box": box})
+    try:
+        return Layout.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
+    except LayoutError as err:
+        raise EditorError(str(err)) from None
+
+
+# ------------------------------------------------------------------ planning and generation
+def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
+    """``text`` planned and geometry-checked by ``planner`` (a name or planner), and the page's message about it.
+
+    Raises :class:`EditorError` for an empty text and :class:`~layout.schema.LayoutError` for a plan the
+    checker cannot repair. A plan without objects is returned with a message saying how to add some.
+    """
+    from layout.planners import plan_layout
+
+    if not isinstance(text, str) or not text.strip():
+        raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
+    layout, changes = plan_layout(text, planner)
+    name = planner if isinstance(planner, str) else getattr(planner, "name", "the")
+    if not layout.objects:
+        return layout, f"The {name} planner found no objects in the text; add boxes with 'Add box' or name objects in the text."
+    notes = "".join(f"\n- repaired: {change}" for change in changes)
+    return layout, f"Planned {len(layout.objects)} box(es): drag to move, drag a corner to resize.{notes}"
+
+
+def draw_overlay(image, layout: Layout, detections: Sequence, size: int = 512):
+    """STAND-IN for the agent branch's ``agent.overlay.draw_overlay`` (same signature): planned boxes green, detected red."""
+    from PIL import Image, ImageDraw
+
+    canvas = image.convert("RGB").resize((size, size), Image.NEAREST)  # a 64 px shapes image stays crisp
+    draw = ImageDraw.Draw(canvas)
+    items = [(o.box, o.phrase, PLANNED_RGB) for o in layout.objects]
+    items += [(d.box, f"{d.phrase} {d.score:.2f}", DETECTED_RGB) for d in detections]
+    for box, label, color in items:
+        x0, y0, x1, y1 = (v * (size - 1) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=3)
+        draw.text((x0 + 4, y0 + 2), label, fill=color)
+    return canvas
+
+
+def score_layout_image(detections: Sequence, layout: Layout) -> dict[str, float | None]:
+    """STAND-IN for the eval branch's ``eval.scores.score_layout_image`` (same keys): counts, relations, boxes."""
+    from eval.shapes.detector import box_iou
+    from layout.parse import parse_prompt
+    from layout.relations import relation_holds
+    from layout.schema import LayoutObject
+
+    detected_counts: dict[str, int] = {}
+    for d in detections:
+        detected_counts[d.name] = detected_counts.get(d.name, 0) + 1
+    counts_ok = all(detected_counts.get(name, 0) == n for name, n in layout.counts().items())
+    spec = parse_prompt(layout.prompt)
+    spatial = None
+    if spec.relations:
+        boxes = [(d, tuple(min(1.0, max(0.0, float(v))) for v in d.box)) for d in detections]  # a detector may overshoot
+        found = Layout(prompt=layout.prompt, objects=tuple(
+            LayoutObject(name=d.name, phrase=d.phrase, box=b) for d, b in boxes if b[2] > b[0] and b[3] > b[1]))  # fmt: skip
+        spatial = sum(relation_holds(r, spec, found) for r in spec.relations) / len(spec.relations)
+    pairs = sorted(((box_iou(o.box, d.box), i, j) for i, o in enumerate(layout.objects)
+                    for j, d in enumerate(detections) if o.name == d.name), reverse=True)  # fmt: skip
+    used_o, used_d, ious = set(), set(), []
+    for iou, i, j in pairs:  # greedy one-to-one matching by IoU
+        if iou > 0 and i not in used_o and j not in used_d:
+            used_o.add(i)
+            used_d.add(j)
+            ious.append(iou)
+    n = len(layout.objects)
+    return {
+        "count_acc": 1.0 if counts_ok else 0.0,
+        "spatial_acc": spatial,
+        "box_iou50": sum(iou >= 0.5 for iou in ious) / n if n else None,
+        "mean_iou": sum(ious) / n if n else None,
+    }
+
+
+def generate_for_layout(
+    layout: Layout,
+    synthesizer,
+    methods: Sequence[str] = ("car", "sar"),
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    detector: str | Any = "shapes",
+    **method_options: Any,
+):
+    """Draw ``layout`` with ``synthesizer`` (a :class:`synth.Synthesizer`), detect, and score against the layout.
+
+    Returns ``(image, overlay, scores)``: the PIL image, the image with planned (green) and detected (red)
+    boxes, and ``{"count_acc", "spatial_acc", "box_iou50", "mean_iou", "detections"}``. ``detector`` is a
+    name for :func:`eval.detect.get_detector` or a detector. ``methods`` empty means plain Stable Diffusion.
+    """
+    from eval.detect import get_detector
+
+    find = get_detector(detector) if isinstance(detector, str) else detector
+    methods = list(methods) or ["none"]
+    output = synthesizer.generate(
+        layout, methods=methods, num_inference_steps=steps, seed=seed, output_type="pil", **method_options
+    )
+    image = output.images[0]
+    detections = find(image, layout.names)
+    scores: dict[str, Any] = dict(score_layout_image(detections, layout))
+    scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
+                            for d in detections]  # fmt: skip
+    return image, draw_overlay(image, layout, detections), scores
+
+
+# ------------------------------------------------------------------ the app
+class _LazySynthesizer:
+    """Loads the model on the first generation (so the page opens at once) and keeps it; thread-safe."""
+
+    def __init__(self, model: str, synthesizer=None):
+        self.model, self._synthesizer, self._lock = model, synthesizer, threading.Lock()
+
+    def get(self):
+        with self._lock:
+            if self._synthesizer is None:
+                import torch
+
+                from synth import Synthesizer
+
+                cuda = torch.cuda.is_available()
+                self._synthesizer = Synthesizer.from_pretrained(
+                    self.model, torch_dtype=torch.float16 if cuda else torch.float32, device="cuda" if cuda else "cpu"
+                )
+            return self._synthesizer
+
+
+def _write_layout_file(layout: Layout) -> str:
+    folder = Path(tempfile.mkdtemp(prefix="scenewright-layout-"))
+    path = folder / "layout.json"
+    path.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _error(err: BaseException) -> str:
+    return f"**Error:** {err}"
+
+
+def build_app(
+    model: str | None = None,
+    planner: str = "offline",
+    *,
+    synthesizer=None,
+    detector: str | Any = "shapes",
+    planner_options: dict | None = None,
+    method_options: dict | None = None,
+):
+    """The Gradio ``Blocks`` of the editor. ``synthesizer`` (a :class:`synth.Synthesizer`) overrides ``model``.
+
+    Gradio's queue runs one generation at a time (its default ``concurrency_limit=1`` per event), so
+    the shared pipeline never has two runs installing attention processors at once.
+    """
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a local tool
+    import gradio as gr
+
+    from layout.planners import get_planner
+    from synth.loading import DEFAULT_MODEL, ModelNotAvailableError
+    from synth.methods import METHODS
+
+    model = model or DEFAULT_MODEL
+    models = _LazySynthesizer(model, synthesizer)
+    method_options = dict(method_options or {})
+    planners: dict[str, Any] = {}
+
+    def on_plan(text: str):
+        try:
+            if "planner" not in planners:
+                planners["planner"] = get_planner(planner, **(planner_options or {}))
+            layout, message = plan_for_editor(text, planners["planner"])
+        except (ValueError, TypeError, OSError, ImportError) as err:  # EditorError, LayoutError, planner set-up
+            return gr.update(), _error(err), gr.update()
+        return json.dumps(layout_to_state(layout)), message, _write_layout_file(layout) if layout.objects else None
+
+    def on_save(text: str, state: str):
+        try:
+            layout = state_to_layout(state, text)
+        except EditorError as err:
+            return gr.update(), _error(err)
+        return _write_layout_file(layout), "Layout saved: download it below."
+
+    def on_generate(text: str, state: str, chosen: list[str], seed: float, steps: float):
+        nothing = (None, None, None, gr.update())
+        try:
+            layout = state_to_layout(state, text)
+            if steps is None or int(steps) < 1 or seed is None:
+                raise EditorError("steps must be at least 1 and seed a whole number")
+            synth = models.get()
+            image, overlay, scores = generate_for_layout(
+                layout, synth, methods=chosen or (), seed=int(seed), steps=int(steps), detector=detector, **method_options
+            )
+        except (EditorError, ModelNotAvailableError) as err:
+            return (*nothing, _error(err))
+        except (ValueError, TypeError) as err:  # bad options for this model, sizes: the user's to fix
+            return (*nothing, _error(f"generation failed: {err}"))
+        except Exception as err:  # noqa: BLE001 -- the page shows one line; the server log keeps the traceback
+            logger.exception("generation failed")
+            return (*nothing, _error(f"generation failed ({type(err).__name__}: {err}); see the server log"))
+        return image, overlay, scores, _write_layout_file(layout), f"Generated with {', '.join(chosen or ['none'])}, seed {int(seed)}."
+
+    editor = (STATIC / "box_editor.js").read_text(encoding="utf-8")
+    with gr.Blocks(title="scenewright layout editor", analytics_enabled=False) as app:
+        gr.Markdown("## scenewright: text → layout → image")
+        with gr.Row():
+            text = gr.Textbox(label="Text", placeholder="two cats to the left of a dog", elem_id="sw-text", scale=4)
+            plan = gr.Button("Plan layout", variant="primary", elem_id="sw-plan", scale=1)
+        message = gr.Markdown("Type a text and press 'Plan layout'.", elem_id="sw-message")
+        with gr.Row():
+            with gr.Column():
+                gr.HTML(
+                    html_template=(
+                        "<div class='sw-tools'><input class='sw-label' placeholder='label, e.g. a cat'>"
+                        "<button class='sw-add'>Add box</button><button class='sw-remove'>Remove box</button></div>"
+                        "<div class='sw-canvas' id='sw-canvas'></div>"
+                    ),
+                    css_template=(STATIC / "box_editor.css").read_text(encoding="utf-8"),
+                    js_on_load=editor,
+                    apply_default_css=False,
+                )
+                state = gr.Textbox(value='{"boxes": []}', elem_id="sw-state", visible="hidden", label="box state")
+                with gr.Row():
+                    methods = gr.CheckboxGroup(list(METHODS), value=["car", "sar"], label="Guidance methods")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="sw-seed")
+                    steps = gr.Number(value=DEFAULT_STEPS, precision=0, minimum=1, label="Steps", elem_id="sw-steps")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="sw-generate")
+                    save = gr.Button("Save layout JSON", elem_id="sw-save")
+                download = gr.File(label="Layout JSON", elem_id="sw-download", interactive=False)
+            with gr.Column():
+                image = gr.Image(label="Image", type="pil", elem_id="sw-image", interactive=False)
+                overlay = gr.Image(label="Planned (green) and detected (red) boxes", type="pil", elem_id="sw-overlay",
+                                   interactive=False)  # fmt: skip
+                scores = gr.JSON(label="Scores", elem_id="sw-scores")
+        plan.click(on_plan, inputs=[text], outputs=[state, message, download])
+        text.submit(on_plan, inputs=[text], outputs=[state, message, download])
+        save.click(on_save, inputs=[text, state], outputs=[download, message])
+        generate.click(on_generate, inputs=[text, state, methods, seed, steps],
+                       outputs=[image, overlay, scores, download, message])  # fmt: skip
+    return app
+
+
+# ------------------------------------------------------------------ the command
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the `scenewright` parser."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="start the local web layout editor (Gradio)",
+        description="Start a local web app: text -> editable layout boxes -> image, overlay and scores.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--model", default=None, help="diffusers Stable Diffusion folder or hub id (default: embedded 'shapes')")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default="offline", help="layout planner (default offline)")
+    parser.add_argument("--planner-model", default=None, help="llm/local planner: the model name or folder")
+    parser.add_argument("--detector", default="shapes", help="detector that checks the image (default shapes)")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a method/engine option, VALUE as JSON, e.g. --option max_iter_to_alter=10 (repeatable)",
+    )  # fmt: skip
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from synth.cli import parse_options
+
+    if not 0 < args.port < 65536:
+        print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.planner == "offline" and args.planner_model:
+        print("error: --planner-model is only used by --planner llm or local", file=sys.stderr)
+        return 2
+    try:
+        options = parse_options(args.option)
+        from eval.detect import get_detector
+
+        get_detector(args.detector)  # an unknown detector fails now, not at the first generation
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    planner_options = {"model": args.planner_model} if args.planner_model else {}
+    app = build_app(args.model, args.planner, detector=args.detector, planner_options=planner_options,
+                    method_options=options)  # fmt: skip
+    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=False)
+    return 0
+
+
+__all__ = ["EditorError", "build_app", "generate_for_layout", "layout_to_state", "plan_for_editor", "register", "state_to_layout"]
