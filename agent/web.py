@@ -169,41 +169,6 @@ def draw_overlay(image, layout: Layout, detections: Sequence, size: int = 512):
     return canvas
 
 
-def score_layout_image(detections: Sequence, layout: Layout) -> dict[str, float | None]:
-    """STAND-IN for the eval branch's ``eval.scores.score_layout_image`` (same keys): counts, relations, boxes."""
-    from eval.shapes.detector import box_iou
-    from layout.parse import parse_prompt
-    from layout.relations import relation_holds
-    from layout.schema import LayoutObject
-
-    detected_counts: dict[str, int] = {}
-    for d in detections:
-        detected_counts[d.name] = detected_counts.get(d.name, 0) + 1
-    counts_ok = all(detected_counts.get(name, 0) == n for name, n in layout.counts().items())
-    spec = parse_prompt(layout.prompt)
-    spatial = None
-    if spec.relations:
-        boxes = [(d, tuple(min(1.0, max(0.0, float(v))) for v in d.box)) for d in detections]  # a detector may overshoot
-        found = Layout(prompt=layout.prompt, objects=tuple(
-            LayoutObject(name=d.name, phrase=d.phrase, box=b) for d, b in boxes if b[2] > b[0] and b[3] > b[1]))  # fmt: skip
-        spatial = sum(relation_holds(r, spec, found) for r in spec.relations) / len(spec.relations)
-    pairs = sorted(((box_iou(o.box, d.box), i, j) for i, o in enumerate(layout.objects)
-                    for j, d in enumerate(detections) if o.name == d.name), reverse=True)  # fmt: skip
-    used_o, used_d, ious = set(), set(), []
-    for iou, i, j in pairs:  # greedy one-to-one matching by IoU
-        if iou > 0 and i not in used_o and j not in used_d:
-            used_o.add(i)
-            used_d.add(j)
-            ious.append(iou)
-    n = len(layout.objects)
-    return {
-        "count_acc": 1.0 if counts_ok else 0.0,
-        "spatial_acc": spatial,
-        "box_iou50": sum(iou >= 0.5 for iou in ious) / n if n else None,
-        "mean_iou": sum(ious) / n if n else None,
-    }
-
-
 def generate_for_layout(
     layout: Layout,
     synthesizer,
@@ -228,6 +193,8 @@ def generate_for_layout(
     )
     image = output.images[0]
     detections = find(image, layout.names)
+    from eval.scores import score_layout_image
+
     scores: dict[str, Any] = dict(score_layout_image(detections, layout))
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
                             for d in detections]  # fmt: skip

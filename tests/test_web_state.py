@@ -134,7 +134,7 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
 
 
 def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
-    from agent.web import score_layout_image
+    from eval.scores import score_layout_image
     from eval.detect import Detection
 
     prompt = "a red circle to the left of a blue square"
