@@ -135,6 +135,7 @@ class TqdmProgress:
 def run_command(args: argparse.Namespace) -> int:
     from agent.config import ConfigError
     from agent.loop import AgentError, run
+    from layout.llm import LLMServerError
     from layout.schema import LayoutError
     from synth.cli import CLIError, _quiet_loading
     from synth.loading import ModelNotAvailableError
@@ -152,7 +153,7 @@ def run_command(args: argparse.Namespace) -> int:
         progress.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (LayoutError, AgentError, ValueError, TypeError, OSError) as err:  # unplannable prompt, planner set-up
+    except (LayoutError, AgentError, LLMServerError, ValueError, TypeError, OSError) as err:  # planning, planner set-up
         progress.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
