@@ -83,14 +83,21 @@ def settings_from_args(args: argparse.Namespace):
     return load_settings(flags, args.config)
 
 
-def config_command(args: argparse.Namespace) -> int:
+def _settings_or_none(args: argparse.Namespace):
+    """The settings for ``args``, or None once the one-line error is printed."""
     from agent.config import ConfigError
     from synth.cli import CLIError
 
     try:
-        settings = settings_from_args(args)
+        return settings_from_args(args)
     except (ConfigError, CLIError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def config_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_none(args)
+    if settings is None:
         return 2
     print(json.dumps(settings.redacted(), indent=2))
     return 0
@@ -133,27 +140,21 @@ class TqdmProgress:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError
     from agent.loop import AgentError, run
     from layout.llm import LLMServerError
     from layout.schema import LayoutError
-    from synth.cli import CLIError, _quiet_loading
+    from synth.cli import _quiet_loading
     from synth.loading import ModelNotAvailableError
 
-    try:
-        settings = settings_from_args(args)
-    except (ConfigError, CLIError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    settings = _settings_or_none(args)
+    if settings is None:
         return 2
     progress = TqdmProgress(settings.attempts, settings.steps, disable=args.quiet)
     try:
         with _quiet_loading(args.quiet):
             result = run(args.prompt, settings=settings, progress=progress)
-    except ModelNotAvailableError as err:
-        progress.close()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (LayoutError, AgentError, LLMServerError, ValueError, TypeError, OSError) as err:  # planning, planner set-up
+    # An unloadable model, an unplannable prompt, a planner that cannot be set up: the user's to fix.
+    except (ModelNotAvailableError, LayoutError, AgentError, LLMServerError, ValueError, TypeError, OSError) as err:
         progress.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
