@@ -197,8 +197,8 @@ def run(
     ``attempts``, ``steps``, ``seed``, ``options``, ...), over ``settings`` when given, else over the
     environment and ``config_file`` as on the command line. ``synthesizer`` (a
     :class:`synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
-    (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting). ``scorer(detections, layout)``
-    returns :data:`SCORE_KEYS`. Raises :class:`~synth.loading.ModelNotAvailableError` when the model
+    (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting).
+    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~synth.loading.ModelNotAvailableError` when the model
     cannot be loaded, :class:`~layout.schema.LayoutError` / :class:`AgentError` when the prompt
     cannot be planned; a failure inside an attempt is recorded in it instead.
     """
@@ -250,7 +250,10 @@ def run(
             if remedy == "new seed":
                 seed += 1
             elif remedy == "stronger guidance":
-                engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
+                try:
+                    engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
+                except (TypeError, ValueError):  # a non-numeric option: the engine will reject it and say so
+                    notes.append(f"scale_factor {engine_options.get('scale_factor')!r} is not a number; not boosted")
                 methods = [m for m in methods if m != "none"] + [m for m in settings.extra_methods if m not in methods]
             elif remedy == "re-plan":
                 planner_seed += 1
