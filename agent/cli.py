@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         eval_cli = None
     if eval_cli is not None:
         eval_cli.register(sub)
+    from agent import commands as agent_commands
+
+    agent_commands.register(sub)
     try:
         from agent import web as web_cli  # `serve`; gradio is imported only when the app is built
     except ImportError:

@@ -30,9 +30,9 @@ def default_cache_dir() -> Path:
     return base / "llm"
 
 
-def cache_key(model: str, template_hash: str, prompt: str, temperature: float, sample: int) -> dict:
-    """The fields that identify one answer (and nothing secret)."""
-    return {
+def cache_key(model: str, template_hash: str, prompt: str, temperature: float, sample: int, feedback: str = "") -> dict:
+    """The fields that identify one answer (and nothing secret); ``feedback`` only when given, so older keys hold."""
+    key = {
         "version": CACHE_VERSION,
         "model": model,
         "template_hash": template_hash,
@@ -40,6 +40,9 @@ def cache_key(model: str, template_hash: str, prompt: str, temperature: float, s
         "temperature": float(temperature),
         "sample": int(sample),
     }
+    if feedback:
+        key["feedback"] = feedback
+    return key
 
 
 class AnswerCache:

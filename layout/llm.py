@@ -153,16 +153,17 @@ def answer_to_layout(answer: str, prompt: str) -> tuple[Layout, list[str]]:
 
 
 def plan_with_retries(
-    complete: Callable[[Messages], str], prompt: str, *, max_retries: int = 2
+    complete: Callable[[Messages], str], prompt: str, *, max_retries: int = 2, feedback: str | None = None
 ) -> tuple[Layout, list[str], str]:
     """Ask ``complete(messages) -> answer`` for ``prompt``'s layout, feeding validation errors back.
 
+    ``feedback`` says what an image drawn from an earlier layout got wrong (the agent's re-plan).
     Returns ``(layout, changes, accepted_answer)``; after ``max_retries`` rejected retries raises
     :class:`LayoutError` quoting the last error.
     """
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
-    messages = prompts.layout_messages(prompt)
+    messages = prompts.layout_messages(prompt, feedback)
     last_error = ""
     for attempt in range(max_retries + 1):
         answer = complete(messages)
@@ -185,6 +186,15 @@ def check_prompt(prompt: object) -> str:
     if not prompt.strip():
         raise LayoutError("`prompt` is empty; give the text the image should show")
     return prompt.strip()
+
+
+def check_feedback(feedback: object) -> str | None:
+    """``feedback`` stripped (None when empty); a non-str is a TypeError."""
+    if feedback is None:
+        return None
+    if not isinstance(feedback, str):
+        raise TypeError(f"`feedback` must be a str (what the earlier image got wrong) or None, got {type(feedback).__name__}")
+    return feedback.strip() or None
 
 
 def check_temperature(temperature: float) -> float:
@@ -249,12 +259,16 @@ class LLMPlanner:
         return self.base_url or "https://api.openai.com/v1"
 
     # -------------------------------------------------------------- planning
-    def plan(self, prompt: str, *, seed: int = 0) -> Layout:
-        """The layout for ``prompt``; ``seed`` is the sample index (cache key) and the request's seed."""
+    def plan(self, prompt: str, *, seed: int = 0, feedback: str | None = None) -> Layout:
+        """The layout for ``prompt``; ``seed`` is the sample index (cache key) and the request's seed.
+
+        ``feedback`` (what an image of an earlier layout got wrong) goes to the model with the caption.
+        """
         prompt = check_prompt(prompt)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
-        key = cache_key(self.model, prompts.template_hash(), prompt, self.temperature, seed)
+        feedback = check_feedback(feedback)
+        key = cache_key(self.model, prompts.template_hash(), prompt, self.temperature, seed, feedback=feedback or "")
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
@@ -266,7 +280,9 @@ class LLMPlanner:
                     logger.info("cache hit for %r (%s)", prompt, self.cache.path(key).name)
                     _log_changes(changes)
                     return layout
-        layout, changes, answer = plan_with_retries(lambda m: self.complete(m, seed=seed), prompt, max_retries=self.max_retries)
+        layout, changes, answer = plan_with_retries(
+            lambda m: self.complete(m, seed=seed), prompt, max_retries=self.max_retries, feedback=feedback
+        )
         if self.cache is not None:
             self.cache.put(key, answer)
         _log_changes(changes)

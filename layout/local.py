@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from layout.llm import check_prompt, check_temperature, plan_with_retries
+from layout.llm import check_feedback, check_prompt, check_temperature, plan_with_retries
 from layout.schema import Layout
 
 logger = logging.getLogger(__name__)
@@ -75,12 +75,17 @@ class LocalPlanner:
             lm = lm.to(device)
         return cls(lm, tokenizer, **planner_options)
 
-    def plan(self, prompt: str, *, seed: int = 0) -> Layout:
-        """The layout for ``prompt``; ``seed`` seeds sampling (ignored at temperature 0, which decodes greedily)."""
+    def plan(self, prompt: str, *, seed: int = 0, feedback: str | None = None) -> Layout:
+        """The layout for ``prompt``; ``seed`` seeds sampling (ignored at temperature 0, which decodes greedily).
+
+        ``feedback`` (what an image of an earlier layout got wrong) goes to the model with the caption.
+        """
         prompt = check_prompt(prompt)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
-        layout, changes, _ = plan_with_retries(lambda m: self.complete(m, seed=seed), prompt, max_retries=self.max_retries)
+        layout, changes, _ = plan_with_retries(
+            lambda m: self.complete(m, seed=seed), prompt, max_retries=self.max_retries, feedback=check_feedback(feedback)
+        )
         for change in changes:
             logger.warning("repaired the answer: %s", change)
         return layout

@@ -56,15 +56,31 @@ def get_planner(name: str = "offline", **options) -> Planner:
     raise ValueError(f"unknown planner {name!r}; choose one of {', '.join(PLANNER_NAMES)}")
 
 
+def accepts_feedback(planner: Planner) -> bool:
+    """Whether ``planner.plan`` takes ``feedback=`` (what an earlier image got wrong) to re-plan with."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(planner.plan).parameters
+    except (TypeError, ValueError):
+        return False
+    return "feedback" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def plan_layout(
     prompt: str,
     planner: Planner | str = "offline",
     *,
     seed: int = 0,
     check: bool = True,
+    feedback: str | None = None,
     **check_options,
 ) -> tuple[Layout, list[str]]:
     """Plan ``prompt`` with ``planner`` (an instance or a name), then check and repair the layout.
+
+    ``feedback`` (what an image drawn from an earlier layout got wrong, in words) goes to planners
+    whose ``plan`` takes it (:func:`accepts_feedback`: the llm and local planners); giving it to
+    one that does not is a TypeError.
 
     Returns ``(layout, changes)``; ``changes`` lists the geometry checker's repairs (empty with
     ``check=False``). ``check_options`` go to :func:`layout.geometry.check_layout` (``min_size``,
@@ -74,7 +90,12 @@ def plan_layout(
         planner = get_planner(planner)
     if not callable(getattr(planner, "plan", None)):
         raise TypeError(f"`planner` must be a planner name ({', '.join(PLANNER_NAMES)}) or have a .plan method, got {planner!r}")
-    layout = planner.plan(prompt, seed=seed)
+    if feedback is not None:
+        if not accepts_feedback(planner):
+            raise TypeError(f"the {getattr(planner, 'name', type(planner).__name__)} planner takes no `feedback`; re-plan it with another seed")
+        layout = planner.plan(prompt, seed=seed, feedback=feedback)
+    else:
+        layout = planner.plan(prompt, seed=seed)
     if not check:
         return layout, []
     from layout.geometry import check_layout
@@ -84,4 +105,4 @@ def plan_layout(
     return result.layout, [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]
 
 
-__all__ = ["PLANNER_NAMES", "Planner", "get_planner", "plan_layout"]
+__all__ = ["PLANNER_NAMES", "Planner", "accepts_feedback", "get_planner", "plan_layout"]

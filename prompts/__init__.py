@@ -1,7 +1,7 @@
 """Jinja2 templates that prompt an LLM for layouts (shipped as package data).
 
 ``layout_system.j2`` holds the instructions (the JSON answer schema, normalized boxes) and renders the
-in-context examples from ``layout_examples.j2``; ``layout_user.j2`` asks for one caption;
+in-context examples from ``layout_examples.j2``; ``layout_user.j2`` asks for one caption (with the agent's feedback on an earlier image, when given);
 ``layout_retry.j2`` feeds a validation error back. :func:`template_hash` covers every template, so a
 wording change invalidates cached LLM answers.
 """
@@ -70,10 +70,14 @@ def in_context_examples() -> list[dict]:
     return list(load_template("layout_examples.j2").module.examples)
 
 
-def layout_messages(prompt: str) -> list[dict[str, str]]:
-    """The chat messages asking for ``prompt``'s layout: system instructions with examples, then the caption."""
+def layout_messages(prompt: str, feedback: str | None = None) -> list[dict[str, str]]:
+    """The chat messages asking for ``prompt``'s layout: system instructions with examples, then the caption.
+
+    ``feedback`` (the agent's words for what an image drawn from an earlier layout got wrong) joins the
+    caption's turn, so that chat templates that demand alternating roles still accept the messages.
+    """
     system = load_template("layout_system.j2").render().strip()
-    user = load_template("layout_user.j2").render(caption=prompt).strip()
+    user = load_template("layout_user.j2").render(caption=prompt, feedback=(feedback or "").strip()).strip()
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

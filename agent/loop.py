@@ -1,0 +1,392 @@
+"""The agent loop: text -> plan -> check -> synthesize -> detect -> score -> retry, keeping every attempt.
+
+Read :func:`run` top to bottom. Each attempt draws the current layout with the current seed and
+guidance, detects what the image shows (:mod:`eval.detect`) and scores it against the layout
+(:mod:`agent.scores`). An attempt passes when every count and relation of the prompt holds in the
+image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until one passes, and within
+``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
+
+1. ``"new seed"`` -- the same layout and guidance from other initial noise;
+2. ``"stronger guidance"`` -- ``scale_factor`` times ``guidance_boost`` and ``extra_methods`` added
+   (skipped when no guidance method would be active);
+3. ``"re-plan"`` -- the planner plans again with the next planner seed; planners that take feedback
+   (llm, local) are told, in words, what the last image got wrong.
+
+Remedies accumulate (a re-plan keeps the stronger guidance). An attempt that raises (out of memory,
+a bad option, a planner server down) is recorded with its error and the loop goes on. The result
+holds every attempt; its best is the passing one, else the highest :func:`overall_score`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentSettings, load_settings
+from agent.scores import image_failures, score_layout_image
+from eval.detect import Detection, Detector, get_detector
+from layout.planners import Planner, accepts_feedback, get_planner, plan_layout
+from layout.schema import Layout, LayoutError
+
+#: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
+REMEDIES = ("new seed", "stronger guidance", "re-plan")
+#: The keys every scorer returns (the eval stage's ``score_layout_image`` too).
+SCORE_KEYS = ("count_acc", "spatial_acc", "box_iou50", "mean_iou")
+
+#: ``progress(stage, attempt, step, total)``: stage is "load", "plan", "synthesize", "detect", "score" or
+#: "done"; attempt counts from 1 (0 while loading); step/total are the denoising step during "synthesize".
+ProgressCallback = Callable[[str, int, int | None, int | None], None]
+Scorer = Callable[[Sequence[Detection], Layout], Mapping[str, float]]
+
+
+class AgentError(RuntimeError):
+    """The loop could not start (e.g. the prompt plans to no objects); the message says what to change."""
+
+
+@dataclass
+class Attempt:
+    """One pass through plan -> synthesize -> detect -> score, and what came of it."""
+
+    index: int  # 1-based
+    remedy: str  # "first" or one of REMEDIES
+    seed: int
+    planner_seed: int
+    methods: list[str]
+    options: dict[str, Any]  # the method/engine options given to Synthesizer.generate
+    layout: Layout
+    image: Any = None  # PIL image; None when synthesis failed
+    detections: list[Detection] = field(default_factory=list)
+    scores: dict[str, float] | None = None
+    passed: bool = False
+    failures: list[str] = field(default_factory=list)  # what the image gets wrong, in words
+    error: str | None = None  # the exception that ended this attempt, if any
+    notes: list[str] = field(default_factory=list)  # repairs of the plan, skipped remedies
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    @property
+    def score(self) -> float | None:
+        return overall_score(self.scores) if self.scores is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (no pixels) for report.json."""
+        return {
+            "index": self.index,
+            "remedy": self.remedy,
+            "seed": self.seed,
+            "planner_seed": self.planner_seed,
+            "methods": list(self.methods),
+            "options": _jsonable(self.options),
+            "passed": self.passed,
+            "score": self.score,
+            "scores": self.scores,
+            "failures": list(self.failures),
+            "error": self.error,
+            "notes": list(self.notes),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "layout": self.layout.to_dict(),
+            "detections": [
+                {"name": d.name, "color": d.color, "box": [round(v, 4) for v in d.box], "score": round(d.score, 4)}
+                for d in self.detections
+            ],
+        }
+
+
+@dataclass
+class RunResult:
+    """Every attempt of one :func:`run`, and the best of them (``best`` is None only if all failed to draw)."""
+
+    prompt: str
+    attempts: list[Attempt]
+    settings: AgentSettings
+
+    @property
+    def best(self) -> Attempt | None:
+        drawn = [a for a in self.attempts if a.image is not None]
+        if not drawn:
+            return None
+        # A pass beats any score; among equals the earlier attempt wins (max keeps the first maximum).
+        return max(drawn, key=lambda a: (a.passed, a.score if a.score is not None else -1.0))
+
+    @property
+    def passed(self) -> bool:
+        return self.best is not None and self.best.passed
+
+    @property
+    def image(self):
+        return self.best.image if self.best is not None else None
+
+    @property
+    def layout(self) -> Layout:
+        return (self.best or self.attempts[-1]).layout
+
+    @property
+    def scores(self) -> dict[str, float] | None:
+        return self.best.scores if self.best is not None else None
+
+    @property
+    def detections(self) -> list[Detection]:
+        return self.best.detections if self.best is not None else []
+
+    def overlay(self, size: int = 512):
+        """The best image with its planned (green) and detected (red) boxes (:func:`agent.overlay.draw_overlay`)."""
+        from agent.overlay import draw_overlay
+
+        if self.best is None:
+            raise AgentError("no attempt produced an image, so there is nothing to overlay; see the attempts' errors")
+        return draw_overlay(self.best.image, self.best.layout, self.best.detections, size=size)
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready summary: settings (secrets redacted), the best attempt, and every attempt."""
+        best = self.best
+        return {
+            "prompt": self.prompt,
+            "passed": self.passed,
+            "best_attempt": best.index if best is not None else None,
+            "scores": self.scores,
+            "score": best.score if best is not None else None,
+            "layout": self.layout.to_dict(),
+            "settings": self.settings.redacted(),
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write image.png, layout.json, overlay.png and report.json (images only when one was drawn)."""
+        import json
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"layout": out / "layout.json", "report": out / "report.json"}
+        paths["layout"].write_text(self.layout.to_json(indent=2) + "\n", encoding="utf-8")
+        if self.best is not None:
+            paths["image"] = out / "image.png"
+            self.best.image.save(paths["image"])
+            paths["overlay"] = out / "overlay.png"
+            self.overlay().save(paths["overlay"])
+        paths["report"].write_text(json.dumps(self.report(), indent=2) + "\n", encoding="utf-8")
+        return paths
+
+
+def overall_score(scores: Mapping[str, float]) -> float:
+    """One number to rank attempts: the mean of :data:`SCORE_KEYS` (counts, relations, boxes alike)."""
+    return float(sum(float(scores[key]) for key in SCORE_KEYS) / len(SCORE_KEYS))
+
+
+def passes(scores: Mapping[str, float], min_mean_iou: float) -> bool:
+    """Exact counts and relations, and the planned boxes drawn with mean IoU >= ``min_mean_iou``."""
+    return scores["count_acc"] >= 1.0 and scores["spatial_acc"] >= 1.0 and scores["mean_iou"] >= min_mean_iou
+
+
+def run(
+    prompt: str,
+    *,
+    settings: AgentSettings | None = None,
+    config_file: str | Path | None = None,
+    synthesizer=None,
+    planner: Planner | str | None = None,
+    detector: Detector | str | None = None,
+    scorer: Scorer = score_layout_image,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> RunResult:
+    """Draw ``prompt`` until the image shows what it asks, within ``attempts``; every attempt is kept.
+
+    ``options`` are :class:`~agent.config.AgentSettings` fields (``planner``, ``model``, ``methods``,
+    ``attempts``, ``steps``, ``seed``, ``options``, ...), over ``settings`` when given, else over the
+    environment and ``config_file`` as on the command line. ``synthesizer`` (a
+    :class:`synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
+    (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting).
+    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~synth.loading.ModelNotAvailableError` when the model
+    cannot be loaded, :class:`~layout.schema.LayoutError` / :class:`AgentError` when the prompt
+    cannot be planned; a failure inside an attempt is recorded in it instead.
+    """
+    # `planner="llm"` / `detector="shapes"` name the settings' choice; an object is used as it is.
+    if isinstance(planner, str):
+        options["planner"], planner = planner, None
+    if isinstance(detector, str):
+        options["detector"], detector = detector, None
+    if settings is None:
+        settings = load_settings(options, config_file)
+    elif options:
+        settings = load_settings({**_given_fields(settings), **options})
+    report = progress or (lambda stage, attempt, step, total: None)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LayoutError("`prompt` is empty; give the text the image should show")
+    prompt = prompt.strip()
+
+    # 1. The first plan, checked and repaired; an unplannable prompt ends the run before the model loads
+    if planner is None:
+        planner = get_planner(settings.planner, **settings.planner_options())
+    started = time.perf_counter()
+    report("plan", 1, None, None)
+    planner_seed = 0
+    layout, changes = plan_layout(prompt, planner, seed=planner_seed)
+    if not layout.objects:
+        raise AgentError(
+            f"the {getattr(planner, 'name', 'given')} planner found no objects in {prompt!r} to place and verify; "
+            "name the objects, e.g. 'two red circles to the left of a blue square'"
+        )
+    plan_seconds = time.perf_counter() - started
+
+    # 2. The other stages' tools: detector and synthesizer
+    if detector is None:
+        detector = get_detector(settings.detector)
+    if synthesizer is None:
+        report("load", 0, None, None)
+        synthesizer = _load_synthesizer(settings)
+    seed = settings.seed
+    methods = list(settings.methods)
+    engine_options = dict(settings.options)
+
+    # 3. Attempts: draw, verify, and apply the next remedy until one passes or the budget ends
+    attempts: list[Attempt] = []
+    remedy = "first"
+    notes = [f"plan repaired: {change}" for change in changes]
+    for index in range(1, settings.attempts + 1):
+        if index > 1:
+            remedy, notes = _next_remedy(attempts, settings, methods, engine_options)
+            if remedy == "new seed":
+                seed += 1
+            elif remedy == "stronger guidance":
+                try:
+                    engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
+                except (TypeError, ValueError):  # a non-numeric option: the engine will reject it and say so
+                    notes.append(f"scale_factor {engine_options.get('scale_factor')!r} is not a number; not boosted")
+                methods = [m for m in methods if m != "none"] + [m for m in settings.extra_methods if m not in methods]
+            elif remedy == "re-plan":
+                planner_seed += 1
+                report("plan", index, None, None)
+                started = time.perf_counter()
+                try:
+                    layout, notes = _replan(prompt, planner, planner_seed, attempts[-1], notes)
+                except Exception as err:  # the planner's server may be down: keep the last layout, go on
+                    notes.append(f"re-plan failed ({type(err).__name__}: {err}); kept the previous layout")
+                plan_seconds = time.perf_counter() - started
+        attempt = Attempt(
+            index=index, remedy=remedy, seed=seed, planner_seed=planner_seed, methods=list(methods),
+            options=dict(engine_options), layout=layout, notes=list(notes), timings={"plan": plan_seconds},
+        )  # fmt: skip
+        plan_seconds = 0.0
+        _draw_and_verify(attempt, synthesizer, detector, scorer, settings, report)
+        attempts.append(attempt)
+        if attempt.passed:
+            break
+    report("done", len(attempts), None, None)
+    return RunResult(prompt=prompt, attempts=attempts, settings=settings)
+
+
+def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: AgentSettings, report) -> None:
+    """Synthesize, detect and score one attempt in place; an exception is recorded, not raised."""
+    stage = "synthesize"
+    try:
+        started = time.perf_counter()
+        report(stage, attempt.index, 0, settings.steps)
+        output = synthesizer.generate(
+            attempt.layout,
+            methods=attempt.methods,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            seed=attempt.seed,
+            output_type="pil",
+            callback=lambda step, total, record: report("synthesize", attempt.index, step + 1, total),
+            **attempt.options,
+        )
+        attempt.image = output.images[0]
+        attempt.timings[stage] = time.perf_counter() - started
+        if output.appended_phrases and output.appended_phrases[0]:
+            attempt.notes.append(f"appended to the prompt (not in it): {', '.join(output.appended_phrases[0])}")
+
+        stage = "detect"
+        started = time.perf_counter()
+        report(stage, attempt.index, None, None)
+        attempt.detections = list(detector(attempt.image, list(dict.fromkeys(attempt.layout.names))))
+        attempt.timings[stage] = time.perf_counter() - started
+
+        stage = "score"
+        started = time.perf_counter()
+        report(stage, attempt.index, None, None)
+        scores = {key: float(value) for key, value in scorer(attempt.detections, attempt.layout).items()}
+        missing = [key for key in SCORE_KEYS if key not in scores]
+        if missing:
+            raise ValueError(f"the scorer returned no {', '.join(missing)}; a scorer returns {', '.join(SCORE_KEYS)}")
+        attempt.scores = scores
+        attempt.passed = passes(scores, settings.min_mean_iou)
+        attempt.failures = image_failures(attempt.detections, attempt.layout)
+        if not attempt.passed and not attempt.failures:
+            attempt.failures = [f"the planned boxes were drawn with mean IoU {scores['mean_iou']:.2f} < {settings.min_mean_iou}"]
+        attempt.timings[stage] = time.perf_counter() - started
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # recorded: the next attempt may well succeed (other seed, layout, guidance)
+        attempt.error = f"{stage} failed: {type(err).__name__}: {err}"
+        attempt.passed = False
+
+
+def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list[str], options: dict) -> tuple[str, list[str]]:
+    """The remedy after ``attempts``: the next of :data:`REMEDIES`, skipping those that cannot apply."""
+    last = attempts[-1].remedy
+    start = 0 if last == "first" else REMEDIES.index(last) + 1
+    notes: list[str] = []
+    for offset in range(len(REMEDIES)):
+        remedy = REMEDIES[(start + offset) % len(REMEDIES)]
+        if remedy == "stronger guidance" and not [m for m in [*methods, *settings.extra_methods] if m != "none"]:
+            notes.append("stronger guidance skipped: no guidance method is active (methods: none, no extra_methods)")
+            continue
+        return remedy, notes
+    raise AssertionError("unreachable: 'new seed' always applies")  # pragma: no cover
+
+
+def _replan(prompt: str, planner: Planner, planner_seed: int, last: Attempt, notes: list[str]) -> tuple[Layout, list[str]]:
+    """Plan again; a planner that takes feedback hears what the last image got wrong."""
+    feedback = None
+    if accepts_feedback(planner):
+        problems = last.failures or ([last.error] if last.error else [])
+        feedback = "; ".join(problems) or None
+    layout, changes = plan_layout(prompt, planner, seed=planner_seed, feedback=feedback)
+    said = f"with feedback: {feedback}" if feedback else "(this planner takes no feedback)"
+    return layout, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in changes)]
+
+
+def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
+    """The ``scale_factor`` the engine would use: the option, else the first method's default, else A&E's."""
+    from synth.methods import get_method
+    from synth.pipeline import ENGINE_DEFAULTS
+
+    if "scale_factor" in options:
+        return float(options["scale_factor"])
+    for name in methods:  # as Synthesizer._resolve_methods: the first method listed that sets it wins
+        if name != "none" and "scale_factor" in get_method(name).defaults:
+            return float(get_method(name).defaults["scale_factor"])
+    return float(ENGINE_DEFAULTS["scale_factor"])
+
+
+def _load_synthesizer(settings: AgentSettings):
+    """``Synthesizer.from_pretrained`` on the settings' device and dtype (raises ModelNotAvailableError)."""
+    from synth import Synthesizer
+    from synth.cli import _device_and_dtype  # `generate`'s defaults: cuda when there, fp16 on cuda
+
+    device, dtype = _device_and_dtype(settings.device, settings.dtype)
+    return Synthesizer.from_pretrained(settings.model, torch_dtype=dtype, device=device)
+
+
+def _given_fields(settings: AgentSettings) -> dict[str, Any]:
+    """``settings`` as keyword arguments that rebuild it (secrets kept as they are)."""
+    return {name: getattr(settings, name) for name in AgentSettings.model_fields}
+
+
+def _jsonable(value: Any) -> Any:
+    """Options as JSON values (tuples -> lists, numpy scalars -> numbers, the rest as text)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return repr(value)
+
+
+__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "overall_score", "passes", "run"]

@@ -1,0 +1,227 @@
+"""The agent loop (agent.run) on a tiny Stable Diffusion saved to disk, with scripted detectors and scorers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_openai import FakeOpenAIServer
+
+from agent import run
+from agent.loop import REMEDIES, overall_score
+from agent.scores import image_failures, score_layout_image
+from eval.detect import Detection
+from layout.offline import OfflinePlanner
+from layout.planners import plan_layout
+
+PROMPT = "two red circles to the left of a blue square"
+# The tiny UNet attends at 16x16 only; one denoising step and no refinement keep guided attempts fast.
+# Tests about the loop's bookkeeping draw unguided (TINY); those about guidance remedies draw GUIDED.
+GUIDED = {"options": {"car_res": [16, 16], "sar_res": [16, 16], "max_refinement_steps": 0}, "steps": 1}
+TINY = {"methods": "none", "steps": 1}
+FAILING = {"count_acc": 0.5, "spatial_acc": 0.0, "box_iou50": 0.0, "mean_iou": 0.1}
+PASSING = {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0, "mean_iou": 0.9}
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch):
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SCENEWRIGHT_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    for var in [v for v in __import__("os").environ if v.startswith("SCENEWRIGHT_")]:
+        monkeypatch.delenv(var)
+
+
+@pytest.fixture(scope="module")
+def synthesizer(tmp_path_factory):
+    from synth import Synthesizer
+    from synth.testing import get_dummy_pipe
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    get_dummy_pipe(seed=0).save_pretrained(folder)
+    return Synthesizer.from_pretrained(str(folder))
+
+
+class Recorder:
+    """The real synthesizer, every generate call's arguments kept; ``fail_on`` call numbers raise instead."""
+
+    def __init__(self, synthesizer, fail_on=()):
+        self.synthesizer = synthesizer
+        self.calls: list[dict] = []
+        self.fail_on = set(fail_on)
+
+    def generate(self, layout, **kwargs):
+        self.calls.append({"layout": layout, **kwargs})
+        if len(self.calls) in self.fail_on:
+            raise RuntimeError("CUDA out of memory (scripted)")
+        return self.synthesizer.generate(layout, **kwargs)
+
+
+class Scripted:
+    """A scorer answering from a script, and a detector that finds nothing but records what it was asked."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+        self.asked: list[list[str]] = []
+
+    def scorer(self, detections, layout):
+        return self.scores.pop(0) if len(self.scores) > 1 else self.scores[0]
+
+    def detector(self, image, names):
+        self.asked.append(list(names))
+        assert image.size == (64, 64)  # it is handed the drawn image
+        return []
+
+
+class FeedbackPlanner(OfflinePlanner):
+    """The offline planner, taking (and recording) the agent's feedback as the llm/local planners do."""
+
+    def __init__(self):
+        self.feedback: list[str | None] = []
+
+    def plan(self, prompt, *, seed=0, feedback=None):
+        self.feedback.append(feedback)
+        return super().plan(prompt, seed=seed)
+
+
+def test_remedies_come_in_order_and_accumulate(synthesizer):
+    from synth.pipeline import ENGINE_DEFAULTS
+
+    recorder, script, planner = Recorder(synthesizer), Scripted([FAILING]), FeedbackPlanner()
+    result = run(PROMPT, synthesizer=recorder, planner=planner, detector=script.detector, scorer=script.scorer,
+                 attempts=4, seed=7, **GUIDED)  # fmt: skip
+    assert [a.remedy for a in result.attempts] == ["first", *REMEDIES]
+    assert [call["seed"] for call in recorder.calls] == [7, 8, 8, 8]
+    # 'stronger guidance' doubles the scale factor the engine would have used, and re-planning keeps it.
+    _, engine = synthesizer._resolve_methods(["car", "sar"], dict(GUIDED["options"]))
+    assert engine["scale_factor"] == ENGINE_DEFAULTS["scale_factor"]
+    scales = [call.get("scale_factor") for call in recorder.calls]
+    assert scales == [None, None, 2 * engine["scale_factor"], 2 * engine["scale_factor"]]
+    # Re-planning: the planner's next seed, told what the image got wrong (the scripted scores fail counts).
+    assert [a.planner_seed for a in result.attempts] == [0, 0, 0, 1]
+    assert planner.feedback[0] is None and len(planner.feedback) == 2
+    assert "expected 2 x 'a red circle'" in planner.feedback[1]
+    assert planner.feedback[1] == "; ".join(result.attempts[2].failures)
+    assert script.asked == [["circle", "square"]] * 4
+    assert all(call["num_inference_steps"] == 1 and call["methods"] == ["car", "sar"] for call in recorder.calls)
+    assert not result.passed and len(result.attempts) == 4
+
+
+def test_stronger_guidance_adds_extra_methods_and_is_skipped_without_any(synthesizer):
+    recorder, script = Recorder(synthesizer), Scripted([FAILING])
+    options = {**GUIDED["options"], "attn_res": [16, 16]}
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=3,
+                 steps=1, options=options, methods="attend_excite", extra_methods="car")  # fmt: skip
+    assert [call["methods"] for call in recorder.calls] == [["attend_excite"], ["attend_excite"], ["attend_excite", "car"]]
+
+    recorder, script = Recorder(synthesizer), Scripted([FAILING])
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=3, **TINY)
+    assert [a.remedy for a in result.attempts] == ["first", "new seed", "re-plan"]
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=4, **TINY)
+    assert [a.remedy for a in result.attempts] == ["first", "new seed", "re-plan", "new seed"]
+    assert "stronger guidance skipped" in result.attempts[2].notes[0]
+    assert all("scale_factor" not in call for call in recorder.calls)
+
+
+def test_the_loop_stops_at_the_first_pass_and_returns_it(synthesizer):
+    script = Scripted([FAILING, {**FAILING, "count_acc": 1.0}, PASSING, FAILING])
+    result = run(PROMPT, synthesizer=synthesizer, detector=script.detector, scorer=script.scorer, attempts=4, **TINY)
+    assert [a.passed for a in result.attempts] == [False, False, True]
+    assert result.best is result.attempts[2] and result.passed
+    assert result.scores == PASSING and result.image is result.attempts[2].image
+
+
+def test_without_a_pass_the_best_score_wins_and_ties_go_to_the_earlier(synthesizer):
+    better = {**FAILING, "count_acc": 1.0}
+    script = Scripted([FAILING, better, better, FAILING])
+    result = run(PROMPT, synthesizer=synthesizer, detector=script.detector, scorer=script.scorer, attempts=4, **TINY)
+    assert len(result.attempts) == 4 and not result.passed
+    assert result.best is result.attempts[1]
+    assert result.attempts[1].score == overall_score(better) > overall_score(FAILING)
+
+
+def test_a_failing_attempt_is_recorded_and_the_loop_goes_on(synthesizer, tmp_path):
+    recorder, script = Recorder(synthesizer, fail_on={1}), Scripted([FAILING])
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=2, **TINY)
+    first, second = result.attempts
+    assert first.image is None and first.scores is None and "CUDA out of memory" in first.error
+    assert first.error.startswith("synthesize failed: RuntimeError")
+    assert second.image is not None and second.error is None and second.remedy == "new seed"
+    assert result.best is second
+    report = json.loads((result.save(tmp_path)["report"]).read_text())
+    assert [a["error"] is None for a in report["attempts"]] == [False, True]
+
+    recorder = Recorder(synthesizer, fail_on={1, 2})
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=2, **TINY)
+    assert result.best is None and result.image is None
+    paths = result.save(tmp_path / "none")
+    assert sorted(paths) == ["layout", "report"]  # no image to write, but the record of what happened
+
+
+def test_a_scorer_without_the_keys_fails_that_attempt_clearly(synthesizer):
+    result = run(PROMPT, synthesizer=synthesizer, detector=lambda image, names: [], scorer=lambda d, l: {"count_acc": 1},
+                 attempts=1, **TINY)  # fmt: skip
+    assert "the scorer returned no spatial_acc, box_iou50, mean_iou" in result.attempts[0].error
+
+
+def test_llm_replan_sends_the_failures_to_the_server(synthesizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCENEWRIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    answer = json.dumps({"objects": [
+        {"name": "circle", "phrase": "a red circle", "box": [0.05, 0.3, 0.3, 0.6]},
+        {"name": "circle", "phrase": "a red circle", "box": [0.35, 0.3, 0.6, 0.6]},
+        {"name": "square", "phrase": "a blue square", "box": [0.7, 0.3, 0.95, 0.6]},
+    ], "background": "", "negative": ""})  # fmt: skip
+    secret = "sk-agent-DO-NOT-LEAK-42"
+    script = Scripted([FAILING])
+    with FakeOpenAIServer([answer, answer]) as server:
+        result = run(PROMPT, synthesizer=synthesizer, detector=script.detector, scorer=script.scorer, attempts=4,
+                     planner="llm", planner_model="test-model", llm_base_url=server.url, openai_api_key=secret,
+                     **TINY)  # fmt: skip
+    assert len(server.requests) == 2, [r["messages"][-1]["content"][:300] for r in server.requests]
+    first, replan = server.requests
+    assert "did not show" not in first["messages"][-1]["content"]
+    caption_turn = replan["messages"][-1]["content"]
+    assert caption_turn.startswith(f"Caption: {PROMPT}") and "did not show what the caption asks" in caption_turn
+    assert "expected 2 x 'a red circle'" in caption_turn
+    # Unguided (methods none), so 'stronger guidance' is skipped and the third attempt re-plans.
+    assert result.attempts[2].remedy == "re-plan" and any("with feedback" in n for n in result.attempts[2].notes)
+    report = json.dumps(result.report())
+    assert secret not in report and result.report()["settings"]["openai_api_key"] == "**********"
+
+
+def test_an_unplannable_prompt_fails_before_any_attempt(synthesizer):
+    from agent.loop import AgentError
+
+    with pytest.raises(AgentError, match="found no objects"):
+        run("a beautiful morning", synthesizer=synthesizer, attempts=1, **TINY)
+
+
+# ------------------------------------------------------------------ the local scorer
+def _detections(layout, colors=None, shift=0.0):
+    colors = colors or [("red" if o.name == "circle" else "blue") for o in layout.objects]
+    return [
+        Detection(name=o.name, box=(o.box[0] + shift, o.box[1], o.box[2] + shift, o.box[3]), score=1.0, color=c)
+        for o, c in zip(layout.objects, colors)
+    ]
+
+
+def test_scores_of_an_exact_image_and_of_broken_ones():
+    layout, _ = plan_layout(PROMPT)
+    exact = _detections(layout)
+    assert score_layout_image(exact, layout) == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0, "mean_iou": 1.0}
+    assert image_failures(exact, layout) == []
+
+    missing_square = exact[:2]
+    scores = score_layout_image(missing_square, layout)
+    assert scores["count_acc"] == 0.5 and scores["spatial_acc"] == 0.0 and scores["box_iou50"] == pytest.approx(2 / 3)
+    assert any("expected 1 x 'a blue square'" in f for f in image_failures(missing_square, layout))
+
+    # A purple circle is not one of "two red circles": the count and its box both miss.
+    purple = _detections(layout, colors=["purple", "red", "blue"])
+    assert score_layout_image(purple, layout)["count_acc"] == 0.5
+    assert score_layout_image(purple, layout)["mean_iou"] == pytest.approx(2 / 3)
+    assert any("a purple circle" in f for f in image_failures(purple, layout))
+
+    # Boxes drawn a little off: counts and relations hold, the IoU says how far off.
+    shifted = _detections(layout, shift=0.02)
+    scores = score_layout_image(shifted, layout)
+    assert scores["count_acc"] == scores["spatial_acc"] == 1.0 and 0.5 < scores["mean_iou"] < 1.0
