@@ -2,7 +2,7 @@
 
 Read :func:`run` top to bottom. Each attempt draws the current layout with the current seed and
 guidance, detects what the image shows (:mod:`eval.detect`) and scores it against the layout
-(:mod:`agent.scores`). An attempt passes when every count and relation of the prompt holds in the
+(:func:`eval.scores.score_layout_image`). An attempt passes when every count and relation of the prompt holds in the
 image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until one passes, and within
 ``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
 
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentSettings, load_settings
-from agent.scores import image_failures, score_layout_image
+from agent.failures import image_failures
+from eval.scores import score_layout_image
 from eval.detect import Detection, Detector, get_detector
 from layout.planners import Planner, accepts_feedback, get_planner, plan_layout
 from layout.schema import Layout, LayoutError
@@ -59,7 +60,7 @@ class Attempt:
     layout: Layout
     image: Any = None  # PIL image; None when synthesis failed
     detections: list[Detection] = field(default_factory=list)
-    scores: dict[str, float] | None = None
+    scores: dict[str, float | None] | None = None
     passed: bool = False
     failures: list[str] = field(default_factory=list)  # what the image gets wrong, in words
     error: str | None = None  # the exception that ended this attempt, if any
@@ -123,7 +124,7 @@ class RunResult:
         return (self.best or self.attempts[-1]).layout
 
     @property
-    def scores(self) -> dict[str, float] | None:
+    def scores(self) -> dict[str, float | None] | None:
         return self.best.scores if self.best is not None else None
 
     @property
@@ -169,14 +170,18 @@ class RunResult:
         return paths
 
 
-def overall_score(scores: Mapping[str, float]) -> float:
-    """One number to rank attempts: the mean of :data:`SCORE_KEYS` (counts, relations, boxes alike)."""
-    return float(sum(float(scores[key]) for key in SCORE_KEYS) / len(SCORE_KEYS))
+def overall_score(scores: Mapping[str, float | None]) -> float:
+    """One number to rank attempts: the mean of the judged :data:`SCORE_KEYS` (None: nothing to judge, e.g. no relation)."""
+    judged = [float(scores[key]) for key in SCORE_KEYS if scores[key] is not None]
+    return float(sum(judged) / len(judged)) if judged else 1.0
 
 
-def passes(scores: Mapping[str, float], min_mean_iou: float) -> bool:
-    """Exact counts and relations, and the planned boxes drawn with mean IoU >= ``min_mean_iou``."""
-    return scores["count_acc"] >= 1.0 and scores["spatial_acc"] >= 1.0 and scores["mean_iou"] >= min_mean_iou
+def passes(scores: Mapping[str, float | None], min_mean_iou: float) -> bool:
+    """Exact counts and relations, and the planned boxes drawn with mean IoU >= ``min_mean_iou`` (None: nothing to miss)."""
+    def at_least(key: str, bound: float) -> bool:
+        return scores[key] is None or float(scores[key]) >= bound
+
+    return at_least("count_acc", 1.0) and at_least("spatial_acc", 1.0) and at_least("mean_iou", min_mean_iou)
 
 
 def run(
@@ -307,7 +312,7 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
         stage = "score"
         started = time.perf_counter()
         report(stage, attempt.index, None, None)
-        scores = {key: float(value) for key, value in scorer(attempt.detections, attempt.layout).items()}
+        scores = {key: (None if value is None else float(value)) for key, value in scorer(attempt.detections, attempt.layout).items()}
         missing = [key for key in SCORE_KEYS if key not in scores]
         if missing:
             raise ValueError(f"the scorer returned no {', '.join(missing)}; a scorer returns {', '.join(SCORE_KEYS)}")

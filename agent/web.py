@@ -41,8 +41,6 @@ STATIC = Path(__file__).parent / "static"
 DEFAULT_STEPS = 25
 #: Float slack on the canvas edges (a box dragged to the edge may land at 1.0000001).
 _EDGE = 1e-6
-PLANNED_RGB = (20, 170, 60)
-DETECTED_RGB = (230, 30, 30)
 
 
 class EditorError(ValueError):
@@ -154,21 +152,6 @@ def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
     return layout, f"Planned {len(layout.objects)} box(es): drag to move, drag a corner to resize.{notes}"
 
 
-def draw_overlay(image, layout: Layout, detections: Sequence, size: int = 512):
-    """STAND-IN for the agent branch's ``agent.overlay.draw_overlay`` (same signature): planned boxes green, detected red."""
-    from PIL import Image, ImageDraw
-
-    canvas = image.convert("RGB").resize((size, size), Image.NEAREST)  # a 64 px shapes image stays crisp
-    draw = ImageDraw.Draw(canvas)
-    items = [(o.box, o.phrase, PLANNED_RGB) for o in layout.objects]
-    items += [(d.box, f"{d.phrase} {d.score:.2f}", DETECTED_RGB) for d in detections]
-    for box, label, color in items:
-        x0, y0, x1, y1 = (v * (size - 1) for v in box)
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=3)
-        draw.text((x0 + 4, y0 + 2), label, fill=color)
-    return canvas
-
-
 def generate_for_layout(
     layout: Layout,
     synthesizer,
@@ -198,6 +181,8 @@ def generate_for_layout(
     scores: dict[str, Any] = dict(score_layout_image(detections, layout))
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
                             for d in detections]  # fmt: skip
+    from agent.overlay import draw_overlay
+
     return image, draw_overlay(image, layout, detections), scores
 
 

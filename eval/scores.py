@@ -81,43 +81,103 @@ def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
 
 
 # ------------------------------------------------------------------------ scenewright
+def named_color(phrase: str) -> str | None:
+    """The first color word of ``phrase`` ("a red circle" -> "red"), None when it names none."""
+    from layout.parse import COLORS
+
+    return next((word for word in phrase.lower().split() if word in COLORS), None)
+
+
+def color_fits(color: str | None, phrase: str) -> bool:
+    """A detection's ``color`` fits ``phrase`` when the detector reports none, the phrase names none, or they agree."""
+    wanted = named_color(phrase)
+    return color is None or wanted is None or color == wanted
+
+
+def fitting_detections(detections: Sequence[Detection], layout: Layout) -> list[Detection]:
+    """The detections that can stand for a planned object: of a kind not planned, or of a color some phrase of that kind allows.
+
+    A purple circle is not one of "two red circles", so it neither holds a relation nor grounds a box.
+    """
+    phrases: dict[str, list[str]] = {}
+    for obj in layout.objects:
+        phrases.setdefault(obj.name, []).append(obj.phrase)
+    return [d for d in detections if any(color_fits(d.color, p) for p in phrases.get(d.name, [""]))]
+
+
 def score_layout_image(
     detections: list[Detection], layout: Layout, *, iou_threshold: float = 0.5
 ) -> dict[str, float | None]:
     """Per-image count, relation and box scores of ``detections`` against the planned ``layout``.
 
-    - ``count_acc``: 1.0 when every kind of the layout is detected exactly as many times as planned
-      and no kind the prompt negates ("without X") is detected, else 0.0.
+    - ``count_acc``: 1.0 when every kind of the layout is detected exactly as many times as planned,
+      every colored group ("two red circles") has exactly its count of detections of a fitting color
+      (:func:`color_fits`; detectors without colors always fit), and no kind the prompt negates
+      ("without X") is detected, else 0.0.
     - ``spatial_acc``: fraction of the prompt's relations (:func:`layout.parse.parse_prompt`) that
-      hold on the detected boxes (:func:`layout.relations.relation_holds`); None without relations.
-    - ``box_iou50``: fraction of planned objects matched one-to-one (same name, greedy by IoU) to a
-      detection with IoU >= ``iou_threshold``; None for a layout without objects.
+      hold on the boxes of the :func:`fitting_detections` (:func:`layout.relations.relation_holds`);
+      None without relations.
+    - ``box_iou50``: fraction of planned objects matched one-to-one (same name, fitting color, greedy
+      by IoU) to a detection with IoU >= ``iou_threshold``; None for a layout without objects.
     - ``mean_iou``: mean over planned objects of the IoU of their match (0 when unmatched); None as above.
     """
+    from collections import Counter
+
     from layout.parse import parse_prompt
     from layout.relations import relation_holds
 
-    detected_counts: dict[str, int] = {}
-    for d in detections:
-        detected_counts[d.name] = detected_counts.get(d.name, 0) + 1
     spec = parse_prompt(layout.prompt)
+    detected_counts = Counter(d.name for d in detections)
     planned_counts = layout.counts()
-    counts_ok = all(detected_counts.get(name, 0) == n for name, n in planned_counts.items())
-    negated_ok = all(detected_counts.get(name, 0) == 0 for name in spec.negative if name not in planned_counts)
+    counts_ok = all(detected_counts[name] == n for name, n in planned_counts.items())
+    groups = Counter((o.name, named_color(o.phrase)) for o in layout.objects)
+    colors_ok = all(
+        sum(d.name == name and color_fits(d.color, f"a {color} {name}") for d in detections) == n
+        for (name, color), n in groups.items()
+        if color is not None
+    )
+    negated_ok = all(detected_counts[name] == 0 for name in spec.negative if name not in planned_counts)
 
     spatial: float | None = None
     if spec.relations:
-        detected = detections_layout(detections, layout.prompt)
+        detected = detections_layout(fitting_detections(detections, layout), layout.prompt)
         held = sum(relation_holds(r, spec, detected) for r in spec.relations)
         spatial = held / len(spec.relations)
 
     grounding = grounding_scores(detections, layout, iou_threshold=iou_threshold)
     return {
-        "count_acc": 1.0 if counts_ok and negated_ok else 0.0,
+        "count_acc": 1.0 if counts_ok and colors_ok and negated_ok else 0.0,
         "spatial_acc": spatial,
         "box_iou50": grounding["box_iou50"],
         "mean_iou": grounding["mean_iou"],
     }
+
+
+def planned_matches(detections: Sequence[Detection], layout: Layout) -> list[tuple[int, int, float]]:
+    """:func:`match_boxes` of planned objects to detections of the same kind and a fitting color."""
+    colored = {o.name for o in layout.objects if named_color(o.phrase) is not None}
+
+    def key(name: str, color: str | None) -> tuple[str, str | None]:
+        return (name, color if name in colored else None)
+
+    planned = [(key(o.name, named_color(o.phrase)), o.box) for o in layout.objects]
+    detected = [(key(d.name, d.color), d.box) for d in detections]
+    # A detector without colors fits every planned color: give it the color of each planned box it could be.
+    pairs = []
+    for j, (dkey, box) in enumerate(detected):
+        if dkey[1] is None and dkey[0] in colored:
+            pairs += [(pkey, box, j) for pkey, _ in planned if pkey[0] == dkey[0]]
+        else:
+            pairs.append((dkey, box, j))
+    matches = match_boxes(planned, [(k, b) for k, b, _ in pairs])
+    seen: set[int] = set()
+    out = []
+    for i, jj, iou in matches:  # one detection grounds one object even when it was offered under several colors
+        j = pairs[jj][2]
+        if j not in seen:
+            seen.add(j)
+            out.append((i, j, iou))
+    return out
 
 
 def grounding_scores(detections: Sequence[Detection], layout: Layout, *, iou_threshold: float = 0.5) -> dict[str, float | None]:
@@ -126,7 +186,7 @@ def grounding_scores(detections: Sequence[Detection], layout: Layout, *, iou_thr
         raise ValueError(f"`iou_threshold` must lie in (0, 1], got {iou_threshold}")
     if not layout.objects:
         return {"box_iou50": None, "mean_iou": None}
-    matches = match_boxes([(o.name, o.box) for o in layout.objects], [(d.name, d.box) for d in detections])
+    matches = planned_matches(detections, layout)
     n = len(layout.objects)
     return {
         "box_iou50": sum(iou >= iou_threshold for _, _, iou in matches) / n,

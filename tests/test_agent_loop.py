@@ -9,7 +9,8 @@ from fake_openai import FakeOpenAIServer
 
 from agent import run
 from agent.loop import REMEDIES, overall_score
-from agent.scores import image_failures, score_layout_image
+from agent.failures import image_failures
+from eval.scores import score_layout_image
 from eval.detect import Detection
 from layout.offline import OfflinePlanner
 from layout.planners import plan_layout
@@ -212,14 +213,17 @@ def test_scores_of_an_exact_image_and_of_broken_ones():
 
     missing_square = exact[:2]
     scores = score_layout_image(missing_square, layout)
-    assert scores["count_acc"] == 0.5 and scores["spatial_acc"] == 0.0 and scores["box_iou50"] == pytest.approx(2 / 3)
+    assert scores["count_acc"] == 0.0 and scores["spatial_acc"] == 0.0 and scores["box_iou50"] == pytest.approx(2 / 3)
     assert any("expected 1 x 'a blue square'" in f for f in image_failures(missing_square, layout))
 
     # A purple circle is not one of "two red circles": the count and its box both miss.
     purple = _detections(layout, colors=["purple", "red", "blue"])
-    assert score_layout_image(purple, layout)["count_acc"] == 0.5
+    assert score_layout_image(purple, layout)["count_acc"] == 0.0
     assert score_layout_image(purple, layout)["mean_iou"] == pytest.approx(2 / 3)
     assert any("a purple circle" in f for f in image_failures(purple, layout))
+    # A detector that reports no colors cannot tell: every circle fits.
+    colorless = [Detection(name=d.name, box=d.box, score=d.score) for d in purple]
+    assert score_layout_image(colorless, layout)["count_acc"] == 1.0
 
     # Boxes drawn a little off: counts and relations hold, the IoU says how far off.
     shifted = _detections(layout, shift=0.02)
