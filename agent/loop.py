@@ -132,8 +132,8 @@ class RunResult:
         return self.best.detections if self.best is not None else []
 
     def overlay(self, size: int = 512):
-        """The best image with its planned (green) and detected (red) boxes (:func:`agent.overlay.draw_overlay`)."""
-        from agent.overlay import draw_overlay
+        """The best image with its planned (green) and detected (red) boxes (:func:`eval.overlay.draw_overlay`)."""
+        from eval.overlay import draw_overlay
 
         if self.best is None:
             raise AgentError("no attempt produced an image, so there is nothing to overlay; see the attempts' errors")

@@ -181,7 +181,7 @@ def generate_for_layout(
     scores: dict[str, Any] = dict(score_layout_image(detections, layout))
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
                             for d in detections]  # fmt: skip
-    from agent.overlay import draw_overlay
+    from eval.overlay import draw_overlay
 
     return image, draw_overlay(image, layout, detections), scores
 

@@ -2,7 +2,7 @@
 
 Everything the page shows lives next to it in the run folder and is linked relatively (images,
 box overlays under ``annotated/``, plots under ``plots/``), so the folder can be moved or served
-as a whole. Box overlays: planned boxes in blue, detected ones in red, drawn with PIL; plots are
+as a whole. Box overlays: planned boxes in green, detected ones in red (:mod:`eval.overlay`); plots are
 matplotlib on the Agg backend (no display needed).
 """
 
@@ -12,6 +12,10 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+
+from eval.detect import Detection
+from eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
+from layout.schema import Layout
 
 #: Columns of the tables: (record score key, header). HRS counting P/R/F1 are pooled, not averaged.
 _METRICS = (
@@ -26,9 +30,7 @@ _METRICS = (
     ("t2i_spatial", "T2I spatial"),
     ("t2i_numeracy", "T2I numeracy"),
 )
-PLANNED_RGB = (30, 90, 230)
-DETECTED_RGB = (230, 30, 30)
-#: Overlays are drawn on images upscaled to at least this many pixels a side (64 px shapes images are tiny).
+#: Overlays (:func:`eval.overlay.draw_overlay`) are drawn this many pixels wide (64 px shapes images are tiny).
 OVERLAY_SIDE = 256
 MAX_GRID_ITEMS = 24
 
@@ -71,23 +73,6 @@ def _table(title: str, groups: dict[tuple[str, ...], list[dict]], heads: Sequenc
 
 
 # ----------------------------------------------------------------------------- drawing
-def draw_boxes(image, planned: Sequence[tuple[str, Sequence[float]]], detected: Sequence[tuple[str, Sequence[float]]]):
-    """A copy of ``image`` upscaled to >= OVERLAY_SIDE px, planned boxes in blue, detected in red, each labelled."""
-    from PIL import Image, ImageDraw
-
-    image = image.convert("RGB")
-    scale = max(1, -(-OVERLAY_SIDE // max(image.size)))
-    canvas = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(canvas)
-    w, h = canvas.size
-    for boxes, color, offset in ((planned, PLANNED_RGB, 0), (detected, DETECTED_RGB, 1)):
-        for name, (x0, y0, x1, y1) in boxes:
-            xy = (x0 * w, y0 * h, max(x0 * w, x1 * w - 1), max(y0 * h, y1 * h - 1))
-            draw.rectangle(xy, outline=color, width=2)
-            draw.text((xy[0] + 3, (xy[1] + 2) if offset == 0 else max(0, xy[3] - 12)), name, fill=color)
-    return canvas
-
-
 def _overlay(out: Path, record: dict) -> str:
     """Write (once) the record's box overlay under ``annotated/``; returns its path relative to ``out``."""
     from PIL import Image
@@ -96,11 +81,12 @@ def _overlay(out: Path, record: dict) -> str:
     target = out / relative
     source = out / record["image"]
     if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
-        planned = [(o["name"], o["box"]) for o in record["layout"]["objects"]]
-        detected = [(d["name"], d["box"]) for d in record["detections"]]
+        layout = Layout.model_validate(record["layout"])
+        detected = [Detection(name=d["name"], box=tuple(d["box"]), score=float(d.get("score", 1.0)), color=d.get("color"))
+                    for d in record["detections"]]  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(source) as image:
-            draw_boxes(image, planned, detected).save(target)
+            draw_overlay(image, layout, detected, size=OVERLAY_SIDE).save(target)
     return relative.as_posix()
 
 
@@ -233,4 +219,4 @@ def write_report(out: str | os.PathLike, records: Sequence[dict] | None = None, 
     return path
 
 
-__all__ = ["draw_boxes", "write_report"]
+__all__ = ["write_report"]

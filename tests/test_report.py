@@ -8,7 +8,10 @@ import json
 import numpy as np
 from PIL import Image
 
-from eval.report import DETECTED_RGB, OVERLAY_SIDE, PLANNED_RGB, draw_boxes, write_report
+from eval.detect import Detection
+from eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
+from eval.report import OVERLAY_SIDE, write_report
+from layout.schema import Layout, LayoutObject
 
 
 def _record(out, key, method, scores, *, prompt="a red circle", suite="hrs-counting", category="easy", status="ok"):
@@ -29,14 +32,16 @@ def _record(out, key, method, scores, *, prompt="a red circle", suite="hrs-count
     return record
 
 
-def test_planned_boxes_are_blue_and_detected_red_at_their_places():
-    canvas = draw_boxes(Image.new("RGB", (64, 64), "white"), [("cat", (0.0, 0.0, 0.5, 0.5))], [("dog", (0.5, 0.5, 1.0, 1.0))])
+def test_planned_boxes_are_green_and_detected_red_at_their_places():
+    layout = Layout(prompt="a cat and a dog", objects=(LayoutObject(name="cat", phrase="a cat", box=(0.0, 0.25, 0.5, 0.75)),))
+    canvas = draw_overlay(Image.new("RGB", (64, 64), "white"), layout, [Detection("dog", (0.5, 0.25, 1.0, 0.75), 0.9)],
+                          size=OVERLAY_SIDE)  # fmt: skip
     pixels = np.asarray(canvas)
     assert canvas.size == (OVERLAY_SIDE, OVERLAY_SIDE)  # 64 px upscaled 4x (nearest)
     side = OVERLAY_SIDE
-    assert tuple(pixels[side // 4, 0]) == PLANNED_RGB  # left edge of the planned box
-    assert tuple(pixels[3 * side // 4, side - 1]) == DETECTED_RGB  # right edge of the detected box
-    assert tuple(pixels[side // 4, side // 4]) == (255, 255, 255)  # inside the planned box: untouched
+    assert tuple(pixels[side // 2, 0]) == PLANNED_RGB  # left edge of the planned box
+    assert tuple(pixels[side // 2, side - 1]) == DETECTED_RGB  # right edge of the detected box
+    assert tuple(pixels[side // 2, side // 4]) == (255, 255, 255)  # inside the planned box: untouched
 
 
 def test_tables_pool_hrs_counting_escape_prompts_and_list_failures(tmp_path):

@@ -1,4 +1,7 @@
-"""The overlay: an attempt's image with the boxes it was planned with and the boxes found in it."""
+"""The overlay: an image with the boxes it was planned with (green) and the boxes found in it (red).
+
+One drawing for every place a person checks an image: the agent's overlay.png, the web editor, report.html.
+"""
 
 from __future__ import annotations
 
