@@ -190,11 +190,10 @@ def test_bad_flags_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, extra
     assert not (tmp_path / "o").exists()
 
 
-def test_embedded_shapes_model_missing_gives_the_export_instruction(tmp_path, capsys):
-    from synth.loading import EMBEDDED_MODELS
+def test_embedded_shapes_model_missing_gives_the_export_instruction(tmp_path, capsys, monkeypatch):
+    from synth import loading
 
-    if (EMBEDDED_MODELS["shapes"] / "model_index.json").is_file():
-        pytest.skip("the embedded shapes model is built; this test covers builds without it")
+    monkeypatch.setitem(loading.EMBEDDED_MODELS, "shapes", tmp_path / "not-built")  # a build without it
     assert main(["bench", "--suite", "shapes", "--model", "shapes", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "embedded 'shapes' model is not in this build" in err and "--export" in err
