@@ -41,32 +41,6 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(planned: Sequence[tuple[str, Sequence[float]]], detected: Sequence[tuple[str, Sequence[float]]]) -> list[tuple[int, int, float]]:
-    """One-to-one greedy matching of same-name boxes by descending IoU: ``[(planned i, detected j, iou)]``.
-
-    Pairs with IoU 0 are never matched; each box is used at most once.
-    """
-    pairs = sorted(
-        (
-            (box_iou(pb, db), i, j)
-            for i, (pn, pb) in enumerate(planned)
-            for j, (dn, db) in enumerate(detected)
-            if pn == dn
-        ),
-        key=lambda t: (-t[0], t[1], t[2]),
-    )
-    used_p: set[int] = set()
-    used_d: set[int] = set()
-    out = []
-    for iou, i, j in pairs:
-        if iou <= 0 or i in used_p or j in used_d:
-            continue
-        used_p.add(i)
-        used_d.add(j)
-        out.append((i, j, iou))
-    return out
-
-
 def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
     """The detections as a :class:`Layout` (degenerate boxes widened by a hair, so relations can judge them)."""
     objects = []
@@ -154,29 +128,25 @@ def score_layout_image(
 
 
 def planned_matches(detections: Sequence[Detection], layout: Layout) -> list[tuple[int, int, float]]:
-    """:func:`match_boxes` of planned objects to detections of the same kind and a fitting color."""
-    colored = {o.name for o in layout.objects if named_color(o.phrase) is not None}
-
-    def key(name: str, color: str | None) -> tuple[str, str | None]:
-        return (name, color if name in colored else None)
-
-    planned = [(key(o.name, named_color(o.phrase)), o.box) for o in layout.objects]
-    detected = [(key(d.name, d.color), d.box) for d in detections]
-    # A detector without colors fits every planned color: give it the color of each planned box it could be.
-    pairs = []
-    for j, (dkey, box) in enumerate(detected):
-        if dkey[1] is None and dkey[0] in colored:
-            pairs += [(pkey, box, j) for pkey, _ in planned if pkey[0] == dkey[0]]
-        else:
-            pairs.append((dkey, box, j))
-    matches = match_boxes(planned, [(k, b) for k, b, _ in pairs])
-    seen: set[int] = set()
+    """One-to-one greedy matching (by descending IoU) of planned objects to detections of the same kind and a fitting color."""
+    pairs = sorted(
+        (
+            (box_iou(o.box, d.box), i, j)
+            for i, o in enumerate(layout.objects)
+            for j, d in enumerate(detections)
+            if o.name == d.name and color_fits(d.color, o.phrase)
+        ),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    used_p: set[int] = set()
+    used_d: set[int] = set()
     out = []
-    for i, jj, iou in matches:  # one detection grounds one object even when it was offered under several colors
-        j = pairs[jj][2]
-        if j not in seen:
-            seen.add(j)
-            out.append((i, j, iou))
+    for iou, i, j in pairs:
+        if iou <= 0 or i in used_p or j in used_d:
+            continue
+        used_p.add(i)
+        used_d.add(j)
+        out.append((i, j, iou))
     return out
 
 
