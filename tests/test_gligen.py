@@ -135,3 +135,98 @@ def test_from_pretrained_gligen_round_trip_and_plain_folder_error(tmp_path, glig
     assert auto.unet.position_net is not None
     with pytest.raises(GligenError, match="masterful/gligen"):
         Synthesizer.from_pretrained(str(tmp_path / "plain"), gligen=True)
+
+
+def _positional_gligen(pipe, sharpness: float = 24.0) -> list:
+    """Hand-set a GLIGEN UNet whose fuser attention can only follow boxes; returns the hook handles.
+
+    A trained GLIGEN's visual tokens know where they are (convolution features) and its position net
+    encodes each box; random weights do neither. So: (1) the position net passes the lowest Fourier
+    frequency of each box through, as e^{i x0} + e^{i x1} (and y); (2) a pre-hook on every fuser
+    replaces the visual tokens with e^{i x}, e^{i y} of their pixel centres (raster order); (3) one
+    head's query reads the pixel code, its key the box code, so a pixel's score for an object's token
+    is ``sharpness * (cos(x - x0) + cos(x - x1) + cos(y - y0) + cos(y - y1))``, largest at the box's
+    centre and falling off away from it. Visual and null tokens get zero keys (a constant score).
+    Everything else — what the pipeline feeds the position net, slot order, the capture of the fuser's
+    probabilities — is the real code, so the maps land in the boxes only if boxes arrive right.
+    """
+    net = pipe.unet.position_net
+    big = 30.0  # SiLU(big + v) = big + v in fp32 for |v| <= 1: the MLP passes values through exactly
+    with torch.no_grad():
+        lin1, lin2, lin3 = net.linears[0], net.linears[2], net.linears[4]
+        for layer in (lin1, lin2, lin3):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        fourier = net.positive_len  # Fourier features follow the phrase embedding; freq 0: sin xyxy, cos xyxy
+        for k in range(8):
+            lin1.weight[k, fourier + k] = 1.0
+            lin1.bias[k] = big
+            lin2.weight[k, k] = 1.0
+        sin_x0, sin_y0, sin_x1, sin_y1, cos_x0, cos_y0, cos_x1, cos_y1 = range(8)
+        codes = [(cos_x0, cos_x1), (sin_x0, sin_x1), (cos_y0, cos_y1), (sin_y0, sin_y1)]
+        for out, (a, b) in enumerate(codes):  # out 0..3: the code; out 4..7: its negative (zero mean for LayerNorm)
+            for sign, row in ((1.0, out), (-1.0, out + 4)):
+                lin3.weight[row, a] = lin3.weight[row, b] = sign
+                lin3.bias[row] = -2 * big * sign
+
+    def visual_code(module, args):
+        x, objs = args
+        side = int(round(x.shape[1] ** 0.5))
+        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")  # row-major: token n = row * side + col
+        code = torch.stack([xs.cos(), xs.sin(), ys.cos(), ys.sin()], dim=-1).flatten(0, 1)  # (N, 4)
+        new = torch.zeros_like(x)
+        new[..., 0:4], new[..., 4:8] = code, -code
+        return new, objs
+
+    handles = []
+    with torch.no_grad():
+        for fuser in gated_layers(pipe.unet):
+            dim = fuser.linear.out_features
+            fuser.linear.weight.zero_()
+            fuser.linear.bias.zero_()
+            for k in range(8):
+                fuser.linear.weight[8 + k, k] = 1.0  # box code -> channels 8..15, apart from the pixel code
+            attn = fuser.attn
+            head_dim = attn.to_q.out_features // attn.heads
+            attn.to_q.weight.zero_()
+            attn.to_k.weight.zero_()
+            # LayerNorm scales the pixel code by 4 and the box code by ~2 (64 channels); head 0 only.
+            gain = (sharpness / (8 * attn.scale)) ** 0.5
+            for k in range(4):
+                attn.to_q.weight[k, k] = gain
+                attn.to_k.weight[k, 8 + k] = gain
+            assert head_dim >= 4 and dim >= 16
+            handles.append(fuser.register_forward_pre_hook(visual_code))
+    return handles
+
+
+def test_fuser_attention_for_each_objects_token_is_larger_inside_its_box():
+    pipe = get_dummy_pipe(gligen=True)  # own copy: its weights are hand-set below
+    boxes = [[0.05, 0.05, 0.9, 0.35], [0.1, 0.55, 0.45, 0.95]]  # a band across the top; bottom left
+    layout = Layout.from_gligen(PROMPT, PHRASES, boxes)
+    handles = _positional_gligen(pipe)
+    try:
+        measured = Synthesizer.from_pipe(pipe).measure(
+            layout, torch.randn(1, 4, 32, 32), 500, ["attention_refocusing"], **RES["attention_refocusing"]
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = [e for e in measured.maps[0].entries if e.kind == "grounding" and e.size == (16, 16)]
+    attention = torch.stack([e.probs.float() for e in layers]).mean(dim=(0, 1))  # (256 + 30, 256 + 30)
+    to_tokens = attention[:256, 256:]  # pixel queries -> the 30 grounding slots
+    centres = (torch.arange(16) + 0.5) / 16
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        inside = ((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)).flatten()
+        own = to_tokens[:, k]
+        ratio = float(own[inside].mean() / own[~inside].mean())
+        print(f"object {k} {PHRASES[k]!r}: mean attention to its token inside / outside its box = {ratio:.2f}")
+        assert ratio > 1.5
+        # ... and inside its box a pixel attends its own object's token more than the other's
+        assert (own[inside] > to_tokens[inside, 1 - k]).float().mean() > 0.9
+    # The x/y convention is pinned: the transposed first box (a band down the left) is not where its token looks.
+    transposed = ((ys >= 0.05) & (ys <= 0.9) & (xs >= 0.05) & (xs <= 0.35)).flatten()
+    top_band = ((xs >= 0.05) & (xs <= 0.9) & (ys >= 0.05) & (ys <= 0.35)).flatten()
+    assert to_tokens[top_band & ~transposed, 0].mean() > 1.5 * to_tokens[transposed & ~top_band, 0].mean()
