@@ -65,6 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--option", action="append", default=[], metavar="KEY=VALUE",
         help="a method/engine option, VALUE as JSON, e.g. --option max_iter_to_alter=10 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--spatial-temporal", type=float, nargs="?", const=1.0, default=None, metavar="WEIGHT",
+        help="box-confined spatial-temporal attention control (Wu et al. 2023): blend each object's phrase into "
+        "its box in every cross-attention layer, the weight rising from 0 to WEIGHT (default 1.0) over the steps; "
+        "needs a layout (planned from PROMPT if not given) and composes with --method",
+    )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_generate)
 
@@ -117,6 +123,9 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value < 1:
             raise CLIError(f"{flag} must be >= 1, got {value}")
+    weight = args.spatial_temporal
+    if weight is not None and not (weight >= 0 and weight != float("inf")):  # also rejects nan
+        raise CLIError(f"--spatial-temporal WEIGHT must be a finite number >= 0 (1.0 by default), got {weight}")
 
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
@@ -126,7 +135,7 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
 
     if args.layout is not None:
         return Layout.load(args.layout)  # LayoutError names the file and the field
-    if methods == ["none"] or token_indices is not None:
+    if (methods == ["none"] and args.spatial_temporal is None) or token_indices is not None:
         return None
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
@@ -139,7 +148,7 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     if not layout.objects:
         raise CLIError(
             f"the {args.planner} planner found no objects in {args.prompt!r} to guide; "
-            "use --method none, --token-indices, or a --layout file"
+            "use --method none (without --spatial-temporal), --token-indices, or a --layout file"
         )
     return layout
 
@@ -210,6 +219,8 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
     import torch
     from tqdm.auto import tqdm
 
+    from synth.spatial_temporal import SpatialTemporalControl
+
     progress = tqdm(total=args.steps, desc="denoising", unit="step", disable=args.quiet, file=sys.stderr)
 
     def on_step(step: int, total: int, record) -> None:
@@ -231,6 +242,7 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
             token_indices=token_indices,
             callback=on_step,
             output_type="pil",
+            spatial_temporal=None if args.spatial_temporal is None else SpatialTemporalControl(local_weight=args.spatial_temporal),
             **options,
         )
     except (ValueError, TypeError) as err:  # bad method options, token indices, sizes: the user's to fix

@@ -100,6 +100,8 @@ def test_prompt_is_planned_into_a_layout_when_guidance_needs_one(model_dir, tmp_
         (["a cat", "--model", "MODEL", "--steps", "0"], "--steps must be >= 1"),
         (["a cat", "--model", "MODEL", "--token-indices", "two"], "comma-separated integers"),
         (["a cat", "--model", "MODEL", "--device", "gpu0"], "is not a torch device"),
+        (["a cat", "--model", "MODEL", "--spatial-temporal", "-1"], "--spatial-temporal WEIGHT must be a finite number"),
+        (["a cat", "--model", "MODEL", "--spatial-temporal", "nan"], "--spatial-temporal WEIGHT must be a finite number"),
     ],
 )
 def test_user_errors_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, argv, message):
@@ -113,6 +115,29 @@ def test_user_errors_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, arg
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], err
     assert "Traceback" not in err
+
+
+def test_spatial_temporal_flag_blends_phrases_into_boxes_as_the_python_api(model_dir, tmp_path, capsys):
+    from synth import Synthesizer
+    from synth.spatial_temporal import SpatialTemporalControl
+
+    layout_file = tmp_path / "layout.json"
+    layout_file.write_text(json.dumps(LAYOUT), encoding="utf-8")
+    common = ["--layout", str(layout_file), "--model", str(model_dir), "--method", "none", "--steps", "2", "--quiet"]
+    paths = {name: tmp_path / f"{name}.png" for name in ("plain", "zero", "on")}
+    assert main(["generate", *common, "--out", str(paths["plain"])]) == 0
+    assert main(["generate", *common, "--spatial-temporal", "0", "--out", str(paths["zero"])]) == 0
+    assert main(["generate", *common, "--spatial-temporal", "--out", str(paths["on"])]) == 0  # WEIGHT defaults to 1
+    plain, zero, on = (_pixels(paths[name]) for name in ("plain", "zero", "on"))
+    assert np.array_equal(zero, plain)  # every w_i(t) = 0 is the plain loop
+    syn = Synthesizer.from_pretrained(str(model_dir))
+    expected = syn.generate(
+        Layout.parse(LAYOUT), num_inference_steps=2, seed=0, spatial_temporal=SpatialTemporalControl(local_weight=1.0)
+    ).images[0]
+    assert np.array_equal(on, np.asarray(expected, dtype=np.int16)) and np.abs(on - plain).max() > 0
+    # With a PROMPT and --method none, the flag still plans the layout it needs.
+    assert main(["generate", "a cat and a dog", *common[2:], "--spatial-temporal", "--out", str(tmp_path / "p.png")]) == 0
+    assert "planned layout: a cat" in capsys.readouterr().err
 
 
 def test_errors_found_while_generating_exit_2(model_dir, tmp_path, capsys):
