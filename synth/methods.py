@@ -212,8 +212,9 @@ ATTENTION_REFOCUSING = GuidanceMethod(
         "car_res": None, "smooth_attentions": True, "kernel_size": 3, "sigma": 0.5, "sar_res": None,
         "grounding_res": None, "car_weight": 1.0, "sar_weight": 1.0, "grounding_weight": 3.0,
         "schedule": "attention_refocusing",
-        # Off GLIGEN the authors advise a larger loss scale but give no figure; 2x is our choice.
-        "plain_sd_loss_scale": 2.0,
+        # Off GLIGEN the authors' advice is a loss scale of 40 where their schedule has 4 (the first steps),
+        # i.e. 10x (github.com/Attention-Refocusing/attention-refocusing/issues/3, reply of 2023-11-03).
+        "plain_sd_loss_scale": 10.0,
     },  # fmt: skip
     uses_boxes=True,
     citation=(

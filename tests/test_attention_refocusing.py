@@ -63,3 +63,17 @@ def test_preset_on_plain_stable_diffusion_runs_without_grounding_maps(dummy_pipe
 def test_bad_schedule_option_is_rejected(gligen_syn):
     with pytest.raises(ValueError, match="schedule"):
         gligen_syn.generate(LAYOUT, methods={"car": {"car_res": R}}, schedule="fast", num_inference_steps=1)
+
+
+def test_off_gligen_the_loss_scale_is_the_authors_larger_one(dummy_pipe):
+    # The authors' advice for plain SD: loss scale 40 where the GLIGEN schedule has 4 (plain_sd_loss_scale 10).
+    syn = Synthesizer.from_pipe(dummy_pipe)
+    kwargs = dict(num_inference_steps=1, seed=0, output_type="latent")
+    unguided = syn.generate(LAYOUT, **kwargs).images
+    moved = {}
+    for scale in (1.0, None):
+        options = {**OPTIONS, **({} if scale is None else {"plain_sd_loss_scale": scale})}
+        out = syn.generate(LAYOUT, methods={"attention_refocusing": options}, **kwargs)
+        moved[scale] = float((out.images - unguided).abs().max())
+    assert get_method("attention_refocusing").defaults["plain_sd_loss_scale"] == 10.0
+    assert moved[None] > 3 * moved[1.0] > 0
