@@ -32,6 +32,37 @@ def resolve_model(model: str | os.PathLike) -> str:
     return str(folder)
 
 
+#: Optional file in a model folder: scenewright's guidance defaults for that model (diffusers ignores it).
+GUIDANCE_DEFAULTS_FILE = "scenewright.json"
+#: SD1.x/2.x: the maps A&E, CAR/SAR, BoxDiff and layout guidance read are 16x16 at 512 px = latent / 4.
+SD_ATTENTION_DOWNSCALE = 4
+
+
+def attention_downscale(folder: str | os.PathLike | None) -> int:
+    """The latent / map-size factor a model folder declares in ``scenewright.json``; SD's 4 otherwise.
+
+    A model whose cross-attention lives at other levels than SD's (the embedded shapes model: at the
+    latent's own 16x16) says so with ``{"attention_downscale": 1}``, so every method's default map
+    resolution (``attn_res``, ``car_res``, ``sar_res``, ``up_res``, ``grounding_res``) fits it.
+    """
+    if folder is None:
+        return SD_ATTENTION_DOWNSCALE
+    path = Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
+    if not path.is_file():
+        return SD_ATTENTION_DOWNSCALE
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("attention_downscale", SD_ATTENTION_DOWNSCALE)
+    except (OSError, ValueError, AttributeError) as err:
+        raise ModelNotAvailableError(f"{path} is not a JSON object ({err}); fix or delete it") from err
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelNotAvailableError(
+            f"{path}: `attention_downscale` must be a positive int (latent size / attention map size), got {value!r}"
+        )
+    return value
+
+
 def _looks_like_path(model: str) -> bool:
     """Hub ids are 'owner/name'; anything rooted or deeper is a local path."""
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)

@@ -24,6 +24,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
-from .maps import AttentionMaps, GuidanceTargets
+from .maps import AttentionMaps, GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
 from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
 
@@ -128,7 +129,7 @@ def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Gener
 class Synthesizer:
     """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion pipeline."""
 
-    def __init__(self, pipe):
+    def __init__(self, pipe, attention_downscale: int | None = None):
         required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
         missing = [name for name in required if getattr(pipe, name, None) is None]
         if missing:
@@ -136,13 +137,26 @@ class Synthesizer:
                 f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline (or one with the same components)"
             )
         self.pipe = pipe
+        if attention_downscale is None:  # what the folder the pipe came from declares; SD's latent / 4 otherwise
+            from .loading import attention_downscale as declared
+
+            source = getattr(getattr(pipe, "config", None), "_name_or_path", None)
+            attention_downscale = declared(source if source and Path(str(source)).is_dir() else None)
+        if isinstance(attention_downscale, bool) or not isinstance(attention_downscale, int) or attention_downscale < 1:
+            raise ValueError(f"`attention_downscale` must be a positive int, got {attention_downscale!r}")
+        #: Default attention-map size of every method = latent / this (SD: 4, i.e. 16x16 maps at 512 px).
+        self.attention_downscale = attention_downscale
         self._exit_plans: dict[int, dict] = {}  # id(unet) -> learnt early exits of guidance passes
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pipe(cls, pipe) -> Synthesizer:
-        """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared)."""
-        return cls(pipe)
+    def from_pipe(cls, pipe, attention_downscale: int | None = None) -> Synthesizer:
+        """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared).
+
+        ``attention_downscale``: latent size / the attention-map size methods read by default; None takes
+        what the pipe's folder declares (``scenewright.json``), else SD's 4.
+        """
+        return cls(pipe, attention_downscale=attention_downscale)
 
     @classmethod
     def from_pretrained(
@@ -151,16 +165,19 @@ class Synthesizer:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         gligen: bool | None = None,
+        attention_downscale: int | None = None,
         **kwargs,
     ) -> Synthesizer:
         """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
 
         See :mod:`synth.loading`; a GLIGEN request on weights without gated layers is an error naming
-        a GLIGEN checkpoint to load instead.
+        a GLIGEN checkpoint to load instead. ``attention_downscale`` as in :meth:`from_pipe` (a local
+        folder's ``scenewright.json`` is read, e.g. the embedded shapes model's).
         """
         from .loading import load_stable_diffusion
 
-        return cls(load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs))
+        pipe = load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs)
+        return cls(pipe, attention_downscale=attention_downscale)
 
     @property
     def unet(self):
@@ -297,6 +314,7 @@ class Synthesizer:
         sizes = step_sizes(engine["scale_factor"], len(timesteps))
         max_iter_to_alter = engine["max_iter_to_alter"] if guided else 0
         refocusing = RefocusingSchedule() if guided and engine["schedule"] == "attention_refocusing" else None
+        self._fill_resolutions(active, latent_hw)
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         records: list[StepRecord] = []
 
@@ -592,6 +610,7 @@ class Synthesizer:
             layouts = [item if isinstance(item, Layout) else None for item in items]
             kwargs = {"gligen": grounding_kwargs(self.pipe, layouts, False, self.device)[1]}
         latent_hw = tuple(latents.shape[-2:])
+        self._fill_resolutions(active, latent_hw)
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
         t = torch.as_tensor(timestep, device=self.device)
@@ -604,6 +623,14 @@ class Synthesizer:
         return measured
 
     # ------------------------------------------------------------------ helpers
+    def _fill_resolutions(self, active: list[_ActiveMethod], latent_hw: tuple[int, int]) -> None:
+        """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / ``attention_downscale`` (SD: 16x16 at 512 px)."""
+        size = downscaled_size(latent_hw, self.attention_downscale)
+        for a in active:
+            for key, value in a.options.items():
+                if key.endswith("_res") and value is None:
+                    a.options[key] = size
+
     def _check_inputs(self, layout_or_prompt, num_inference_steps, batch_size, height, width, output_type) -> list:
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if not items:

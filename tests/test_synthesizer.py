@@ -297,3 +297,35 @@ def test_fuzzed_methods_and_options_resolve_or_raise_a_clear_error(syn, names, o
             assert engine[key] == value
         else:
             assert key == "thresholds" or any(a.options.get(key) is value for a in active)
+
+
+def test_a_model_folder_declares_the_attention_size_methods_read_by_default(syn, tmp_path):
+    import json
+
+    from synth.loading import ModelNotAvailableError
+
+    folder = tmp_path / "tiny-sd"
+    syn.pipe.save_pretrained(folder)
+    latent = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def car_map_sizes(synthesizer) -> set:
+        measured = synthesizer.measure(CAT_AND_DOG, latent, 500, ["car"])
+        return {e.size for e in measured.maps[0].entries}
+
+    # No scenewright.json: SD's latent / 4 = 8x8, which this UNet (attention at 16x16 only) lacks: a clear error.
+    plain = Synthesizer.from_pretrained(str(folder))
+    assert plain.attention_downscale == 4
+    with pytest.raises(ValueError, match="set the method's resolution option"):
+        car_map_sizes(plain)
+    # The folder says its attention is at latent / 2: the 16x16 layers are read, here and via from_pipe.
+    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 2}))
+    loaded = Synthesizer.from_pretrained(str(folder))
+    assert loaded.attention_downscale == 2 and car_map_sizes(loaded) == {(16, 16)}
+    assert Synthesizer.from_pipe(loaded.pipe).attention_downscale == 2
+    assert Synthesizer.from_pipe(loaded.pipe, attention_downscale=4).attention_downscale == 4  # explicit wins
+    # An explicit option still wins over the model's default.
+    with pytest.raises(ValueError, match="set the method's resolution option"):
+        loaded.measure(CAT_AND_DOG, latent, 500, ["car"], car_res=(8, 8))
+    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 0}))
+    with pytest.raises(ModelNotAvailableError, match="attention_downscale` must be a positive int"):
+        Synthesizer.from_pretrained(str(folder))

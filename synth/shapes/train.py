@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from eval.shapes.detector import detect, kind_counts
 from eval.shapes.world import CANVAS, Scene, sample_scene
+from synth.loading import GUIDANCE_DEFAULTS_FILE
 
 LATENT_SIZE = 16  # 64 px / 4
 MAX_OBJECTS = 4
@@ -627,6 +628,13 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     info = {"step": step, "trained_with": "python -m synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
     (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    # The auxiliary loss shapes the cross-attention at the latent's own grid: guidance must read that one.
+    defaults = {
+        "attention_downscale": 1,
+        "_why": "this model's cross-attention (trained to follow object masks) is at the latent's own "
+        f"{LATENT_SIZE}x{LATENT_SIZE}, not SD's latent / 4",
+    }
+    (Path(out_dir) / GUIDANCE_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     print(f"exported to {out_dir} ({size / 2**20:.1f} MiB)", flush=True)
 
