@@ -102,6 +102,18 @@ class _ActiveMethod:
     options: dict[str, Any]
 
 
+@dataclass
+class GuidancePass:
+    """What every grad-enabled guidance forward of one ``generate``/``measure`` call shares."""
+
+    capture: AttentionCapture
+    active: list[_ActiveMethod]
+    cond_embeds: torch.Tensor  # (B, 77, D): the guidance forward is conditional only
+    targets: list[GuidanceTargets]  # per sample
+    latent_hw: tuple[int, int]
+    cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
+
+
 def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
     """A&E's step-size schedule ``scale_factor * sqrt(linspace(1, 0.5, T))`` (Chefer et al. 2023)."""
     return scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_steps))
@@ -322,6 +334,7 @@ class Synthesizer:
         with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
             capture.regional = regional
             set_fuser(True)
+            guidance = GuidancePass(capture, active, cond_embeds, targets, latent_hw, guide_kwargs)
             previous_maps: list[AttentionMaps] | None = None
             for i, t in enumerate(timesteps):
                 record = None
@@ -339,23 +352,21 @@ class Synthesizer:
                 # After `max_iter_to_alter` (A&E) / off the refocusing schedule no grad-enabled forward runs.
                 if refocusing is not None and refocusing.guides(i):
                     latents, record, previous_maps = self._refocus(
-                        capture, active, latents, t, i, cond_embeds, targets, latent_hw,
+                        guidance, latents, t, i,
                         loss_scale=refocusing.loss_scale(i) * (1.0 if use_gligen else engine["plain_sd_loss_scale"]),
                         max_iterations=refocusing.max_iterations(i),
                         loss_threshold=refocusing.loss_threshold if refocusing.uses_threshold(i) else None,
                         min_inside_target=refocusing.min_inside_target,
-                        cross_attention_kwargs=guide_kwargs,
                     )  # fmt: skip
                     records.append(record)
                 elif refocusing is None and i < max_iter_to_alter:
                     for target, maps in zip(targets, previous_maps or [None] * batch):
                         target.previous = maps
                     latents, record, previous_maps = self._guide(
-                        capture, active, latents, t, i, cond_embeds, targets, latent_hw,
+                        guidance, latents, t, i,
                         step_size=float(sizes[i]),
                         threshold=engine["thresholds"].get(i),
                         max_refinement_steps=engine["max_refinement_steps"],
-                        cross_attention_kwargs=guide_kwargs,
                     )  # fmt: skip
                     records.append(record)
 
@@ -397,18 +408,13 @@ class Synthesizer:
     # ------------------------------------------------------------------ 7.1 the guidance engine
     def _guide(
         self,
-        capture: AttentionCapture,
-        active: list[_ActiveMethod],
+        guidance: GuidancePass,
         latents: torch.Tensor,
         t: torch.Tensor,
         step: int,
-        cond_embeds: torch.Tensor,
-        targets: list[GuidanceTargets],
-        latent_hw: tuple[int, int],
         step_size: float,
         threshold: float | None,
         max_refinement_steps: int,
-        cross_attention_kwargs: dict[str, Any] | None,
     ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
         """One guided step: A&E iterative refinement at threshold steps (per sample), then one update.
 
@@ -421,10 +427,9 @@ class Synthesizer:
         """
 
         def measure(z: torch.Tensor, objective: str) -> GuidanceMeasure:
-            return self._loss_and_grad(
-                capture, active, z, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs, objective
-            )
+            return self._loss_and_grad(guidance, z, t, step, objective)
 
+        active = guidance.active
         batch, dtype = latents.shape[0], latents.dtype
         latents = latents.float()  # refinement iterates in fp32; cast back once, after the final update
         can_refine = threshold is not None and any(a.method.refinement_loss is not None for a in active)
@@ -461,19 +466,14 @@ class Synthesizer:
 
     def _refocus(
         self,
-        capture: AttentionCapture,
-        active: list[_ActiveMethod],
+        guidance: GuidancePass,
         latents: torch.Tensor,
         t: torch.Tensor,
         step: int,
-        cond_embeds: torch.Tensor,
-        targets: list[GuidanceTargets],
-        latent_hw: tuple[int, int],
         loss_scale: float,
         max_iterations: int,
         loss_threshold: float | None,
         min_inside_target: float,
-        cross_attention_kwargs: dict[str, Any] | None,
     ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
         """One step of Attention Refocusing's official update (``plms.py::update_loss_self_cross``).
 
@@ -487,15 +487,13 @@ class Synthesizer:
 
         batch, dtype = latents.shape[0], latents.dtype
         latents = latents.float()
-        car_options = next((a.options for a in active if "car_res" in a.options), None)
+        car_options = next((a.options for a in guidance.active if "car_res" in a.options), None)
         running = torch.ones(batch, dtype=torch.bool, device=latents.device)
         skipped = torch.zeros_like(running)
         iterations = torch.zeros(batch, dtype=torch.long)
         first = m = None
         for _ in range(max_iterations):
-            m = self._loss_and_grad(
-                capture, active, latents, t, step, cond_embeds, targets, latent_hw, cross_attention_kwargs
-            )
+            m = self._loss_and_grad(guidance, latents, t, step)
             first = first or m
             bad = _not_finite(m, m.total)
             skipped |= bad & running
@@ -506,7 +504,7 @@ class Synthesizer:
                 running &= loss_scale * m.total > loss_threshold
             if car_options is not None:  # without CAR's maps there is no in-box peak to stop on
                 weakest = torch.stack(
-                    [weakest_inside_peak(maps, target, **car_options) for maps, target in zip(m.maps, targets)]
+                    [weakest_inside_peak(maps, target, **car_options) for maps, target in zip(m.maps, guidance.targets)]
                 )
                 running &= weakest.to(running.device) < min_inside_target
             if not bool(running.any()):
@@ -524,32 +522,23 @@ class Synthesizer:
         return latents.to(dtype), record, m.maps
 
     def _loss_and_grad(
-        self,
-        capture: AttentionCapture,
-        active: list[_ActiveMethod],
-        latents: torch.Tensor,
-        t: torch.Tensor,
-        step: int,
-        cond_embeds: torch.Tensor,
-        targets: list[GuidanceTargets],
-        latent_hw: tuple[int, int],
-        cross_attention_kwargs: dict[str, Any] | None = None,
-        objective: str = "total",
+        self, guidance: GuidancePass, latents: torch.Tensor, t: torch.Tensor, step: int, objective: str = "total"
     ) -> GuidanceMeasure:
         """ONE batched conditional forward with capture; per-sample fp32 losses summed for ONE backward.
 
         ``objective`` picks what the gradient is of: "total" (every method's weighted losses) or
         "refinement" (the methods' A&E-style refinement losses).
         """
+        capture, active, targets = guidance.capture, guidance.active, guidance.targets
         with torch.enable_grad():
             z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
             model_input = self.scheduler.scale_model_input(z, t).to(self.unet.dtype)
             capture.guidance_forward(
                 lambda: self.unet(
-                    model_input, t, encoder_hidden_states=cond_embeds,
-                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+                    model_input, t, encoder_hidden_states=guidance.cond_embeds,
+                    cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
                 ),
-                latent_hw,
+                guidance.latent_hw,
             )  # fmt: skip
             per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
             refinement: list[torch.Tensor] = []
@@ -616,9 +605,8 @@ class Synthesizer:
         t = torch.as_tensor(timestep, device=self.device)
         with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
             set_fuser(True)
-            measured = self._loss_and_grad(
-                capture, active, latents.to(self.device), t, step, cond_embeds, targets, latent_hw, kwargs
-            )
+            guidance = GuidancePass(capture, active, cond_embeds, targets, latent_hw, kwargs)
+            measured = self._loss_and_grad(guidance, latents.to(self.device), t, step)
         measured.targets = targets
         return measured
 
