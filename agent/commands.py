@@ -35,7 +35,7 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempts", type=int, default=quiet, help="attempt budget (default 4: a try and each remedy once)")
     parser.add_argument("--steps", type=int, default=quiet, help="denoising steps (default 50)")
     parser.add_argument("--seed", type=int, default=quiet, help="initial-noise seed of the first attempt (default 0)")
-    parser.add_argument("--guidance-scale", type=float, default=quiet, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--guidance-scale", type=float, default=quiet, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--detector", default=quiet, help="detector that verifies the image (default shapes)")
     parser.add_argument("--guidance-boost", type=float, default=quiet, help="'stronger guidance' scale_factor multiplier")
     parser.add_argument("--extra-methods", default=quiet, help="methods 'stronger guidance' adds, comma-separated")

@@ -90,7 +90,9 @@ class AgentSettings(BaseSettings):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="method/engine options for Synthesizer.generate")
     steps: int = Field(50, ge=1, le=1000, description="denoising steps")
-    guidance_scale: float = Field(7.5, ge=0, le=100, description="classifier-free guidance scale")
+    guidance_scale: float | None = Field(
+        None, ge=0, le=100, description="classifier-free guidance scale (None: the model's, 7.5 for SD, 2.0 for shapes)"
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="initial-noise seed of the first attempt")
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
     dtype: Literal["float32", "float16", "bfloat16"] | None = Field(None, description="weights dtype")

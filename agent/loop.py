@@ -66,6 +66,7 @@ class Attempt:
     error: str | None = None  # the exception that ended this attempt, if any
     notes: list[str] = field(default_factory=list)  # repairs of the plan, skipped remedies
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    guidance_scale: float | None = None  # the CFG scale drawn with (the model's default unless set)
 
     @property
     def score(self) -> float | None:
@@ -80,6 +81,7 @@ class Attempt:
             "planner_seed": self.planner_seed,
             "methods": list(self.methods),
             "options": _jsonable(self.options),
+            "guidance_scale": self.guidance_scale,
             "passed": self.passed,
             "score": self.score,
             "scores": self.scores,
@@ -288,11 +290,14 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
     try:
         started = time.perf_counter()
         report(stage, attempt.index, 0, settings.steps)
+        attempt.guidance_scale = settings.guidance_scale
+        if attempt.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults)
+            attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
         output = synthesizer.generate(
             attempt.layout,
             methods=attempt.methods,
             num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
+            guidance_scale=attempt.guidance_scale,
             seed=attempt.seed,
             output_type="pil",
             callback=lambda step, total, record: report("synthesize", attempt.index, step + 1, total),

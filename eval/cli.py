@@ -99,7 +99,8 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
                         help="plan every prompt with this planner (default: the suite's shipped layouts, else offline)")  # fmt: skip
     parser.add_argument("--planner-model", default=None, help="llm/local planner: the model name or folder")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance scale (default: the model's, 7.5 for SD, 2.0 for shapes)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
     parser.add_argument("--detector", choices=[*sorted(DETECTORS), "none"], default=None,
                         help="detector for scoring (default: shapes for --suite shapes; 'none' = generate only)")  # fmt: skip

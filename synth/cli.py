@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default 0)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance scale (default: the model's, 7.5 for SD, 2.0 for shapes)")  # fmt: skip
     parser.add_argument("--height", type=int, default=None, help="image height in px (default: the model's)")
     parser.add_argument("--width", type=int, default=None, help="image width in px (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1, help="images to make (saved as OUT, OUT_1, ...)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,35 +33,52 @@ def resolve_model(model: str | os.PathLike) -> str:
     return str(folder)
 
 
-#: Optional file in a model folder: scenewright's guidance defaults for that model (diffusers ignores it).
+#: Optional file in a model folder: scenewright's defaults for that model (diffusers ignores the file).
 GUIDANCE_DEFAULTS_FILE = "scenewright.json"
-#: SD1.x/2.x: the maps A&E, CAR/SAR, BoxDiff and layout guidance read are 16x16 at 512 px = latent / 4.
-SD_ATTENTION_DOWNSCALE = 4
 
 
-def attention_downscale(folder: str | os.PathLike | None) -> int:
-    """The latent / map-size factor a model folder declares in ``scenewright.json``; SD's 4 otherwise.
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model folder's ``scenewright.json`` may declare; SD 1.x/2.x's values otherwise.
 
-    A model whose cross-attention lives at other levels than SD's (the embedded shapes model: at the
-    latent's own 16x16) says so with ``{"attention_downscale": 1}``, so every method's default map
-    resolution (``attn_res``, ``car_res``, ``sar_res``, ``up_res``, ``grounding_res``) fits it.
+    The embedded shapes model declares both: its cross-attention was trained at the latent's own 16x16
+    (``attention_downscale: 1``), and classifier-free guidance above ~2 shifts its colors (blue to
+    purple, orange to yellow) and noises its background, so ``guidance_scale: 2.0``.
     """
-    if folder is None:
-        return SD_ATTENTION_DOWNSCALE
-    path = Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
-    if not path.is_file():
-        return SD_ATTENTION_DOWNSCALE
+
+    #: latent size / the attention-map size every method reads unless told (``attn_res``, ``car_res``,
+    #: ``sar_res``, ``up_res``, ``grounding_res``); SD: 16x16 maps at 512 px = latent / 4.
+    attention_downscale: int = 4
+    #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
+    guidance_scale: float = 7.5
+
+
+def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
+    """The :class:`ModelDefaults` a local model folder declares (SD's when it has no ``scenewright.json``)."""
+    if folder is None or not (Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE).is_file():
+        return ModelDefaults()
     import json
 
+    path = Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("attention_downscale", SD_ATTENTION_DOWNSCALE)
-    except (OSError, ValueError, AttributeError) as err:
+        declared = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(declared, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as err:
         raise ModelNotAvailableError(f"{path} is not a JSON object ({err}); fix or delete it") from err
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    known = set(ModelDefaults.__dataclass_fields__)
+    unknown = sorted(k for k in declared if k not in known and not k.startswith("_"))  # "_why" etc. are notes
+    if unknown:
+        raise ModelNotAvailableError(f"{path}: unknown key(s) {unknown}; it may set {sorted(known)}")
+    downscale = declared.get("attention_downscale", ModelDefaults.attention_downscale)
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise ModelNotAvailableError(
-            f"{path}: `attention_downscale` must be a positive int (latent size / attention map size), got {value!r}"
+            f"{path}: `attention_downscale` must be a positive int (latent size / attention map size), got {downscale!r}"
         )
-    return value
+    scale = declared.get("guidance_scale", ModelDefaults.guidance_scale)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 100:
+        raise ModelNotAvailableError(f"{path}: `guidance_scale` must be a number in [0, 100], got {scale!r}")
+    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale))
 
 
 def _looks_like_path(model: str) -> bool:

@@ -36,6 +36,7 @@ from layout.schema import Layout
 from .attention import AttentionCapture, attention_capture
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
 from .maps import AttentionMaps, GuidanceTargets, downscaled_size
+from .loading import ModelDefaults, model_defaults
 from .methods import RefocusingSchedule
 from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
 
@@ -141,7 +142,7 @@ def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Gener
 class Synthesizer:
     """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion pipeline."""
 
-    def __init__(self, pipe, attention_downscale: int | None = None):
+    def __init__(self, pipe, defaults: ModelDefaults | None = None):
         required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
         missing = [name for name in required if getattr(pipe, name, None) is None]
         if missing:
@@ -149,26 +150,24 @@ class Synthesizer:
                 f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline (or one with the same components)"
             )
         self.pipe = pipe
-        if attention_downscale is None:  # what the folder the pipe came from declares; SD's latent / 4 otherwise
-            from .loading import attention_downscale as declared
-
+        if defaults is None:  # what the folder the pipe was loaded from declares (scenewright.json), else SD's
             source = getattr(getattr(pipe, "config", None), "_name_or_path", None)
-            attention_downscale = declared(source if source and Path(str(source)).is_dir() else None)
-        if isinstance(attention_downscale, bool) or not isinstance(attention_downscale, int) or attention_downscale < 1:
-            raise ValueError(f"`attention_downscale` must be a positive int, got {attention_downscale!r}")
-        #: Default attention-map size of every method = latent / this (SD: 4, i.e. 16x16 maps at 512 px).
-        self.attention_downscale = attention_downscale
+            defaults = model_defaults(source if source and Path(str(source)).is_dir() else None)
+        if not isinstance(defaults, ModelDefaults):
+            raise TypeError(f"`defaults` must be a synth.loading.ModelDefaults, got {defaults!r}")
+        #: The model's attention-map size (latent / attention_downscale) and CFG scale when none is given.
+        self.defaults = defaults
         self._exit_plans: dict[int, dict] = {}  # id(unet) -> learnt early exits of guidance passes
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pipe(cls, pipe, attention_downscale: int | None = None) -> Synthesizer:
+    def from_pipe(cls, pipe, defaults: ModelDefaults | None = None) -> Synthesizer:
         """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared).
 
-        ``attention_downscale``: latent size / the attention-map size methods read by default; None takes
-        what the pipe's folder declares (``scenewright.json``), else SD's 4.
+        ``defaults`` (:class:`synth.loading.ModelDefaults`): the model's default attention-map size and CFG
+        scale; None reads what the pipe's folder declares in ``scenewright.json``, else SD's.
         """
-        return cls(pipe, attention_downscale=attention_downscale)
+        return cls(pipe, defaults=defaults)
 
     @classmethod
     def from_pretrained(
@@ -177,19 +176,19 @@ class Synthesizer:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         gligen: bool | None = None,
-        attention_downscale: int | None = None,
+        defaults: ModelDefaults | None = None,
         **kwargs,
     ) -> Synthesizer:
         """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
 
         See :mod:`synth.loading`; a GLIGEN request on weights without gated layers is an error naming
-        a GLIGEN checkpoint to load instead. ``attention_downscale`` as in :meth:`from_pipe` (a local
-        folder's ``scenewright.json`` is read, e.g. the embedded shapes model's).
+        a GLIGEN checkpoint to load instead. ``defaults`` as in :meth:`from_pipe` (a local folder's
+        ``scenewright.json`` is read, e.g. the embedded shapes model's).
         """
         from .loading import load_stable_diffusion
 
         pipe = load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs)
-        return cls(pipe, attention_downscale=attention_downscale)
+        return cls(pipe, defaults=defaults)
 
     @property
     def unet(self):
@@ -214,7 +213,7 @@ class Synthesizer:
         layout_or_prompt: Layout | str | Sequence[Layout | str],
         methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("none",),
         num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        guidance_scale: float | None = None,
         seed: int | Sequence[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int = 1,
@@ -238,9 +237,11 @@ class Synthesizer:
         ``methods`` names come from :data:`synth.methods.METHODS`; give per-method options either as
         keyword arguments (sent to every active method that has an option of that name, plus the
         engine options ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``max_refinement_steps``)
-        or as ``methods={"car": {...}, "sar": {...}}``. ``seed=s`` draws the initial latents exactly as
-        diffusers does with ``generator=torch.Generator("cpu").manual_seed(s)``; ``seed=[s0, s1, ...]``
-        gives one generator per image so that a batch equals the same images made one by one.
+        or as ``methods={"car": {...}, "sar": {...}}``. ``guidance_scale=None`` takes the model's declared
+        default (:class:`synth.loading.ModelDefaults`: 7.5 for SD, 2.0 for the shapes model).
+        ``seed=s`` draws the initial latents exactly as diffusers does with
+        ``generator=torch.Generator("cpu").manual_seed(s)``; ``seed=[s0, s1, ...]`` gives one generator
+        per image so that a batch equals the same images made one by one.
         ``callback(step, total, record)`` runs after every step (``record`` is the step's
         :class:`StepRecord`, None for unguided steps). A&E users keep diffusers' names:
         ``token_indices``, ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``attn_res``.
@@ -289,6 +290,7 @@ class Synthesizer:
         layouts = [lay for lay in layouts for _ in range(batch_size)]
 
         # 3. Encode the prompts; for classifier-free guidance the batch is [uncond, cond]
+        guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
         do_cfg = guidance_scale > 1.0
         prompt_embeds, negative_embeds = self.pipe.encode_prompt(prompts, device, 1, do_cfg, negative_prompt)
         cond_embeds = prompt_embeds  # (B, 77, D): the guidance forward is conditional only
@@ -612,8 +614,8 @@ class Synthesizer:
 
     # ------------------------------------------------------------------ helpers
     def _fill_resolutions(self, active: list[_ActiveMethod], latent_hw: tuple[int, int]) -> None:
-        """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / ``attention_downscale`` (SD: 16x16 at 512 px)."""
-        size = downscaled_size(latent_hw, self.attention_downscale)
+        """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / the model's ``attention_downscale`` (SD: 4)."""
+        size = downscaled_size(latent_hw, self.defaults.attention_downscale)
         for a in active:
             for key, value in a.options.items():
                 if key.endswith("_res") and value is None:

@@ -56,6 +56,7 @@ def test_run_writes_the_four_files_and_reports_every_attempt(model_dir, tmp_path
     assert report["best_attempt"] in (1, 2) and "warning: no attempt passed" in captured.err
     assert Layout.load(out / "layout.json").to_dict() == report["layout"]
     assert report["settings"]["steps"] == 2
+    assert report["settings"]["guidance_scale"] is None and first["guidance_scale"] == 7.5  # the model's (SD's) default
 
 
 def test_without_the_embedded_model_the_run_ends_with_one_clear_line(tmp_path, capsys, monkeypatch):
@@ -83,7 +84,7 @@ def test_config_precedence_is_flags_then_environment_then_file_then_defaults(tmp
     assert effective["seed"] == 11  # flag over file
     assert effective["steps"] == 9 and effective["methods"] == ["car", "sar"]  # environment over file
     assert effective["attempts"] == 5 and effective["options"] == {"scale_factor": 30}  # file over defaults
-    assert effective["guidance_scale"] == 7.5 and effective["model"] == "shapes"  # defaults
+    assert effective["guidance_scale"] is None and effective["model"] == "shapes"  # defaults (None: the model's)
     assert _config(["--config", str(toml), "--steps", "4", "--methods", "none"], capsys)["steps"] == 4
     monkeypatch.delenv("SCENEWRIGHT_STEPS")
     assert _config(["--config", str(toml)], capsys)["steps"] == 7

@@ -33,5 +33,6 @@ def test_synthesizer_and_diffusers_load_it_and_draw_the_same_64px_image():
                   generator=torch.Generator("cpu").manual_seed(0)).images  # fmt: skip
     assert ours.images.shape == (1, 64, 64, 3)
     assert np.abs(ours.images - theirs).max() <= 1e-4
-    # Its cross-attention was trained at the latent's own 16x16: guidance reads that, not SD's latent / 4.
-    assert syn.attention_downscale == 1
+    # Its cross-attention was trained at the latent's own 16x16: guidance reads that, not SD's latent / 4;
+    # CFG above ~2 shifts its colors, so it declares 2.0.
+    assert syn.defaults.attention_downscale == 1 and syn.defaults.guidance_scale == 2.0

@@ -299,10 +299,10 @@ def test_fuzzed_methods_and_options_resolve_or_raise_a_clear_error(syn, names, o
             assert key == "thresholds" or any(a.options.get(key) is value for a in active)
 
 
-def test_a_model_folder_declares_the_attention_size_methods_read_by_default(syn, tmp_path):
+def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_path):
     import json
 
-    from synth.loading import ModelNotAvailableError
+    from synth.loading import ModelDefaults, ModelNotAvailableError
 
     folder = tmp_path / "tiny-sd"
     syn.pipe.save_pretrained(folder)
@@ -314,18 +314,24 @@ def test_a_model_folder_declares_the_attention_size_methods_read_by_default(syn,
 
     # No scenewright.json: SD's latent / 4 = 8x8, which this UNet (attention at 16x16 only) lacks: a clear error.
     plain = Synthesizer.from_pretrained(str(folder))
-    assert plain.attention_downscale == 4
+    assert plain.defaults == ModelDefaults(attention_downscale=4, guidance_scale=7.5)
     with pytest.raises(ValueError, match="set the method's resolution option"):
         car_map_sizes(plain)
-    # The folder says its attention is at latent / 2: the 16x16 layers are read, here and via from_pipe.
-    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 2}))
+    # The folder says its attention is at latent / 2 and its CFG scale is 3: both become the defaults.
+    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 2, "guidance_scale": 3, "_why": "a note"}))
     loaded = Synthesizer.from_pretrained(str(folder))
-    assert loaded.attention_downscale == 2 and car_map_sizes(loaded) == {(16, 16)}
-    assert Synthesizer.from_pipe(loaded.pipe).attention_downscale == 2
-    assert Synthesizer.from_pipe(loaded.pipe, attention_downscale=4).attention_downscale == 4  # explicit wins
-    # An explicit option still wins over the model's default.
-    with pytest.raises(ValueError, match="set the method's resolution option"):
+    assert loaded.defaults == ModelDefaults(attention_downscale=2, guidance_scale=3.0)
+    assert car_map_sizes(loaded) == {(16, 16)}
+    assert Synthesizer.from_pipe(loaded.pipe).defaults == loaded.defaults  # found via the pipe's folder too
+    assert Synthesizer.from_pipe(loaded.pipe, defaults=ModelDefaults()).defaults.attention_downscale == 4
+    with pytest.raises(ValueError, match="set the method's resolution option"):  # an explicit option still wins
         loaded.measure(CAT_AND_DOG, latent, 500, ["car"], car_res=(8, 8))
-    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 0}))
-    with pytest.raises(ModelNotAvailableError, match="attention_downscale` must be a positive int"):
-        Synthesizer.from_pretrained(str(folder))
+    kwargs = dict(num_inference_steps=1, seed=0, output_type="latent")
+    by_default = loaded.generate("a cat", **kwargs).images
+    torch.testing.assert_close(by_default, loaded.generate("a cat", guidance_scale=3.0, **kwargs).images)
+    assert (by_default - loaded.generate("a cat", guidance_scale=7.5, **kwargs).images).abs().max() > 0
+    for bad, message in (({"attention_downscale": 0}, "must be a positive int"), ({"guidance_scale": "high"}, "number in"),
+                         ({"cfg": 2}, r"unknown key\(s\) \['cfg'\]"), ([1, 2], "not a JSON object")):  # fmt: skip
+        (folder / "scenewright.json").write_text(json.dumps(bad))
+        with pytest.raises(ModelNotAvailableError, match=message):
+            Synthesizer.from_pretrained(str(folder))

@@ -629,10 +629,12 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     info = {"step": step, "trained_with": "python -m synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
     (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     # The auxiliary loss shapes the cross-attention at the latent's own grid: guidance must read that one.
+    # Above ~2, classifier-free guidance shifts this model's colors (blue -> purple) and noises the canvas.
     defaults = {
         "attention_downscale": 1,
-        "_why": "this model's cross-attention (trained to follow object masks) is at the latent's own "
-        f"{LATENT_SIZE}x{LATENT_SIZE}, not SD's latent / 4",
+        "guidance_scale": 2.0,
+        "_why": f"cross-attention trained to follow object masks at the latent's own {LATENT_SIZE}x{LATENT_SIZE} "
+        "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas",
     }
     (Path(out_dir) / GUIDANCE_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
