@@ -115,6 +115,22 @@ class GuidancePass:
     cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
 
 
+def _step_record(
+    step: int, t: torch.Tensor, first: GuidanceMeasure, iterations: torch.Tensor, skipped: torch.Tensor,
+    last: GuidanceMeasure | None = None,
+) -> StepRecord:
+    """The record of one guided step: losses before its first update, updates taken, skips (per sample)."""
+    return StepRecord(
+        step=step,
+        timestep=int(t),
+        losses={name: loss.tolist() for name, loss in first.losses.items()},
+        total_loss=first.total.tolist(),
+        refinement_iterations=iterations.tolist(),
+        skipped=skipped.tolist(),
+        last_loss=last.total.tolist() if last is not None else None,
+    )
+
+
 def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
     """A&E's step-size schedule ``scale_factor * sqrt(linspace(1, 0.5, T))`` (Chefer et al. 2023)."""
     return scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_steps))
@@ -456,15 +472,7 @@ class Synthesizer:
         skipped |= _not_finite(m, m.total)
         _warn_skipped(step, skipped)
         latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped).to(dtype)
-        record = StepRecord(
-            step=step,
-            timestep=int(t),
-            losses={name: loss.tolist() for name, loss in first.losses.items()},
-            total_loss=first.total.tolist(),
-            refinement_iterations=iterations.tolist(),
-            skipped=skipped.tolist(),
-        )
-        return latents, record, m.maps
+        return latents, _step_record(step, t, first, iterations, skipped), m.maps
 
     def _refocus(
         self,
@@ -512,16 +520,7 @@ class Synthesizer:
             if not bool(running.any()):
                 break
         _warn_skipped(step, skipped)
-        record = StepRecord(
-            step=step,
-            timestep=int(t),
-            losses={name: loss.tolist() for name, loss in first.losses.items()},
-            total_loss=first.total.tolist(),
-            refinement_iterations=iterations.tolist(),
-            skipped=skipped.tolist(),
-            last_loss=m.total.tolist(),
-        )
-        return latents.to(dtype), record, m.maps
+        return latents.to(dtype), _step_record(step, t, first, iterations, skipped, last=m), m.maps
 
     def _loss_and_grad(
         self, guidance: GuidancePass, latents: torch.Tensor, t: torch.Tensor, step: int, objective: str = "total"
