@@ -2,7 +2,8 @@
 
 Prints, for a model folder (default: the embedded ``shapes``):
 
-1. **Unguided from captions** (DDIM, the model's declared CFG scale unless ``--guidance-scale``), scored by the exact detector: single-object color recall and
+1. **Unguided from captions** (DDIM; CFG: the model's declared scale unless ``--guidance-scale``), scored
+   by the exact detector: single-object color recall and
    color+shape exact match; 1-4 object per-instance color recall, exact multiset and count accuracy
    (:func:`synth.shapes.train.evaluate`, the same numbers the training log records).
 2. **Attention localization**: ground-truth scenes are encoded, noised to timestep ``--auc-timestep`` and
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="shapes", help="embedded name or an exported SD folder")
     parser.add_argument("--count", type=int, default=64, help="scenes per suite")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the generations")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's, 2.0 for shapes)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's)")
     parser.add_argument("--auc-timestep", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from synth.shapes.train import evaluate
 
     pipe = load_stable_diffusion(args.model, safety_checker=None, requires_safety_checker=False)
-    guidance = args.guidance_scale if args.guidance_scale is not None else model_defaults(resolve_model(args.model)).guidance_scale
+    guidance = args.guidance_scale
+    if guidance is None:
+        guidance = model_defaults(resolve_model(args.model)).guidance_scale
     figures: dict[str, float | None] = {}
     unguided = evaluate(pipe, args.seed, args.count, args.steps, guidance)
     figures.update({f"{suite}_{k}": v for suite, scores in unguided.items() for k, v in scores.items()})
