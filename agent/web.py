@@ -207,8 +207,18 @@ class _LazySynthesizer:
             return self._synthesizer
 
 
+_DOWNLOADS: list[Path] = []  # one temporary folder per process for the layout files offered as downloads
+
+
 def _write_layout_file(layout: Layout) -> str:
-    folder = Path(tempfile.mkdtemp(prefix="scenewright-layout-"))
+    """The layout as a JSON file to offer for download; the folder is removed when the process exits."""
+    if not _DOWNLOADS:
+        import atexit
+        import shutil
+
+        _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="scenewright-layouts-")))
+        atexit.register(shutil.rmtree, _DOWNLOADS[0], ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=_DOWNLOADS[0]))  # own subfolder: every download keeps the name layout.json
     path = folder / "layout.json"
     path.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
     return str(path)
@@ -282,7 +292,8 @@ def build_app(
         return image, overlay, scores, _write_layout_file(layout), f"Generated with {', '.join(chosen or ['none'])}, seed {int(seed)}."
 
     editor = (STATIC / "box_editor.js").read_text(encoding="utf-8")
-    with gr.Blocks(title="scenewright layout editor", analytics_enabled=False) as app:
+    # delete_cache: Gradio's own copies of served files (images, layout.json) go after an hour, checked hourly.
+    with gr.Blocks(title="scenewright layout editor", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown("## scenewright: text → layout → image")
         with gr.Row():
             text = gr.Textbox(label="Text", placeholder="two cats to the left of a dog", elem_id="sw-text", scale=4)

@@ -200,3 +200,25 @@ def test_generate_for_layout_is_the_synthesizers_image(synthesizer):
 def test_serve_refuses_bad_flags_before_starting(argv, needle, capsys):
     assert main(argv) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_downloaded_layout_files_share_one_folder_that_is_removed_at_exit(monkeypatch):
+    import atexit
+    from pathlib import Path
+
+    import agent.web
+
+    at_exit = []
+    monkeypatch.setattr(agent.web, "_DOWNLOADS", [])  # a fresh process's state
+    monkeypatch.setattr(atexit, "register", lambda func, *args, **kwargs: at_exit.append((func, args, kwargs)))
+    layout = Layout.parse(
+        {"prompt": "a red circle", "objects": [{"name": "circle", "phrase": "a red circle", "box": [0.1, 0.1, 0.5, 0.5]}]}
+    )
+    first, second = Path(agent.web._write_layout_file(layout)), Path(agent.web._write_layout_file(layout))
+    assert first != second and first.name == second.name == "layout.json"
+    assert first.parent.parent == second.parent.parent == agent.web._DOWNLOADS[0]
+    assert Layout.load(first).to_dict() == layout.to_dict()
+    assert len(at_exit) == 1  # one clean-up for the process, not one per file
+    func, args, kwargs = at_exit[0]
+    func(*args, **kwargs)  # what the interpreter does on exit
+    assert not agent.web._DOWNLOADS[0].exists()
