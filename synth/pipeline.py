@@ -35,8 +35,8 @@ from layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
-from .maps import AttentionMaps, GuidanceTargets, downscaled_size
 from .loading import ModelDefaults, model_defaults
+from .maps import AttentionMaps, GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
 from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
 
