@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,7 +126,7 @@ def _check_args(args: argparse.Namespace) -> None:
         if value < 1:
             raise CLIError(f"{flag} must be >= 1, got {value}")
     weight = args.spatial_temporal
-    if weight is not None and not (weight >= 0 and weight != float("inf")):  # also rejects nan
+    if weight is not None and not (math.isfinite(weight) and weight >= 0):
         raise CLIError(f"--spatial-temporal WEIGHT must be a finite number >= 0 (1.0 by default), got {weight}")
 
 

@@ -55,11 +55,11 @@ class ModelDefaults:
 
 def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     """The :class:`ModelDefaults` a local model folder declares (SD's when it has no ``scenewright.json``)."""
-    if folder is None or not (Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE).is_file():
+    path = None if folder is None else Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
+    if path is None or not path.is_file():
         return ModelDefaults()
     import json
 
-    path = Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
     try:
         declared = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(declared, dict):

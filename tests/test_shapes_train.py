@@ -36,6 +36,11 @@ def test_export_is_a_loadable_sd_folder_with_its_step(exported):
     assert image.shape == (1, 64, 64, 3)
     logged = [json.loads(line) for line in (run / train.LOG).read_text().splitlines()]
     assert [r["step"] for r in logged if r["stage"] == "unet" and "loss" in r] == [1, 2, 3]
+    # The export declares the shapes model's guidance defaults, as the shipped folder does.
+    from synth.loading import EMBEDDED_MODELS, ModelDefaults, model_defaults
+
+    assert model_defaults(out) == ModelDefaults(attention_downscale=1, guidance_scale=2.0)
+    assert model_defaults(out) == model_defaults(EMBEDDED_MODELS["shapes"])
 
 
 def test_warm_start_continues_from_the_exported_weights_and_step(exported, tmp_path):

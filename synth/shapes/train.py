@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from eval.shapes.detector import detect, kind_counts
 from eval.shapes.world import CANVAS, Scene, sample_scene
-from synth.loading import GUIDANCE_DEFAULTS_FILE
+from synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
 
 LATENT_SIZE = 16  # 64 px / 4
 MAX_OBJECTS = 4
@@ -631,8 +631,7 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     # The auxiliary loss shapes the cross-attention at the latent's own grid: guidance must read that one.
     # Above ~2, classifier-free guidance shifts this model's colors (blue -> purple) and noises the canvas.
     defaults = {
-        "attention_downscale": 1,
-        "guidance_scale": 2.0,
+        **asdict(ModelDefaults(attention_downscale=1, guidance_scale=2.0)),
         "_why": f"cross-attention trained to follow object masks at the latent's own {LATENT_SIZE}x{LATENT_SIZE} "
         "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas",
     }
