@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .maps import SD_ATTENTION_DOWNSCALE
+
 
 class ModelNotAvailableError(OSError):
     """The weights could not be loaded; the message says where we looked and how to fix it."""
@@ -48,7 +50,7 @@ class ModelDefaults:
 
     #: latent size / the attention-map size every method reads unless told (``attn_res``, ``car_res``,
     #: ``sar_res``, ``up_res``, ``grounding_res``); SD: 16x16 maps at 512 px = latent / 4.
-    attention_downscale: int = 4
+    attention_downscale: int = SD_ATTENTION_DOWNSCALE
     #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
     guidance_scale: float = 7.5
 

@@ -31,7 +31,7 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
-from .maps import AttentionKind, AttentionMaps, GuidanceTargets, downscaled_size
+from .maps import SD_ATTENTION_DOWNSCALE, AttentionKind, AttentionMaps, GuidanceTargets, downscaled_size
 
 ALL_PLACES = ("up", "down", "mid")
 
@@ -44,15 +44,14 @@ def resolve_size(
     maps: AttentionMaps,
     kind: AttentionKind,
     size: tuple[int, int] | None,
-    factor: int,
     places: tuple[str, ...] | None = None,
     option: str = "attn_res",
 ) -> tuple[int, int]:
-    """The (h, w) a loss reads: ``size`` if given, else latent / ``factor``, else the one captured."""
+    """The (h, w) a loss reads: ``size`` if given, else SD's latent / 4, else the one captured."""
     if size is not None:
         return (int(size[0]), int(size[1]))
     if maps.latent_size is not None:
-        return downscaled_size(maps.latent_size, factor)
+        return downscaled_size(maps.latent_size, SD_ATTENTION_DOWNSCALE)
     sizes = sorted({e.size for e in maps.select(kind, places=places)})
     if len(sizes) != 1:
         raise ValueError(
@@ -157,7 +156,7 @@ def max_attention_per_token(
     sigma: float = 0.5,
 ) -> torch.Tensor:
     """(T,) peak of each token's smoothed, token-softmaxed map (Attend-and-Excite, Chefer et al. 2023)."""
-    size = resolve_size(maps, "cross", attn_res, 4)
+    size = resolve_size(maps, "cross", attn_res)
     token_maps = token_attention_maps(maps, token_indices, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     return token_maps.flatten(1).max(dim=1).values
 
@@ -200,7 +199,7 @@ def _car_outside_term(peak: torch.Tensor, step: int) -> torch.Tensor:
 def _car_maps(maps: AttentionMaps, targets: GuidanceTargets, car_res, smooth_attentions, kernel_size, sigma):
     """CAR's inputs: (token groups with box rows, token -> (h, w) map, (N, h, w) box masks)."""
     groups = object_groups(targets)
-    size = resolve_size(maps, "cross", car_res, 4, option="car_res")
+    size = resolve_size(maps, "cross", car_res, option="car_res")
     all_tokens = sorted({t for tokens, _ in groups for t in tokens})
     token_maps = token_attention_maps(maps, all_tokens, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
@@ -240,7 +239,7 @@ def grounding_refocusing_loss(
     if step >= 15 or not maps.select("grounding"):
         return _zero_like(maps)  # gated layers off (scheduled sampling) or not a GLIGEN UNet
     groups = object_groups(targets)
-    size = resolve_size(maps, "grounding", grounding_res, 4, option="grounding_res")
+    size = resolve_size(maps, "grounding", grounding_res, option="grounding_res")
     layers = maps.select("grounding", size)
     if not layers:
         return _zero_like(maps)
@@ -301,7 +300,7 @@ def self_attention_refocusing_loss(
     # per layer, per box: the in-box queries' mean attention row, its mass outside the box, mean over
     # heads; summed over boxes, divided by the number of objects; averaged over layers.
     groups = object_groups(targets)
-    size = resolve_size(maps, "self", sar_res, 4, option="sar_res")
+    size = resolve_size(maps, "self", sar_res, option="sar_res")
     layers = maps.select("self", size)
     if not layers:
         have = sorted({(e.kind, e.size) for e in maps.entries})
@@ -347,7 +346,7 @@ def astar_segregation_loss(
     indices = list(dict.fromkeys(subject_token_indices(targets, token_indices)))
     if len(indices) < 2:
         return _zero_like(maps)
-    size = resolve_size(maps, "cross", attn_res, 4)
+    size = resolve_size(maps, "cross", attn_res)
     concept = _concept_maps(maps, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
     total = _zero_like(maps)
     for m, n in combinations(range(len(indices)), 2):
@@ -372,7 +371,7 @@ def astar_retention_loss(
     if targets.previous is None or not targets.previous.entries:
         return _zero_like(maps)  # first guided step: nothing to retain yet
     indices = list(dict.fromkeys(subject_token_indices(targets, token_indices)))
-    size = resolve_size(maps, "cross", attn_res, 4)  # the previous step was captured at the same size
+    size = resolve_size(maps, "cross", attn_res)  # the previous step was captured at the same size
     current = _concept_maps(maps, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
     with torch.no_grad():
         previous = _concept_maps(targets.previous, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)
@@ -402,7 +401,7 @@ def layout_guidance_loss(
     # cross layers and the first up block with attention (16x16 = latent / 4); per layer and object,
     # mean over heads, mean over the phrase's tokens; sum / (objects * layers).
     groups = object_groups(targets)
-    size = resolve_size(maps, "cross", up_res, 4, places=("up",), option="up_res")
+    size = resolve_size(maps, "cross", up_res, places=("up",), option="up_res")
     layers = maps.select("cross", places=("mid",)) + maps.select("cross", size, places=("up",))
     if not layers:
         have = sorted({(e.kind, e.place, e.size) for e in maps.entries})
@@ -464,7 +463,7 @@ def _boxdiff_terms(
             f"BoxDiff pairs one subject token with one box: got {len(indices)} tokens and "
             f"{targets.boxes.shape[0]} boxes in targets.boxes"
         )
-    size = resolve_size(maps, "cross", attn_res, 4)
+    size = resolve_size(maps, "cross", attn_res)
     token_maps = token_attention_maps(maps, indices, size, ALL_PLACES, smooth_attentions, kernel_size, sigma)
     masks = targets.box_masks(*size, device=token_maps.device)  # (N, h, w)
     inner, outer, corner = [], [], []

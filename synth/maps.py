@@ -20,6 +20,11 @@ import torch
 AttentionKind = Literal["cross", "self", "grounding"]  # grounding: GLIGEN's gated self-attention
 
 
+#: SD 1.x/2.x read their "16x16 maps" (A&E, CAR, SAR, BoxDiff, layout guidance) at latent / 4 (64x64 at
+#: 512 px). The one home of that factor: a model folder's ``scenewright.json`` may declare its own.
+SD_ATTENTION_DOWNSCALE = 4
+
+
 def downscaled_size(latent_size: tuple[int, int], factor: int) -> tuple[int, int]:
     """The UNet grid ``factor`` times coarser than the latent; it halves per level, rounding up.
 

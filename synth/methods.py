@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import losses
-from .maps import MapRequest, downscaled_size
+from .maps import SD_ATTENTION_DOWNSCALE, MapRequest, downscaled_size
 
 LossTerm = Callable | tuple[Callable, str]  # a loss, or (loss, name of the option holding its weight)
 
@@ -43,11 +43,15 @@ class GuidanceMethod:
     refinement_loss: Callable | None = None
 
 
-def _resolution(options: dict, latent_hw: tuple[int, int], key: str, factor: int) -> tuple[int, int]:
-    """``options[key]`` when set, else latent / ``factor`` (SD1.5 at 512 px: 64x64 latent, 16x16 = latent / 4)."""
+def _resolution(options: dict, latent_hw: tuple[int, int], key: str) -> tuple[int, int]:
+    """``options[key]`` when set, else SD's latent / 4 (SD1.5 at 512 px: 64x64 latent, 16x16 maps).
+
+    ``Synthesizer`` fills unset keys from the model's ``attention_downscale`` first; this fallback is for
+    direct calls.
+    """
     value = options.get(key)
     if value is None:
-        return downscaled_size(latent_hw, factor)
+        return downscaled_size(latent_hw, SD_ATTENTION_DOWNSCALE)
     if len(value) != 2 or min(int(v) for v in value) < 1:
         raise ValueError(f"`{key}` must be (h, w) of an attention grid, e.g. (16, 16); got {value!r}")
     return (int(value[0]), int(value[1]))
@@ -55,17 +59,17 @@ def _resolution(options: dict, latent_hw: tuple[int, int], key: str, factor: int
 
 def _cross_at_attn_res(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # A&E, A-STAR, BoxDiff: cross maps at attn_res (diffusers: 16x16 = ceil(width / 32) = latent / 4).
-    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res", 4),))]  # every place (MapRequest default)
+    return [MapRequest("cross", (_resolution(options, latent_hw, "attn_res"),))]  # every place (MapRequest default)
 
 
 def _car_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # Official `get_all_attention(..., res=16)`: every 16x16 cross layer, up, mid and down.
-    return [MapRequest("cross", (_resolution(options, latent_hw, "car_res", 4),))]
+    return [MapRequest("cross", (_resolution(options, latent_hw, "car_res"),))]
 
 
 def _sar_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # Official `caculate_loss_self_att(list_res=[256])`: every self layer with 256 queries (16x16).
-    return [MapRequest("self", (_resolution(options, latent_hw, "sar_res", 4),))]
+    return [MapRequest("self", (_resolution(options, latent_hw, "sar_res"),))]
 
 
 def _layout_guidance_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
@@ -73,7 +77,7 @@ def _layout_guidance_needs(options: dict, latent_hw: tuple[int, int]) -> list[Ma
     # first up block with attention (up_blocks.1 of SD1.5, 16x16 = latent / 4).
     return [
         MapRequest("cross", None, ("mid",)),
-        MapRequest("cross", (_resolution(options, latent_hw, "up_res", 4),), ("up",)),
+        MapRequest("cross", (_resolution(options, latent_hw, "up_res"),), ("up",)),
     ]
 
 
@@ -151,7 +155,7 @@ BOXDIFF = GuidanceMethod(
 
 def _refocusing_needs(options: dict, latent_hw: tuple[int, int]) -> list[MapRequest]:
     # CAR's and SAR's maps, plus GLIGEN's fuser at the same 16x16 level (none on a plain SD UNet).
-    grounding = MapRequest("grounding", (_resolution(options, latent_hw, "grounding_res", 4),))
+    grounding = MapRequest("grounding", (_resolution(options, latent_hw, "grounding_res"),))
     return [*_car_needs(options, latent_hw), *_sar_needs(options, latent_hw), grounding]
 
 
