@@ -66,3 +66,20 @@ def test_warm_start_continues_from_the_exported_weights_and_step(exported, tmp_p
 def test_init_from_a_folder_that_is_not_an_export_says_so(tmp_path):
     with pytest.raises(SystemExit, match="not an exported SD folder"):
         train.main(["--stage", "unet", "--run-dir", str(tmp_path), "--init-from", str(tmp_path / "nothing"), *TOY])
+
+
+def test_learning_rate_warms_up_holds_then_cools_down_linearly():
+    base, cooldown = 5e-4, (1000, 1500)
+    lrs = [train.unet_lr(base, step, 0, 200, cooldown) for step in range(1600)]
+    assert lrs[0] == pytest.approx(base / 200) and lrs[199] == pytest.approx(base)
+    assert lrs[999] == lrs[500] == pytest.approx(base)  # stable until the cooldown starts
+    assert lrs[1250] == pytest.approx(base * (1 - 0.98 * 0.5))
+    assert lrs[1500] == lrs[1599] == pytest.approx(0.02 * base)
+    assert all(a >= b for a, b in zip(lrs[1000:], lrs[1001:]))
+    assert train.unet_lr(base, 1400, 0, 200, None) == pytest.approx(base)  # no cooldown: constant
+
+
+@pytest.mark.parametrize("text", ["1500:1000", "12000", "a:b", "-1:5"])
+def test_bad_cooldown_is_rejected_with_the_form_to_write(text):
+    with pytest.raises(SystemExit, match="--cooldown"):
+        train.parse_cooldown(text)

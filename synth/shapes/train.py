@@ -315,6 +315,31 @@ def vae_lr(base: float, step: int, total: int) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0))))
 
 
+def unet_lr(base: float, step: int, warmup_from: int, warmup: int, cooldown: tuple[int, int] | None = None) -> float:
+    """Warm-up-stable-decay: linear warm-up from ``warmup_from``, constant, then (``cooldown=(start, end)``) a
+    linear decay to 2% at ``end`` (Hägele et al. 2024: a short cooldown matches a cosine schedule, and the
+    stable phase's checkpoint can go on training, which a cosine fixed to a total cannot).
+    """
+    lr = base * min(1.0, (step - warmup_from + 1) / max(warmup, 1))
+    if cooldown is not None and step >= cooldown[0]:
+        start, end = cooldown
+        lr *= 1.0 - 0.98 * min(1.0, (step - start) / (end - start))
+    return lr
+
+
+def parse_cooldown(text: str | None) -> tuple[int, int] | None:
+    """'12000:13500' -> (12000, 13500); None -> None."""
+    if text is None:
+        return None
+    try:
+        start, end = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--cooldown: cannot read {text!r}; write START:END steps, e.g. 12000:13500") from None
+    if not 0 <= start < end:
+        raise SystemExit(f"--cooldown {text}: need 0 <= START < END, e.g. 12000:13500")
+    return (start, end)
+
+
 @torch.no_grad()
 def set_vae_scaling(vae, seed: int, count: int = 512) -> None:
     """``scaling_factor`` = 1 / std of latent means, so the UNet sees unit-variance latents (SD's convention)."""
@@ -503,6 +528,7 @@ def train_unet(args) -> None:
 
     noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
     phases = parse_curriculum(args.curriculum)
+    cooldown = parse_cooldown(args.cooldown)
     levels = sorted({level for _, weights in phases for level in weights})
     banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
     empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
@@ -543,7 +569,7 @@ def train_unet(args) -> None:
             loss = mse + args.aux_weight * aux
             capture.clear()
 
-            lr = args.lr * min(1.0, (step - warmup_from + 1) / args.warmup)
+            lr = unet_lr(args.lr, step, warmup_from, args.warmup, cooldown)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
@@ -669,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--cooldown", default=None, metavar="START:END", help="(unet) decay the rate linearly from"
+                   " step START to 2%% at END (then stop with --steps END); keep the START checkpoint to train on")
     p.add_argument("--eval-every", type=int, default=1000, help="(unet) steps between detector evaluations; 0 = never")
     p.add_argument("--eval-count", type=int, default=32, help="images per evaluation suite (vae: held-out scenes)")
     p.add_argument("--eval-steps", type=int, default=25, help="(unet) DDIM steps of evaluation samples")
