@@ -10,7 +10,11 @@ Prints, for a model folder (default: the embedded ``shapes``):
    passed once through the UNet with their captions; each caption word that names objects (count, size,
    color, shape) gets its 16x16 cross-attention map (mean of heads, layers and the word's tokens) and the
    ROC AUC of that map against the union of its objects' boxes. Reported for shape nouns and color words.
-3. **Speed**: wall time of one unguided 64x64 image (``--steps`` DDIM steps, CFG) with ``--threads`` threads.
+3. **Region words**: single-object captions with a region ("a red circle in the top left") are drawn twice
+   from the same seeds, with and without the region words; each figure is the fraction of images whose
+   largest detected object has its centre in the named 3x3 region. If the two are equal, the model ignores
+   the words and only the initial noise decides where objects go (what guidance then has to overcome).
+4. **Speed**: wall time of one unguided 64x64 image (``--steps`` DDIM steps, CFG) with ``--threads`` threads.
 
     python benchmarks/shapes_model.py                         # embedded model, 64 scenes per suite
     python benchmarks/shapes_model.py --model runs/shapes/export --count 128 --threads 2
@@ -92,6 +96,36 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
     return {f"auc_{k}": (float(np.mean(v)) if v else None) for k, v in results.items()}
 
 
+@torch.no_grad()
+def region_following(pipe, count: int, seed: int, steps: int, guidance: float) -> dict[str, float]:
+    """Fraction of images whose object lands in the caption's region: with the region words, and without them."""
+    from eval.shapes.detector import detect
+    from eval.shapes.world import region_of, sample_scene
+
+    rng = np.random.default_rng([seed, 11])
+    with_region, without_region, regions = [], [], []
+    while len(with_region) < count:
+        scene = sample_scene(rng, max_objects=1, curriculum_level=0)
+        words = scene.caption.text.split()
+        kept = [w for w, refs in zip(words, scene.caption.word_objects) if refs]
+        if len(kept) == len(words):  # this caption names no region
+            continue
+        with_region.append(scene.caption.text)
+        without_region.append(" ".join(kept))
+        regions.append(region_of(*scene.objects[0].center))
+    figures = {}
+    for name, captions in (("region_accuracy", with_region), ("region_accuracy_without_words", without_region)):
+        images = pipe(captions, num_inference_steps=steps, guidance_scale=guidance,
+                      generator=[torch.Generator().manual_seed(seed + i) for i in range(count)], output_type="np").images
+        hits = []
+        for image, region in zip(images, regions):
+            found = detect((image * 255).round().astype(np.uint8))  # largest first
+            hits.append(bool(found) and region_of((found[0].box[0] + found[0].box[2]) / 2,
+                                                  (found[0].box[1] + found[0].box[3]) / 2) == region)  # fmt: skip
+        figures[name] = float(np.mean(hits))
+    return figures
+
+
 def seconds_per_image(pipe, steps: int, repeats: int = 3) -> float:
     """Best wall time of one unguided image (CFG 5), after one warm-up run."""
     best = float("inf")
@@ -128,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     unguided = evaluate(pipe, args.seed, args.count, args.steps, guidance)
     figures.update({f"{suite}_{k}": v for suite, scores in unguided.items() for k, v in scores.items()})
     figures.update(attention_auc(pipe, args.count, args.seed, args.auc_timestep))
+    figures.update(region_following(pipe, args.count, args.seed, args.steps, guidance))
     figures["seconds_per_image"] = seconds_per_image(pipe, args.steps)
     if args.json:
         print(json.dumps(figures, indent=2))
