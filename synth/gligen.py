@@ -86,10 +86,13 @@ def check_object_count(layouts: Sequence[Layout | None]) -> None:
 
 
 @torch.no_grad()
-def phrase_embeddings(pipe, phrases: list[str], device: torch.device) -> torch.Tensor:
-    """(N, D) pooled text-encoder outputs of ``phrases``, tokenized together as diffusers' GLIGEN pipeline."""
-    inputs = pipe.tokenizer(phrases, padding=True, return_tensors="pt").to(device)
-    return pipe.text_encoder(**inputs).pooler_output
+def phrase_embeddings(tokenizer, text_encoder, phrases: list[str], device: torch.device) -> torch.Tensor:
+    """(N, D) pooled text-encoder outputs of ``phrases``, tokenized together as diffusers' GLIGEN pipeline.
+
+    The shapes model's GLIGEN training (:mod:`synth.shapes.train`) embeds its phrases here too.
+    """
+    inputs = tokenizer(phrases, padding=True, return_tensors="pt").to(device)
+    return text_encoder(**inputs).pooler_output
 
 
 def grounding_kwargs(
@@ -113,7 +116,7 @@ def grounding_kwargs(
             continue  # a bare prompt: every slot is a null token
         if id(layout) not in cache:
             phrases, xyxy = layout.to_gligen()
-            cache[id(layout)] = (phrase_embeddings(pipe, phrases, device), torch.tensor(xyxy))
+            cache[id(layout)] = (phrase_embeddings(pipe.tokenizer, pipe.text_encoder, phrases, device), torch.tensor(xyxy))
         phrase_embeds, xyxy = cache[id(layout)]
         n = len(xyxy)
         boxes[b, :n] = xyxy.to(device=device, dtype=dtype)
@@ -136,4 +139,5 @@ __all__ = [
     "grounding_kwargs",
     "is_gligen_unet",
     "num_grounding_steps",
+    "phrase_embeddings",
 ]

@@ -316,7 +316,7 @@ class Synthesizer:
         # 3.1 GLIGEN: each layout object's phrase and box -> a grounding token; the unconditional half
         # and empty slots get the position net's null tokens (StableDiffusionGLIGENPipeline, step 5.1)
         cfg_kwargs, guide_kwargs = cross_attention_kwargs, cross_attention_kwargs  # CFG batch / cond only
-        use_gligen = self._use_gligen(gligen)
+        use_gligen = self._use_gligen(gligen, layouts)
         if use_gligen:
             full, cond = grounding_kwargs(self.pipe, layouts, do_cfg, device)
             cfg_kwargs = {**(cross_attention_kwargs or {}), "gligen": full}
@@ -596,8 +596,8 @@ class Synthesizer:
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
         cond_embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
         kwargs = None
-        if self._use_gligen(gligen):
-            layouts = [item if isinstance(item, Layout) else None for item in items]
+        layouts = [item if isinstance(item, Layout) else None for item in items]
+        if self._use_gligen(gligen, layouts):
             kwargs = {"gligen": grounding_kwargs(self.pipe, layouts, False, self.device)[1]}
         latent_hw = tuple(latents.shape[-2:])
         self._fill_resolutions(active, latent_hw)
@@ -740,11 +740,15 @@ class Synthesizer:
             appended.append(list(mapping.appended))
         return prompts, targets, appended
 
-    def _use_gligen(self, gligen: bool | None) -> bool:
-        """Grounding tokens on: ``gligen`` if given (True requires gated layers), else whenever the UNet has them."""
+    def _use_gligen(self, gligen: bool | None, layouts: Sequence[Layout | None]) -> bool:
+        """Grounding tokens on: ``gligen`` if given (True requires gated layers), else when the UNet has them
+        and some layout has a box to ground; with none, the UNet runs as the plain SD model it was built on
+        (so bare prompts on a GLIGEN-trained shapes model equal ``StableDiffusionPipeline``'s images)."""
         if gligen:
             check_gligen_unet(self.unet)
-        return is_gligen_unet(self.unet) if gligen is None else bool(gligen)
+            return True
+        has_boxes = any(layout is not None and layout.objects for layout in layouts)
+        return is_gligen_unet(self.unet) and has_boxes if gligen is None else False
 
     def _regional(
         self,

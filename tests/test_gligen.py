@@ -64,6 +64,22 @@ def test_unguided_equals_stable_diffusion_gligen_pipeline(gligen_pipe, syn, layo
     assert _diff(ours.images, moved) > 1e-4
 
 
+def test_a_bare_prompt_on_a_gligen_unet_is_plain_stable_diffusion(gligen_pipe, syn):
+    # No boxes, nothing to ground: the gated layers stay out and the UNet is the SD model it was built on
+    # (the shipped shapes model is such a UNet and must equal StableDiffusionPipeline on prompts).
+    from diffusers import StableDiffusionPipeline
+
+    plain_pipe = StableDiffusionPipeline(**{k: v for k, v in gligen_pipe.components.items()}, requires_safety_checker=False)
+    plain_pipe.set_progress_bar_config(disable=True)
+    ref = plain_pipe(PROMPT, num_inference_steps=2, generator=torch.Generator("cpu").manual_seed(0), output_type="latent").images
+    kwargs = dict(num_inference_steps=2, seed=0, output_type="latent", gligen_scheduled_sampling_beta=1.0)
+    ours = syn.generate(PROMPT, **kwargs).images
+    assert _diff(ours, ref) <= 1e-4
+    # Asked for, GLIGEN still runs on a bare prompt: every slot a null token, so the result differs.
+    nulls = syn.generate(PROMPT, gligen=True, **kwargs).images
+    assert _diff(nulls, ref) > 1e-4
+
+
 def test_grounding_tokens_carry_each_objects_phrase_and_box(gligen_pipe, syn, layout):
     # What reaches the position net: box k and phrase k in slot k for the conditional half, null
     # tokens (mask 0) for the unconditional half and the unused slots.
