@@ -83,3 +83,69 @@ def test_learning_rate_warms_up_holds_then_cools_down_linearly():
 def test_bad_cooldown_is_rejected_with_the_form_to_write(text):
     with pytest.raises(SystemExit, match="--cooldown"):
         train.parse_cooldown(text)
+
+
+def test_gligen_stage_adds_grounding_layers_and_keeps_the_base_model_bit_for_bit(exported, tmp_path):
+    from safetensors.torch import load_file
+
+    run, out = exported
+    grounded = tmp_path / "gligen"
+    train.main(["--stage", "gligen", "--run-dir", str(tmp_path / "run"), "--init-from", str(out), "--steps", "2",
+                "--bank-size", "4", "--eval-every", "2", "--eval-count", "2", "--eval-steps", "2",
+                "--export", str(grounded), *TOY])  # fmt: skip
+    base = load_file(out / "unet/diffusion_pytorch_model.safetensors")
+    gated = load_file(grounded / "unet/diffusion_pytorch_model.safetensors")
+    added = set(gated) - set(base)
+    assert added and all(train.is_grounding_parameter(k) for k in added) and not set(base) - set(gated)
+    assert all(torch.equal(base[k], gated[k]) for k in base)  # frozen: without boxes it is the base model
+    assert any(gated[k].abs().max() > 0 for k in added if k.endswith("alpha_attn"))  # the gates were trained
+    te = "text_encoder/model.safetensors"
+    assert all(torch.equal(a, b) for a, b in zip(load_file(out / te).values(), load_file(grounded / te).values()))
+    assert json.loads((grounded / train.TRAINING_INFO).read_text()) | {"trained_with": ""} == {
+        "step": 3, "gligen_step": 2, "trained_with": ""}  # fmt: skip
+    logged = [json.loads(line) for line in (tmp_path / "run" / train.LOG).read_text().splitlines()]
+    evals = [r["eval"] for r in logged if r["stage"] == "gligen" and "eval" in r]
+    assert evals and set(evals[0]) == {"count_acc", "box_iou50", "background_clean"}
+    # Both front doors load it as GLIGEN: the grounded model runs boxes through its position net.
+    from synth import Synthesizer
+    from synth.gligen import is_gligen_unet
+
+    syn = Synthesizer.from_pretrained(str(grounded), gligen=True)
+    assert is_gligen_unet(syn.unet)
+    layout = train.bank_scenes(0, 1, 2)[0].to_layout()
+    image = syn.generate(layout, num_inference_steps=2, seed=0, output_type="np").images
+    assert image.shape == (1, 64, 64, 3)
+    # Trained again from the grounded export, the run goes on from its layers (not fresh zero gates).
+    again = tmp_path / "again"
+    train.main(["--stage", "gligen", "--run-dir", str(tmp_path / "run2"), "--init-from", str(grounded), "--steps", "0",
+                "--export", str(again), *TOY])  # fmt: skip
+    regated = load_file(again / "unet/diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(gated[k], regated[k]) for k in gated)
+
+
+def test_grounding_batch_puts_each_objects_box_and_phrase_in_its_slot(tmp_path):
+    import numpy as np
+
+    banks = {2: train.load_or_build_grounding_bank(tmp_path, 0, 6, 2)}
+    scenes = train.bank_scenes(0, 6, 2)
+    vocabulary = train.phrase_vocabulary()
+    table = torch.randn(len(vocabulary), 8)
+    rows = {2: np.array([0, 3, 5])}
+    dropped = torch.tensor([False, True, False])
+    batch = train.grounding_batch(banks, rows, table, np.random.default_rng(0), dropped)
+    assert batch["boxes"].shape == (3, 30, 4) and batch["positive_embeddings"].shape == (3, 30, 8)
+    for b, row in enumerate(rows[2]):
+        objects = scenes[row].objects
+        n = len(objects)
+        assert batch["masks"][b].tolist() == ([0.0] * n if dropped[b] else [1.0] * n) + [0.0] * (30 - n)
+        torch.testing.assert_close(batch["boxes"][b, :n], torch.tensor([o.box for o in objects], dtype=torch.float32))
+        for k, obj in enumerate(objects):  # the phrase with or without its size word, as planners write either
+            options = [table[vocabulary.index(obj.phrase(False))], table[vocabulary.index(obj.phrase(True))]]
+            assert any(torch.equal(batch["positive_embeddings"][b, k], e) for e in options)
+
+
+def test_phrase_vocabulary_holds_every_phrase_a_shapes_layout_can_have():
+    vocabulary = set(train.phrase_vocabulary())
+    for level in (0, 1, 2):
+        for scene in train.bank_scenes(1, 40, level):
+            assert {o.phrase for o in scene.to_layout().objects} <= vocabulary

@@ -43,7 +43,9 @@ TOKENS = 77
 VAE_DIR = "vae"
 CKPT = "ckpt.pt"
 LOG = "log.jsonl"
-TRAINING_INFO = "training_state.json"  # written into an exported folder: the step it was exported at
+TRAINING_INFO = "training_state.json"
+UNET_CURRICULUM = "0:0=1;1000:0=0.3,1=0.7;3000:0=0.1,1=0.3,2=0.6"  # 1 large object -> 1-2 -> 1-4
+GLIGEN_CURRICULUM = "0:0=0.1,1=0.3,2=0.6"  # written into an exported folder: the step it was exported at
 
 
 # ----------------------------------------------------------------- models
@@ -126,10 +128,15 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def bank_scenes(seed: int, count: int, level: int) -> list[Scene]:
+    """The ``count`` scenes of one curriculum level's bank (deterministic in ``seed`` and ``level``)."""
+    rng = np.random.default_rng([seed, level])
+    return [sample_scene(rng, max_objects=MAX_OBJECTS, curriculum_level=level) for _ in range(count)]
+
+
 def render_bank(seed: int, count: int, level: int) -> tuple[list[Scene], np.ndarray]:
     """``count`` scenes of one curriculum level and their (N, 64, 64, 3) uint8 renders."""
-    rng = np.random.default_rng([seed, level])
-    scenes = [sample_scene(rng, max_objects=MAX_OBJECTS, curriculum_level=level) for _ in range(count)]
+    scenes = bank_scenes(seed, count, level)
     return scenes, np.stack([s.render() for s in scenes])
 
 
@@ -597,9 +604,10 @@ def train_unet(args) -> None:
         export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
 
 
-def ema_models(args, ema: EMA):
-    """Fresh UNet and text encoder holding the EMA weights (training modules keep their own)."""
+def ema_models(args, ema: EMA, gligen: bool = False):
+    """Fresh UNet (``gligen``: with grounding layers) and text encoder holding the EMA weights."""
     unet, text_encoder = build_models(args)
+    unet = gligen_unet(unet) if gligen else unet
     unet.load_state_dict(ema.shadow["unet"])
     text_encoder.load_state_dict(ema.shadow["text_encoder"])
     return unet.eval(), text_encoder.eval()
@@ -638,8 +646,8 @@ def warm_start(folder: str) -> dict:
             "text_dim": text_encoder.config.hidden_size}
 
 
-def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int) -> None:
-    """fp16 safetensors SD folder with the EMA weights, plus the step count (for ``--init-from``)."""
+def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int, gligen_step: int | None = None) -> None:
+    """fp16 safetensors SD folder with the EMA weights, plus the step counts (for ``--init-from``)."""
     unet.load_state_dict(ema.shadow["unet"])
     text_encoder.load_state_dict(ema.shadow["text_encoder"])
     pipe = make_pipeline(unet.eval(), text_encoder.eval(), vae, tokenizer)
@@ -653,6 +661,8 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     config["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     info = {"step": step, "trained_with": "python -m synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
+    if gligen_step is not None:
+        info["gligen_step"] = gligen_step  # steps of --stage gligen on top of the base model's `step`
     (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     # The auxiliary loss shapes the cross-attention at the latent's own grid: guidance must read that one.
     # Above ~2, classifier-free guidance shifts this model's colors (blue -> purple) and noises the canvas.
@@ -666,10 +676,232 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     print(f"exported to {out_dir} ({size / 2**20:.1f} MiB)", flush=True)
 
 
+# ------------------------------------------------------------------ GLIGEN
+GLIGEN_CKPT = "gligen_ckpt.pt"
+
+
+def gligen_unet(base):
+    """``base`` plus GLIGEN's gated self-attention layers and position net (Li et al. 2023), its weights kept.
+
+    The new layers start with their gates at 0 (``tanh(alpha) = 0``), so the UNet begins as ``base`` exactly.
+    """
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config(base.config, attention_type="gated")
+    missing, unexpected = unet.load_state_dict(base.state_dict(), strict=False)
+    foreign = [k for k in missing if not is_grounding_parameter(k)] + list(unexpected)
+    if foreign:
+        raise RuntimeError(f"the base UNet does not fit a gated copy of its own config: {foreign[:5]}")
+    return unet
+
+
+def is_grounding_parameter(name: str) -> bool:
+    """GLIGEN's new parameters: the fusers (gated self-attention) and the position net."""
+    return ".fuser." in name or name.startswith("position_net.")
+
+
+def phrase_vocabulary() -> list[str]:
+    """Every object phrase a shapes layout can hold: 'a red circle' and 'a small red circle' (Scene.to_layout)."""
+    from eval.shapes.world import COLORS, SHAPES, SIZES
+
+    return [" ".join(["a", *size, color, shape]) for size in ((), *((z,) for z in SIZES)) for color in COLORS
+            for shape in SHAPES]  # fmt: skip
+
+
+@dataclass
+class GroundingBank:
+    """Each bank scene's object boxes and phrases (same scenes, same order as the latent :class:`Bank`)."""
+
+    boxes: torch.Tensor  # (N, MAX_OBJECTS, 4) normalized xyxy, zeros for absent slots
+    phrases: torch.Tensor  # (N, MAX_OBJECTS, 2) long: vocabulary index without / with the size word
+    counts: torch.Tensor  # (N,) long: objects in the scene
+
+
+def load_or_build_grounding_bank(run_dir: Path, seed: int, count: int, level: int) -> GroundingBank:
+    path = run_dir / f"grounding_seed{seed}_level{level}_n{count}.pt"
+    if path.exists():
+        return GroundingBank(**torch.load(path, weights_only=False))
+    index = {phrase: i for i, phrase in enumerate(phrase_vocabulary())}
+    scenes = bank_scenes(seed, count, level)
+    boxes = torch.zeros(count, MAX_OBJECTS, 4)
+    phrases = torch.zeros(count, MAX_OBJECTS, 2, dtype=torch.long)
+    for n, scene in enumerate(scenes):
+        for k, obj in enumerate(scene.objects):
+            boxes[n, k] = torch.tensor(obj.box)
+            phrases[n, k, 0], phrases[n, k, 1] = index[obj.phrase(False)], index[obj.phrase(True)]
+    bank = GroundingBank(boxes, phrases, torch.tensor([len(s.objects) for s in scenes]))
+    torch.save(bank.__dict__, path)
+    return bank
+
+
+def grounding_batch(banks: dict[int, GroundingBank], rows: dict[int, np.ndarray], table: torch.Tensor,
+                    np_rng: np.random.Generator, dropped: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``cross_attention_kwargs["gligen"]`` of a training batch, in :func:`synth.gligen.grounding_kwargs`' form.
+
+    The 30 slots as at inference (empty ones hold the learnt null token); a phrase names the size or not at
+    random (planners write both); ``dropped`` rows ground nothing (GLIGEN's null-token dropout, and the
+    unconditional branch of classifier-free guidance).
+    """
+    from layout.schema import GLIGEN_MAX_OBJECTS
+
+    boxes = torch.cat([banks[lv].boxes[idx] for lv, idx in rows.items()])
+    ids = torch.cat([banks[lv].phrases[idx] for lv, idx in rows.items()])
+    counts = torch.cat([banks[lv].counts[idx] for lv, idx in rows.items()])
+    batch = len(counts)
+    with_size = torch.from_numpy(np_rng.random((batch, MAX_OBJECTS)) < 0.5).long()
+    embeddings = table[ids.gather(2, with_size[..., None]).squeeze(2)]  # (B, MAX_OBJECTS, D)
+    masks = (torch.arange(MAX_OBJECTS)[None] < counts[:, None]) & ~dropped[:, None]
+    out = {"boxes": torch.zeros(batch, GLIGEN_MAX_OBJECTS, 4),
+           "positive_embeddings": torch.zeros(batch, GLIGEN_MAX_OBJECTS, table.shape[1]),
+           "masks": torch.zeros(batch, GLIGEN_MAX_OBJECTS)}  # fmt: skip
+    out["boxes"][:, :MAX_OBJECTS] = boxes
+    out["positive_embeddings"][:, :MAX_OBJECTS] = embeddings
+    out["masks"][:, :MAX_OBJECTS] = masks.float()
+    return out
+
+
+def train_gligen(args) -> None:
+    """Add GLIGEN's grounding layers to an exported shapes model and train them alone, everything else frozen.
+
+    Frozen as in GLIGEN: without grounding tokens the UNet is the base model exactly, so one shipped folder
+    is both the plain SD model and the GLIGEN one. ``--base-lr`` > 0 also fine-tunes the base UNet.
+    """
+    from diffusers import DDPMScheduler
+
+    from synth.gligen import phrase_embeddings
+
+    run_dir = Path(args.run_dir)
+    if not args.init_from:
+        raise SystemExit("--stage gligen needs --init-from DIR, an exported shapes model (e.g. synth/assets/shapes)")
+    vae = load_vae(run_dir, args.init_from)
+    tokenizer = load_tokenizer()
+    warm = warm_start(args.init_from)
+    args.text_dim = warm["text_dim"]
+    base, text_encoder = build_models(args)
+    base.load_state_dict({k: v for k, v in warm["unet"].items() if not is_grounding_parameter(k)})
+    text_encoder.load_state_dict(warm["text_encoder"])
+    unet = gligen_unet(base)
+    if any(is_grounding_parameter(k) for k in warm["unet"]):
+        unet.load_state_dict(warm["unet"])  # an exported GLIGEN model: train its grounding layers on
+    text_encoder.requires_grad_(False).eval()
+    grounding = [p for n, p in unet.named_parameters() if is_grounding_parameter(n)]
+    rest = [p for n, p in unet.named_parameters() if not is_grounding_parameter(n)]
+    for p in rest:
+        p.requires_grad_(args.base_lr > 0)
+    groups = [{"params": grounding, "scale": 1.0}]
+    if args.base_lr > 0:
+        groups.append({"params": rest, "scale": args.base_lr / args.lr})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    ema = EMA(modules, args.ema_decay)
+    np_rng = np.random.default_rng(args.seed + 7)
+    step = 0
+    ckpt_path = run_dir / GLIGEN_CKPT
+    if ckpt_path.exists() and not args.fresh:
+        state = torch.load(ckpt_path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        step = state["step"]
+        set_rng_state(state["rng"], np_rng)
+        print(f"resumed GLIGEN training from {ckpt_path} at step {step}", flush=True)
+    if args.export and step >= args.steps:
+        export(args.export, ema, unet, text_encoder, vae, tokenizer, warm["step"], gligen_step=step)
+        return
+
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
+    phases = parse_curriculum(args.curriculum)
+    cooldown = parse_cooldown(args.cooldown)
+    levels = sorted({level for _, weights in phases for level in weights})
+    banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
+    boxes = {level: load_or_build_grounding_bank(run_dir, args.seed, args.bank_size, level) for level in levels}
+    table = phrase_embeddings(tokenizer, text_encoder, phrase_vocabulary(), torch.device("cpu"))
+    empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
+    unet.train()
+    window_start, window_steps = time.time(), 0
+    while step < args.steps:
+        weights = curriculum_weights(phases, step)
+        level_choice = np_rng.choice(list(weights), size=args.batch, p=np.array(list(weights.values())) / sum(weights.values()))
+        rows = {level: np_rng.integers(0, len(banks[level].captions), size=int((level_choice == level).sum()))
+                for level in weights}
+        latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
+        input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
+        # A dropped caption also drops the grounding (the CFG branch); grounding alone drops as often.
+        dropped = torch.from_numpy(np_rng.random(args.batch) < args.caption_dropout)
+        ungrounded = dropped | torch.from_numpy(np_rng.random(args.batch) < args.caption_dropout)
+        input_ids = torch.where(dropped[:, None], empty_ids[None], input_ids)
+        gligen = grounding_batch(boxes, rows, table, np_rng, ungrounded)
+
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch,))
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        with torch.no_grad():
+            text = text_encoder(input_ids)[0]
+        eps = unet(noisy, timesteps, encoder_hidden_states=text, cross_attention_kwargs={"gligen": gligen}).sample
+        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma)).mean()
+
+        lr = unet_lr(args.lr, step, 0, args.warmup, cooldown)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["scale"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(grounding + rest, 1.0)
+        optimizer.step()
+        step += 1
+        ema.update(modules, step)
+        window_steps += 1
+
+        if step % args.log_every == 0:
+            elapsed = time.time() - window_start
+            gates = [round(float(m.alpha_attn.detach().tanh()), 3) for m in unet.modules() if hasattr(m, "alpha_attn")]
+            log_line(run_dir, {"stage": "gligen", "step": step, "loss": loss.item(), "lr": lr, "gates": gates,
+                               "it_s": window_steps / elapsed, "time": time.time()})  # fmt: skip
+            window_start, window_steps = time.time(), 0
+        if step % args.save_every == 0 or step == args.steps:
+            save_atomic({"unet": unet.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.shadow, "step": step,
+                         "rng": rng_state(np_rng), "args": vars(args)}, ckpt_path)  # fmt: skip
+        if args.eval_every and (step % args.eval_every == 0 or step == args.steps):
+            log_line(run_dir, {"stage": "gligen", "step": step, "eval": run_grounded_eval(args, ema, vae, tokenizer)})
+            window_start, window_steps = time.time(), 0
+    if args.export:
+        export(args.export, ema, unet, text_encoder, vae, tokenizer, warm["step"], gligen_step=step)
+
+
+def run_grounded_eval(args, ema: EMA, vae, tokenizer) -> dict:
+    unet, text_encoder = ema_models(args, ema, gligen=True)
+    pipe = make_pipeline(unet, text_encoder, vae, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return evaluate_grounded(pipe, args.seed, args.eval_count, args.eval_steps, guidance=2.0)
+
+
+@torch.no_grad()
+def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, beta: float = 0.3) -> dict:
+    """1-4 object scenes drawn from their captions and true boxes by :class:`synth.Synthesizer` (GLIGEN on for
+    the first ``beta`` of the steps), scored by the exact detector against the boxes: count accuracy, objects
+    matched at IoU >= 0.5, clean background (:func:`eval.scores.score_layout_image`, as the bench scores)."""
+    from eval.detect import ShapesDetector
+    from eval.scores import score_layout_image
+    from eval.shapes.detector import background_clean
+    from synth.pipeline import Synthesizer
+
+    synthesizer = Synthesizer.from_pipe(pipe)
+    rng = np.random.default_rng([seed, 98])
+    layouts = [sample_scene(rng, max_objects=MAX_OBJECTS, curriculum_level=2).to_layout() for _ in range(count)]
+    images = synthesizer.generate(layouts, num_inference_steps=steps, guidance_scale=guidance, seed=list(range(count)),
+                                  gligen=True, gligen_scheduled_sampling_beta=beta, output_type="np").images  # fmt: skip
+    images = (np.asarray(images) * 255).round().astype(np.uint8)
+    detector = ShapesDetector()
+    scores = [score_layout_image(detector(image), layout) | {"background_clean": background_clean(image)}
+              for image, layout in zip(images, layouts)]  # fmt: skip
+    return {key: float(np.mean([s[key] for s in scores])) for key in ("count_acc", "box_iou50", "background_clean")}
+
+
 # -------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m synth.shapes.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", choices=("vae", "unet"), default="unet", help="what to train (the VAE first)")
+    p.add_argument("--stage", choices=("vae", "unet", "gligen"), default="unet",
+                   help="what to train: the VAE first, then the UNet, then (optional) GLIGEN's grounding layers")
     p.add_argument("--run-dir", default="runs/shapes", help="checkpoints, data banks and log.jsonl go here")
     p.add_argument("--steps", type=int, default=200_000, help="train until this total step (resumes count)")
     p.add_argument("--batch", type=int, default=32)
@@ -688,8 +920,8 @@ def build_parser() -> argparse.ArgumentParser:
     # UNet + text encoder
     p.add_argument("--text-dim", type=int, default=64, help="(unet) CLIP text hidden size = cross-attention dim")
     p.add_argument("--bank-size", type=int, default=20_000, help="(unet) pre-encoded scenes per curriculum level")
-    p.add_argument("--curriculum", default="0:0=1;1000:0=0.3,1=0.7;3000:0=0.1,1=0.3,2=0.6",
-                   help="(unet) 'STEP:LEVEL=W,...;...' mixture of curriculum levels from each step on")
+    p.add_argument("--curriculum", default=None, help="'STEP:LEVEL=W,...;...' mixture of curriculum levels from each"
+                   f" step on; default (unet) {UNET_CURRICULUM!r}, (gligen) {GLIGEN_CURRICULUM!r}")
     p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
@@ -701,6 +933,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-count", type=int, default=32, help="images per evaluation suite (vae: held-out scenes)")
     p.add_argument("--eval-steps", type=int, default=25, help="(unet) DDIM steps of evaluation samples")
     p.add_argument("--eval-guidance", type=float, default=5.0)
+    # GLIGEN
+    p.add_argument("--base-lr", type=float, default=0.0, help="(gligen) also fine-tune the base UNet at this rate;"
+                   " 0 (default) keeps it frozen, so the model without boxes stays the base model")
     return p
 
 
@@ -710,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--batch must be >= 1 and --steps >= 0")
     if args.lr is None:
         args.lr = 1e-3 if args.stage == "vae" else 5e-4
+    if args.curriculum is None:  # grounding layers join a model that already draws every level: no easy start
+        args.curriculum = GLIGEN_CURRICULUM if args.stage == "gligen" else UNET_CURRICULUM
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
@@ -717,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             raise SystemExit("--export applies to --stage unet (the VAE is saved to <run-dir>/vae automatically)")
         train_vae(args)
+    elif args.stage == "gligen":
+        train_gligen(args)
     else:
         train_unet(args)
     return 0
