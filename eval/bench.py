@@ -35,14 +35,19 @@ SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar")."""
+    """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar").
+
+    ``compose`` joins a combination as a loop variation, not a loss: ``"compose+car+sar"`` draws each object
+    alone and composes it into its box first (:mod:`synth.composition`, LMD), then guides with CAR + SAR.
+    """
 
     name: str
     methods: tuple[str, ...]
+    compose: bool = False
 
     @property
     def guided(self) -> bool:
-        return self.methods != ("none",)
+        return self.methods != ("none",) or self.compose
 
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
@@ -53,8 +58,12 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        methods = parse_methods(part.replace("+", ","))  # CLIError (a ValueError) names the unknown method
-        specs.append(MethodSpec("+".join(methods), tuple(methods)))
+        tokens = [t.strip() for t in part.split("+")]
+        compose = "compose" in tokens
+        rest = [t for t in tokens if t != "compose"] or ["none"]
+        methods = parse_methods(",".join(rest))  # CLIError (a ValueError) names the unknown method
+        shown = [] if compose and methods == ["none"] else methods
+        specs.append(MethodSpec("+".join((["compose"] if compose else []) + shown), tuple(methods), compose))
     if not specs:
         raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
     names = [s.name for s in specs]
@@ -250,18 +259,21 @@ def _detection_dict(d: Detection) -> dict:
 
 
 def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
-             detector: Detector | None, generate_options: dict, method_options: dict | None = None) -> dict:  # fmt: skip
+             detector: Detector | None, generate_options: dict, method_options: dict | None = None,
+             composition=None) -> dict:  # fmt: skip
     """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure.
 
     A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
     only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
-    negative prompt, and the record says so (``"guided": false``).
+    negative prompt, and the record says so (``"guided": false``). ``composition``: the
+    :class:`synth.composition.CompositionOptions` of ``compose`` combinations (default ones when None).
     """
     started = time.perf_counter()
     layout, source = layouts(item)
     guided = spec.guided and bool(layout.objects)
     if guided:
-        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil",
+        compose = (composition or True) if spec.compose else None
+        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil", composition=compose,
                                       **generate_options, **(method_options or {}))  # fmt: skip
     else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
         target = layout if spec.guided else item.prompt
@@ -294,6 +306,7 @@ def run_bench(
     use_shipped_layouts: bool = True,
     generate_options: dict | None = None,
     method_options: dict | None = None,
+    composition=None,
     progress: bool = True,
     report: bool = True,
 ) -> dict:
@@ -301,7 +314,8 @@ def run_bench(
 
     ``generate_options`` go to every :meth:`synth.Synthesizer.generate` call (``num_inference_steps``,
     ``guidance_scale``); ``method_options`` to the combinations that take them
-    (:func:`split_method_options`). A unit that raises is recorded with its error and the run
+    (:func:`split_method_options`); ``composition`` (:class:`synth.composition.CompositionOptions`) to the
+    ``compose`` combinations. A unit that raises is recorded with its error and the run
     continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
     (with ``report``) report.html.
     """
@@ -326,7 +340,8 @@ def run_bench(
                 continue
             try:
                 record = run_unit(synthesizer, item, spec, seed, out=out, layouts=layouts, detector=detector,
-                                  generate_options=generate_options or {}, method_options=per_spec[spec.name])  # fmt: skip
+                                  generate_options=generate_options or {}, method_options=per_spec[spec.name],
+                                  composition=composition)  # fmt: skip
                 counts["done"] += 1
             except Exception as err:  # noqa: BLE001 -- one bad item must not end a benchmark run
                 record = {"status": "error", "suite": item.suite, "index": item.index, "key": item.key,

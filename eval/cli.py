@@ -91,7 +91,11 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--suite", choices=SUITE_NAMES, help="a shipped benchmark suite")
     source.add_argument("--prompts", type=Path, metavar="FILE", help="a custom suite: one prompt a line")
     parser.add_argument("--methods", default="none,car+sar",
-                        help="comma-separated method combinations, '+' joins methods: none,attend_excite,car+sar")  # fmt: skip
+                        help="comma-separated method combinations, '+' joins methods: none,attend_excite,car+sar; "
+                        "'compose' first draws each object alone and composes it into its box (LMD): compose,compose+car+sar")  # fmt: skip
+    parser.add_argument("--compose-segmenter", choices=["attention", *sorted(DETECTORS)], default="attention",
+                        help="how 'compose' finds each object it drew alone: the model's own cross-attention (default), "
+                        "or a detector's mask/box, as LMD uses SAM (shapes: the exact detector)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per prompt (default 1)")
     parser.add_argument("--model", required=True, help="diffusers Stable Diffusion folder, hub id, or 'shapes' (embedded)")
     parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME (re-run to resume)")
@@ -141,6 +145,21 @@ def _bench_setup(args: argparse.Namespace):
     return specs, options, items, detector_name, planner
 
 
+def _composition(args: argparse.Namespace, detector_name: str, detector, device):
+    """The ``compose`` combinations' options: segment with the model's attention, or with a detector."""
+    from synth.composition import CompositionOptions
+
+    name = args.compose_segmenter
+    if name == "attention":
+        return CompositionOptions()
+    from eval.detect import detector_segmenter, get_detector
+
+    if name != detector_name or detector is None:  # not the scoring detector: load its own
+        extra = {"model": args.detector_model} if args.detector_model else {}
+        detector = get_detector(name, **(extra if name == "shapes" else {**extra, "device": device}))
+    return CompositionOptions(segmenter=detector_segmenter(detector))
+
+
 def _bench(args: argparse.Namespace) -> int:
     from synth.cli import _device_and_dtype, _quiet_loading
 
@@ -167,6 +186,7 @@ def _bench(args: argparse.Namespace) -> int:
                 if detector_name != "shapes":
                     extra["device"] = device
                 detector = get_detector(detector_name, **extra)
+            composition = _composition(args, detector_name, detector, device) if any(s.compose for s in specs) else None
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
     except (ModelNotAvailableError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -175,6 +195,7 @@ def _bench(args: argparse.Namespace) -> int:
         items, synthesizer, specs, out=args.out, seeds=args.seeds, detector=detector, planner=planner,
         use_shipped_layouts=args.planner is None, progress=not args.quiet,
         generate_options={"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}, method_options=options,
+        composition=composition,
     )  # fmt: skip
     print(f"{counts['done']} generated, {counts['skipped']} already done, {counts['failed']} failed; "
           f"{args.out / 'summary.json'}, {args.out / 'report.html'}")  # fmt: skip

@@ -84,3 +84,30 @@ def get_detector(name: str, **options: Any) -> Detector:
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
     return factory(**options)
+
+
+def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], np.ndarray | None]:
+    """``segmenter(image, phrase)`` for :mod:`synth.composition` from a detector (LMD segments with SAM).
+
+    The mask of the most confident detection of the phrase's kind whose color fits the phrase (its box,
+    filled, for detectors without masks); None when the detector finds no such object.
+    """
+    from eval.scores import color_fits
+    from layout.schema import phrase_to_name
+
+    def segment(image: np.ndarray, phrase: str) -> np.ndarray | None:
+        name = phrase_to_name(phrase)
+        found = [d for d in detector(image, [name]) if d.name == name and color_fits(d.color, phrase)]
+        if not found:
+            return None
+        best = max(found, key=lambda d: d.score)
+        if best.mask is not None:
+            return np.asarray(best.mask, dtype=bool)
+        h, w = np.asarray(image).shape[:2]
+        mask = np.zeros((h, w), dtype=bool)
+        x0, y0, x1, y1 = best.box
+        mask[int(y0 * h) : int(np.ceil(y1 * h)), int(x0 * w) : int(np.ceil(x1 * w))] = True
+        return mask
+
+    return segment
+

@@ -34,6 +34,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
+from .composition import CompositionOptions, LatentComposition, compose_layout
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
 from .loading import ModelDefaults, model_defaults
 from .maps import AttentionMaps, GuidanceTargets, downscaled_size
@@ -82,6 +83,7 @@ class SynthesisOutput:
     appended_phrases: list[list[str]] = field(default_factory=list)
     nsfw_content_detected: list[bool] | None = None
     spatial_temporal_history: dict[int, list[float]] = field(default_factory=dict)  # step -> CLIP loss per epoch
+    trajectory: list[torch.Tensor] = field(default_factory=list)  # return_trajectory: latents at each step's start
 
 
 @dataclass
@@ -246,6 +248,8 @@ class Synthesizer:
         gligen: bool | None = None,
         gligen_scheduled_sampling_beta: float = 0.3,
         spatial_temporal: SpatialTemporalControl | bool | None = None,
+        composition: CompositionOptions | bool | None = None,
+        return_trajectory: bool = False,
         **method_options: Any,
     ) -> SynthesisOutput:
         """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
@@ -266,6 +270,9 @@ class Synthesizer:
         them; the gated layers run for the first ``gligen_scheduled_sampling_beta`` share of the steps, as
         diffusers' GLIGEN pipeline. ``spatial_temporal=True`` (or a :class:`SpatialTemporalControl`) turns
         on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
+        ``composition=True`` (or a :class:`synth.composition.CompositionOptions`) draws each layout object
+        alone and composes its latents into its box for the first steps (LMD's stage 2, Lian et al. 2024).
+        ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``.
         """
         # 0. Default height and width to the UNet's
         vae_scale = self.pipe.vae_scale_factor
@@ -322,6 +329,12 @@ class Synthesizer:
             cfg_kwargs = {**(cross_attention_kwargs or {}), "gligen": full}
             guide_kwargs = {**(cross_attention_kwargs or {}), "gligen": cond}
 
+        # 3.2 Latent composition (before the scheduler is set: it runs the loop once per object first):
+        # each layout object drawn alone, its latents moved into its box
+        compositions = self._compositions(composition, items, seed, generator, batch_size,
+                                          num_inference_steps, guidance_scale, height, width)  # fmt: skip
+        trajectory: list[torch.Tensor] = []
+
         # 4. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -356,6 +369,12 @@ class Synthesizer:
             previous_maps: list[AttentionMaps] | None = None
             for i, t in enumerate(timesteps):
                 record = None
+                for k, placed in enumerate(compositions):
+                    if placed is not None:  # LMD: the objects' own latents inside their masks
+                        rows = slice(k * batch_size, (k + 1) * batch_size)
+                        latents[rows] = placed.apply(i, latents[rows])
+                if return_trajectory:
+                    trajectory.append(latents.clone())
                 if use_gligen and i == grounding_steps:
                     set_fuser(False)  # GLIGEN's scheduled sampling: grounding only lays out the early steps
                 if regional is not None:
@@ -420,7 +439,7 @@ class Synthesizer:
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
-            spatial_temporal_history=regional.history if regional is not None else {},
+            spatial_temporal_history=regional.history if regional is not None else {}, trajectory=trajectory,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ 7.1 the guidance engine
@@ -739,6 +758,33 @@ class Synthesizer:
             targets.append(GuidanceTargets(token_groups=groups, boxes=boxes, eot_index=mapping.eot_index))
             appended.append(list(mapping.appended))
         return prompts, targets, appended
+
+    def _compositions(self, composition, items, seed, generator, batch_size, num_inference_steps,
+                      guidance_scale, height, width) -> list[LatentComposition | None]:  # fmt: skip
+        """Per layout/prompt, its :class:`synth.composition.LatentComposition` (None for prompts), or [] when off.
+
+        The objects' seeds follow the image's seed (the first of its images' seeds), so a seeded run repeats.
+        """
+        if composition is None or composition is False:
+            return []
+        options = CompositionOptions() if composition is True else composition
+        if not isinstance(options, CompositionOptions):
+            raise TypeError(f"`composition` must be True or a synth.composition.CompositionOptions, got {composition!r}")
+        out: list[LatentComposition | None] = []
+        for k, item in enumerate(items):
+            if not isinstance(item, Layout):
+                out.append(None)
+                continue
+            if isinstance(seed, (int, np.integer)):
+                base = int(seed)
+            elif seed is not None:
+                base = int(list(seed)[k * batch_size])
+            else:
+                gen = generator[k * batch_size] if isinstance(generator, list) else generator
+                base = int(torch.randint(0, 2**31 - 1, (1,), generator=gen if gen is not None and gen.device.type == "cpu" else None))
+            out.append(compose_layout(self, item, options, num_inference_steps=num_inference_steps,
+                                      guidance_scale=guidance_scale, seed=base, height=height, width=width))  # fmt: skip
+        return out
 
     def _use_gligen(self, gligen: bool | None, layouts: Sequence[Layout | None]) -> bool:
         """Grounding tokens on: ``gligen`` if given (True requires gated layers), else when the UNet has them

@@ -207,7 +207,16 @@ def test_methods_flag_fuzz_parses_or_says_why(text):
     except ValueError as err:
         assert "method" in str(err)
     else:
-        assert specs and all(s.methods and "+".join(s.methods) == s.name for s in specs)
+        for s in specs:
+            shown = [] if s.compose and s.methods == ("none",) else list(s.methods)
+            assert s.methods and "+".join((["compose"] if s.compose else []) + shown) == s.name
+
+
+def test_compose_joins_a_combination_as_a_loop_variation():
+    specs = parse_method_specs("none,compose,compose+car+sar")
+    assert [(s.name, s.methods, s.compose, s.guided) for s in specs] == [
+        ("none", ("none",), False, False), ("compose", ("none",), True, True),
+        ("compose+car+sar", ("car", "sar"), True, True)]  # fmt: skip
 
 
 @settings(max_examples=40, deadline=None)
@@ -364,3 +373,28 @@ def test_guided_combination_without_boxes_draws_the_layout_unguided_with_its_neg
                       detector=None, generate_options={"num_inference_steps": 1}, method_options={"car_res": [16, 16]})  # fmt: skip
     assert record["status"] == "ok" and record["guided"] is False
     assert calls == [(item.layout, ["none"])]  # the layout (so its negative prompt) drawn by plain SD
+
+
+def test_compose_runs_through_the_bench_with_a_detector_as_segmenter(model_dir, tmp_path, monkeypatch):
+    from synth.composition import CompositionOptions
+    from synth.pipeline import Synthesizer
+
+    seen = []
+    original = Synthesizer.generate
+
+    def spy(self, layout_or_prompt, **kwargs):
+        if kwargs.get("composition") is not None:
+            seen.append(kwargs["composition"])
+        return original(self, layout_or_prompt, **kwargs)
+
+    monkeypatch.setattr(Synthesizer, "generate", spy)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle to the left of a blue square\n", encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["bench", "--prompts", str(prompts), "--model", str(model_dir), "--methods", "none,compose", "--detector",
+            "shapes", "--compose-segmenter", "shapes", "--out", str(out), "--quiet", "--steps", "2"]  # fmt: skip
+    assert main(argv) == 0
+    records = {r["method"]: r for r in _records(out)}
+    assert records["compose"]["status"] == "ok" and records["compose"]["guided"]
+    assert records["none"]["status"] == "ok"
+    assert len(seen) == 1 and isinstance(seen[0], CompositionOptions) and seen[0].segmenter is not None

@@ -1,0 +1,151 @@
+"""LMD latent composition: objects drawn alone, moved into their boxes, pasted into the scene's first steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layout.schema import Layout, LayoutObject
+from synth import Synthesizer
+from synth.composition import (
+    CompositionOptions,
+    LatentComposition,
+    PlacedObject,
+    box_cells,
+    compose_layout,
+    shift_latents,
+    shift_mask,
+)
+from synth.testing import get_dummy_pipe
+
+
+@pytest.fixture(scope="module")
+def syn() -> Synthesizer:
+    return Synthesizer.from_pipe(get_dummy_pipe())
+
+
+def _layout(box=(0.55, 0.55, 0.95, 0.95), phrase="a red circle") -> Layout:
+    return Layout(prompt=f"{phrase} on a table", objects=(LayoutObject(name=phrase.split()[-1], phrase=phrase, box=box),))
+
+
+def test_shifts_move_content_masks_do_not_wrap():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    moved = shift_latents(x, 1, 2)
+    assert moved[0, 0, 1, 2] == x[0, 0, 0, 0] and moved[0, 0, 0, 0] == x[0, 0, 3, 2]  # wraps: noise stays noise
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    mask[..., 2:, 2:] = True
+    assert shift_mask(mask, 1, 1).sum() == 1 and shift_mask(mask, 1, 1)[0, 0, 3, 3]  # what leaves is gone
+    assert torch.equal(shift_mask(mask, -2, -2)[0, 0], torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0] * 4, [0] * 4]).bool())
+    cells = box_cells((0.3, 0.0, 0.55, 0.2), 4, 4)[0, 0]
+    assert cells.nonzero().tolist() == [[0, 1], [0, 2]]
+
+
+def test_apply_pastes_inside_masks_and_fills_the_rest_by_background():
+    h = w = 4
+    first, second = torch.full((1, 2, h, w), 1.0), torch.full((1, 2, h, w), 2.0)
+    mask_a, mask_b = box_cells((0, 0, 0.5, 0.5), h, w), box_cells((0.5, 0.5, 1, 1), h, w)
+    objects = [PlacedObject("a", [first, first], mask_a, (0, 0)), PlacedObject("b", [second, second], mask_b, (0, 0))]
+    scene = torch.zeros(3, 2, h, w)
+    out = LatentComposition(objects, steps=2, background="scene").apply(0, scene)
+    assert (out[:, :, :2, :2] == 1).all() and (out[:, :, 2:, 2:] == 2).all()
+    assert (out[:, :, :2, 2:] == 0).all() and (out[:, :, 2:, :2] == 0).all()  # the scene's own latents
+    out = LatentComposition(objects, steps=2, background="object").apply(1, scene)
+    assert (out[:, :, :2, 2:] == 1).all() and (out[:, :, 2:, 2:] == 2).all()  # the first object's canvas
+    assert torch.equal(LatentComposition(objects, steps=2, background="object").apply(2, scene), scene)  # done
+
+
+def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
+    # A fake segmenter says every drawing shows its object in the top-left 16x16 px of the 64 px image.
+    def top_left(image, phrase):
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        mask[:16, :16] = True
+        return mask
+
+    layout = _layout(box=(0.5, 0.5, 1.0, 1.0))
+    options = CompositionOptions(steps=0.5, candidates=2, segmenter=top_left)
+    placed = compose_layout(syn, layout, options, num_inference_steps=4, guidance_scale=5.0, seed=3, height=64, width=64)
+    assert placed.steps == 2 and len(placed.objects) == 1
+    obj = placed.objects[0]
+    # Latent 32x32: mask centre (4, 4) cells -> box centre (24, 24): shift 20 cells down and right.
+    assert obj.shift == (20, 20)
+    cells = obj.mask[0, 0].nonzero()  # cells 0-7 plus a cell of margin (cut at the canvas edge), moved by 20
+    assert cells.min(0).values.tolist() == [20, 20] and cells.max(0).values.tolist() == [28, 28]
+    # The pasted trajectory is the drawing's own, moved: redraw the chosen candidate and compare.
+    seeds = [3 * 1009 + 7919 + c for c in range(2)]
+    redrawn = [syn.generate(layout.objects[0].phrase, num_inference_steps=4, guidance_scale=5.0, seed=s,
+                            output_type="latent", return_trajectory=True) for s in seeds]  # fmt: skip
+    assert any(torch.allclose(obj.trajectory[1], shift_latents(r.trajectory[1], 20, 20), atol=1e-5) for r in redrawn)
+
+
+def test_generate_with_composition_starts_from_the_composed_latents(syn):
+    layout = _layout(box=(0.0, 0.0, 0.5, 0.5))
+    # No segmenter: attention finds the object and the box is the mask (the tiny UNet attends at 16x16).
+    options = CompositionOptions(steps=0.5, candidates=1, attention_res=(16, 16))
+    kwargs = dict(num_inference_steps=4, guidance_scale=5.0, seed=0, output_type="latent", return_trajectory=True)
+    composed = syn.generate(layout, composition=options, **kwargs)
+    plain = syn.generate(layout, **kwargs)
+    placed = compose_layout(syn, layout, options, num_inference_steps=4, guidance_scale=5.0, seed=0, height=64, width=64)
+    assert len(composed.trajectory) == 4
+    expected = placed.apply(0, plain.trajectory[0])
+    torch.testing.assert_close(composed.trajectory[0], expected)
+    assert torch.equal(placed.objects[0].mask, box_cells(layout.objects[0].box, 32, 32))
+    assert not torch.allclose(composed.images, plain.images)
+    # A bare prompt in the same batch is left alone.
+    both = syn.generate([layout, "a dog"], composition=options, **{**kwargs, "seed": [0, 1]})
+    alone = syn.generate("a dog", **{**kwargs, "seed": 1})
+    torch.testing.assert_close(both.images[1:], alone.images, atol=1e-4, rtol=0)  # batched vs alone: float noise
+
+
+def test_composition_puts_the_shapes_models_object_in_a_box_it_did_not_draw_there():
+    from eval.detect import ShapesDetector, detector_segmenter
+    from eval.scores import box_iou
+
+    syn = Synthesizer.from_pretrained("shapes")
+    detector = ShapesDetector()
+    boxes = [(0.05, 0.05, 0.45, 0.45), (0.55, 0.55, 0.95, 0.95), (0.05, 0.55, 0.45, 0.95)]
+    layouts = [_layout(box=b, phrase="a large blue square") for b in boxes]
+    kwargs = dict(num_inference_steps=20, seed=[0, 1, 2], output_type="np")
+    plain = syn.generate(layouts, **kwargs).images
+    options = CompositionOptions(segmenter=detector_segmenter(detector))
+    composed = syn.generate(layouts, composition=options, **kwargs).images
+
+    def best_iou(image, box):
+        found = [d for d in detector((image * 255).round().astype(np.uint8)) if d.name == "square"]
+        return max((box_iou(d.box, box) for d in found), default=0.0)
+
+    before = [best_iou(img, b) for img, b in zip(plain, boxes)]
+    after = [best_iou(img, b) for img, b in zip(composed, boxes)]
+    print(f"IoU with its box, plain {before} -> composed {after}")
+    assert sum(iou >= 0.5 for iou in after) >= 2 and sum(after) > sum(before) + 0.5
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"steps": 0.0}, "steps"), ({"steps": 1.5}, "steps"), ({"candidates": 0}, "candidates"),
+     ({"candidates": True}, "candidates"), ({"background": "noise"}, "background"),
+     ({"attention_threshold": 1.0}, "attention_threshold"), ({"mask_timestep": 1000}, "mask_timestep")],
+)  # fmt: skip
+def test_bad_options_name_the_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        CompositionOptions(**bad)
+
+
+def test_composition_must_be_true_or_options(syn):
+    with pytest.raises(TypeError, match="CompositionOptions"):
+        syn.generate(_layout(), composition="yes", num_inference_steps=1)
+
+
+def test_detector_segmenter_returns_the_phrase_objects_mask():
+    from eval.detect import ShapesDetector, detector_segmenter
+    from eval.shapes.world import sample_scene
+
+    scene = sample_scene(np.random.default_rng(4), curriculum_level=2)
+    segment = detector_segmenter(ShapesDetector())
+    image = scene.render()
+    for obj in scene.objects:
+        mask = segment(image, f"a {obj.color} {obj.shape}")
+        assert mask is not None and (mask & obj.mask).sum() >= 0.8 * obj.mask.sum()
+    absent = next(f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "star")
+                  if all((o.color, o.shape) != (c, s) for o in scene.objects))  # fmt: skip
+    assert segment(image, absent) is None
