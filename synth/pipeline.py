@@ -15,7 +15,9 @@ step 3.1 turns the layout into grounding tokens and step 7 switches the gated la
 ``gligen_scheduled_sampling_beta`` of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 the ``attention_refocusing`` schedule (:class:`synth.methods.RefocusingSchedule`) replaces A&E's at
 step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`synth.spatial_temporal`) blends
-each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0).
+each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0); LMD's latent
+composition (Lian et al. 2024, :mod:`synth.composition`) draws each layout object alone first (step 3.2)
+and pastes its moved latents into the scene at the start of the first steps, guidance waiting until it ends.
 """
 
 from __future__ import annotations
@@ -369,10 +371,12 @@ class Synthesizer:
             previous_maps: list[AttentionMaps] | None = None
             for i, t in enumerate(timesteps):
                 record = None
+                composing = False
                 for k, placed in enumerate(compositions):
-                    if placed is not None:  # LMD: the objects' own latents inside their masks
+                    if placed is not None and placed.objects and i < placed.steps:  # LMD: objects' own latents
                         rows = slice(k * batch_size, (k + 1) * batch_size)
                         latents[rows] = placed.apply(i, latents[rows])
+                        composing = True
                 if return_trajectory:
                     trajectory.append(latents.clone())
                 if use_gligen and i == grounding_steps:
@@ -387,7 +391,9 @@ class Synthesizer:
                         )
                 # 7.1 Guidance: conditional-only forward with capture, loss, latent update (+ refinement).
                 # After `max_iter_to_alter` (A&E) / off the refocusing schedule no grad-enabled forward runs.
-                if refocusing is not None and refocusing.guides(i):
+                if composing:
+                    pass  # guidance starts when the composition ends: its pastes would overwrite the updates
+                elif refocusing is not None and refocusing.guides(i):
                     latents, record, previous_maps = self._refocus(
                         guidance, latents, t, i,
                         loss_scale=refocusing.loss_scale(i) * (1.0 if use_gligen else engine["plain_sd_loss_scale"]),

@@ -149,3 +149,14 @@ def test_detector_segmenter_returns_the_phrase_objects_mask():
     absent = next(f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "star")
                   if all((o.color, o.shape) != (c, s) for o in scene.objects))  # fmt: skip
     assert segment(image, absent) is None
+
+
+def test_guidance_waits_until_the_composition_ends(syn):
+    # Pastes overwrite the latents for the first half of the steps: guiding them would be wasted work.
+    options = CompositionOptions(steps=0.5, candidates=1, attention_res=(16, 16))
+    out = syn.generate(_layout(), methods=["car", "sar"], composition=options, num_inference_steps=4, seed=0,
+                       output_type="latent", car_res=(16, 16), sar_res=(16, 16), max_refinement_steps=0)  # fmt: skip
+    assert [r.step for r in out.steps] == [2, 3]
+    plain = syn.generate(_layout(), methods=["car", "sar"], num_inference_steps=4, seed=0, output_type="latent",
+                         car_res=(16, 16), sar_res=(16, 16), max_refinement_steps=0)  # fmt: skip
+    assert [r.step for r in plain.steps] == [0, 1, 2, 3]
