@@ -32,13 +32,16 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-base-url", default=quiet, help="llm: OpenAI-compatible server URL (or OPENAI_BASE_URL)")
     parser.add_argument("--model", default=quiet, help="Stable Diffusion folder, hub id or embedded name (default shapes)")
     parser.add_argument("--methods", default=quiet, help="comma-separated guidance methods (default car,sar), or none")
-    parser.add_argument("--attempts", type=int, default=quiet, help="attempt budget (default 4: a try and each remedy once)")
+    parser.add_argument("--attempts", type=int, default=quiet,
+                        help="attempt budget (default 4: a try, a new seed, composition, stronger guidance)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=quiet, help="denoising steps (default 50)")
     parser.add_argument("--seed", type=int, default=quiet, help="initial-noise seed of the first attempt (default 0)")
     parser.add_argument("--guidance-scale", type=float, default=quiet, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--detector", default=quiet, help="detector that verifies the image (default shapes)")
     parser.add_argument("--guidance-boost", type=float, default=quiet, help="'stronger guidance' scale_factor multiplier")
     parser.add_argument("--extra-methods", default=quiet, help="methods 'stronger guidance' adds, comma-separated")
+    parser.add_argument("--compose", action="store_true", default=quiet,
+                        help="compose each object, drawn alone, into its box from the first attempt (else a remedy)")  # fmt: skip
     parser.add_argument("--min-mean-iou", type=float, default=quiet, help="box IoU an image needs to pass (default 0.3)")
     parser.add_argument("--device", default=quiet, help="torch device (default cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=quiet, help="weights dtype")
@@ -54,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="text -> a verified image: plan, draw, detect, score, retry",
         description="Plan a layout for TEXT, draw it with attention control, check the image with a detector and "
-        "try again (new seed, stronger guidance, re-plan) until it shows what the text asks.",
+        "try again (new seed, composition, stronger guidance, re-plan) until it shows what the text asks.",
     )
     run_parser.add_argument("prompt", help="the text to draw")
     _add_settings_arguments(run_parser)

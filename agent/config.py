@@ -103,6 +103,9 @@ class AgentSettings(BaseSettings):
     extra_methods: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="methods 'stronger guidance' adds to the active ones"
     )
+    compose: bool = Field(
+        False, description="compose each object, drawn alone, into its box from the first attempt (else a remedy)"
+    )
     min_mean_iou: float = Field(0.3, ge=0, le=1, description="an image passes with exact counts, relations and this box IoU")
 
     @field_validator("methods", "extra_methods", mode="before")

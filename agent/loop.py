@@ -7,9 +7,12 @@ image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until o
 ``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
 
 1. ``"new seed"`` -- the same layout and guidance from other initial noise;
-2. ``"stronger guidance"`` -- ``scale_factor`` times ``guidance_boost`` and ``extra_methods`` added
+2. ``"compose"`` -- each object drawn alone, found by the detector and composed into its box for the
+   first steps (LMD's latent composition, :mod:`synth.composition`; skipped when already on, e.g. with
+   the ``compose`` setting);
+3. ``"stronger guidance"`` -- ``scale_factor`` times ``guidance_boost`` and ``extra_methods`` added
    (skipped when no guidance method would be active);
-3. ``"re-plan"`` -- the planner plans again with the next planner seed; planners that take feedback
+4. ``"re-plan"`` -- the planner plans again with the next planner seed; planners that take feedback
    (llm, local) are told, in words, what the last image got wrong.
 
 Remedies accumulate (a re-plan keeps the stronger guidance). An attempt that raises (out of memory,
@@ -33,7 +36,7 @@ from layout.planners import Planner, accepts_feedback, get_planner, plan_layout
 from layout.schema import Layout, LayoutError
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
-REMEDIES = ("new seed", "stronger guidance", "re-plan")
+REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
 #: The keys every scorer returns (the eval stage's ``score_layout_image`` too).
 SCORE_KEYS = ("count_acc", "spatial_acc", "box_iou50", "mean_iou")
 
@@ -67,6 +70,7 @@ class Attempt:
     notes: list[str] = field(default_factory=list)  # repairs of the plan, skipped remedies
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     guidance_scale: float | None = None  # the CFG scale drawn with (the model's default unless set)
+    composed: bool = False  # objects drawn alone and composed into their boxes (synth.composition)
 
     @property
     def score(self) -> float | None:
@@ -82,6 +86,7 @@ class Attempt:
             "methods": list(self.methods),
             "options": _jsonable(self.options),
             "guidance_scale": self.guidance_scale,
+            "composed": self.composed,
             "passed": self.passed,
             "score": self.score,
             "scores": self.scores,
@@ -246,6 +251,7 @@ def run(
     seed = settings.seed
     methods = list(settings.methods)
     engine_options = dict(settings.options)
+    composed = settings.compose
 
     # 3. Attempts: draw, verify, and apply the next remedy until one passes or the budget ends
     attempts: list[Attempt] = []
@@ -253,9 +259,11 @@ def run(
     notes = [f"plan repaired: {change}" for change in changes]
     for index in range(1, settings.attempts + 1):
         if index > 1:
-            remedy, notes = _next_remedy(attempts, settings, methods, engine_options)
+            remedy, notes = _next_remedy(attempts, settings, methods, composed)
             if remedy == "new seed":
                 seed += 1
+            elif remedy == "compose":
+                composed = True
             elif remedy == "stronger guidance":
                 try:
                     engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
@@ -274,6 +282,7 @@ def run(
         attempt = Attempt(
             index=index, remedy=remedy, seed=seed, planner_seed=planner_seed, methods=list(methods),
             options=dict(engine_options), layout=layout, notes=list(notes), timings={"plan": plan_seconds},
+            composed=composed,
         )  # fmt: skip
         plan_seconds = 0.0
         _draw_and_verify(attempt, synthesizer, detector, scorer, settings, report)
@@ -293,9 +302,16 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
         attempt.guidance_scale = settings.guidance_scale
         if attempt.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults)
             attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
+        composition = None
+        if attempt.composed:  # the detector that verifies also finds each object drawn alone (LMD: SAM)
+            from eval.detect import detector_segmenter
+            from synth.composition import CompositionOptions
+
+            composition = CompositionOptions(segmenter=detector_segmenter(detector))
         output = synthesizer.generate(
             attempt.layout,
             methods=attempt.methods,
+            composition=composition,
             num_inference_steps=settings.steps,
             guidance_scale=attempt.guidance_scale,
             seed=attempt.seed,
@@ -334,13 +350,15 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
         attempt.passed = False
 
 
-def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list[str], options: dict) -> tuple[str, list[str]]:
+def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list[str], composed: bool) -> tuple[str, list[str]]:
     """The remedy after ``attempts``: the next of :data:`REMEDIES`, skipping those that cannot apply."""
     last = attempts[-1].remedy
     start = 0 if last == "first" else REMEDIES.index(last) + 1
     notes: list[str] = []
     for offset in range(len(REMEDIES)):
         remedy = REMEDIES[(start + offset) % len(REMEDIES)]
+        if remedy == "compose" and composed:
+            continue  # already composing: nothing to add
         if remedy == "stronger guidance" and not [m for m in [*methods, *settings.extra_methods] if m != "none"]:
             notes.append("stronger guidance skipped: no guidance method is active (methods: none, no extra_methods)")
             continue

@@ -92,12 +92,13 @@ def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], np.nda
     The mask of the most confident detection of the phrase's kind whose color fits the phrase (its box,
     filled, for detectors without masks); None when the detector finds no such object.
     """
+    from eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
     from eval.scores import color_fits
     from layout.schema import phrase_to_name
 
     def segment(image: np.ndarray, phrase: str) -> np.ndarray | None:
         name = phrase_to_name(phrase)
-        found = [d for d in detector(image, [name]) if d.name == name and color_fits(d.color, phrase)]
+        found = [d for d in detector(to_pil(image), [name]) if d.name == name and color_fits(d.color, phrase)]
         if not found:
             return None
         best = max(found, key=lambda d: d.score)

@@ -89,37 +89,43 @@ def test_remedies_come_in_order_and_accumulate(synthesizer):
 
     recorder, script, planner = Recorder(synthesizer), Scripted([FAILING]), FeedbackPlanner()
     result = run(PROMPT, synthesizer=recorder, planner=planner, detector=script.detector, scorer=script.scorer,
-                 attempts=4, seed=7, **GUIDED)  # fmt: skip
+                 attempts=5, seed=7, **GUIDED)  # fmt: skip
     assert [a.remedy for a in result.attempts] == ["first", *REMEDIES]
-    assert [call["seed"] for call in recorder.calls] == [7, 8, 8, 8]
+    assert [call["seed"] for call in recorder.calls] == [7, 8, 8, 8, 8]
+    # 'compose' turns composition on for the rest, segmenting each object drawn alone with the agent's detector.
+    assert [a.composed for a in result.attempts] == [False, False, True, True, True]
+    assert [call["composition"] is not None for call in recorder.calls] == [False, False, True, True, True]
+    assert recorder.calls[2]["composition"].segmenter is not None
     # 'stronger guidance' doubles the scale factor the engine would have used, and re-planning keeps it.
     _, engine = synthesizer._resolve_methods(["car", "sar"], dict(GUIDED["options"]))
     assert engine["scale_factor"] == ENGINE_DEFAULTS["scale_factor"]
     scales = [call.get("scale_factor") for call in recorder.calls]
-    assert scales == [None, None, 2 * engine["scale_factor"], 2 * engine["scale_factor"]]
+    assert scales == [None, None, None, 2 * engine["scale_factor"], 2 * engine["scale_factor"]]
     # Re-planning: the planner's next seed, told what the image got wrong (the scripted scores fail counts).
-    assert [a.planner_seed for a in result.attempts] == [0, 0, 0, 1]
+    assert [a.planner_seed for a in result.attempts] == [0, 0, 0, 0, 1]
     assert planner.feedback[0] is None and len(planner.feedback) == 2
     assert "expected 2 x 'a red circle'" in planner.feedback[1]
-    assert planner.feedback[1] == "; ".join(result.attempts[2].failures)
-    assert script.asked == [["circle", "square"]] * 4
+    assert planner.feedback[1] == "; ".join(result.attempts[3].failures)
+    verified = [names for names in script.asked if len(names) == 2]  # the rest: composition segmenting one object
+    assert verified == [["circle", "square"]] * 5 and ["circle"] in script.asked
     assert all(call["num_inference_steps"] == 1 and call["methods"] == ["car", "sar"] for call in recorder.calls)
-    assert not result.passed and len(result.attempts) == 4
+    assert not result.passed and len(result.attempts) == 5
 
 
 def test_stronger_guidance_adds_extra_methods_and_is_skipped_without_any(synthesizer):
     recorder, script = Recorder(synthesizer), Scripted([FAILING])
     options = {**GUIDED["options"], "attn_res": [16, 16]}
     result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=3,
-                 steps=1, options=options, methods="attend_excite", extra_methods="car")  # fmt: skip
+                 steps=1, options=options, methods="attend_excite", extra_methods="car", compose=True)  # fmt: skip
     assert [call["methods"] for call in recorder.calls] == [["attend_excite"], ["attend_excite"], ["attend_excite", "car"]]
 
     recorder, script = Recorder(synthesizer), Scripted([FAILING])
-    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=3, **TINY)
-    assert [a.remedy for a in result.attempts] == ["first", "new seed", "re-plan"]
-    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=4, **TINY)
-    assert [a.remedy for a in result.attempts] == ["first", "new seed", "re-plan", "new seed"]
-    assert "stronger guidance skipped" in result.attempts[2].notes[0]
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=3, compose=True,
+                 **TINY)  # fmt: skip
+    assert [a.remedy for a in result.attempts] == ["first", "new seed", "re-plan"]  # composing from the start
+    result = run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=5, **TINY)
+    assert [a.remedy for a in result.attempts] == ["first", "new seed", "compose", "re-plan", "new seed"]
+    assert "stronger guidance skipped" in result.attempts[3].notes[0]
     assert all("scale_factor" not in call for call in recorder.calls)
 
 
@@ -176,14 +182,15 @@ def test_llm_replan_sends_the_failures_to_the_server(synthesizer, tmp_path, monk
     with FakeOpenAIServer([answer, answer]) as server:
         result = run(PROMPT, synthesizer=synthesizer, detector=script.detector, scorer=script.scorer, attempts=4,
                      planner="llm", planner_model="test-model", llm_base_url=server.url, openai_api_key=secret,
-                     **TINY)  # fmt: skip
+                     compose=True, **TINY)  # fmt: skip
     assert len(server.requests) == 2, [r["messages"][-1]["content"][:300] for r in server.requests]
     first, replan = server.requests
     assert "did not show" not in first["messages"][-1]["content"]
     caption_turn = replan["messages"][-1]["content"]
     assert caption_turn.startswith(f"Caption: {PROMPT}") and "did not show what the caption asks" in caption_turn
     assert "expected 2 x 'a red circle'" in caption_turn
-    # Unguided (methods none), so 'stronger guidance' is skipped and the third attempt re-plans.
+    # Composing from the start and unguided (methods none): 'compose' and 'stronger guidance' are skipped,
+    # so the third attempt re-plans.
     assert result.attempts[2].remedy == "re-plan" and any("with feedback" in n for n in result.attempts[2].notes)
     report = json.dumps(result.report())
     assert secret not in report and result.report()["settings"]["openai_api_key"] == "**********"
