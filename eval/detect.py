@@ -86,29 +86,30 @@ def get_detector(name: str, **options: Any) -> Detector:
     return factory(**options)
 
 
-def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], np.ndarray | None]:
+def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[np.ndarray]]:
     """``segmenter(image, phrase)`` for :mod:`synth.composition` from a detector (LMD segments with SAM).
 
-    The mask of the most confident detection of the phrase's kind whose color fits the phrase (its box,
-    filled, for detectors without masks); None when the detector finds no such object.
+    A (H, W) bool mask per detection of the phrase's kind whose color fits the phrase, most confident
+    first (its box, filled, for detectors without masks); [] when the detector finds no such object.
     """
     from eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
     from eval.scores import color_fits
     from layout.schema import phrase_to_name
 
-    def segment(image: np.ndarray, phrase: str) -> np.ndarray | None:
+    def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
         name = phrase_to_name(phrase)
         found = [d for d in detector(to_pil(image), [name]) if d.name == name and color_fits(d.color, phrase)]
-        if not found:
-            return None
-        best = max(found, key=lambda d: d.score)
-        if best.mask is not None:
-            return np.asarray(best.mask, dtype=bool)
         h, w = np.asarray(image).shape[:2]
-        mask = np.zeros((h, w), dtype=bool)
-        x0, y0, x1, y1 = best.box
-        mask[int(y0 * h) : int(np.ceil(y1 * h)), int(x0 * w) : int(np.ceil(x1 * w))] = True
-        return mask
+        masks = []
+        for d in sorted(found, key=lambda d: -d.score):
+            if d.mask is not None:
+                masks.append(np.asarray(d.mask, dtype=bool))
+                continue
+            mask = np.zeros((h, w), dtype=bool)
+            x0, y0, x1, y1 = d.box
+            mask[int(y0 * h) : int(np.ceil(y1 * h)), int(x0 * w) : int(np.ceil(x1 * w))] = True
+            masks.append(mask)
+        return masks
 
     return segment
 

@@ -13,9 +13,10 @@ Outside the masks the scene keeps its own latents (``background="scene"``, LMD's
 the first object's shifted trajectory (``background="object"``): a canvas that holds only that object,
 so nothing the scene's own noise would start is drawn besides the planned objects.
 
-Where an object was drawn comes from a ``segmenter(image, phrase) -> (H, W) bool mask | None`` on the
-decoded candidate (LMD uses SAM; the shapes world has its exact detector,
-:func:`eval.shapes.detector.segment_phrase`), or, without one, from the model itself: the
+Where an object was drawn comes from a ``segmenter(image, phrase) -> [(H, W) bool mask per instance]``
+on the decoded candidate (LMD uses SAM; :func:`eval.detect.detector_segmenter` makes one of any
+detector), preferring drawings with exactly one instance (a second one would come along on the
+canvas), or, without one, from the model itself: the
 cross-attention of the phrase's object tokens on the candidate's final latent re-noised to
 ``mask_timestep`` (captured through :mod:`synth.attention`); its weighted centroid is the object's
 centre, its cells above ``attention_threshold`` of the peak its extent, and the planned box is the mask.
@@ -32,7 +33,8 @@ import torch
 
 from layout.schema import Layout
 
-Segmenter = Callable[[np.ndarray, str], "np.ndarray | None"]  # (H, W, 3) uint8 image, phrase -> (H, W) bool
+# (H, W, 3) uint8 image, phrase -> a (H, W) bool mask per instance of the phrase's object found (none: [])
+Segmenter = Callable[[np.ndarray, str], "list[np.ndarray]"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class CompositionOptions:
     """How :func:`compose_layout` draws and places each object (see the module docstring)."""
 
     steps: float = 0.5  # share of the denoising steps that take the objects' latents
-    candidates: int = 3  # seeds drawn per object; the best-fitting extent is kept
+    candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
     mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention
@@ -172,6 +174,7 @@ class _Drawn:
     centre: tuple[float, float]
     extent: tuple[float, float, float, float]
     cells: torch.Tensor | None  # (1, 1, h, w) bool
+    instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
 
 
 def _segmented(images, rows: list[int], phrase: str, segmenter: Segmenter, hw: tuple[int, int]) -> list[_Drawn]:
@@ -179,14 +182,16 @@ def _segmented(images, rows: list[int], phrase: str, segmenter: Segmenter, hw: t
     cell of margin (on 24 shapes layouts: box IoU 0.62 with the margin, 0.59 without)."""
     found = []
     for row in rows:
-        mask = segmenter((np.asarray(images[row]) * 255).round().astype(np.uint8), phrase)
-        if mask is None or not np.any(mask):
+        masks = [m for m in segmenter((np.asarray(images[row]) * 255).round().astype(np.uint8), phrase) if np.any(m)]
+        if not masks:
             continue
+        mask = max(masks, key=lambda m: int(np.count_nonzero(m)))  # the largest instance is the object
         pixels = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
         touched = torch.nn.functional.adaptive_max_pool2d(pixels, hw)[0, 0] > 0
         extent = _extent(touched)
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
-        found.append(_Drawn(row, ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), extent, cells))
+        centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
+        found.append(_Drawn(row, centre, extent, cells, instances=len(masks)))
     return found
 
 
@@ -229,7 +234,7 @@ def compose_layout(
             found = _attended(synthesizer, drawn.latents, rows, obj, options)
         if not found:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
-        best = min(found, key=lambda d: _size_misfit(d.extent, obj.box))
+        best = min(found, key=lambda d: (d.instances != 1, _size_misfit(d.extent, obj.box)))
         tx, ty = (obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2
         dy, dx = round((ty - best.centre[1]) * h), round((tx - best.centre[0]) * w)
         # A segmented object brings its own cells; an attended one sits centred in its box: paste the box.
