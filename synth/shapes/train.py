@@ -487,6 +487,28 @@ def evaluate(pipe, seed: int, count: int, steps: int, guidance: float) -> dict:
     return results
 
 
+def training_setup(args, run_dir: Path, vae, tokenizer):
+    """What both UNet stages train with: DDPM noise schedule, curriculum phases, cooldown, latent banks, "" ids."""
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
+    phases = parse_curriculum(args.curriculum)
+    cooldown = parse_cooldown(args.cooldown)
+    levels = sorted({level for _, weights in phases for level in weights})
+    banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
+    empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
+    return noise_scheduler, phases, cooldown, banks, empty_ids
+
+
+def sample_rows(np_rng: np.random.Generator, phases, step: int, banks: dict[int, Bank], batch: int):
+    """This step's curriculum mix and, per level, the bank rows of a batch drawn from it."""
+    weights = curriculum_weights(phases, step)
+    level_choice = np_rng.choice(list(weights), size=batch, p=np.array(list(weights.values())) / sum(weights.values()))
+    rows = {level: np_rng.integers(0, len(banks[level].captions), size=int((level_choice == level).sum()))
+            for level in weights}  # fmt: skip
+    return weights, rows
+
+
 def train_unet(args) -> None:
     run_dir = Path(args.run_dir)
     vae = load_vae(run_dir, args.init_from)
@@ -528,17 +550,10 @@ def train_unet(args) -> None:
         export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
         return
 
-    from diffusers import DDPMScheduler
-
     from synth.attention import attention_capture
     from synth.maps import MapRequest
 
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
-    phases = parse_curriculum(args.curriculum)
-    cooldown = parse_cooldown(args.cooldown)
-    levels = sorted({level for _, weights in phases for level in weights})
-    banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
-    empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
+    noise_scheduler, phases, cooldown, banks, empty_ids = training_setup(args, run_dir, vae, tokenizer)
     # The aux loss reads the 16x16 cross-attention maps, the maps attention control guides.
     request = MapRequest(kind="cross", resolutions=((LATENT_SIZE, LATENT_SIZE),))
     unet.train()
@@ -546,10 +561,7 @@ def train_unet(args) -> None:
     window_start, window_steps = time.time(), 0
     with attention_capture(unet, [request], early_exit=False) as capture:
         while step < args.steps:
-            weights = curriculum_weights(phases, step)
-            level_choice = np_rng.choice(list(weights), size=args.batch, p=np.array(list(weights.values())) / sum(weights.values()))
-            rows = {level: np_rng.integers(0, len(banks[level].captions), size=int((level_choice == level).sum()))
-                    for level in weights}
+            weights, rows = sample_rows(np_rng, phases, step, banks, args.batch)
             latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
             input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
             token_objects = torch.cat([banks[lv].token_objects[idx] for lv, idx in rows.items()])
@@ -766,8 +778,6 @@ def train_gligen(args) -> None:
     Frozen as in GLIGEN: without grounding tokens the UNet is the base model exactly, so one shipped folder
     is both the plain SD model and the GLIGEN one. ``--base-lr`` > 0 also fine-tunes the base UNet.
     """
-    from diffusers import DDPMScheduler
-
     from synth.gligen import phrase_embeddings
 
     run_dir = Path(args.run_dir)
@@ -809,21 +819,13 @@ def train_gligen(args) -> None:
         export(args.export, ema, unet, text_encoder, vae, tokenizer, warm["step"], gligen_step=step)
         return
 
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config().items() if k != "set_alpha_to_one"})
-    phases = parse_curriculum(args.curriculum)
-    cooldown = parse_cooldown(args.cooldown)
-    levels = sorted({level for _, weights in phases for level in weights})
-    banks = {level: load_or_build_bank(run_dir, vae, tokenizer, args.seed, args.bank_size, level) for level in levels}
-    boxes = {level: load_or_build_grounding_bank(run_dir, args.seed, args.bank_size, level) for level in levels}
+    noise_scheduler, phases, cooldown, banks, empty_ids = training_setup(args, run_dir, vae, tokenizer)
+    boxes = {level: load_or_build_grounding_bank(run_dir, args.seed, args.bank_size, level) for level in banks}
     table = phrase_embeddings(tokenizer, text_encoder, phrase_vocabulary(), torch.device("cpu"))
-    empty_ids = tokenizer([""], padding="max_length", max_length=TOKENS, return_tensors="pt").input_ids[0]
     unet.train()
     window_start, window_steps = time.time(), 0
     while step < args.steps:
-        weights = curriculum_weights(phases, step)
-        level_choice = np_rng.choice(list(weights), size=args.batch, p=np.array(list(weights.values())) / sum(weights.values()))
-        rows = {level: np_rng.integers(0, len(banks[level].captions), size=int((level_choice == level).sum()))
-                for level in weights}
+        weights, rows = sample_rows(np_rng, phases, step, banks, args.batch)
         latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
         input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
         # A dropped caption also drops the grounding (the CFG branch); grounding alone drops as often.
