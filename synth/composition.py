@@ -16,10 +16,12 @@ so nothing the scene's own noise would start is drawn besides the planned object
 Where an object was drawn comes from a ``segmenter(image, phrase) -> [(H, W) bool mask per instance]``
 on the decoded candidate (LMD uses SAM; :func:`eval.detect.detector_segmenter` makes one of any
 detector), preferring drawings with exactly one instance (a second one would come along on the
-canvas), or, without one, from the model itself: the
-cross-attention of the phrase's object tokens on the candidate's final latent re-noised to
-``mask_timestep`` (captured through :mod:`synth.attention`); its weighted centroid is the object's
-centre, its cells above ``attention_threshold`` of the peak its extent, and the planned box is the mask.
+canvas), or, without one, from the model itself: the cross-attention of the phrase's object tokens on
+the candidate's final latent re-noised to ``mask_timestep`` (captured through :mod:`synth.attention`);
+its weighted centroid is the object's centre, its cells above ``attention_threshold`` of the peak its
+extent, and the planned box is the mask.
+
+Measured on the embedded shapes model in synth/shapes/MODEL_CARD.md ("Placing objects").
 """
 
 from __future__ import annotations
