@@ -152,12 +152,21 @@ def _composition(args: argparse.Namespace, detector_name: str, detector, device)
     name = args.compose_segmenter
     if name == "attention":
         return CompositionOptions()
-    from eval.detect import detector_segmenter, get_detector
+    from eval.detect import detector_segmenter
 
     if name != detector_name or detector is None:  # not the scoring detector: load its own
-        extra = {"model": args.detector_model} if args.detector_model else {}
-        detector = get_detector(name, **(extra if name == "shapes" else {**extra, "device": device}))
+        detector = _load_detector(name, args, device)
     return CompositionOptions(segmenter=detector_segmenter(detector))
+
+
+def _load_detector(name: str, args: argparse.Namespace, device):
+    """``get_detector(name)`` with ``--detector-model`` and, for open-vocabulary models, the device."""
+    from eval.detect import get_detector
+
+    extra = {"model": args.detector_model} if args.detector_model else {}
+    if name != "shapes":
+        extra["device"] = device
+    return get_detector(name, **extra)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -174,7 +183,6 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from eval.bench import run_bench
-    from eval.detect import get_detector
     from synth import Synthesizer
     from synth.loading import ModelNotAvailableError
 
@@ -182,10 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
         with _quiet_loading(args.quiet):
             detector = None  # loaded first: a missing detector is found before the slower diffusion model loads
             if detector_name != "none":
-                extra = {"model": args.detector_model} if args.detector_model else {}
-                if detector_name != "shapes":
-                    extra["device"] = device
-                detector = get_detector(detector_name, **extra)
+                detector = _load_detector(detector_name, args, device)
             composition = _composition(args, detector_name, detector, device) if any(s.compose for s in specs) else None
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
     except (ModelNotAvailableError, ValueError, OSError) as err:

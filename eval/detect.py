@@ -93,23 +93,14 @@ def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[n
     first (its box, filled, for detectors without masks); [] when the detector finds no such object.
     """
     from eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
-    from eval.scores import color_fits
+    from eval.scores import color_fits, detection_region
     from layout.schema import phrase_to_name
 
     def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
         name = phrase_to_name(phrase)
         found = [d for d in detector(to_pil(image), [name]) if d.name == name and color_fits(d.color, phrase)]
         h, w = np.asarray(image).shape[:2]
-        masks = []
-        for d in sorted(found, key=lambda d: -d.score):
-            if d.mask is not None:
-                masks.append(np.asarray(d.mask, dtype=bool))
-                continue
-            mask = np.zeros((h, w), dtype=bool)
-            x0, y0, x1, y1 = d.box
-            mask[int(y0 * h) : int(np.ceil(y1 * h)), int(x0 * w) : int(np.ceil(x1 * w))] = True
-            masks.append(mask)
-        return masks
+        return [detection_region(d, h, w) for d in sorted(found, key=lambda d: -d.score)]
 
     return segment
 

@@ -207,7 +207,7 @@ def opencv_hue(image) -> np.ndarray:
     return np.round(hue / 2) % 180
 
 
-def _region(detection: Detection, height: int, width: int) -> np.ndarray:
+def detection_region(detection: Detection, height: int, width: int) -> np.ndarray:
     """The detection's (H, W) bool region: its mask when it has one, else its box."""
     if detection.mask is not None:
         mask = np.asarray(detection.mask, dtype=bool)
@@ -346,7 +346,7 @@ def hrs_hue_color(hue: float) -> str:
 def hrs_region_color(image, detection: Detection) -> str:
     """HRS color of one detection: mean OpenCV hue of its mask (or box) pixels whose hue is non-zero, binned."""
     hue = opencv_hue(image)
-    values = hue[_region(detection, *hue.shape)]
+    values = hue[detection_region(detection, *hue.shape)]
     nonzero = values[values != 0]  # HRS divides by np.count_nonzero of the masked hue
     return hrs_hue_color(float(nonzero.mean()) if nonzero.size else float("nan"))
 
