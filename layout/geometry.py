@@ -457,3 +457,100 @@ def _separation_changes(
             f"{_fmt(before)} -> {_fmt(after)}"
         )
     return lines
+
+
+# ------------------------------------------------------------------ model object sizes
+#: How far toward its fitted size a box is scaled when the full fit would break a requirement (1: all the way).
+_FIT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)
+
+
+def _scaled(box: Box, factor: float) -> Box:
+    """``box`` scaled by ``factor`` about its centre (callers keep it on the canvas)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
+    return (cx - hw, cy - hh, cx + hw, cy + hh)
+
+
+def _room_factor(box: Box) -> float:
+    """The largest factor ``box`` can be scaled by about its centre and stay on the canvas."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
+    return min(min(cx, 1 - cx) / hw, min(cy, 1 - cy) / hh)
+
+
+def _gap_factors(boxes: list[Box], min_gap: float, floors: list[float]) -> list[float]:
+    """Per box, the factor that gives every non-overlapping pair ``min_gap`` along the axis that separates it.
+
+    Both boxes of a pair shrink by one factor about their centres; no box goes below its ``floors`` factor.
+    """
+    factors = [1.0] * len(boxes)
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            gaps = (max(a[0], b[0]) - min(a[2], b[2]), max(a[1], b[1]) - min(a[3], b[3]))
+            axis = 0 if gaps[0] >= gaps[1] else 1
+            if gaps[axis] < 0 or gaps[axis] >= min_gap:  # overlapping (kept by the checker) or far enough
+                continue
+            centres = abs((a[axis] + a[axis + 2]) - (b[axis] + b[axis + 2])) / 2
+            extents = (a[axis + 2] - a[axis]) + (b[axis + 2] - b[axis])
+            wanted = max(2 * (centres - min_gap) / extents, 0.0)
+            factors[i] = min(factors[i], max(wanted, floors[i]))
+            factors[j] = min(factors[j], max(wanted, floors[j]))
+    return factors
+
+
+def fit_object_sizes(
+    layout: Layout,
+    spec: PromptSpec | None = None,
+    *,
+    sides: tuple[float, float],
+    min_gap: float = 0.0,
+    margin: float = 0.0,
+) -> CheckResult:
+    """Scale boxes about their centres to the sizes a model draws objects at (its ``scenewright.json``).
+
+    A planner sizes boxes for photographs (a lone object fills most of the canvas); a model trained on
+    one world draws its objects within a range of sizes, and an object cannot fill a box much larger than
+    it. Each box's longer side is brought into ``sides = (low, high)`` (fractions of the canvas, aspect
+    kept), then boxes that do not overlap but lie closer than ``min_gap`` shrink (never below ``low``)
+    until the gap is met, so that objects drawn in them do not touch. Centres never move, so every
+    relation judged by centres (LMD's convention) still holds; a box whose fit would break another
+    requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part of the
+    way, or left as it was. Returns the layout and one change line per box that was scaled.
+    """
+    low, high = sides
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"`sides` must be (low, high) with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}")
+    if not 0 <= min_gap < 0.5:
+        raise ValueError(f"`min_gap` must be in [0, 0.5) (a fraction of the canvas), got {min_gap!r}")
+    originals = [o.box for o in layout.objects]
+    longest = [max(b[2] - b[0], b[3] - b[1]) for b in originals]
+    room = [_room_factor(b) for b in originals]
+    factors = [min(min(max(s, low), high) / s, r) for s, r in zip(longest, room)]
+    floors = [min(low / s, f) for s, f in zip(longest, factors)]
+    if min_gap > 0:
+        sized = [_scaled(b, f) for b, f in zip(originals, factors)]
+        factors = [f * g for f, g in zip(factors, _gap_factors(sized, min_gap, [fl / f for fl, f in zip(floors, factors)]))]
+
+    baseline = set(_failure_keys(spec, layout, layout.objects, margin))
+    objects = list(layout.objects)
+    changes = []
+    for i, (obj, factor) in enumerate(zip(layout.objects, factors)):
+        if abs(factor - 1.0) < 1e-9:
+            continue
+        for fraction in _FIT_FRACTIONS:
+            trial = list(objects)
+            trial[i] = _moved(obj, _scaled(obj.box, 1.0 + fraction * (factor - 1.0)))
+            if set(_failure_keys(spec, layout, trial, margin)) <= baseline:
+                objects = trial
+                how = "" if fraction == 1.0 else f" ({fraction:.0%} of the way: further breaks what the prompt asks)"
+                changes.append(f"{_label(i, obj.name)}: scaled to the model's object sizes{how}, "
+                               f"{_fmt(obj.box)} -> {_fmt(objects[i].box)}")  # fmt: skip
+                break
+        else:
+            changes.append(f"{_label(i, obj.name)}: kept its size: any scaling toward the model's object sizes "
+                           f"breaks what the prompt asks")  # fmt: skip
+    if not any(o is not p for o, p in zip(objects, layout.objects)):
+        return CheckResult(layout, changes)
+    fitted = [LayoutObject(name=o.name, phrase=o.phrase, box=tuple(float(v) for v in o.box)) for o in objects]
+    return CheckResult(layout.with_objects(fitted), changes)

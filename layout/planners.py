@@ -74,6 +74,8 @@ def plan_layout(
     seed: int = 0,
     check: bool = True,
     feedback: str | None = None,
+    object_sides: tuple[float, float] | None = None,
+    object_gap: float = 0.0,
     **check_options,
 ) -> tuple[Layout, list[str]]:
     """Plan ``prompt`` with ``planner`` (an instance or a name), then check and repair the layout.
@@ -84,7 +86,10 @@ def plan_layout(
 
     Returns ``(layout, changes)``; ``changes`` lists the geometry checker's repairs (empty with
     ``check=False``). ``check_options`` go to :func:`layout.geometry.check_layout` (``min_size``,
-    ``max_overlap``, ...). Raises :class:`~layout.schema.LayoutError` when the layout cannot be repaired.
+    ``max_overlap``, ...). ``object_sides`` / ``object_gap`` (what the synthesis model declares,
+    :class:`synth.loading.ModelDefaults`) then fit the checked boxes to the sizes the model draws
+    (:func:`layout.geometry.fit_object_sizes`). Raises :class:`~layout.schema.LayoutError` when the
+    layout cannot be repaired.
     """
     if isinstance(planner, str):
         planner = get_planner(planner)
@@ -98,11 +103,16 @@ def plan_layout(
         layout = planner.plan(prompt, seed=seed)
     if not check:
         return layout, []
-    from layout.geometry import check_layout
+    from layout.geometry import check_layout, fit_object_sizes
     from layout.parse import parse_prompt
 
-    result = check_layout(layout, parse_prompt(prompt), **check_options)
-    return result.layout, [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]
+    spec = parse_prompt(prompt)
+    result = check_layout(layout, spec, **check_options)
+    changes = [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]
+    if object_sides is None:
+        return result.layout, changes
+    fitted = fit_object_sizes(result.layout, spec, sides=object_sides, min_gap=object_gap, margin=check_options.get("margin", 0.0))
+    return fitted.layout, [*changes, *fitted.changes]
 
 
 __all__ = ["PLANNER_NAMES", "Planner", "accepts_feedback", "get_planner", "plan_layout"]

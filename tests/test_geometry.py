@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
-from layout.geometry import check_layout
+from layout.geometry import check_layout, fit_object_sizes
 from layout.relations import group_members, relation_holds, size_holds
 
 
@@ -241,6 +241,17 @@ def layout_and_spec(draw):
     return layout, PromptSpec("test", objects, tuple(relations))
 
 
+def assert_requirements_kept(spec: PromptSpec, before: Layout, after: Layout) -> None:
+    """Every relation and size word of ``spec`` that held in ``before`` holds in ``after``."""
+    for relation in spec.relations:
+        if relation_holds(relation, spec, before):
+            assert relation_holds(relation, spec, after), relation
+    for object_spec, indices in zip(spec.objects, group_members(spec, before)):
+        for i in indices:
+            if size_holds(object_spec, before.objects[i]):
+                assert size_holds(object_spec, after.objects[i]), (object_spec, i)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout_and_spec())
 def test_what_held_before_the_repair_still_holds_after(case):
@@ -252,13 +263,7 @@ def test_what_held_before_the_repair_still_holds_after(case):
         return
     after = result.layout
     assert group_members(spec, after) == group_members(spec, layout)
-    for relation in spec.relations:
-        if relation_holds(relation, spec, layout):
-            assert relation_holds(relation, spec, after), relation
-    for object_spec, indices in zip(spec.objects, group_members(spec, layout)):
-        for i in indices:
-            if size_holds(object_spec, layout.objects[i]):
-                assert size_holds(object_spec, after.objects[i]), (object_spec, i)
+    assert_requirements_kept(spec, layout, after)
     kept = {
         (i, j)
         for i in range(len(after.objects))
@@ -266,3 +271,77 @@ def test_what_held_before_the_repair_still_holds_after(case):
         if any(f"objects[{i}]" in k and f"objects[{j}]" in k for k in result.kept_overlaps)
     }
     assert_usable(after, 0.04, 0.25, allowed_pairs=kept)
+
+
+# ------------------------------------------------------------------ fitting boxes to a model's object sizes
+def centre(box) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def test_a_lone_object_planned_for_a_photograph_is_shrunk_to_the_models_largest_object():
+    layout = Layout.parse(raw((0.06, 0.06, 0.94, 0.94), names=["star"]))
+    result = fit_object_sizes(layout, sides=(0.19, 0.44))
+    (box,) = result.layout.boxes
+    assert box[2] - box[0] == pytest.approx(0.44) and box[3] - box[1] == pytest.approx(0.44)
+    assert centre(box) == pytest.approx(centre(layout.boxes[0]))
+    assert len(result.changes) == 1 and "objects[0] 'star': scaled to the model's object sizes" in result.changes[0]
+
+
+def test_a_tiny_box_grows_to_the_smallest_object_but_stays_on_the_canvas():
+    layout = Layout.parse(raw((0.0, 0.4, 0.1, 0.5), names=["dot"]))
+    (box,) = fit_object_sizes(layout, sides=(0.19, 0.44)).layout.boxes
+    assert box[0] >= 0 and centre(box) == pytest.approx((0.05, 0.45))  # the centre stays, so the canvas edge caps it
+    assert box[2] - box[0] == pytest.approx(0.1)
+    inner = Layout.parse(raw((0.45, 0.45, 0.55, 0.55), names=["dot"]))
+    (box,) = fit_object_sizes(inner, sides=(0.19, 0.44)).layout.boxes
+    assert box[2] - box[0] == pytest.approx(0.19)
+
+
+def test_a_packed_row_is_spread_to_the_gap_without_moving_any_centre():
+    # Three circles 0.02 apart, as the offline planner packs "three red circles to the left of a blue square".
+    boxes = [(0.0, 0.4, 0.24, 0.64), (0.26, 0.4, 0.50, 0.64), (0.52, 0.4, 0.76, 0.64), (0.78, 0.05, 0.98, 0.25)]
+    layout = Layout.parse(raw(*boxes, names=["circle", "circle", "circle", "square"]))
+    spec = PromptSpec("t", (ObjectSpec("circle", 3, "red circle"), ObjectSpec("square", 1, "blue square")),
+                      (RelationSpec("left_of", 0, (1,)),))  # fmt: skip
+    fitted = fit_object_sizes(layout, spec, sides=(0.19, 0.44), min_gap=0.06).layout
+    for a, b in zip(fitted.boxes, fitted.boxes[1:3]):
+        assert b[0] - a[2] == pytest.approx(0.06)
+    for before, after in zip(layout.boxes, fitted.boxes):
+        assert centre(after) == pytest.approx(centre(before))
+        assert max(after[2] - after[0], after[3] - after[1]) >= 0.19 - 1e-9
+    assert relation_holds(spec.relations[0], spec, fitted)
+    assert fit_object_sizes(layout, spec, sides=(0.19, 0.44)).layout == layout  # no gap asked: sizes already fit
+
+
+def test_a_fit_that_would_break_a_size_word_goes_part_of_the_way_and_says_so():
+    # A tall-ish "large" star: scaled so its longer side is 0.44 it would cover less than a "large" box must (0.16).
+    layout = Layout.parse(raw((0.28, 0.44, 0.64, 0.95), names=["star"]))
+    spec = PromptSpec("t", (ObjectSpec("star", 1, "large green star", size="large"),), ())
+    result = fit_object_sizes(layout, spec, sides=(0.19, 0.44))
+    (obj,) = result.layout.objects
+    assert size_holds(spec.objects[0], obj)
+    assert obj.height < 0.51 and "of the way" in result.changes[0]
+    unrelated = fit_object_sizes(layout, None, sides=(0.19, 0.44)).layout.objects[0]  # without the spec: all the way
+    assert unrelated.height == pytest.approx(0.44)
+
+
+def test_bad_fit_arguments_name_the_argument():
+    layout = Layout.parse(raw((0.1, 0.1, 0.5, 0.5)))
+    with pytest.raises(ValueError, match="`sides`"):
+        fit_object_sizes(layout, sides=(0.5, 0.2))
+    with pytest.raises(ValueError, match="`min_gap`"):
+        fit_object_sizes(layout, sides=(0.2, 0.5), min_gap=0.7)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout_and_spec(), st.floats(0.05, 0.5), st.floats(0.0, 0.5), st.sampled_from([0.0, 0.03, 0.1]))
+def test_fitting_keeps_centres_canvas_and_every_requirement_that_held(case, low, extra, gap):
+    layout, spec = case
+    sides = (low, min(low + extra, 1.0))
+    result = fit_object_sizes(layout, spec, sides=sides, min_gap=gap)
+    after = result.layout
+    assert after.names == layout.names
+    for before, box in zip(layout.boxes, after.boxes):
+        assert all(-1e-9 <= v <= 1 + 1e-9 for v in box)
+        assert centre(box) == pytest.approx(centre(before), abs=1e-9)
+    assert_requirements_kept(spec, layout, after)
