@@ -53,6 +53,11 @@ class ModelDefaults:
     attention_downscale: int = SD_ATTENTION_DOWNSCALE
     #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
     guidance_scale: float = 7.5
+    #: ``(low, high)``: the longer side of the objects the model draws, as fractions of the canvas; planned
+    #: layouts are fitted to it (:func:`layout.geometry.fit_object_sizes`). None (SD): any size.
+    object_sides: tuple[float, float] | None = None
+    #: least gap between the boxes of a fitted layout (fraction of the canvas), so drawn objects do not touch.
+    object_gap: float = 0.0
 
 
 def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
@@ -80,7 +85,19 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     scale = declared.get("guidance_scale", ModelDefaults.guidance_scale)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 100:
         raise ModelNotAvailableError(f"{path}: `guidance_scale` must be a number in [0, 100], got {scale!r}")
-    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale))
+    sides = declared.get("object_sides")
+    if sides is not None:
+        if (not isinstance(sides, list) or len(sides) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sides)
+                or not 0 < sides[0] <= sides[1] <= 1):  # fmt: skip
+            raise ModelNotAvailableError(
+                f"{path}: `object_sides` must be [low, high] with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}"
+            )
+        sides = (float(sides[0]), float(sides[1]))
+    gap = declared.get("object_gap", ModelDefaults.object_gap)
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 0.5:
+        raise ModelNotAvailableError(f"{path}: `object_gap` must be a number in [0, 0.5) (a fraction of the canvas), got {gap!r}")
+    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale), object_sides=sides, object_gap=float(gap))
 
 
 def _looks_like_path(model: str) -> bool:

@@ -37,9 +37,10 @@ def test_export_is_a_loadable_sd_folder_with_its_step(exported):
     logged = [json.loads(line) for line in (run / train.LOG).read_text().splitlines()]
     assert [r["step"] for r in logged if r["stage"] == "unet" and "loss" in r] == [1, 2, 3]
     # The export declares the shapes model's guidance defaults, as the shipped folder does.
-    from synth.loading import EMBEDDED_MODELS, ModelDefaults, model_defaults
+    from synth.loading import EMBEDDED_MODELS, model_defaults
 
-    assert model_defaults(out) == ModelDefaults(attention_downscale=1, guidance_scale=2.0)
+    assert model_defaults(out) == train.SHAPES_MODEL_DEFAULTS
+    assert model_defaults(out).object_sides == (12 / 64, 28 / 64)  # the world's smallest and largest objects
     assert model_defaults(out) == model_defaults(EMBEDDED_MODELS["shapes"])
 
 

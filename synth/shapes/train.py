@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from eval.shapes.detector import detect, kind_counts
-from eval.shapes.world import CANVAS, Scene, sample_scene
+from eval.shapes.world import CANVAS, SIZE_RANGE, Scene, sample_scene
 from synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
 
 LATENT_SIZE = 16  # 64 px / 4
+LATENT_GAP = 1 / LATENT_SIZE  # one latent cell, as a fraction of the canvas
 MAX_OBJECTS = 4
 TOKENS = 77
 VAE_DIR = "vae"
@@ -46,6 +47,16 @@ LOG = "log.jsonl"
 TRAINING_INFO = "training_state.json"
 UNET_CURRICULUM = "0:0=1;1000:0=0.3,1=0.7;3000:0=0.1,1=0.3,2=0.6"  # 1 large object -> 1-2 -> 1-4
 GLIGEN_CURRICULUM = "0:0=0.1,1=0.3,2=0.6"  # written into an exported folder: the step it was exported at
+#: What an export declares in scenewright.json. The auxiliary loss shapes the cross-attention at the latent's own
+#: grid, so guidance reads that one; above ~2, classifier-free guidance shifts colors and noises the canvas;
+#: the world draws objects 12-28 px on its 64 px canvas, so planned boxes are fitted to those sides, a latent
+#: cell (4 px) apart so that neighbours drawn at those sizes do not touch and merge.
+SHAPES_MODEL_DEFAULTS = ModelDefaults(
+    attention_downscale=1,
+    guidance_scale=2.0,
+    object_sides=(SIZE_RANGE["small"][0] / CANVAS, SIZE_RANGE["large"][1] / CANVAS),
+    object_gap=LATENT_GAP,
+)
 
 
 # ----------------------------------------------------------------- models
@@ -676,12 +687,11 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     if gligen_step is not None:
         info["gligen_step"] = gligen_step  # steps of --stage gligen on top of the base model's `step`
     (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    # The auxiliary loss shapes the cross-attention at the latent's own grid: guidance must read that one.
-    # Above ~2, classifier-free guidance shifts this model's colors (blue -> purple) and noises the canvas.
     defaults = {
-        **asdict(ModelDefaults(attention_downscale=1, guidance_scale=2.0)),
+        **asdict(SHAPES_MODEL_DEFAULTS),
         "_why": f"cross-attention trained to follow object masks at the latent's own {LATENT_SIZE}x{LATENT_SIZE} "
-        "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas",
+        "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas; "
+        "the world's objects are 12-28 px of 64, so planned boxes are fitted to that, a latent cell apart",
     }
     (Path(out_dir) / GUIDANCE_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
