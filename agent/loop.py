@@ -32,7 +32,9 @@ from agent.config import AgentSettings, load_settings
 from agent.failures import image_failures
 from eval.scores import score_layout_image
 from eval.detect import Detection, Detector, get_detector
+from layout.geometry import fit_object_sizes
 from layout.planners import Planner, accepts_feedback, get_planner, plan_layout
+from layout.parse import parse_prompt
 from layout.schema import Layout, LayoutError
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
@@ -248,6 +250,11 @@ def run(
     if synthesizer is None:
         report("load", 0, None, None)
         synthesizer = _load_synthesizer(settings)
+    # The plan's boxes fitted to the object sizes the model draws, where it declares them (scenewright.json)
+    fit = _model_fit(synthesizer)
+    if fit:
+        fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"])
+        layout, changes = fitted.layout, [*changes, *fitted.changes]
     seed = settings.seed
     methods = list(settings.methods)
     engine_options = dict(settings.options)
@@ -275,7 +282,7 @@ def run(
                 report("plan", index, None, None)
                 started = time.perf_counter()
                 try:
-                    layout, notes = _replan(prompt, planner, planner_seed, attempts[-1], notes)
+                    layout, notes = _replan(prompt, planner, planner_seed, attempts[-1], notes, fit)
                 except Exception as err:  # the planner's server may be down: keep the last layout, go on
                     notes.append(f"re-plan failed ({type(err).__name__}: {err}); kept the previous layout")
                 plan_seconds = time.perf_counter() - started
@@ -366,13 +373,23 @@ def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list
     raise AssertionError("unreachable: 'new seed' always applies")  # pragma: no cover
 
 
-def _replan(prompt: str, planner: Planner, planner_seed: int, last: Attempt, notes: list[str]) -> tuple[Layout, list[str]]:
-    """Plan again; a planner that takes feedback hears what the last image got wrong."""
+def _model_fit(synthesizer) -> dict[str, Any]:
+    """``plan_layout``'s fitting options from the object sizes the model declares; {} when it declares none."""
+    defaults = getattr(synthesizer, "defaults", None)
+    sides = getattr(defaults, "object_sides", None)
+    return {"object_sides": sides, "object_gap": getattr(defaults, "object_gap", 0.0)} if sides else {}
+
+
+def _replan(
+    prompt: str, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
+) -> tuple[Layout, list[str]]:
+    """Plan again (fitted to the model's object sizes, ``fit``); a planner that takes feedback hears what the
+    last image got wrong."""
     feedback = None
     if accepts_feedback(planner):
         problems = last.failures or ([last.error] if last.error else [])
         feedback = "; ".join(problems) or None
-    layout, changes = plan_layout(prompt, planner, seed=planner_seed, feedback=feedback)
+    layout, changes = plan_layout(prompt, planner, seed=planner_seed, feedback=feedback, **fit)
     said = f"with feedback: {feedback}" if feedback else "(this planner takes no feedback)"
     return layout, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in changes)]
 

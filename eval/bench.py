@@ -213,12 +213,18 @@ def load_records(out: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------- layouts
 class LayoutSource:
-    """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk."""
+    """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk.
 
-    def __init__(self, out: Path, planner=None, *, use_shipped: bool = True):
+    Planned layouts are fitted to ``object_sides`` / ``object_gap`` when the model declares them
+    (:class:`synth.loading.ModelDefaults`); a suite's shipped layouts are used as they are.
+    """
+
+    def __init__(self, out: Path, planner=None, *, use_shipped: bool = True,
+                 object_sides: tuple[float, float] | None = None, object_gap: float = 0.0):  # fmt: skip
         self.folder = Path(out) / "layouts"
         self.planner = planner
         self.use_shipped = use_shipped
+        self.fit = {"object_sides": object_sides, "object_gap": object_gap} if object_sides else {}
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
         from layout.planners import get_planner, plan_layout
@@ -228,6 +234,9 @@ class LayoutSource:
             self.planner = get_planner("offline")
         planner = self.planner
         source = item.layout_source if shipped else f"planner:{planner.name}"
+        if not shipped and self.fit:
+            low, high = self.fit["object_sides"]
+            source += f", fitted to object sides {low:g}-{high:g}, gap {self.fit['object_gap']:g}"
         path = self.folder / f"{item.key}.json"
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -235,7 +244,7 @@ class LayoutSource:
                 raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
                                  "use a new --out (or the first run's --planner)")  # fmt: skip
             return Layout.parse(saved["layout"]), source
-        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0)[0]
+        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0, **self.fit)[0]
         _write_json(path, {"prompt": item.prompt, "source": source, "layout": layout.to_dict()})
         return layout, source
 
@@ -325,7 +334,9 @@ def run_bench(
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts)
+    defaults = getattr(synthesizer, "defaults", None)  # what the model declares (scenewright.json), if anything
+    layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, object_sides=getattr(defaults, "object_sides", None),
+                           object_gap=getattr(defaults, "object_gap", 0.0))  # fmt: skip
     per_spec = split_method_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
     state = process_state()

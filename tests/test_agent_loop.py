@@ -112,6 +112,28 @@ def test_remedies_come_in_order_and_accumulate(synthesizer):
     assert not result.passed and len(result.attempts) == 5
 
 
+def test_plans_are_fitted_to_the_object_sizes_the_model_declares(synthesizer):
+    from dataclasses import replace
+
+    recorder, script = Recorder(synthesizer), Scripted([FAILING])
+    recorder.defaults = replace(synthesizer.defaults, object_sides=(0.1, 0.2), object_gap=0.05)
+    result = run("a purple circle", synthesizer=recorder, planner=FeedbackPlanner(), detector=script.detector,
+                 scorer=script.scorer, attempts=4, **TINY)  # fmt: skip
+    planned = plan_layout("a purple circle", OfflinePlanner())[0].boxes[0]
+    assert planned[2] - planned[0] > 0.5  # the planner gives a lone object most of the canvas
+    assert result.attempts[-1].remedy == "re-plan"
+    for attempt, call in zip(result.attempts, recorder.calls):
+        (box,) = attempt.layout.boxes
+        assert call["layout"] == attempt.layout  # what was drawn is the fitted plan
+        assert box[2] - box[0] == pytest.approx(0.2) and box[3] - box[1] == pytest.approx(0.2)
+    for attempt in (result.attempts[0], result.attempts[-1]):  # the plan and the re-plan say what was fitted
+        assert any("scaled to the model's object sizes" in note for note in attempt.notes)
+    # A model that declares nothing (Stable Diffusion) draws the plan as it is.
+    plain = run("a purple circle", synthesizer=Recorder(synthesizer), detector=script.detector,
+                scorer=script.scorer, attempts=1, **TINY)  # fmt: skip
+    assert plain.attempts[0].layout.boxes[0] == pytest.approx(planned)
+
+
 def test_stronger_guidance_adds_extra_methods_and_is_skipped_without_any(synthesizer):
     recorder, script = Recorder(synthesizer), Scripted([FAILING])
     options = {**GUIDED["options"], "attn_res": [16, 16]}

@@ -352,6 +352,21 @@ def test_resuming_with_another_planner_is_refused_not_mixed(tmp_path):
     assert LayoutSource(tmp_path, OtherPlanner())(shapes) == (shapes.layout, "world")  # shipped layouts win by default
 
 
+def test_planned_layouts_are_fitted_to_the_models_object_sizes_and_shipped_ones_are_not(tmp_path):
+    from eval.bench import LayoutSource
+
+    item = load_prompt_file_from_text(tmp_path, "a purple star")[0]
+    planned, _ = LayoutSource(tmp_path / "plain")(item)
+    fitted, source = LayoutSource(tmp_path / "fit", object_sides=(0.2, 0.4), object_gap=0.05)(item)
+    assert source == "planner:offline, fitted to object sides 0.2-0.4, gap 0.05"
+    assert max(planned.objects[0].width, planned.objects[0].height) > 0.5
+    assert max(fitted.objects[0].width, fitted.objects[0].height) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="use a new --out"):  # the unfitted cache is not mixed in
+        LayoutSource(tmp_path / "plain", object_sides=(0.2, 0.4))(item)
+    shapes = load_suite("shapes", limit=1)[0]
+    assert LayoutSource(tmp_path / "fit", object_sides=(0.01, 0.02))(shapes) == (shapes.layout, "world")
+
+
 def load_prompt_file_from_text(folder, text):
     path = folder / "prompts.txt"
     path.write_text(text + "\n", encoding="utf-8")
