@@ -251,7 +251,8 @@ def run(
         report("load", 0, None, None)
         synthesizer = _load_synthesizer(settings)
     # The plan's boxes fitted to the object sizes the model draws, where it declares them (scenewright.json)
-    fit = _model_fit(synthesizer)
+    defaults = getattr(synthesizer, "defaults", None)  # a stand-in synthesizer may declare nothing
+    fit = defaults.layout_fit() if defaults is not None else {}
     if fit:
         fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"])
         layout, changes = fitted.layout, [*changes, *fitted.changes]
@@ -371,13 +372,6 @@ def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list
             continue
         return remedy, notes
     raise AssertionError("unreachable: 'new seed' always applies")  # pragma: no cover
-
-
-def _model_fit(synthesizer) -> dict[str, Any]:
-    """``plan_layout``'s fitting options from the object sizes the model declares; {} when it declares none."""
-    defaults = getattr(synthesizer, "defaults", None)
-    sides = getattr(defaults, "object_sides", None)
-    return {"object_sides": sides, "object_gap": getattr(defaults, "object_gap", 0.0)} if sides else {}
 
 
 def _replan(

@@ -335,8 +335,7 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     defaults = getattr(synthesizer, "defaults", None)  # what the model declares (scenewright.json), if anything
-    layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, object_sides=getattr(defaults, "object_sides", None),
-                           object_gap=getattr(defaults, "object_gap", 0.0))  # fmt: skip
+    layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, **(defaults.layout_fit() if defaults else {}))
     per_spec = split_method_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
     state = process_state()

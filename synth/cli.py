@@ -142,9 +142,9 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
-    layout, changes = plan_layout(args.prompt, get_planner(args.planner, **options), seed=args.seed)
+    layout, changes = plan_layout(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
     for change in changes:
-        print(f"layout repaired: {change}", file=sys.stderr)
+        print(f"layout changed: {change}", file=sys.stderr)
     placed = ", ".join(f"{o.phrase} {[round(v, 2) for v in o.box]}" for o in layout.objects) or "no objects"
     print(f"planned layout: {placed}", file=sys.stderr)
     if not layout.objects:
@@ -153,6 +153,14 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
             "use --method none (without --spatial-temporal), --token-indices, or a --layout file"
         )
     return layout
+
+
+def _declared_fit(model: str) -> dict:
+    """The object sizes a local model folder declares for planned boxes (its scenewright.json); {} for others."""
+    from synth.loading import model_defaults, resolve_model
+
+    folder = Path(resolve_model(model))
+    return model_defaults(folder if folder.is_dir() else None).layout_fit()
 
 
 def _device_and_dtype(device: str | None, dtype: str | None):

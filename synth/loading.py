@@ -59,6 +59,11 @@ class ModelDefaults:
     #: least gap between the boxes of a fitted layout (fraction of the canvas), so drawn objects do not touch.
     object_gap: float = 0.0
 
+    def layout_fit(self) -> dict:
+        """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` for this model; {} when it
+        declares no object sizes (planned boxes are then drawn as they are)."""
+        return {"object_sides": self.object_sides, "object_gap": self.object_gap} if self.object_sides else {}
+
 
 def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     """The :class:`ModelDefaults` a local model folder declares (SD's when it has no ``scenewright.json``)."""

@@ -69,6 +69,23 @@ def test_method_none_equals_stable_diffusion_pipeline(model_dir, tmp_path, capsy
     assert np.array_equal(_pixels(out), np.asarray(ref, dtype=np.int16))
 
 
+def test_a_planned_layout_is_fitted_to_the_object_sizes_the_model_declares(model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "declares"
+    shutil.copytree(model_dir, folder)
+    (folder / "scenewright.json").write_text(json.dumps({"attention_downscale": 4, "object_sides": [0.1, 0.25]}))
+    saved = tmp_path / "used.json"
+    argv = ["generate", "a cat", "--model", str(folder), "--method", "attend_excite", "--steps", "1", "--quiet",
+            "--out", str(tmp_path / "cat.png"), "--save-layout", str(saved), "--option", "attn_res=[16,16]",
+            "--option", "max_refinement_steps=0"]  # fmt: skip
+    assert main(argv) == 0
+    assert "layout changed: objects[0] 'cat': scaled to the model's object sizes" in capsys.readouterr().err
+    (box,) = Layout.load(saved).boxes
+    assert max(box[2] - box[0], box[3] - box[1]) == pytest.approx(0.25)
+
+
 def test_prompt_is_planned_into_a_layout_when_guidance_needs_one(model_dir, tmp_path, capsys):
     out, saved = tmp_path / "ae.png", tmp_path / "used.json"
     argv = ["generate", "a cat and a dog", "--model", str(model_dir), "--method", "attend_excite", "--steps", "2",
