@@ -5,8 +5,9 @@ noise alone decides positions, and attention guidance does not change that), dra
 and move it: every layout object is generated from its own phrase (``candidates`` seeds, the scene's
 sampler and step count), the candidate whose extent best fits the planned box is kept, its whole
 denoising trajectory is shifted (``torch.roll``, whole latent cells) so the object's centre lands on
-the box centre, and for the first ``steps`` share of the scene's steps the scene's latents take the
-object's latents inside its mask (a later object over an earlier one). The scene's prompt then
+the box centre, and for the first ``steps`` share of the scene's steps (LMD's half, unless the model
+declares its own ``composition_steps``) the scene's latents take the object's latents inside its mask
+(a later object over an earlier one). The scene's prompt then
 denoises the rest, harmonizing the parts, with any guidance method on top.
 
 Outside the masks the scene keeps its own latents (``background="scene"``, LMD's composition) or takes
@@ -43,7 +44,7 @@ Segmenter = Callable[[np.ndarray, str], "list[np.ndarray]"]
 class CompositionOptions:
     """How :func:`compose_layout` draws and places each object (see the module docstring)."""
 
-    steps: float = 0.5  # share of the denoising steps that take the objects' latents
+    steps: float | None = None  # share of the steps that take the objects' latents; None: the model's (LMD's 0.5)
     candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
@@ -52,7 +53,7 @@ class CompositionOptions:
     segmenter: Segmenter | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.steps <= 1.0:
+        if self.steps is not None and not 0.0 < self.steps <= 1.0:
             raise ValueError(f"composition `steps` must be a share of the steps in (0, 1], got {self.steps!r}")
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
             raise ValueError(f"composition `candidates` must be an int >= 1 (seeds per object), got {self.candidates!r}")
@@ -216,7 +217,8 @@ def compose_layout(
     width: int,
 ) -> LatentComposition:
     """Draw each of ``layout``'s objects alone and place it in its box (module docstring)."""
-    steps = max(1, int(round(options.steps * num_inference_steps)))
+    share = synthesizer.defaults.composition_steps if options.steps is None else options.steps
+    steps = max(1, int(round(share * num_inference_steps)))
     if not layout.objects:
         return LatentComposition([], steps, options.background)
     n = options.candidates

@@ -43,10 +43,11 @@ GUIDANCE_DEFAULTS_FILE = "scenewright.json"
 class ModelDefaults:
     """What a model folder's ``scenewright.json`` may declare; SD 1.x/2.x's values otherwise.
 
-    The embedded shapes model declares all four: its cross-attention was trained at the latent's own 16x16
+    The embedded shapes model declares all five: its cross-attention was trained at the latent's own 16x16
     (``attention_downscale: 1``); classifier-free guidance above ~2 shifts its colors (blue to purple,
-    orange to yellow) and noises its background, so ``guidance_scale: 2.0``; and its world's objects are
-    12-28 px of 64, so planned boxes are fitted to ``object_sides`` 0.19-0.44, ``object_gap`` 0.0625 apart.
+    orange to yellow) and noises its background, so ``guidance_scale: 2.0``; its world's objects are
+    12-28 px of 64, so planned boxes are fitted to ``object_sides`` 0.19-0.44, ``object_gap`` 0.0625 apart;
+    and its caption re-forms composed objects less the later it takes over, so ``composition_steps: 0.7``.
     """
 
     #: latent size / the attention-map size every method reads unless told (``attn_res``, ``car_res``,
@@ -59,6 +60,9 @@ class ModelDefaults:
     object_sides: tuple[float, float] | None = None
     #: least gap between the boxes of a fitted layout (fraction of the canvas), so drawn objects do not touch.
     object_gap: float = 0.0
+    #: share of the denoising steps LMD's latent composition pastes the objects' own latents for
+    #: (:class:`synth.composition.CompositionOptions` ``steps`` when not given); LMD's 0.5.
+    composition_steps: float = 0.5
 
     def layout_fit(self) -> dict:
         """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` for this model; {} when it
@@ -103,7 +107,11 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     gap = declared.get("object_gap", ModelDefaults.object_gap)
     if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 0.5:
         raise ModelNotAvailableError(f"{path}: `object_gap` must be a number in [0, 0.5) (a fraction of the canvas), got {gap!r}")
-    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale), object_sides=sides, object_gap=float(gap))
+    share = declared.get("composition_steps", ModelDefaults.composition_steps)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ModelNotAvailableError(f"{path}: `composition_steps` must be a share of the steps in (0, 1], got {share!r}")
+    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale), object_sides=sides,
+                         object_gap=float(gap), composition_steps=float(share))  # fmt: skip
 
 
 def _looks_like_path(model: str) -> bool:

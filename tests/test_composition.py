@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,13 @@ def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
     redrawn = [syn.generate(layout.objects[0].phrase, num_inference_steps=4, guidance_scale=5.0, seed=s,
                             output_type="latent", return_trajectory=True) for s in seeds]  # fmt: skip
     assert any(torch.allclose(obj.trajectory[1], shift_latents(r.trajectory[1], 20, 20), atol=1e-5) for r in redrawn)
+    # Without a share, the model's declared one (LMD's 0.5 for a folder that declares none; the shapes model's 0.7).
+    assert syn.defaults.composition_steps == 0.5
+    unset = CompositionOptions(candidates=2, segmenter=top_left)
+    assert compose_layout(syn, layout, unset, num_inference_steps=4, guidance_scale=5.0, seed=3, height=64, width=64).steps == 2
+    declared = Synthesizer.from_pipe(syn.pipe, defaults=replace(syn.defaults, composition_steps=0.75))
+    assert compose_layout(declared, layout, unset, num_inference_steps=4, guidance_scale=5.0, seed=3, height=64,
+                          width=64).steps == 3  # fmt: skip
 
 
 def test_generate_with_composition_starts_from_the_composed_latents(syn):

@@ -331,13 +331,14 @@ def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_
     torch.testing.assert_close(by_default, loaded.generate("a cat", guidance_scale=3.0, **kwargs).images)
     assert (by_default - loaded.generate("a cat", guidance_scale=7.5, **kwargs).images).abs().max() > 0
     # Object sizes for the planners' boxes: [low, high] of the canvas, and a gap.
-    (folder / "scenewright.json").write_text(json.dumps({"object_sides": [0.2, 0.4], "object_gap": 0.05}))
+    (folder / "scenewright.json").write_text(json.dumps({"object_sides": [0.2, 0.4], "object_gap": 0.05, "composition_steps": 1}))
     declared = Synthesizer.from_pretrained(str(folder)).defaults
-    assert (declared.object_sides, declared.object_gap) == ((0.2, 0.4), 0.05)
+    assert (declared.object_sides, declared.object_gap, declared.composition_steps) == ((0.2, 0.4), 0.05, 1.0)
     for bad, message in (({"attention_downscale": 0}, "must be a positive int"), ({"guidance_scale": "high"}, "number in"),
                          ({"cfg": 2}, r"unknown key\(s\) \['cfg'\]"), ([1, 2], "not a JSON object"),
                          ({"object_sides": [0.5, 0.2]}, r"`object_sides` must be \[low, high\]"),
-                         ({"object_sides": 0.3}, "`object_sides`"), ({"object_gap": -1}, "`object_gap` must be")):  # fmt: skip
+                         ({"object_sides": 0.3}, "`object_sides`"), ({"object_gap": -1}, "`object_gap` must be"),
+                         ({"composition_steps": 0}, r"`composition_steps` must be a share of the steps in \(0, 1\]")):  # fmt: skip
         (folder / "scenewright.json").write_text(json.dumps(bad))
         with pytest.raises(ModelNotAvailableError, match=message):
             Synthesizer.from_pretrained(str(folder))

@@ -50,12 +50,14 @@ GLIGEN_CURRICULUM = "0:0=0.1,1=0.3,2=0.6"  # written into an exported folder: th
 #: What an export declares in scenewright.json. The auxiliary loss shapes the cross-attention at the latent's own
 #: grid, so guidance reads that one; above ~2, classifier-free guidance shifts colors and noises the canvas;
 #: the world draws objects 12-28 px on its 64 px canvas, so planned boxes are fitted to those sides, a latent
-#: cell (4 px) apart so that neighbours drawn at those sizes do not touch and merge.
+#: cell (4 px) apart so that neighbours drawn at those sizes do not touch and merge; LMD's composition keeps
+#: the objects' own latents for 70% of the steps, as the caption's later steps re-form multi-object scenes.
 SHAPES_MODEL_DEFAULTS = ModelDefaults(
     attention_downscale=1,
     guidance_scale=2.0,
     object_sides=(SIZE_RANGE["small"][0] / CANVAS, SIZE_RANGE["large"][1] / CANVAS),
     object_gap=LATENT_GAP,
+    composition_steps=0.7,
 )
 
 
@@ -691,7 +693,8 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
         **asdict(SHAPES_MODEL_DEFAULTS),
         "_why": f"cross-attention trained to follow object masks at the latent's own {LATENT_SIZE}x{LATENT_SIZE} "
         "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas; "
-        "the world's objects are 12-28 px of 64, so planned boxes are fitted to that, a latent cell apart",
+        "the world's objects are 12-28 px of 64, so planned boxes are fitted to that, a latent cell apart; "
+        "composition keeps the objects' latents for 70% of the steps (the caption re-forms multi-object scenes)",
     }
     (Path(out_dir) / GUIDANCE_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
