@@ -342,3 +342,31 @@ def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_
         (folder / "scenewright.json").write_text(json.dumps(bad))
         with pytest.raises(ModelNotAvailableError, match=message):
             Synthesizer.from_pretrained(str(folder))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-2, 2, allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["attention_downscale", "guidance_scale", "object_sides", "object_gap",
+                                        "composition_steps", "_why", "cfg"]), _json_values, max_size=4))  # fmt: skip
+def test_any_scenewright_json_gives_defaults_or_an_error_naming_the_key(tmp_path_factory, declared):
+    import json
+
+    from synth.loading import ModelDefaults, ModelNotAvailableError, model_defaults
+
+    folder = tmp_path_factory.mktemp("declared")
+    (folder / "scenewright.json").write_text(json.dumps(declared))
+    try:
+        defaults = model_defaults(folder)
+    except ModelNotAvailableError as err:
+        assert any(f"`{key}`" in str(err) or repr(key) in str(err) for key in declared), err
+        return
+    assert isinstance(defaults, ModelDefaults)
+    low_high = defaults.object_sides
+    assert low_high is None or 0 < low_high[0] <= low_high[1] <= 1
+    assert 0 <= defaults.object_gap < 0.5 and 0 < defaults.composition_steps <= 1
