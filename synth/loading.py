@@ -92,26 +92,30 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
         raise ModelNotAvailableError(
             f"{path}: `attention_downscale` must be a positive int (latent size / attention map size), got {downscale!r}"
         )
-    scale = declared.get("guidance_scale", ModelDefaults.guidance_scale)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 100:
-        raise ModelNotAvailableError(f"{path}: `guidance_scale` must be a number in [0, 100], got {scale!r}")
+    def number(key: str, within, what: str) -> float:
+        """The declared number ``key`` (its default when absent), or an error naming it and its range."""
+        value = declared.get(key, getattr(ModelDefaults, key))
+        if not _is_number(value) or not within(value):
+            raise ModelNotAvailableError(f"{path}: `{key}` must be {what}, got {value!r}")
+        return float(value)
+
+    scale = number("guidance_scale", lambda v: 0 <= v <= 100, "a number in [0, 100]")
     sides = declared.get("object_sides")
     if sides is not None:
-        if (not isinstance(sides, list) or len(sides) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sides)
-                or not 0 < sides[0] <= sides[1] <= 1):  # fmt: skip
+        if not isinstance(sides, list) or len(sides) != 2 or not all(map(_is_number, sides)) or not 0 < sides[0] <= sides[1] <= 1:
             raise ModelNotAvailableError(
                 f"{path}: `object_sides` must be [low, high] with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}"
             )
         sides = (float(sides[0]), float(sides[1]))
-    gap = declared.get("object_gap", ModelDefaults.object_gap)
-    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 0.5:
-        raise ModelNotAvailableError(f"{path}: `object_gap` must be a number in [0, 0.5) (a fraction of the canvas), got {gap!r}")
-    share = declared.get("composition_steps", ModelDefaults.composition_steps)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise ModelNotAvailableError(f"{path}: `composition_steps` must be a share of the steps in (0, 1], got {share!r}")
-    return ModelDefaults(attention_downscale=downscale, guidance_scale=float(scale), object_sides=sides,
-                         object_gap=float(gap), composition_steps=float(share))  # fmt: skip
+    gap = number("object_gap", lambda v: 0 <= v < 0.5, "a number in [0, 0.5) (a fraction of the canvas)")
+    share = number("composition_steps", lambda v: 0 < v <= 1, "a share of the steps in (0, 1]")
+    return ModelDefaults(attention_downscale=downscale, guidance_scale=scale, object_sides=sides, object_gap=gap,
+                         composition_steps=share)  # fmt: skip
+
+
+def _is_number(value: object) -> bool:
+    """An int or float from JSON, not a bool (``True`` is an int to Python, not a size to a user)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _looks_like_path(model: str) -> bool:
