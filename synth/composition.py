@@ -3,11 +3,13 @@
 Where a model will not move an object that has begun to form (the embedded shapes model: the initial
 noise alone decides positions, and attention guidance does not change that), draw each object alone
 and move it: every layout object is generated from its own phrase (``candidates`` seeds, the scene's
-sampler and step count), the candidate whose extent best fits the planned box is kept, its whole
+sampler and step count; up to ``rounds`` batches of them while no drawing fits inside the box's cells),
+the candidate whose extent best fits the planned box is kept, its whole
 denoising trajectory is shifted (``torch.roll``, whole latent cells) so the object's centre lands on
 the box centre, and for the first ``steps`` share of the scene's steps (LMD's half, unless the model
 declares its own ``composition_steps``) the scene's latents take the object's latents inside its mask
-(a later object over an earlier one). The scene's prompt then
+(a later object over an earlier one, except that an object's margin never covers another object's body).
+The scene's prompt then
 denoises the rest, harmonizing the parts, with any guidance method on top.
 
 Outside the masks the scene keeps its own latents (``background="scene"``, LMD's composition) or takes
@@ -46,6 +48,7 @@ class CompositionOptions:
 
     steps: float | None = None  # share of the steps that take the objects' latents; None: the model's (LMD's 0.5)
     candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
+    rounds: int = 1  # batches of `candidates` drawn per object at most, while none fits inside its box's cells
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
     mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention
@@ -55,8 +58,10 @@ class CompositionOptions:
     def __post_init__(self) -> None:
         if self.steps is not None and not 0.0 < self.steps <= 1.0:
             raise ValueError(f"composition `steps` must be a share of the steps in (0, 1], got {self.steps!r}")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise ValueError(f"composition `candidates` must be an int >= 1 (seeds per object), got {self.candidates!r}")
+        for name, value, what in (("candidates", self.candidates, "seeds per object"),
+                                  ("rounds", self.rounds, "batches of candidates per object")):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"composition `{name}` must be an int >= 1 ({what}), got {value!r}")
         if self.background not in ("object", "scene"):
             raise ValueError(f"composition `background` must be 'object' or 'scene', got {self.background!r}")
         if not 0.0 < self.attention_threshold < 1.0:
@@ -71,8 +76,9 @@ class PlacedObject:
 
     phrase: str
     trajectory: list[torch.Tensor]  # latents at the start of each composed step, shifted
-    mask: torch.Tensor  # (1, 1, h, w) bool, shifted
+    mask: torch.Tensor  # (1, 1, h, w) bool, shifted: the cells pasted (the object and its margin)
     shift: tuple[int, int]  # (dy, dx) latent cells
+    core: torch.Tensor | None = None  # the object's own cells (within ``mask``); None: all of ``mask``
 
 
 @dataclass
@@ -89,9 +95,13 @@ class LatentComposition:
             return latents
         if self.background == "object":
             latents = self.objects[0].trajectory[step].to(latents).expand_as(latents).clone()
+        # Margins first, bodies over them: with boxes a cell apart, a neighbour's margin would cut into an
+        # object pasted before it (on 24 shapes layouts a halved circle or star was a counting error).
         for placed in self.objects:
-            mask = placed.mask.to(latents.device)
-            latents = torch.where(mask, placed.trajectory[step].to(latents), latents)
+            latents = torch.where(placed.mask.to(latents.device), placed.trajectory[step].to(latents), latents)
+        for placed in self.objects:
+            if placed.core is not None:
+                latents = torch.where(placed.core.to(latents.device), placed.trajectory[step].to(latents), latents)
         return latents
 
 
@@ -131,6 +141,14 @@ def _extent(mask: torch.Tensor) -> tuple[float, float, float, float] | None:
 
 def _size_misfit(extent: tuple[float, float, float, float], box: tuple[float, float, float, float]) -> float:
     return abs((extent[2] - extent[0]) - (box[2] - box[0])) + abs((extent[3] - extent[1]) - (box[3] - box[1]))
+
+
+def _fits_cells(extent: tuple[float, float, float, float], box: tuple[float, float, float, float], h: int, w: int) -> bool:
+    """Whether an object of this extent (whole cells), centred on the box, stays within the cells the box touches:
+    then it cannot reach a neighbour planned a cell away (drawn larger, same-colored neighbours merge)."""
+    cells = _extent(box_cells(box, h, w)[0, 0])
+    eps = 1e-6
+    return extent[2] - extent[0] <= cells[2] - cells[0] + eps and extent[3] - extent[1] <= cells[3] - cells[1] + eps
 
 
 @torch.no_grad()
@@ -174,18 +192,20 @@ class _Drawn:
     """Where a candidate drawing put its object: centre and extent (normalized), and its cells if segmented."""
 
     row: int
+    drawn: object  # the synthesizer output the row belongs to
     centre: tuple[float, float]
     extent: tuple[float, float, float, float]
-    cells: torch.Tensor | None  # (1, 1, h, w) bool
+    cells: torch.Tensor | None  # (1, 1, h, w) bool: the cells the object touches, plus a cell of margin
     instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
+    core: torch.Tensor | None = None  # (1, 1, h, w) bool: the cells the object touches
 
 
-def _segmented(images, rows: list[int], phrase: str, segmenter: Segmenter, hw: tuple[int, int]) -> list[_Drawn]:
+def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tuple[int, int]) -> list[_Drawn]:
     """Candidates the segmenter finds the phrase's object in; cells = every latent cell the mask touches plus a
     cell of margin (on 24 shapes layouts: box IoU 0.62 with the margin, 0.59 without)."""
     found = []
     for row in rows:
-        masks = [m for m in segmenter((np.asarray(images[row]) * 255).round().astype(np.uint8), phrase) if np.any(m)]
+        masks = [m for m in segmenter((np.asarray(drawn.images[row]) * 255).round().astype(np.uint8), phrase) if np.any(m)]
         if not masks:
             continue
         mask = max(masks, key=lambda m: int(np.count_nonzero(m)))  # the largest instance is the object
@@ -194,14 +214,14 @@ def _segmented(images, rows: list[int], phrase: str, segmenter: Segmenter, hw: t
         extent = _extent(touched)
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
         centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
-        found.append(_Drawn(row, centre, extent, cells, instances=len(masks)))
+        found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None]))
     return found
 
 
-def _attended(synthesizer, latents: torch.Tensor, rows: list[int], obj, options: CompositionOptions) -> list[_Drawn]:
+def _attended(synthesizer, drawn, rows: list[int], obj, options: CompositionOptions) -> list[_Drawn]:
     """Candidates whose phrase attention has cells above the threshold; centre = centroid of what is above."""
-    extents = attention_extents(synthesizer, latents[rows], obj.phrase, obj.name, options)
-    return [_Drawn(row, _centre_of((weights - options.attention_threshold).clamp_min(0)), extent, None)
+    extents = attention_extents(synthesizer, drawn.latents[rows], obj.phrase, obj.name, options)
+    return [_Drawn(row, drawn, _centre_of((weights - options.attention_threshold).clamp_min(0)), extent, None)
             for row, (weights, extent) in zip(rows, extents) if extent is not None]  # fmt: skip
 
 
@@ -222,29 +242,41 @@ def compose_layout(
     if not layout.objects:
         return LatentComposition([], steps, options.background)
     n = options.candidates
-    phrases = [o.phrase for o in layout.objects]
-    seeds = [seed * 1009 + 7919 * (k + 1) + c for k in range(len(phrases)) for c in range(n)]
-    drawn = synthesizer.generate(phrases, methods=["none"], num_inference_steps=num_inference_steps,
-                                 guidance_scale=guidance_scale, seed=seeds, batch_size=n, height=height, width=width,
-                                 output_type="np" if options.segmenter is not None else "latent",
-                                 return_trajectory=True)  # fmt: skip
-    h, w = drawn.latents.shape[-2:]
+    objects = layout.objects
+    found: list[list[_Drawn]] = [[] for _ in objects]
+    pending = list(range(len(objects)))
+    for round_ in range(options.rounds):
+        seeds = [seed * 1009 + 7919 * (k + 1) + round_ * n + c for k in pending for c in range(n)]
+        drawn = synthesizer.generate([objects[k].phrase for k in pending], methods=["none"],
+                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seeds,
+                                     batch_size=n, height=height, width=width,
+                                     output_type="np" if options.segmenter is not None else "latent",
+                                     return_trajectory=True)  # fmt: skip
+        h, w = drawn.latents.shape[-2:]
+        for i, k in enumerate(pending):
+            rows = list(range(i * n, (i + 1) * n))
+            if options.segmenter is not None:
+                found[k] += _segmented(drawn, rows, objects[k].phrase, options.segmenter, (h, w))
+            else:
+                found[k] += _attended(synthesizer, drawn, rows, objects[k], options)
+        # Another batch only for objects none of whose drawings shows it once, inside its box's cells.
+        pending = [k for k in pending
+                   if not any(d.instances == 1 and _fits_cells(d.extent, objects[k].box, h, w) for d in found[k])]  # fmt: skip
+        if not pending:
+            break
     placed = []
-    for k, obj in enumerate(layout.objects):
-        rows = list(range(k * n, (k + 1) * n))
-        if options.segmenter is not None:
-            found = _segmented(drawn.images, rows, obj.phrase, options.segmenter, (h, w))
-        else:
-            found = _attended(synthesizer, drawn.latents, rows, obj, options)
-        if not found:
+    for obj, drawings in zip(objects, found):
+        if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
-        best = min(found, key=lambda d: (d.instances != 1, _size_misfit(d.extent, obj.box)))
+        best = min(drawings, key=lambda d: (d.instances != 1, not _fits_cells(d.extent, obj.box, h, w),
+                                            _size_misfit(d.extent, obj.box)))  # fmt: skip
         tx, ty = (obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2
         dy, dx = round((ty - best.centre[1]) * h), round((tx - best.centre[0]) * w)
         # A segmented object brings its own cells; an attended one sits centred in its box: paste the box.
         mask = shift_mask(best.cells, dy, dx) if best.cells is not None else box_cells(obj.box, h, w)
-        trajectory = [shift_latents(z[best.row : best.row + 1], dy, dx) for z in drawn.trajectory[:steps]]
-        placed.append(PlacedObject(obj.phrase, trajectory, mask, (dy, dx)))
+        core = shift_mask(best.core, dy, dx) if best.core is not None else None
+        trajectory = [shift_latents(z[best.row : best.row + 1], dy, dx) for z in best.drawn.trajectory[:steps]]
+        placed.append(PlacedObject(obj.phrase, trajectory, mask, (dy, dx), core))
     return LatentComposition(placed, steps, options.background)
 
 

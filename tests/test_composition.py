@@ -57,6 +57,27 @@ def test_apply_pastes_inside_masks_and_fills_the_rest_by_background():
     assert torch.equal(LatentComposition(objects, steps=2, background="object").apply(2, scene), scene)  # done
 
 
+def test_a_later_objects_margin_does_not_cut_into_an_earlier_objects_body():
+    h, w = 1, 6
+    first, second = torch.full((1, 1, h, w), 1.0), torch.full((1, 1, h, w), 2.0)
+
+    def cells(*columns):
+        mask = torch.zeros(1, 1, h, w, dtype=torch.bool)
+        mask[..., list(columns)] = True
+        return mask
+
+    # Bodies in columns 1 and 4; each margin reaches one cell further: column 2 is the first body and the
+    # second's margin, column 3 both margins.
+    a = PlacedObject("a", [first], cells(0, 1, 2), (0, 0), core=cells(1, 2))
+    b = PlacedObject("b", [second], cells(2, 3, 4, 5), (0, 0), core=cells(4))
+    out = LatentComposition([a, b], steps=1, background="scene").apply(0, torch.zeros(1, 1, h, w))
+    assert out.flatten().tolist() == [1, 1, 1, 2, 2, 2]
+    # Without bodies (attention-placed objects paste their box), a later object covers an earlier one.
+    a, b = PlacedObject("a", [first], cells(0, 1, 2), (0, 0)), PlacedObject("b", [second], cells(2, 3, 4, 5), (0, 0))
+    out = LatentComposition([a, b], steps=1, background="scene").apply(0, torch.zeros(1, 1, h, w))
+    assert out.flatten().tolist() == [1, 1, 2, 2, 2, 2]
+
+
 def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
     # A fake segmenter says every drawing shows its object in the top-left 16x16 px of the 64 px image.
     def top_left(image, phrase):
@@ -73,6 +94,8 @@ def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
     assert obj.shift == (20, 20)
     cells = obj.mask[0, 0].nonzero()  # cells 0-7 plus a cell of margin (cut at the canvas edge), moved by 20
     assert cells.min(0).values.tolist() == [20, 20] and cells.max(0).values.tolist() == [28, 28]
+    body = obj.core[0, 0].nonzero()  # the cells the object itself touches: 0-7, moved by 20
+    assert body.min(0).values.tolist() == [20, 20] and body.max(0).values.tolist() == [27, 27]
     # The pasted trajectory is the drawing's own, moved: redraw the chosen candidate and compare.
     seeds = [3 * 1009 + 7919 + c for c in range(2)]
     redrawn = [syn.generate(layout.objects[0].phrase, num_inference_steps=4, guidance_scale=5.0, seed=s,
@@ -85,6 +108,29 @@ def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
     declared = Synthesizer.from_pipe(syn.pipe, defaults=replace(syn.defaults, composition_steps=0.75))
     assert compose_layout(declared, layout, unset, num_inference_steps=4, guidance_scale=5.0, seed=3, height=64,
                           width=64).steps == 3  # fmt: skip
+
+
+def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
+    # The fake segmenter finds a 32 px object in the first batch of drawings, a 12 px one afterwards; the box
+    # is 16 px (the dummy model's latent is 32x32, 2 px a cell: cells 8-15).
+    calls = []
+
+    def shrinking(image, phrase):
+        calls.append(phrase)
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        side = 32 if len(calls) <= 2 else 12
+        mask[:side, :side] = True
+        return [mask]
+
+    layout = _layout(box=(0.25, 0.25, 0.5, 0.5))  # 16 px of 64
+    kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
+    once = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=shrinking), **kwargs)
+    assert len(calls) == 2 and once.objects[0].core.sum() == 16 * 16  # one round: the 32 px drawing, too large
+    calls.clear()
+    again = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, rounds=3, segmenter=shrinking), **kwargs)
+    assert len(calls) == 4 and again.objects[0].core.sum() == 6 * 6  # the second round fits: no third
+    cells = again.objects[0].core[0, 0].nonzero()
+    assert cells.min(0).values.tolist() == [9, 9] and cells.max(0).values.tolist() == [14, 14]  # centred in the box
 
 
 def test_generate_with_composition_starts_from_the_composed_latents(syn):
@@ -132,7 +178,8 @@ def test_composition_puts_the_shapes_models_object_in_a_box_it_did_not_draw_ther
 @pytest.mark.parametrize(
     "bad, message",
     [({"steps": 0.0}, "steps"), ({"steps": 1.5}, "steps"), ({"candidates": 0}, "candidates"),
-     ({"candidates": True}, "candidates"), ({"background": "noise"}, "background"),
+     ({"candidates": True}, "candidates"), ({"rounds": 0}, "rounds"), ({"rounds": 1.5}, "rounds"),
+     ({"background": "noise"}, "background"),
      ({"attention_threshold": 1.0}, "attention_threshold"), ({"mask_timestep": 1000}, "mask_timestep")],
 )  # fmt: skip
 def test_bad_options_name_the_field(bad, message):
