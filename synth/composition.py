@@ -13,8 +13,10 @@ The scene's prompt then
 denoises the rest, harmonizing the parts, with any guidance method on top.
 
 Outside the masks the scene keeps its own latents (``background="scene"``, LMD's composition) or takes
-the first object's shifted trajectory (``background="object"``): a canvas that holds only that object,
-so nothing the scene's own noise would start is drawn besides the planned objects.
+an object's shifted trajectory (``background="object"``): a canvas that holds only that object, so
+nothing the scene's own noise would start is drawn besides the planned objects. With a segmenter the
+canvas is the drawing whose image outside its object is calmest (least deviation from its median
+color: debris a drawing shows beside its object would come along), else the first object's.
 
 Where an object was drawn comes from a ``segmenter(image, phrase) -> [(H, W) bool mask per instance]``
 on the decoded candidate (LMD uses SAM; :func:`eval.detect.detector_segmenter` makes one of any
@@ -88,13 +90,14 @@ class LatentComposition:
     objects: list[PlacedObject]
     steps: int  # steps 0 .. steps-1 are composed
     background: str
+    canvas: int = 0  # background="object": the object whose trajectory fills the latents outside the masks
 
     def apply(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         """``latents`` (n, C, h, w) of this layout's images with the objects' latents pasted in at ``step``."""
         if step >= self.steps or not self.objects:
             return latents
         if self.background == "object":
-            latents = self.objects[0].trajectory[step].to(latents).expand_as(latents).clone()
+            latents = self.objects[self.canvas].trajectory[step].to(latents).expand_as(latents).clone()
         # Margins first, bodies over them: with boxes a cell apart, a neighbour's margin would cut into an
         # object pasted before it (on 24 shapes layouts a halved circle or star was a counting error).
         for placed in self.objects:
@@ -198,6 +201,17 @@ class _Drawn:
     cells: torch.Tensor | None  # (1, 1, h, w) bool: the cells the object touches, plus a cell of margin
     instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
     core: torch.Tensor | None = None  # (1, 1, h, w) bool: the cells the object touches
+    busyness: float | None = None  # mean |color - median color| of the image outside the object (segmenter)
+
+
+def _busyness(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute deviation from the median color of an (H, W, 3) image outside a (H, W) object mask,
+    grown by 2 px (the object's soft edge is not debris)."""
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None], 5, 1, 2)
+    outside = image[~(grown[0, 0].numpy() > 0)]
+    if len(outside) == 0:
+        return 0.0
+    return float(np.abs(outside - np.median(outside, axis=0)).mean())
 
 
 def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tuple[int, int]) -> list[_Drawn]:
@@ -214,7 +228,8 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
         extent = _extent(touched)
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
         centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
-        found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None]))
+        found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None],
+                            busyness=_busyness(np.asarray(drawn.images[row], dtype=np.float32), mask)))  # fmt: skip
     return found
 
 
@@ -264,7 +279,7 @@ def compose_layout(
                    if not any(d.instances == 1 and _fits_cells(d.extent, objects[k].box, h, w) for d in found[k])]  # fmt: skip
         if not pending:
             break
-    placed = []
+    placed, busyness = [], []
     for obj, drawings in zip(objects, found):
         if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
@@ -277,7 +292,9 @@ def compose_layout(
         core = shift_mask(best.core, dy, dx) if best.core is not None else None
         trajectory = [shift_latents(z[best.row : best.row + 1], dy, dx) for z in best.drawn.trajectory[:steps]]
         placed.append(PlacedObject(obj.phrase, trajectory, mask, (dy, dx), core))
-    return LatentComposition(placed, steps, options.background)
+        busyness.append(best.busyness)
+    canvas = 0 if None in busyness or not placed else int(np.argmin(busyness))
+    return LatentComposition(placed, steps, options.background, canvas)
 
 
 __all__ = [

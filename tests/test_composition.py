@@ -133,6 +133,28 @@ def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
     assert cells.min(0).values.tolist() == [9, 9] and cells.max(0).values.tolist() == [14, 14]  # centred in the box
 
 
+def test_the_canvas_is_the_drawing_calmest_outside_its_object(syn):
+    # The fake segmenter finds the circle in a corner of its drawing (the random-weight drawing around it is
+    # busy) and the square filling all of its drawing (nothing outside it): the square's drawing is the canvas.
+    layout = Layout(prompt="a red circle and a blue square", objects=(
+        LayoutObject(name="circle", phrase="a red circle", box=(0.0, 0.0, 0.25, 0.25)),
+        LayoutObject(name="square", phrase="a blue square", box=(0.0, 0.0, 1.0, 1.0))))  # fmt: skip
+
+    def segmenter(image, phrase):
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        mask[: 12 if "circle" in phrase else 64, : 12 if "circle" in phrase else 64] = True
+        return [mask]
+
+    kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
+    placed = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=1, segmenter=segmenter), **kwargs)
+    assert placed.canvas == 1
+    scene = torch.zeros(1, 4, 32, 32)
+    torch.testing.assert_close(placed.apply(0, scene)[..., 20:, 20:], placed.objects[1].trajectory[0][..., 20:, 20:])
+    # Without a segmenter there is no image to judge: the first object's drawing, as LMD's "object" canvas.
+    attended = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=1, attention_res=(16, 16)), **kwargs)
+    assert attended.canvas == 0
+
+
 def test_generate_with_composition_starts_from_the_composed_latents(syn):
     layout = _layout(box=(0.0, 0.0, 0.5, 0.5))
     # No segmenter: attention finds the object and the box is the mask (the tiny UNet attends at 16x16).
