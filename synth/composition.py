@@ -50,7 +50,7 @@ class CompositionOptions:
 
     steps: float | None = None  # share of the steps that take the objects' latents; None: the model's (LMD's 0.5)
     candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
-    rounds: int = 1  # batches of `candidates` drawn per object at most, while none fits inside its box's cells
+    rounds: int = 3  # batches of `candidates` drawn per object at most, while none fits inside its box's cells
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
     mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention

@@ -124,10 +124,10 @@ def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
 
     layout = _layout(box=(0.25, 0.25, 0.5, 0.5))  # 16 px of 64
     kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
-    once = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=shrinking), **kwargs)
+    once = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, rounds=1, segmenter=shrinking), **kwargs)
     assert len(calls) == 2 and once.objects[0].core.sum() == 16 * 16  # one round: the 32 px drawing, too large
     calls.clear()
-    again = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, rounds=3, segmenter=shrinking), **kwargs)
+    again = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=shrinking), **kwargs)
     assert len(calls) == 4 and again.objects[0].core.sum() == 6 * 6  # the second round fits: no third
     cells = again.objects[0].core[0, 0].nonzero()
     assert cells.min(0).values.tolist() == [9, 9] and cells.max(0).values.tolist() == [14, 14]  # centred in the box
