@@ -200,7 +200,7 @@ class _Drawn:
     cells: torch.Tensor | None  # (1, 1, h, w) bool: the cells the object touches, plus a cell of margin
     instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
     core: torch.Tensor | None = None  # (1, 1, h, w) bool: the cells the object touches
-    busyness: float | None = None  # mean |color - median color| of the image outside the object (segmenter)
+    object_mask: np.ndarray | None = None  # (H, W) bool: the segmenter's mask of the object, in image pixels
 
 
 def _busyness(image: np.ndarray, mask: np.ndarray) -> float:
@@ -218,7 +218,8 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
     cell of margin (on 24 shapes layouts: box IoU 0.62 with the margin, 0.59 without)."""
     found = []
     for row in rows:
-        masks = [m for m in segmenter((np.asarray(drawn.images[row]) * 255).round().astype(np.uint8), phrase) if np.any(m)]
+        image = (np.asarray(drawn.images[row]) * 255).round().astype(np.uint8)
+        masks = [m for m in segmenter(image, phrase) if np.any(m)]
         if not masks:
             continue
         mask = max(masks, key=lambda m: int(np.count_nonzero(m)))  # the largest instance is the object
@@ -228,7 +229,7 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
         centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
         found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None],
-                            busyness=_busyness(np.asarray(drawn.images[row], dtype=np.float32), mask)))  # fmt: skip
+                            object_mask=np.asarray(mask, dtype=bool)))  # fmt: skip
     return found
 
 
@@ -278,7 +279,7 @@ def compose_layout(
                    if not any(d.instances == 1 and _fits_cells(d.extent, objects[k].box, h, w) for d in found[k])]  # fmt: skip
         if not pending:
             break
-    placed, busyness = [], []
+    placed, chosen = [], []
     for obj, drawings in zip(objects, found):
         if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
@@ -291,8 +292,12 @@ def compose_layout(
         core = shift_mask(best.core, dy, dx) if best.core is not None else None
         trajectory = [shift_latents(z[best.row : best.row + 1], dy, dx) for z in best.drawn.trajectory[:steps]]
         placed.append(PlacedObject(obj.phrase, trajectory, mask, (dy, dx), core))
-        busyness.append(best.busyness)
-    canvas = 0 if None in busyness or not placed else int(np.argmin(busyness))
+        chosen.append(best)
+    # Only the chosen drawings are judged as canvas; attention-placed objects have no image to judge.
+    canvas = 0
+    if chosen and all(d.object_mask is not None for d in chosen):
+        busyness = [_busyness(np.asarray(d.drawn.images[d.row], dtype=np.float32), d.object_mask) for d in chosen]
+        canvas = int(np.argmin(busyness))
     return LatentComposition(placed, steps, options.background, canvas)
 
 
