@@ -80,6 +80,27 @@ def test_learning_rate_warms_up_holds_then_cools_down_linearly():
     assert train.unet_lr(base, 1400, 0, 200, None) == pytest.approx(base)  # no cooldown: constant
 
 
+def test_alignment_loss_per_layer_catches_a_layer_that_attends_outside_the_object():
+    # One object in the left half of a 16x16 grid; token 1 names it. Layer A puts all of token 1's
+    # attention inside the object, layer B spreads it over the right half: the averaged map still has half
+    # its mass inside, the per-layer loss sees layer B's whole miss.
+    mask = torch.zeros(1, train.MAX_OBJECTS, 256)
+    grid = torch.zeros(16, 16)
+    grid[:, :8] = 1.0
+    mask[0, 0] = grid.reshape(-1)
+    token_objects = torch.zeros(1, 77, train.MAX_OBJECTS, dtype=torch.bool)
+    token_objects[0, 1, 0] = True
+    inside = torch.full((1, 1, 256, 77), 1.0 / 77)
+    inside[0, 0, :, 1] = grid.reshape(-1) / 128
+    outside = inside.clone()
+    outside[0, 0, :, 1] = (1 - grid.reshape(-1)) / 128
+    mean = train.attention_alignment_loss([inside, outside], token_objects, mask)
+    each = train.attention_alignment_loss([inside, outside], token_objects, mask, per_layer=True)
+    assert mean.item() == pytest.approx(0.25)  # half the averaged mass inside: (1 - 0.5)^2
+    assert each.item() == pytest.approx(0.5)  # (0^2 + 1^2) / 2
+    assert train.attention_alignment_loss([inside, inside], token_objects, mask, per_layer=True).item() == pytest.approx(0.0)
+
+
 @pytest.mark.parametrize("text", ["1500:1000", "12000", "a:b", "-1:5"])
 def test_bad_cooldown_is_rejected_with_the_form_to_write(text):
     with pytest.raises(SystemExit, match="--cooldown"):

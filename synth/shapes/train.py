@@ -406,19 +406,25 @@ def build_models(args):
     return unet, text_encoder
 
 
-def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Tensor, object_masks: torch.Tensor) -> torch.Tensor:
+def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Tensor, object_masks: torch.Tensor,
+                             per_layer: bool = False) -> torch.Tensor:
     """Mean over grounded tokens of (1 - attention mass inside the token's objects)^2 (Chen et al. 2023, Eq. 3).
 
     probs: per layer (B, heads, 256, 77); token_objects: (B, 77, K) bool; object_masks: (B, K, 256).
+    per_layer: the loss of each layer's head-averaged map, averaged over layers; else the loss of the map
+    averaged over layers, which one well-placed layer satisfies while another attends outside its objects.
     """
-    attn = torch.stack([p.mean(dim=1) for p in probs]).mean(dim=0)  # (B, 256, 77)
     target = torch.bmm(token_objects.float(), object_masks).clamp(max=1.0)  # (B, 77, 256)
-    mass = attn.transpose(1, 2)  # (B, 77, 256)
-    inside = (mass * target).sum(-1) / mass.sum(-1).clamp_min(1e-8)  # (B, 77)
     grounded = token_objects.any(-1)  # (B, 77)
+    maps = [p.mean(dim=1) for p in probs] if per_layer else [torch.stack([p.mean(dim=1) for p in probs]).mean(dim=0)]
     if not grounded.any():
-        return attn.sum() * 0.0
-    return ((1.0 - inside) ** 2)[grounded].mean()
+        return sum(m.sum() for m in maps) * 0.0
+    losses = []
+    for attn in maps:  # (B, 256, 77)
+        mass = attn.transpose(1, 2)  # (B, 77, 256)
+        inside = (mass * target).sum(-1) / mass.sum(-1).clamp_min(1e-8)  # (B, 77)
+        losses.append(((1.0 - inside) ** 2)[grounded].mean())
+    return torch.stack(losses).mean()
 
 
 def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -597,7 +603,7 @@ def train_unet(args) -> None:
             per_sample = F.mse_loss(out["eps"], noise, reduction="none").mean(dim=(1, 2, 3))
             mse = (per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma)).mean()
             probs = [layer.probs for layer in capture.layers.values()]
-            aux = attention_alignment_loss(probs, token_objects, object_masks)
+            aux = attention_alignment_loss(probs, token_objects, object_masks, per_layer=args.aux_maps == "each")
             loss = mse + args.aux_weight * aux
             capture.clear()
 
@@ -938,6 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", default=None, help="'STEP:LEVEL=W,...;...' mixture of curriculum levels from each"
                    f" step on; default (unet) {UNET_CURRICULUM!r}, (gligen) {GLIGEN_CURRICULUM!r}")
     p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
+    p.add_argument("--aux-maps", choices=("mean", "each"), default="mean",
+                   help="(unet) align the map averaged over the 16x16 layers, or each layer's map (what guidance averages)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
