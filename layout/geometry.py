@@ -499,6 +499,105 @@ def _gap_factors(boxes: list[Box], min_gap: float, floors: list[float]) -> list[
     return factors
 
 
+def _box_gap(a: Box, b: Box) -> float:
+    """How far apart two boxes are along the axis that separates them most (negative: they overlap)."""
+    return max(max(a[0], b[0]) - min(a[2], b[2]), max(a[1], b[1]) - min(a[3], b[3]))
+
+
+def _lookalike(a: LayoutObject, b: LayoutObject, spec: PromptSpec | None) -> bool:
+    """Whether two objects share a color or material word of ``spec`` (without one: the same phrase)."""
+    if spec is None:
+        return a.phrase == b.phrase
+    attributes = {word for o in spec.objects for word in o.attributes}
+    return bool(attributes & set(a.phrase.split()) & set(b.phrase.split()))
+
+
+def _pair_gaps(objects: Sequence[LayoutObject], originals: Sequence[Box], spec: PromptSpec | None,
+               min_gap: float) -> dict[tuple[int, int], float]:  # fmt: skip
+    """The gap each pair of boxes must keep: ``min_gap``, twice that between look-alike objects.
+
+    Pairs whose planned boxes overlapped keep no gap: the checker kept that overlap on purpose.
+    """
+    gaps = {}
+    for i in range(len(objects)):
+        for j in range(i + 1, len(objects)):
+            if _box_gap(originals[i], originals[j]) >= 0:
+                gaps[i, j] = min_gap * (2 if _lookalike(objects[i], objects[j], spec) else 1)
+    return gaps
+
+
+def _too_close(boxes: Sequence[Box], gaps: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
+    return [(i, j) for (i, j), gap in gaps.items() if _box_gap(boxes[i], boxes[j]) < gap - 1e-9]
+
+
+def _spread_rows(boxes: list[Box], gaps: dict[tuple[int, int], float], low: float, high: float) -> list[Box]:
+    """Boxes slid along x, each as little as a left-then-right sweep needs, until boxes that share a row keep
+    their gaps (the caller checks whether the row had room)."""
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i][0] + boxes[i][2], i))
+    x0 = [b[0] for b in boxes]
+    width = [b[2] - b[0] for b in boxes]
+
+    def gap(i: int, j: int) -> float | None:
+        rows_meet = min(boxes[i][3], boxes[j][3]) > max(boxes[i][1], boxes[j][1])
+        return gaps.get((min(i, j), max(i, j))) if rows_meet else None
+
+    for k, i in enumerate(order):  # push right, past the boxes on the left
+        x0[i] = max([x0[i], low, *(x0[j] + width[j] + g for j in order[:k] if (g := gap(i, j)) is not None)])
+    for k in range(len(order) - 1, -1, -1):  # push left, inside the canvas and past the boxes on the right
+        i = order[k]
+        x0[i] = min([x0[i], high - width[i], *(x0[j] - width[i] - g for j in order[k + 1:] if (g := gap(i, j)) is not None)])
+    return [(x, b[1], x + w, b[3]) for x, w, b in zip(x0, width, boxes)]
+
+
+def _stagger(boxes: list[Box], gaps: dict[tuple[int, int], float], low: float, high: float, first: int) -> list[Box]:
+    """Every other box (from ``first``, in x order) of each too-close row lifted above (or dropped below) its
+    neighbours, so that a row with no room for its gaps becomes two; x centres never move."""
+    close = _too_close(boxes, gaps)
+    order = sorted({i for pair in close for i in pair}, key=lambda i: (boxes[i][0] + boxes[i][2], i))
+    movers = set(order[first::2])
+    out = list(boxes)
+    for m in movers:
+        around = [(j, g) for (a, b), g in gaps.items() if m in (a, b) and (j := b if a == m else a) not in movers
+                  and max(boxes[m][0], boxes[j][0]) - min(boxes[m][2], boxes[j][2]) < g]  # fmt: skip
+        if not around:
+            continue
+        need = max(g for _, g in around)
+        up = min(boxes[j][1] for j, _ in around) - need - boxes[m][3]
+        down = max(boxes[j][3] for j, _ in around) + need - boxes[m][1]
+        shift = up if boxes[m][1] + up >= low else down if boxes[m][3] + down <= high else 0.0
+        out[m] = (boxes[m][0], boxes[m][1] + shift, boxes[m][2], boxes[m][3] + shift)
+    return out
+
+
+def _keep_gaps(
+    layout: Layout, spec: PromptSpec | None, objects: list[LayoutObject], originals: list[Box], min_gap: float,
+    margin: float,
+) -> tuple[list[LayoutObject], list[str]]:  # fmt: skip
+    """Objects moved apart where sized boxes are closer than their gaps (see :func:`fit_object_sizes`)."""
+    gaps = _pair_gaps(objects, originals, spec, min_gap)
+    boxes = [o.box for o in objects]
+    close = _too_close(boxes, gaps)
+    if not close:
+        return objects, []
+    low, high = margin, 1.0 - margin
+    baseline = set(_failure_keys(spec, layout, objects, margin))
+    candidates = [_spread_rows(boxes, gaps, low, high), _stagger(boxes, gaps, low, high, 1), _stagger(boxes, gaps, low, high, 0)]
+    candidates += [_spread_rows(c, gaps, low, high) for c in candidates[1:]]
+    for moved in candidates:
+        on_canvas = all(low - 1e-9 <= v <= high + 1e-9 for b in moved for v in b)
+        trial = [_moved(o, b) for o, b in zip(objects, moved)]
+        if on_canvas and not _too_close(moved, gaps) and set(_failure_keys(spec, layout, trial, margin)) <= baseline:
+            changes = []
+            for i, (obj, before, after) in enumerate(zip(objects, boxes, moved)):
+                if max(abs(u - v) for u, v in zip(before, after)) > 1e-9:
+                    others = ", ".join(_label(j, objects[j].name) for pair in close if i in pair for j in pair if j != i)
+                    changes.append(f"{_label(i, obj.name)}: moved clear of {others} (a gap of {min_gap:g}, twice that "
+                                   f"between objects of one color), {_fmt(before)} -> {_fmt(after)}")  # fmt: skip
+            return trial, changes
+    pairs = ", ".join(f"{_label(i, objects[i].name)} and {_label(j, objects[j].name)}" for i, j in close)
+    return objects, [f"left closer than the model's object gap: {pairs} (no move keeps what the prompt asks)"]
+
+
 def fit_object_sizes(
     layout: Layout,
     spec: PromptSpec | None = None,
@@ -513,10 +612,18 @@ def fit_object_sizes(
     one world draws its objects within a range of sizes, and an object cannot fill a box much larger than
     it. Each box's longer side is brought into ``sides = (low, high)`` (fractions of the canvas, aspect
     kept), then boxes that do not overlap but lie closer than ``min_gap`` shrink (never below ``low``)
-    until the gap is met, so that objects drawn in them do not touch. Centres never move, so every
-    relation judged by centres (LMD's convention) still holds; a box whose fit would break another
-    requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part of the
-    way, or left as it was. Returns the layout and one change line per box that was scaled.
+    until the gap is met, so that objects drawn in them do not touch. Centres do not move while scaling,
+    so every relation judged by centres (LMD's convention) still holds; a box whose fit would break
+    another requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part
+    of the way, or left as it was.
+
+    Boxes still closer than their gap (a planner packs small boxes that the fit grows into each other)
+    are then moved apart: slid along their row where it has room, else every other one lifted above (or
+    dropped below) its neighbours, x centres kept. Objects that share a color word of ``spec`` keep twice
+    ``min_gap``: a model's later steps join look-alike neighbours one gap apart into one blob. A move that
+    would break a requirement of ``spec`` is not made, and a change line says which boxes stay close.
+    Pairs whose planned boxes overlapped are left alone (the checker kept that overlap). Returns the
+    layout and one change line per box that was scaled or moved.
     """
     low, high = sides
     if not 0 < low <= high <= 1:
@@ -550,6 +657,9 @@ def fit_object_sizes(
         else:
             changes.append(f"{_label(i, obj.name)}: kept its size: any scaling toward the model's object sizes "
                            f"breaks what the prompt asks")  # fmt: skip
+    if min_gap > 0:
+        objects, moves = _keep_gaps(layout, spec, objects, list(originals), min_gap, margin)
+        changes += moves
     if not any(o is not p for o, p in zip(objects, layout.objects)):
         return CheckResult(layout, changes)
     fitted = [LayoutObject(name=o.name, phrase=o.phrase, box=tuple(float(v) for v in o.box)) for o in objects]
