@@ -598,23 +598,6 @@ def _keep_gaps(
     return objects, [f"left closer than the model's object gap: {pairs} (no move keeps what the prompt asks)"]
 
 
-def _size_caps(layout: Layout, spec: PromptSpec | None, low: float, high: float) -> list[float]:
-    """Per box, the largest side the fit gives it: ``high`` for large objects, the range's middle for the rest.
-
-    A model draws an object without a size word anywhere in its range, and a box at the top of the range
-    misses the smaller ones (an object of 18 px in a 28 px box: IoU 0.41); a box at the middle overlaps any
-    object from ~0.7x to 1.4x its side by IoU >= 0.5. A small object needs no larger box than that either.
-    Without ``spec`` the size words are unknown and every box may reach ``high``.
-    """
-    caps = [high] * len(layout.objects)
-    if spec is not None:
-        for group, members in zip(spec.objects, group_members(spec, layout)):
-            if group.size not in ("large", "huge", "tall"):
-                for i in members:
-                    caps[i] = (low + high) / 2
-    return caps
-
-
 def fit_object_sizes(
     layout: Layout,
     spec: PromptSpec | None = None,
@@ -628,9 +611,8 @@ def fit_object_sizes(
     A planner sizes boxes for photographs (a lone object fills most of the canvas); a model trained on
     one world draws its objects within a range of sizes, and an object cannot fill a box much larger than
     it. Each box's longer side is brought into ``sides = (low, high)`` (fractions of the canvas, aspect
-    kept; only objects with a large size word go above the middle of that range, see :func:`_size_caps`),
-    then boxes that do not overlap but lie closer than ``min_gap`` shrink (never below ``low``) until the
-    gap is met, so that objects drawn in them do not touch. Centres do not move while scaling,
+    kept), then boxes that do not overlap but lie closer than ``min_gap`` shrink (never below ``low``)
+    until the gap is met, so that objects drawn in them do not touch. Centres do not move while scaling,
     so every relation judged by centres (LMD's convention) still holds; a box whose fit would break
     another requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part
     of the way, or left as it was.
@@ -651,8 +633,7 @@ def fit_object_sizes(
     originals = [o.box for o in layout.objects]
     longest = [max(b[2] - b[0], b[3] - b[1]) for b in originals]
     room = [_room_factor(b) for b in originals]
-    tops = _size_caps(layout, spec, low, high)
-    factors = [min(min(max(s, low), top) / s, r) for s, top, r in zip(longest, tops, room)]
+    factors = [min(min(max(s, low), high) / s, r) for s, r in zip(longest, room)]
     floors = [min(low / s, f) for s, f in zip(longest, factors)]
     if min_gap > 0:
         sized = [_scaled(b, f) for b, f in zip(originals, factors)]

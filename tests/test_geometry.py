@@ -358,19 +358,6 @@ def test_a_row_kept_by_the_prompt_is_left_touching_and_the_change_says_so():
     assert any(line.startswith("left closer than the model's object gap") for line in result.changes)
 
 
-def test_only_a_large_object_gets_a_box_above_the_middle_of_the_models_sizes():
-    # A lone object planned over most of the canvas: "large" fits to the top of the range, a bare or small
-    # one to its middle, which overlaps the model's objects of any size in the range by IoU ~0.5 or more.
-    box = (0.06, 0.06, 0.94, 0.94)
-    for size, side in (("large", 0.44), (None, 0.315), ("small", 0.315)):
-        layout = Layout.parse(raw(box, names=["star"]))
-        spec = PromptSpec("t", (ObjectSpec("star", 1, "a star", size=size),), ())
-        fitted = fit_object_sizes(layout, spec, sides=(0.19, 0.44)).layout.boxes[0]
-        assert fitted[2] - fitted[0] == pytest.approx(side), size
-        assert centre(fitted) == pytest.approx(centre(box))
-    assert fit_object_sizes(Layout.parse(raw(box, names=["star"])), None, sides=(0.19, 0.44)).layout.boxes[0][2] == pytest.approx(0.72)
-
-
 def test_a_fit_that_would_break_a_size_word_goes_part_of_the_way_and_says_so():
     # A tall-ish "large" star: scaled so its longer side is 0.44 it would cover less than a "large" box must (0.16).
     layout = Layout.parse(raw((0.28, 0.44, 0.64, 0.95), names=["star"]))
