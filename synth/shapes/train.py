@@ -944,8 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", default=None, help="'STEP:LEVEL=W,...;...' mixture of curriculum levels from each"
                    f" step on; default (unet) {UNET_CURRICULUM!r}, (gligen) {GLIGEN_CURRICULUM!r}")
     p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
-    p.add_argument("--aux-maps", choices=("mean", "each"), default="mean",
-                   help="(unet) align the map averaged over the 16x16 layers, or each layer's map (what guidance averages)")
+    p.add_argument("--aux-maps", choices=("mean", "each"), default="each",
+                   help="(unet) align each 16x16 layer's map (what guidance averages), or only their average (steps 0-16000)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
