@@ -478,6 +478,11 @@ def _room_factor(box: Box) -> float:
     return min(min(cx, 1 - cx) / hw, min(cy, 1 - cy) / hh)
 
 
+def _axis_gaps(a: Box, b: Box) -> tuple[float, float]:
+    """The gaps between two boxes along x and along y (negative where their extents overlap on that axis)."""
+    return max(a[0], b[0]) - min(a[2], b[2]), max(a[1], b[1]) - min(a[3], b[3])
+
+
 def _gap_factors(boxes: list[Box], min_gap: float, floors: list[float]) -> list[float]:
     """Per box, the factor that gives every non-overlapping pair ``min_gap`` along the axis that separates it.
 
@@ -487,7 +492,7 @@ def _gap_factors(boxes: list[Box], min_gap: float, floors: list[float]) -> list[
     for i, a in enumerate(boxes):
         for j in range(i + 1, len(boxes)):
             b = boxes[j]
-            gaps = (max(a[0], b[0]) - min(a[2], b[2]), max(a[1], b[1]) - min(a[3], b[3]))
+            gaps = _axis_gaps(a, b)
             axis = 0 if gaps[0] >= gaps[1] else 1
             if gaps[axis] < 0 or gaps[axis] >= min_gap:  # overlapping (kept by the checker) or far enough
                 continue
@@ -501,28 +506,26 @@ def _gap_factors(boxes: list[Box], min_gap: float, floors: list[float]) -> list[
 
 def _box_gap(a: Box, b: Box) -> float:
     """How far apart two boxes are along the axis that separates them most (negative: they overlap)."""
-    return max(max(a[0], b[0]) - min(a[2], b[2]), max(a[1], b[1]) - min(a[3], b[3]))
-
-
-def _lookalike(a: LayoutObject, b: LayoutObject, spec: PromptSpec | None) -> bool:
-    """Whether two objects share a color or material word of ``spec`` (without one: the same phrase)."""
-    if spec is None:
-        return a.phrase == b.phrase
-    attributes = {word for o in spec.objects for word in o.attributes}
-    return bool(attributes & set(a.phrase.split()) & set(b.phrase.split()))
+    return max(_axis_gaps(a, b))
 
 
 def _pair_gaps(objects: Sequence[LayoutObject], originals: Sequence[Box], spec: PromptSpec | None,
                min_gap: float) -> dict[tuple[int, int], float]:  # fmt: skip
-    """The gap each pair of boxes must keep: ``min_gap``, twice that between look-alike objects.
+    """The gap each pair of boxes must keep: ``min_gap``, twice that between look-alike objects (sharing
+    a color or material word of ``spec``; without one, the same phrase).
 
     Pairs whose planned boxes overlapped keep no gap: the checker kept that overlap on purpose.
     """
+    if spec is None:
+        looks = [{o.phrase} for o in objects]
+    else:
+        attributes = {word for o in spec.objects for word in o.attributes}
+        looks = [attributes & set(o.phrase.split()) for o in objects]
     gaps = {}
     for i in range(len(objects)):
         for j in range(i + 1, len(objects)):
             if _box_gap(originals[i], originals[j]) >= 0:
-                gaps[i, j] = min_gap * (2 if _lookalike(objects[i], objects[j], spec) else 1)
+                gaps[i, j] = min_gap * (2 if looks[i] & looks[j] else 1)
     return gaps
 
 
@@ -538,7 +541,7 @@ def _spread_rows(boxes: list[Box], gaps: dict[tuple[int, int], float], low: floa
     width = [b[2] - b[0] for b in boxes]
 
     def gap(i: int, j: int) -> float | None:
-        rows_meet = min(boxes[i][3], boxes[j][3]) > max(boxes[i][1], boxes[j][1])
+        rows_meet = _axis_gaps(boxes[i], boxes[j])[1] < 0
         return gaps.get((min(i, j), max(i, j))) if rows_meet else None
 
     for k, i in enumerate(order):  # push right, past the boxes on the left
@@ -558,7 +561,7 @@ def _stagger(boxes: list[Box], gaps: dict[tuple[int, int], float], low: float, h
     out = list(boxes)
     for m in movers:
         around = [(j, g) for (a, b), g in gaps.items() if m in (a, b) and (j := b if a == m else a) not in movers
-                  and max(boxes[m][0], boxes[j][0]) - min(boxes[m][2], boxes[j][2]) < g]  # fmt: skip
+                  and _axis_gaps(boxes[m], boxes[j])[0] < g]  # fmt: skip
         if not around:
             continue
         need = max(g for _, g in around)

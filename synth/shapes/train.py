@@ -416,7 +416,8 @@ def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Ten
     """
     target = torch.bmm(token_objects.float(), object_masks).clamp(max=1.0)  # (B, 77, 256)
     grounded = token_objects.any(-1)  # (B, 77)
-    maps = [p.mean(dim=1) for p in probs] if per_layer else [torch.stack([p.mean(dim=1) for p in probs]).mean(dim=0)]
+    layers = [p.mean(dim=1) for p in probs]  # (B, 256, 77) each
+    maps = layers if per_layer else [torch.stack(layers).mean(dim=0)]
     if not grounded.any():
         return sum(m.sum() for m in maps) * 0.0
     losses = []
