@@ -254,7 +254,8 @@ def run(
     defaults = getattr(synthesizer, "defaults", None)  # a stand-in synthesizer may declare nothing
     fit = defaults.layout_fit() if defaults is not None else {}
     if fit:
-        fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"])
+        fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"],
+                                  size_sides=fit.get("size_sides"))  # fmt: skip
         layout, changes = fitted.layout, [*changes, *fitted.changes]
     seed = settings.seed
     methods = list(settings.methods)

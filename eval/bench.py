@@ -215,16 +215,19 @@ def load_records(out: Path) -> list[dict]:
 class LayoutSource:
     """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk.
 
-    Planned layouts are fitted to ``object_sides`` / ``object_gap`` when the model declares them
+    Planned layouts are fitted to ``object_sides`` / ``object_gap`` / ``size_sides`` when the model declares them
     (:class:`synth.loading.ModelDefaults`); a suite's shipped layouts are used as they are.
     """
 
     def __init__(self, out: Path, planner=None, *, use_shipped: bool = True,
-                 object_sides: tuple[float, float] | None = None, object_gap: float = 0.0):  # fmt: skip
+                 object_sides: tuple[float, float] | None = None, object_gap: float = 0.0,
+                 size_sides: dict[str, tuple[float, float]] | None = None):  # fmt: skip
         self.folder = Path(out) / "layouts"
         self.planner = planner
         self.use_shipped = use_shipped
         self.fit = {"object_sides": object_sides, "object_gap": object_gap} if object_sides else {}
+        if object_sides and size_sides:
+            self.fit["size_sides"] = size_sides
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
         from layout.planners import get_planner, plan_layout
@@ -237,6 +240,8 @@ class LayoutSource:
         if not shipped and self.fit:
             low, high = self.fit["object_sides"]
             source += f", fitted to object sides {low:g}-{high:g}, gap {self.fit['object_gap']:g}"
+            for word, (a, b) in sorted(self.fit.get("size_sides", {}).items()):
+                source += f", {word} {a:g}-{b:g}"
         path = self.folder / f"{item.key}.json"
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))

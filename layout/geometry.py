@@ -24,9 +24,10 @@ Deterministic: candidates are tried in a fixed order and pairs worst-first with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -601,6 +602,29 @@ def _keep_gaps(
     return objects, [f"left closer than the model's object gap: {pairs} (no move keeps what the prompt asks)"]
 
 
+def _size_aims(longest: Sequence[float], phrases: Sequence[str], sides: tuple[float, float],
+               size_sides: Mapping[str, tuple[float, float]] | None) -> list[tuple[str | None, float, float]]:  # fmt: skip
+    """Per box: (size word or None, the longer side to scale to, the least side a gap may shrink it to).
+
+    Without ``size_sides`` a box keeps its side if it lies within ``sides``, else takes the nearer end.
+    With them, a box aims at the geometric mean of its size word's range: an object drawn anywhere in
+    ``[a, b]`` inside a box of side ``sqrt(a * b)`` has the best worst-case IoU, ``a / b``. A phrase without
+    a size word leaves the model free to draw either size, so its box takes the word whose aim is nearest
+    (in ratio) to the box's side within ``sides``, and composition picks a drawing of that size.
+    """
+    low, high = sides
+    aims = []
+    for side, phrase in zip(longest, phrases):
+        kept = min(max(side, low), high)
+        if not size_sides:
+            aims.append((None, kept, low))
+            continue
+        said = [w for w in phrase.lower().split() if w in size_sides]
+        word = said[0] if said else min(size_sides, key=lambda w: abs(math.log(kept / math.sqrt(math.prod(size_sides[w])))))
+        aims.append((word, math.sqrt(math.prod(size_sides[word])), size_sides[word][0]))
+    return aims
+
+
 def fit_object_sizes(
     layout: Layout,
     spec: PromptSpec | None = None,
@@ -608,14 +632,18 @@ def fit_object_sizes(
     sides: tuple[float, float],
     min_gap: float = 0.0,
     margin: float = 0.0,
+    size_sides: Mapping[str, tuple[float, float]] | None = None,
 ) -> CheckResult:
     """Scale boxes about their centres to the sizes a model draws objects at (its ``scenewright.json``).
 
     A planner sizes boxes for photographs (a lone object fills most of the canvas); a model trained on
     one world draws its objects within a range of sizes, and an object cannot fill a box much larger than
     it. Each box's longer side is brought into ``sides = (low, high)`` (fractions of the canvas, aspect
-    kept), then boxes that do not overlap but lie closer than ``min_gap`` shrink (never below ``low``)
-    until the gap is met, so that objects drawn in them do not touch. Centres do not move while scaling,
+    kept), or, where the model declares the sides it draws each size word at (``size_sides``, e.g.
+    ``{"small": (0.19, 0.25), "large": (0.33, 0.44)}``), scaled to the middle of its phrase's word's range
+    (a phrase without one: the word nearest its size). Then boxes that do not overlap but lie closer than
+    ``min_gap`` shrink (never below ``low``, or their word's least side) until the gap is met, so that
+    objects drawn in them do not touch. Centres do not move while scaling,
     so every relation judged by centres (LMD's convention) still holds; a box whose fit would break
     another requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part
     of the way, or left as it was.
@@ -633,11 +661,20 @@ def fit_object_sizes(
         raise ValueError(f"`sides` must be (low, high) with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}")
     if not 0 <= min_gap < 0.5:
         raise ValueError(f"`min_gap` must be in [0, 0.5) (a fraction of the canvas), got {min_gap!r}")
+    for word, (a, b) in (size_sides or {}).items():
+        if not 0 < a <= b <= 1:
+            raise ValueError(f"`size_sides[{word!r}]` must be (low, high) with 0 < low <= high <= 1 (fractions of the canvas), got {(a, b)!r}")
+    if spec is not None and size_sides:
+        # A size word the model declares means the sides the model draws it at, not the area bound that
+        # layout checks give it for photographs ("large": 16% of the canvas, more than the world's 21 px).
+        spec = dataclasses.replace(spec, objects=tuple(
+            dataclasses.replace(o, size=None) if o.size in size_sides else o for o in spec.objects))  # fmt: skip
     originals = [o.box for o in layout.objects]
     longest = [max(b[2] - b[0], b[3] - b[1]) for b in originals]
     room = [_room_factor(b) for b in originals]
-    factors = [min(min(max(s, low), high) / s, r) for s, r in zip(longest, room)]
-    floors = [min(low / s, f) for s, f in zip(longest, factors)]
+    aims = _size_aims(longest, [o.phrase for o in layout.objects], sides, size_sides)
+    factors = [min(aim / s, r) for s, (_, aim, _), r in zip(longest, aims, room)]
+    floors = [min(least / s, f) for s, (_, _, least), f in zip(longest, aims, factors)]
     if min_gap > 0:
         sized = [_scaled(b, f) for b, f in zip(originals, factors)]
         factors = [f * g for f, g in zip(factors, _gap_factors(sized, min_gap, [fl / f for fl, f in zip(floors, factors)]))]
@@ -654,7 +691,8 @@ def fit_object_sizes(
             if set(_failure_keys(spec, layout, trial, margin)) <= baseline:
                 objects = trial
                 how = "" if fraction == 1.0 else f" ({fraction:.0%} of the way: further breaks what the prompt asks)"
-                changes.append(f"{_label(i, obj.name)}: scaled to the model's object sizes{how}, "
+                sizes = "object sizes" if aims[i][0] is None else f"size for {aims[i][0]!r} objects"
+                changes.append(f"{_label(i, obj.name)}: scaled to the model's {sizes}{how}, "
                                f"{_fmt(obj.box)} -> {_fmt(objects[i].box)}")  # fmt: skip
                 break
         else:

@@ -76,6 +76,7 @@ def plan_layout(
     feedback: str | None = None,
     object_sides: tuple[float, float] | None = None,
     object_gap: float = 0.0,
+    size_sides: dict[str, tuple[float, float]] | None = None,
     **check_options,
 ) -> tuple[Layout, list[str]]:
     """Plan ``prompt`` with ``planner`` (an instance or a name), then check and repair the layout.
@@ -86,7 +87,7 @@ def plan_layout(
 
     Returns ``(layout, changes)``; ``changes`` lists the geometry checker's repairs (empty with
     ``check=False``). ``check_options`` go to :func:`layout.geometry.check_layout` (``min_size``,
-    ``max_overlap``, ...). ``object_sides`` / ``object_gap`` (what the synthesis model declares,
+    ``max_overlap``, ...). ``object_sides`` / ``object_gap`` / ``size_sides`` (what the synthesis model declares,
     :class:`synth.loading.ModelDefaults`) then fit the checked boxes to the sizes the model draws
     (:func:`layout.geometry.fit_object_sizes`). Raises :class:`~layout.schema.LayoutError` when the
     layout cannot be repaired.
@@ -111,7 +112,8 @@ def plan_layout(
     changes = [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]
     if object_sides is None:
         return result.layout, changes
-    fitted = fit_object_sizes(result.layout, spec, sides=object_sides, min_gap=object_gap, margin=check_options.get("margin", 0.0))
+    fitted = fit_object_sizes(result.layout, spec, sides=object_sides, min_gap=object_gap,
+                              margin=check_options.get("margin", 0.0), size_sides=size_sides)  # fmt: skip
     return fitted.layout, [*changes, *fitted.changes]
 
 

@@ -43,10 +43,11 @@ GUIDANCE_DEFAULTS_FILE = "scenewright.json"
 class ModelDefaults:
     """What a model folder's ``scenewright.json`` may declare; SD 1.x/2.x's values otherwise.
 
-    The embedded shapes model declares all five: its cross-attention was trained at the latent's own 16x16
+    The embedded shapes model declares all six: its cross-attention was trained at the latent's own 16x16
     (``attention_downscale: 1``); classifier-free guidance above ~2 shifts its colors (blue to purple,
     orange to yellow) and noises its background, so ``guidance_scale: 2.0``; its world's objects are
-    12-28 px of 64, so planned boxes are fitted to ``object_sides`` 0.19-0.44, ``object_gap`` 0.0625 apart;
+    12-28 px of 64, "small" ones 12-16 px and "large" ones 21-28 px, so planned boxes are fitted to
+    ``object_sides`` 0.19-0.44 and ``size_sides``, ``object_gap`` 0.0625 apart;
     and its caption re-forms composed objects less the later it takes over, so ``composition_steps: 0.7``.
     """
 
@@ -58,6 +59,9 @@ class ModelDefaults:
     #: ``(low, high)``: the longer side of the objects the model draws, as fractions of the canvas; planned
     #: layouts are fitted to it (:func:`layout.geometry.fit_object_sizes`). None (SD): any size.
     object_sides: tuple[float, float] | None = None
+    #: ``{size word: (low, high)}``: the longer side of the objects the model draws for each size word
+    #: ("small", "large"); a fitted box aims at the middle of its word's range. None: ``object_sides`` only.
+    size_sides: dict[str, tuple[float, float]] | None = None
     #: least gap between the boxes of a fitted layout (fraction of the canvas), so drawn objects do not touch.
     object_gap: float = 0.0
     #: share of the denoising steps LMD's latent composition pastes the objects' own latents for
@@ -67,7 +71,10 @@ class ModelDefaults:
     def layout_fit(self) -> dict:
         """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` for this model; {} when it
         declares no object sizes (planned boxes are then drawn as they are)."""
-        return {"object_sides": self.object_sides, "object_gap": self.object_gap} if self.object_sides else {}
+        if not self.object_sides:
+            return {}
+        fit = {"object_sides": self.object_sides, "object_gap": self.object_gap}
+        return {**fit, "size_sides": self.size_sides} if self.size_sides else fit
 
 
 def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
@@ -107,10 +114,21 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
                 f"{path}: `object_sides` must be [low, high] with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}"
             )
         sides = (float(sides[0]), float(sides[1]))
+    words = declared.get("size_sides")
+    if words is not None:
+        def valid(pair) -> bool:
+            return isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair)) and 0 < pair[0] <= pair[1] <= 1
+
+        if sides is None or not isinstance(words, dict) or not words or not all(map(valid, words.values())):
+            raise ModelNotAvailableError(
+                f"{path}: `size_sides` must map size words to [low, high] with 0 < low <= high <= 1 (fractions of the "
+                f"canvas), e.g. {{\"small\": [0.19, 0.25]}}, and needs `object_sides`; got {words!r}"
+            )
+        words = {str(w).lower(): (float(a), float(b)) for w, (a, b) in words.items()}
     gap = number("object_gap", lambda v: 0 <= v < 0.5, "a number in [0, 0.5) (a fraction of the canvas)")
     share = number("composition_steps", lambda v: 0 < v <= 1, "a share of the steps in (0, 1]")
-    return ModelDefaults(attention_downscale=downscale, guidance_scale=scale, object_sides=sides, object_gap=gap,
-                         composition_steps=share)  # fmt: skip
+    return ModelDefaults(attention_downscale=downscale, guidance_scale=scale, object_sides=sides, size_sides=words,
+                         object_gap=gap, composition_steps=share)  # fmt: skip
 
 
 def _is_number(value: object) -> bool:

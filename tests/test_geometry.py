@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -370,20 +371,59 @@ def test_a_fit_that_would_break_a_size_word_goes_part_of_the_way_and_says_so():
     assert unrelated.height == pytest.approx(0.44)
 
 
+SHAPES_WORDS = {"small": (12 / 64, 16 / 64), "large": (21 / 64, 28 / 64)}  # what the shapes world draws each word at
+
+
+def test_a_declared_size_word_aims_its_box_at_the_middle_of_that_words_sides():
+    # An object drawn anywhere in [a, b] has the best worst-case IoU with a box of side sqrt(a * b): a 12-16 px
+    # "small" star in the planner's 18 px box scores IoU 0.44 when drawn at 12 px, in a 13.9 px one 0.75.
+    layout = Layout(prompt="t", objects=[
+        {"name": "star", "phrase": "a small green star", "box": (0.05, 0.05, 0.33, 0.33)},
+        {"name": "circle", "phrase": "a large red circle", "box": (0.4, 0.3, 0.98, 0.88)},
+    ])  # fmt: skip
+    spec = PromptSpec("t", (ObjectSpec("star", 1, "a small green star", ("green",), "small"),
+                            ObjectSpec("circle", 1, "a large red circle", ("red",), "large")), ())  # fmt: skip
+    result = fit_object_sizes(layout, spec, sides=(0.1875, 0.4375), size_sides=SHAPES_WORDS)
+    small, large = result.layout.boxes
+    assert small[2] - small[0] == pytest.approx(math.sqrt(12 * 16) / 64)
+    # 24.2 px covers 14% of the canvas, less than a photograph's "large" box must (16%): the model's word wins.
+    assert large[2] - large[0] == pytest.approx(math.sqrt(21 * 28) / 64) and not size_holds(spec.objects[1], result.layout.objects[1])
+    assert "size for 'small' objects" in result.changes[0] and "size for 'large' objects" in result.changes[1]
+    assert all(centre(a) == pytest.approx(centre(b)) for a, b in zip(result.layout.boxes, layout.boxes))
+    # Without declared words the 18 px box already lies within the model's sides and is kept.
+    assert fit_object_sizes(layout, spec, sides=(0.1875, 0.4375)).layout.boxes[0] == pytest.approx(layout.boxes[0])
+
+
+def test_an_object_without_a_size_word_takes_the_declared_size_nearest_its_box():
+    # 19.2 px lies nearer (in ratio) the "large" middle 24.2 px than the "small" 13.9 px; 15 px nearer "small".
+    layout = Layout(prompt="t", objects=[
+        {"name": "circle", "phrase": "a green circle", "box": (0.05, 0.05, 0.35, 0.35)},
+        {"name": "star", "phrase": "a red star", "box": (0.6, 0.6, 0.6 + 15 / 64, 0.6 + 15 / 64)},
+    ])  # fmt: skip
+    result = fit_object_sizes(layout, None, sides=(0.1875, 0.4375), size_sides=SHAPES_WORDS)
+    widths = [b[2] - b[0] for b in result.layout.boxes]
+    assert widths == pytest.approx([math.sqrt(21 * 28) / 64, math.sqrt(12 * 16) / 64])
+
+
 def test_bad_fit_arguments_name_the_argument():
     layout = Layout.parse(raw((0.1, 0.1, 0.5, 0.5)))
     with pytest.raises(ValueError, match="`sides`"):
         fit_object_sizes(layout, sides=(0.5, 0.2))
     with pytest.raises(ValueError, match="`min_gap`"):
         fit_object_sizes(layout, sides=(0.2, 0.5), min_gap=0.7)
+    with pytest.raises(ValueError, match=r"`size_sides\['small'\]`"):
+        fit_object_sizes(layout, sides=(0.2, 0.5), size_sides={"small": (0.3, 0.1)})
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(layout_and_spec(), st.floats(0.05, 0.5), st.floats(0.0, 0.5), st.sampled_from([0.0, 0.03, 0.1]))
-def test_fitting_keeps_centres_canvas_and_every_requirement_that_held(case, low, extra, gap):
+@given(layout_and_spec(), st.floats(0.05, 0.5), st.floats(0.0, 0.5), st.sampled_from([0.0, 0.03, 0.1]), st.booleans())
+def test_fitting_keeps_centres_canvas_and_every_requirement_that_held(case, low, extra, gap, declared_words):
     layout, spec = case
     sides = (low, min(low + extra, 1.0))
-    result = fit_object_sizes(layout, spec, sides=sides, min_gap=gap)
+    words = SHAPES_WORDS if declared_words else None
+    result = fit_object_sizes(layout, spec, sides=sides, min_gap=gap, size_sides=words)
+    if words:  # a declared word means the model's sides, not a photograph's area bound
+        spec = replace(spec, objects=tuple(replace(o, size=None) if o.size in words else o for o in spec.objects))
     after = result.layout
     assert after.names == layout.names
     moved = {int(line.split("]")[0].split("[")[1]) for line in result.changes if "moved clear of" in line}

@@ -331,13 +331,17 @@ def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_
     torch.testing.assert_close(by_default, loaded.generate("a cat", guidance_scale=3.0, **kwargs).images)
     assert (by_default - loaded.generate("a cat", guidance_scale=7.5, **kwargs).images).abs().max() > 0
     # Object sizes for the planners' boxes: [low, high] of the canvas, and a gap.
-    (folder / "scenewright.json").write_text(json.dumps({"object_sides": [0.2, 0.4], "object_gap": 0.05, "composition_steps": 1}))
+    (folder / "scenewright.json").write_text(json.dumps({"object_sides": [0.2, 0.4], "object_gap": 0.05, "composition_steps": 1,
+                                                         "size_sides": {"Small": [0.2, 0.25]}}))  # fmt: skip
     declared = Synthesizer.from_pretrained(str(folder)).defaults
     assert (declared.object_sides, declared.object_gap, declared.composition_steps) == ((0.2, 0.4), 0.05, 1.0)
+    assert declared.size_sides == {"small": (0.2, 0.25)} and declared.layout_fit()["size_sides"] == declared.size_sides
     for bad, message in (({"attention_downscale": 0}, "must be a positive int"), ({"guidance_scale": "high"}, "number in"),
                          ({"cfg": 2}, r"unknown key\(s\) \['cfg'\]"), ([1, 2], "not a JSON object"),
                          ({"object_sides": [0.5, 0.2]}, r"`object_sides` must be \[low, high\]"),
                          ({"object_sides": 0.3}, "`object_sides`"), ({"object_gap": -1}, "`object_gap` must be"),
+                         ({"object_sides": [0.1, 0.5], "size_sides": {"small": [0.3, 0.2]}}, "`size_sides` must map"),
+                         ({"size_sides": {"small": [0.1, 0.2]}}, "needs `object_sides`"),
                          ({"composition_steps": 0}, r"`composition_steps` must be a share of the steps in \(0, 1\]")):  # fmt: skip
         (folder / "scenewright.json").write_text(json.dumps(bad))
         with pytest.raises(ModelNotAvailableError, match=message):
@@ -353,7 +357,8 @@ _json_values = st.recursive(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.sampled_from(["attention_downscale", "guidance_scale", "object_sides", "object_gap",
-                                        "composition_steps", "_why", "cfg"]), _json_values, max_size=4))  # fmt: skip
+                                        "composition_steps", "size_sides", "_why", "cfg"]),
+                       _json_values | st.dictionaries(st.text(max_size=5), _json_values, max_size=2), max_size=4))  # fmt: skip
 def test_any_scenewright_json_gives_defaults_or_an_error_naming_the_key(tmp_path_factory, declared):
     import json
 
@@ -370,3 +375,4 @@ def test_any_scenewright_json_gives_defaults_or_an_error_naming_the_key(tmp_path
     low_high = defaults.object_sides
     assert low_high is None or 0 < low_high[0] <= low_high[1] <= 1
     assert 0 <= defaults.object_gap < 0.5 and 0 < defaults.composition_steps <= 1
+    assert defaults.size_sides is None or (low_high and all(0 < a <= b <= 1 for a, b in defaults.size_sides.values()))

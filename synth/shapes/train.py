@@ -49,13 +49,15 @@ UNET_CURRICULUM = "0:0=1;1000:0=0.3,1=0.7;3000:0=0.1,1=0.3,2=0.6"  # 1 large obj
 GLIGEN_CURRICULUM = "0:0=0.1,1=0.3,2=0.6"  # written into an exported folder: the step it was exported at
 #: What an export declares in scenewright.json. The auxiliary loss shapes the cross-attention at the latent's own
 #: grid, so guidance reads that one; above ~2, classifier-free guidance shifts colors and noises the canvas;
-#: the world draws objects 12-28 px on its 64 px canvas, so planned boxes are fitted to those sides, a latent
+#: the world draws objects 12-28 px on its 64 px canvas ("small" 12-16, "large" 21-28), so planned boxes are
+#: fitted to those sides (a box of the object's size word aims at the middle of the word's range), a latent
 #: cell (4 px) apart so that neighbours drawn at those sizes do not touch and merge; LMD's composition keeps
 #: the objects' own latents for 70% of the steps, as the caption's later steps re-form multi-object scenes.
 SHAPES_MODEL_DEFAULTS = ModelDefaults(
     attention_downscale=1,
     guidance_scale=2.0,
     object_sides=(SIZE_RANGE["small"][0] / CANVAS, SIZE_RANGE["large"][1] / CANVAS),
+    size_sides={word: (low / CANVAS, high / CANVAS) for word, (low, high) in SIZE_RANGE.items()},
     object_gap=LATENT_GAP,
     composition_steps=0.7,
 )
@@ -700,7 +702,8 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
         **asdict(SHAPES_MODEL_DEFAULTS),
         "_why": f"cross-attention trained to follow object masks at the latent's own {LATENT_SIZE}x{LATENT_SIZE} "
         "(not SD's latent / 4); CFG above ~2 shifts colors (blue to purple, orange to yellow) and noises the canvas; "
-        "the world's objects are 12-28 px of 64, so planned boxes are fitted to that, a latent cell apart; "
+        "the world's objects are 12-28 px of 64 ('small' 12-16, 'large' 21-28), so planned boxes are fitted to "
+        "the middle of their size word's range, a latent cell apart; "
         "composition keeps the objects' latents for 70% of the steps (the caption re-forms multi-object scenes)",
     }
     (Path(out_dir) / GUIDANCE_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
