@@ -4,7 +4,7 @@ Where a model will not move an object that has begun to form (the embedded shape
 noise alone decides positions, and attention guidance does not change that), draw each object alone
 and move it: every layout object is generated from its own phrase (``candidates`` seeds, the scene's
 sampler and step count; up to ``rounds`` batches of them while no drawing fits inside the box's cells),
-the candidate whose extent best fits the planned box is kept, its whole denoising trajectory is shifted
+the candidate whose extent, centred on the planned box, overlaps it most (IoU) is kept, its whole denoising trajectory is shifted
 (``torch.roll``, whole latent cells) so the object's centre lands on the box centre, and for the first
 ``steps`` share of the scene's steps (LMD's half, unless the model declares its own
 ``composition_steps``) the scene's latents take the object's latents inside its mask (a later object
@@ -49,7 +49,8 @@ class CompositionOptions:
 
     steps: float | None = None  # share of the steps that take the objects' latents; None: the model's (LMD's 0.5)
     candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
-    rounds: int = 3  # batches of `candidates` drawn per object at most, while none fits inside its box's cells
+    rounds: int = 3  # batches of `candidates` drawn per object at most, while none fits its box (`fit_iou`, cells)
+    fit_iou: float = 0.5  # a drawing fits its box when, centred on it, its extent has this IoU with the box (the bench's)
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
     mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention
@@ -65,6 +66,8 @@ class CompositionOptions:
                 raise ValueError(f"composition `{name}` must be an int >= 1 ({what}), got {value!r}")
         if self.background not in ("object", "scene"):
             raise ValueError(f"composition `background` must be 'object' or 'scene', got {self.background!r}")
+        if not 0.0 <= self.fit_iou <= 1.0:
+            raise ValueError(f"composition `fit_iou` must lie in [0, 1], got {self.fit_iou!r}")
         if not 0.0 < self.attention_threshold < 1.0:
             raise ValueError(f"composition `attention_threshold` must lie in (0, 1), got {self.attention_threshold!r}")
         if not 0 <= self.mask_timestep < 1000:
@@ -141,8 +144,11 @@ def _extent(mask: torch.Tensor) -> tuple[float, float, float, float] | None:
     return (xs.min().item() / w, ys.min().item() / h, (xs.max().item() + 1) / w, (ys.max().item() + 1) / h)
 
 
-def _size_misfit(extent: tuple[float, float, float, float], box: tuple[float, float, float, float]) -> float:
-    return abs((extent[2] - extent[0]) - (box[2] - box[0])) + abs((extent[3] - extent[1]) - (box[3] - box[1]))
+def _centred_iou(extent: tuple[float, float, float, float], box: tuple[float, float, float, float]) -> float:
+    """IoU of ``box`` with an object of this extent moved to the box's centre (what the scene is scored by)."""
+    (w, h), (bw, bh) = (extent[2] - extent[0], extent[3] - extent[1]), (box[2] - box[0], box[3] - box[1])
+    inter = min(w, bw) * min(h, bh)
+    return inter / (w * h + bw * bh - inter)
 
 
 def _fits_cells(extent: tuple[float, float, float, float], box: tuple[float, float, float, float], h: int, w: int) -> bool:
@@ -201,6 +207,13 @@ class _Drawn:
     instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
     core: torch.Tensor | None = None  # (1, 1, h, w) bool: the cells the object touches
     object_mask: np.ndarray | None = None  # (H, W) bool: the segmenter's mask of the object, in image pixels
+    pixel_extent: tuple[float, float, float, float] | None = None  # the object mask's box (normalized), if segmented
+
+
+def _fits(drawing: _Drawn, box: tuple[float, float, float, float], h: int, w: int, fit_iou: float) -> bool:
+    """One instance, inside the box's cells, and (centred) overlapping the box by at least ``fit_iou``."""
+    extent = drawing.pixel_extent or drawing.extent
+    return drawing.instances == 1 and _fits_cells(drawing.extent, box, h, w) and _centred_iou(extent, box) >= fit_iou
 
 
 def _busyness(image: np.ndarray, mask: np.ndarray) -> float:
@@ -229,7 +242,7 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
         centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
         found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None],
-                            object_mask=np.asarray(mask, dtype=bool)))  # fmt: skip
+                            object_mask=np.asarray(mask, dtype=bool), pixel_extent=_extent(torch.from_numpy(np.asarray(mask, dtype=bool)))))  # fmt: skip
     return found
 
 
@@ -274,9 +287,9 @@ def compose_layout(
                 found[k] += _segmented(drawn, rows, objects[k].phrase, options.segmenter, (h, w))
             else:
                 found[k] += _attended(synthesizer, drawn, rows, objects[k], options)
-        # Another batch only for objects none of whose drawings shows it once, inside its box's cells.
-        pending = [k for k in pending
-                   if not any(d.instances == 1 and _fits_cells(d.extent, objects[k].box, h, w) for d in found[k])]  # fmt: skip
+        # Another batch only for objects none of whose drawings shows it once, inside its box's cells and
+        # filling the box (a model free to draw an unsized object small or large may miss the box's size).
+        pending = [k for k in pending if not any(_fits(d, objects[k].box, h, w, options.fit_iou) for d in found[k])]
         if not pending:
             break
     placed, chosen = [], []
@@ -284,7 +297,7 @@ def compose_layout(
         if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
         best = min(drawings, key=lambda d: (d.instances != 1, not _fits_cells(d.extent, obj.box, h, w),
-                                            _size_misfit(d.extent, obj.box)))  # fmt: skip
+                                            -_centred_iou(d.pixel_extent or d.extent, obj.box)))  # fmt: skip
         tx, ty = (obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2
         dy, dx = round((ty - best.centre[1]) * h), round((tx - best.centre[0]) * w)
         # A segmented object brings its own cells; an attended one sits centred in its box: paste the box.

@@ -131,6 +131,43 @@ def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
     assert len(calls) == 4 and again.objects[0].core.sum() == 6 * 6  # the second round fits: no third
     cells = again.objects[0].core[0, 0].nonzero()
     assert cells.min(0).values.tolist() == [9, 9] and cells.max(0).values.tolist() == [14, 14]  # centred in the box
+    # A 4 px drawing lies inside the box's cells but, centred, fills a sixteenth of it (IoU 0.06 < `fit_iou`):
+    # another round is drawn, as for a model that drew an unsized object small in a box planned large.
+    calls.clear()
+
+    def growing(image, phrase):
+        calls.append(phrase)
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        side = 4 if len(calls) <= 2 else 14
+        mask[:side, :side] = True
+        return [mask]
+
+    grown = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=growing), **kwargs)
+    assert len(calls) == 4 and grown.objects[0].core.sum() == 7 * 7
+    calls.clear()
+    lenient = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=growing, fit_iou=0.0), **kwargs)
+    assert len(calls) == 2 and lenient.objects[0].core.sum() == 2 * 2  # cells alone: the first round is enough
+
+
+def test_the_drawing_kept_is_the_one_whose_pixels_fit_the_box_best(syn):
+    # Drawings of 10 px and 9 px touch the same 5 latent cells (2 px each); only their pixels tell which
+    # one, centred in the 9 px box, scores the higher IoU: the second seed's.
+    calls = []
+
+    def two_sizes(image, phrase):
+        calls.append(phrase)
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        side = 10 if len(calls) % 2 else 9
+        mask[:side, :side] = True
+        return [mask]
+
+    layout = _layout(box=(0.25, 0.25, 0.25 + 9 / 64, 0.25 + 9 / 64))
+    kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
+    placed = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=two_sizes), **kwargs)
+    assert len(calls) == 2 and placed.objects[0].core.sum() == 5 * 5
+    second = syn.generate(layout.objects[0].phrase, num_inference_steps=2, guidance_scale=5.0, seed=3 * 1009 + 7919 + 1,
+                          output_type="latent", return_trajectory=True)  # fmt: skip
+    torch.testing.assert_close(placed.objects[0].trajectory[0], shift_latents(second.trajectory[0], *placed.objects[0].shift))
 
 
 def test_the_canvas_is_the_drawing_calmest_outside_its_object(syn):
@@ -201,7 +238,7 @@ def test_composition_puts_the_shapes_models_object_in_a_box_it_did_not_draw_ther
     "bad, message",
     [({"steps": 0.0}, "steps"), ({"steps": 1.5}, "steps"), ({"candidates": 0}, "candidates"),
      ({"candidates": True}, "candidates"), ({"rounds": 0}, "rounds"), ({"rounds": 1.5}, "rounds"),
-     ({"background": "noise"}, "background"),
+     ({"background": "noise"}, "background"), ({"fit_iou": 1.5}, "fit_iou"),
      ({"attention_threshold": 1.0}, "attention_threshold"), ({"mask_timestep": 1000}, "mask_timestep")],
 )  # fmt: skip
 def test_bad_options_name_the_field(bad, message):
