@@ -3,9 +3,10 @@
 Where a model will not move an object that has begun to form (the embedded shapes model: the initial
 noise alone decides positions, and attention guidance does not change that), draw each object alone
 and move it: every layout object is generated from its own phrase (``candidates`` seeds, the scene's
-sampler and step count; up to ``rounds`` batches of them while no drawing fits inside the box's cells),
-the candidate whose extent, centred on the planned box, overlaps it most (IoU) is kept, its whole denoising trajectory is shifted
-(``torch.roll``, whole latent cells) so the object's centre lands on the box centre, and for the first
+sampler and step count; up to ``rounds`` batches of them while no drawing fits inside the box's cells
+and, centred on it, overlaps it by ``fit_iou``), the candidate whose extent, centred on the planned box,
+overlaps it most is kept, its whole denoising trajectory is shifted (``torch.roll``, whole latent
+cells) so the object's centre lands on the box centre, and for the first
 ``steps`` share of the scene's steps (LMD's half, unless the model declares its own
 ``composition_steps``) the scene's latents take the object's latents inside its mask (a later object
 over an earlier one, but an object's margin never covers another object's body). The scene's prompt
