@@ -217,6 +217,16 @@ def _fits(drawing: _Drawn, box: tuple[float, float, float, float], h: int, w: in
     return drawing.instances == 1 and _fits_cells(drawing.extent, box, h, w) and _centred_iou(extent, box) >= fit_iou
 
 
+def _preference(drawing: _Drawn, box: tuple[float, float, float, float], h: int, w: int, fit_iou: float) -> tuple:
+    """Sort key of an object's drawings, best first: one instance, inside the box's cells, then the largest of
+    those that fill the box (small objects are the ones the caption's later steps erase or misshape: a 10 px
+    star comes out round), else the highest IoU."""
+    extent = drawing.pixel_extent or drawing.extent
+    fits = _fits(drawing, box, h, w, fit_iou)
+    size = (extent[2] - extent[0]) * (extent[3] - extent[1]) if fits else _centred_iou(extent, box)
+    return drawing.instances != 1, not _fits_cells(drawing.extent, box, h, w), not fits, -size
+
+
 def _busyness(image: np.ndarray, mask: np.ndarray) -> float:
     """Mean absolute deviation from the median color of an (H, W, 3) image outside a (H, W) object mask,
     grown by 2 px (the object's soft edge is not debris)."""
@@ -297,8 +307,7 @@ def compose_layout(
     for obj, drawings in zip(objects, found):
         if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
-        best = min(drawings, key=lambda d: (d.instances != 1, not _fits_cells(d.extent, obj.box, h, w),
-                                            -_centred_iou(d.pixel_extent or d.extent, obj.box)))  # fmt: skip
+        best = min(drawings, key=lambda d: _preference(d, obj.box, h, w, options.fit_iou))
         tx, ty = (obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2
         dy, dx = round((ty - best.centre[1]) * h), round((tx - best.centre[0]) * w)
         # A segmented object brings its own cells; an attended one sits centred in its box: paste the box.

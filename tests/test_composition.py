@@ -149,15 +149,16 @@ def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
     assert len(calls) == 2 and lenient.objects[0].core.sum() == 2 * 2  # cells alone: the first round is enough
 
 
-def test_the_drawing_kept_is_the_one_whose_pixels_fit_the_box_best(syn):
-    # Drawings of 10 px and 9 px touch the same 5 latent cells (2 px each); only their pixels tell which
-    # one, centred in the 9 px box, scores the higher IoU: the second seed's.
+def test_of_the_drawings_that_fill_their_box_the_largest_is_kept(syn):
+    # Drawings of 9 px (first seed) and 10 px (second) touch the same 5 latent cells (2 px each) and both,
+    # centred, fill the 9 px box (IoU 1.0 and 0.81): only their pixels tell them apart, and the larger is
+    # kept (small objects are the ones the caption's later steps erase or misshape).
     calls = []
 
     def two_sizes(image, phrase):
         calls.append(phrase)
         mask = np.zeros(image.shape[:2], dtype=bool)
-        side = 10 if len(calls) % 2 else 9
+        side = 9 if len(calls) % 2 else 10
         mask[:side, :side] = True
         return [mask]
 
