@@ -110,17 +110,24 @@ def test_compose_layout_moves_the_segmented_object_to_its_box_centre(syn):
                           width=64).steps == 3  # fmt: skip
 
 
+def squares(calls: list, side_of):
+    """A fake segmenter that logs its calls: each drawing's object is a top-left square of ``side_of(call number)`` px."""
+
+    def segment(image, phrase):
+        calls.append(phrase)
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        side = side_of(len(calls))
+        mask[:side, :side] = True
+        return [mask]
+
+    return segment
+
+
 def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
     # The fake segmenter finds a 32 px object in the first batch of drawings, a 12 px one afterwards; the box
     # is 16 px (the dummy model's latent is 32x32, 2 px a cell: cells 8-15).
     calls = []
-
-    def shrinking(image, phrase):
-        calls.append(phrase)
-        mask = np.zeros(image.shape[:2], dtype=bool)
-        side = 32 if len(calls) <= 2 else 12
-        mask[:side, :side] = True
-        return [mask]
+    shrinking = squares(calls, lambda n: 32 if n <= 2 else 12)
 
     layout = _layout(box=(0.25, 0.25, 0.5, 0.5))  # 16 px of 64
     kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
@@ -134,13 +141,7 @@ def test_more_rounds_are_drawn_only_while_no_drawing_fits_inside_its_box(syn):
     # A 4 px drawing lies inside the box's cells but, centred, fills a sixteenth of it (IoU 0.06 < `fit_iou`):
     # another round is drawn, as for a model that drew an unsized object small in a box planned large.
     calls.clear()
-
-    def growing(image, phrase):
-        calls.append(phrase)
-        mask = np.zeros(image.shape[:2], dtype=bool)
-        side = 4 if len(calls) <= 2 else 14
-        mask[:side, :side] = True
-        return [mask]
+    growing = squares(calls, lambda n: 4 if n <= 2 else 14)
 
     grown = compose_layout(syn, layout, CompositionOptions(steps=0.5, candidates=2, segmenter=growing), **kwargs)
     assert len(calls) == 4 and grown.objects[0].core.sum() == 7 * 7
@@ -154,13 +155,7 @@ def test_of_the_drawings_that_fill_their_box_the_largest_is_kept(syn):
     # centred, fill the 9 px box (IoU 1.0 and 0.81): only their pixels tell them apart, and the larger is
     # kept (small objects are the ones the caption's later steps erase or misshape).
     calls = []
-
-    def two_sizes(image, phrase):
-        calls.append(phrase)
-        mask = np.zeros(image.shape[:2], dtype=bool)
-        side = 9 if len(calls) % 2 else 10
-        mask[:side, :side] = True
-        return [mask]
+    two_sizes = squares(calls, lambda n: 9 if n % 2 else 10)
 
     layout = _layout(box=(0.25, 0.25, 0.25 + 9 / 64, 0.25 + 9 / 64))
     kwargs = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, height=64, width=64)
