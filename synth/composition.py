@@ -4,9 +4,9 @@ Where a model will not move an object that has begun to form (the embedded shape
 noise alone decides positions, and attention guidance does not change that), draw each object alone
 and move it: every layout object is generated from its own phrase (``candidates`` seeds, the scene's
 sampler and step count; up to ``rounds`` batches of them while no drawing fits inside the box's cells
-and, centred on it, overlaps it by ``fit_iou``), the candidate whose extent, centred on the planned box,
-overlaps it most is kept, its whole denoising trajectory is shifted (``torch.roll``, whole latent
-cells) so the object's centre lands on the box centre, and for the first
+and, centred on it, overlaps it by ``fit_iou``), the largest of the drawings that do is kept (else the
+one of best IoU), its whole denoising trajectory is shifted (``torch.roll``, whole latent cells) so the
+object's centre lands on the box centre, and for the first
 ``steps`` share of the scene's steps (LMD's half, unless the model declares its own
 ``composition_steps``) the scene's latents take the object's latents inside its mask (a later object
 over an earlier one, but an object's margin never covers another object's body). The scene's prompt
@@ -49,7 +49,7 @@ class CompositionOptions:
     """How :func:`compose_layout` draws and places each object (see the module docstring)."""
 
     steps: float | None = None  # share of the steps that take the objects' latents; None: the model's (LMD's 0.5)
-    candidates: int = 5  # seeds drawn per object; a single instance of the best-fitting size is kept
+    candidates: int = 5  # seeds drawn per object; a single instance that fits its box is kept (module docstring)
     rounds: int = 3  # batches of `candidates` drawn per object at most, while none fits its box (`fit_iou`, cells)
     fit_iou: float = 0.5  # a drawing fits its box when, centred on it, its extent has this IoU with the box (the bench's)
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks

@@ -69,8 +69,8 @@ class ModelDefaults:
     composition_steps: float = 0.5
 
     def layout_fit(self) -> dict:
-        """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` for this model; {} when it
-        declares no object sizes (planned boxes are then drawn as they are)."""
+        """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` (and ``size_sides`` where
+        declared) for this model; {} when it declares no object sizes (planned boxes are then drawn as they are)."""
         if not self.object_sides:
             return {}
         fit = {"object_sides": self.object_sides, "object_gap": self.object_gap}
