@@ -225,9 +225,7 @@ class LayoutSource:
         self.folder = Path(out) / "layouts"
         self.planner = planner
         self.use_shipped = use_shipped
-        self.fit = {"object_sides": object_sides, "object_gap": object_gap} if object_sides else {}
-        if object_sides and size_sides:
-            self.fit["size_sides"] = size_sides
+        self.fit = {"object_sides": object_sides, "object_gap": object_gap, "size_sides": size_sides} if object_sides else {}
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
         from layout.planners import get_planner, plan_layout
@@ -240,7 +238,7 @@ class LayoutSource:
         if not shipped and self.fit:
             low, high = self.fit["object_sides"]
             source += f", fitted to object sides {low:g}-{high:g}, gap {self.fit['object_gap']:g}"
-            for word, (a, b) in sorted(self.fit.get("size_sides", {}).items()):
+            for word, (a, b) in sorted((self.fit["size_sides"] or {}).items()):
                 source += f", {word} {a:g}-{b:g}"
         path = self.folder / f"{item.key}.json"
         if path.is_file():

@@ -613,15 +613,16 @@ def _size_aims(longest: Sequence[float], phrases: Sequence[str], sides: tuple[fl
     (in ratio) to the box's side within ``sides``, and composition picks a drawing of that size.
     """
     low, high = sides
+    middles = {word: math.sqrt(a * b) for word, (a, b) in (size_sides or {}).items()}
     aims = []
     for side, phrase in zip(longest, phrases):
         kept = min(max(side, low), high)
-        if not size_sides:
+        if not middles:
             aims.append((None, kept, low))
             continue
-        said = [w for w in phrase.lower().split() if w in size_sides]
-        word = said[0] if said else min(size_sides, key=lambda w: abs(math.log(kept / math.sqrt(math.prod(size_sides[w])))))
-        aims.append((word, math.sqrt(math.prod(size_sides[word])), size_sides[word][0]))
+        said = [w for w in phrase.lower().split() if w in middles]
+        word = said[0] if said else min(middles, key=lambda w: abs(math.log(kept / middles[w])))
+        aims.append((word, middles[word], size_sides[word][0]))
     return aims
 
 

@@ -31,6 +31,7 @@ Measured on the embedded shapes model in synth/shapes/MODEL_CARD.md ("Placing ob
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,20 +209,25 @@ class _Drawn:
     instances: int = 1  # how many of the phrase's objects the drawing shows (segmenter); 1 for attention
     core: torch.Tensor | None = None  # (1, 1, h, w) bool: the cells the object touches
     object_mask: np.ndarray | None = None  # (H, W) bool: the segmenter's mask of the object, in image pixels
-    pixel_extent: tuple[float, float, float, float] | None = None  # the object mask's box (normalized), if segmented
+
+    @functools.cached_property
+    def size_extent(self) -> tuple[float, float, float, float]:
+        """The object's box to judge its size by: its mask's pixels where segmented (latent cells are 4 px on
+        the shapes model, too coarse to tell an 11 px star from a 15 px one), else ``extent``."""
+        return self.extent if self.object_mask is None else _extent(torch.from_numpy(self.object_mask))
 
 
 def _fits(drawing: _Drawn, box: tuple[float, float, float, float], h: int, w: int, fit_iou: float) -> bool:
     """One instance, inside the box's cells, and (centred) overlapping the box by at least ``fit_iou``."""
-    extent = drawing.pixel_extent or drawing.extent
-    return drawing.instances == 1 and _fits_cells(drawing.extent, box, h, w) and _centred_iou(extent, box) >= fit_iou
+    return (drawing.instances == 1 and _fits_cells(drawing.extent, box, h, w)
+            and _centred_iou(drawing.size_extent, box) >= fit_iou)  # fmt: skip
 
 
 def _preference(drawing: _Drawn, box: tuple[float, float, float, float], h: int, w: int, fit_iou: float) -> tuple:
     """Sort key of an object's drawings, best first: one instance, inside the box's cells, then the largest of
     those that fill the box (small objects are the ones the caption's later steps erase or misshape: a 10 px
     star comes out round), else the highest IoU."""
-    extent = drawing.pixel_extent or drawing.extent
+    extent = drawing.size_extent
     fits = _fits(drawing, box, h, w, fit_iou)
     size = (extent[2] - extent[0]) * (extent[3] - extent[1]) if fits else _centred_iou(extent, box)
     return drawing.instances != 1, not _fits_cells(drawing.extent, box, h, w), not fits, -size
@@ -253,7 +259,7 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
         cells = torch.nn.functional.max_pool2d(touched[None, None].float(), 3, 1, 1) > 0
         centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
         found.append(_Drawn(row, drawn, centre, extent, cells, instances=len(masks), core=touched[None, None],
-                            object_mask=np.asarray(mask, dtype=bool), pixel_extent=_extent(torch.from_numpy(np.asarray(mask, dtype=bool)))))  # fmt: skip
+                            object_mask=np.asarray(mask, dtype=bool)))  # fmt: skip
     return found
 
 

@@ -109,17 +109,14 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     scale = number("guidance_scale", lambda v: 0 <= v <= 100, "a number in [0, 100]")
     sides = declared.get("object_sides")
     if sides is not None:
-        if not isinstance(sides, list) or len(sides) != 2 or not all(map(_is_number, sides)) or not 0 < sides[0] <= sides[1] <= 1:
+        if not _is_side_range(sides):
             raise ModelNotAvailableError(
                 f"{path}: `object_sides` must be [low, high] with 0 < low <= high <= 1 (fractions of the canvas), got {sides!r}"
             )
         sides = (float(sides[0]), float(sides[1]))
     words = declared.get("size_sides")
     if words is not None:
-        def valid(pair) -> bool:
-            return isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair)) and 0 < pair[0] <= pair[1] <= 1
-
-        if sides is None or not isinstance(words, dict) or not words or not all(map(valid, words.values())):
+        if sides is None or not isinstance(words, dict) or not words or not all(map(_is_side_range, words.values())):
             raise ModelNotAvailableError(
                 f"{path}: `size_sides` must map size words to [low, high] with 0 < low <= high <= 1 (fractions of the "
                 f"canvas), e.g. {{\"small\": [0.19, 0.25]}}, and needs `object_sides`; got {words!r}"
@@ -129,6 +126,11 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     share = number("composition_steps", lambda v: 0 < v <= 1, "a share of the steps in (0, 1]")
     return ModelDefaults(attention_downscale=downscale, guidance_scale=scale, object_sides=sides, size_sides=words,
                          object_gap=gap, composition_steps=share)  # fmt: skip
+
+
+def _is_side_range(value: object) -> bool:
+    """A JSON ``[low, high]`` of sides as fractions of the canvas: 0 < low <= high <= 1."""
+    return isinstance(value, list) and len(value) == 2 and all(map(_is_number, value)) and 0 < value[0] <= value[1] <= 1
 
 
 def _is_number(value: object) -> bool:
