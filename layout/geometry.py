@@ -434,9 +434,14 @@ def _separate(
                 f"{_label(a, names[a])} and {_label(b, names[b])} overlap {ios[a, b]:.0%} (max {max_overlap:.0%}) "
                 f"and cannot be separated: {reason}; move them apart, make them smaller or raise `max_overlap`"
             )
+    upper = np.triu(ios, 1) > max_overlap + _TOL
+    left = [(int(i), int(j)) for i, j in zip(*np.nonzero(upper)) if (i, j) not in exempt]
+    if not left:  # the budget's last repair was the one that was needed
+        return boxes, _separation_changes(names, start, boxes, partners, max_overlap), kept
+    worst = ", ".join(f"{_label(i, names[i])} and {_label(j, names[j])} ({ios[i, j]:.1%})" for i, j in left)
     raise LayoutError(
-        f"could not separate the overlapping objects of this {n}-object layout within the repair budget; "
-        "spread the boxes out or raise `max_overlap`"
+        f"could not separate the overlapping objects of this {n}-object layout within the repair budget "
+        f"(still over {max_overlap:.0%}: {worst}); spread those boxes out or raise `max_overlap`"
     )
 
 

@@ -253,6 +253,15 @@ def assert_requirements_kept(spec: PromptSpec, before: Layout, after: Layout) ->
                 assert size_holds(object_spec, after.objects[i]), (object_spec, i)
 
 
+def test_a_crowd_the_repair_budget_cannot_separate_names_the_pairs_left_overlapping():
+    # Found by hypothesis: five cats whose pushes keep trading overlap until the budget runs out.
+    boxes = [(0.5, 0.5, 0.90625, 0.875), (0.375, 0.0, 0.625, 0.875), (0.0, 0.0, 0.25, 1.0), (0.125, 0.0, 0.75, 1.0),
+             (0.875, 0.5, 0.9375, 1.0)]  # fmt: skip
+    layout = Layout(prompt="t", objects=[{"name": "cat", "phrase": "a cat", "box": b} for b in boxes])
+    with pytest.raises(LayoutError, match=r"repair budget \(still over 25%: objects\[0\] 'cat' and objects\[3\] 'cat'"):
+        check_layout(layout, PromptSpec("t", (ObjectSpec("cat", 5, "a cat"),), ()))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout_and_spec())
 def test_what_held_before_the_repair_still_holds_after(case):
