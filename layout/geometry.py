@@ -477,11 +477,26 @@ def _scaled(box: Box, factor: float) -> Box:
     return (cx - hw, cy - hh, cx + hw, cy + hh)
 
 
-def _room_factor(box: Box) -> float:
-    """The largest factor ``box`` can be scaled by about its centre and stay on the canvas."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    hw, hh = (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
-    return min(min(cx, 1 - cx) / hw, min(cy, 1 - cy) / hh)
+def _aimed(box: Box, aim: float, word_sides: tuple[float, float] | None) -> Box:
+    """``box`` with its longer side scaled to ``aim`` about its centre, then slid onto the canvas.
+
+    With ``word_sides`` (the range the model draws the box's size word at) the shorter side is then brought
+    into that range too: the shapes world draws every object inside a square, while a planner stretches a
+    "large" box in a crowded row to a photograph's area (a 10 x 21 px box that a 24 px triangle overflows).
+    """
+    w, h = box[2] - box[0], box[3] - box[1]
+    scale = aim / max(w, h)
+    w, h = w * scale, h * scale
+    if word_sides is not None:
+        w, h = (min(max(side, word_sides[0]), word_sides[1]) for side in (w, h))
+    w, h = min(w, 1.0), min(h, 1.0)
+    cx = min(max((box[0] + box[2]) / 2, w / 2), 1 - w / 2)
+    cy = min(max((box[1] + box[3]) / 2, h / 2), 1 - h / 2)
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _centre_moved(a: Box, b: Box) -> bool:
+    return abs((a[0] + a[2]) - (b[0] + b[2])) > 1e-9 or abs((a[1] + a[3]) - (b[1] + b[3])) > 1e-9
 
 
 def _axis_gaps(a: Box, b: Box) -> tuple[float, float]:
@@ -581,13 +596,14 @@ def _stagger(boxes: list[Box], gaps: dict[tuple[int, int], float], low: float, h
 def _keep_gaps(
     layout: Layout, spec: PromptSpec | None, objects: list[LayoutObject], originals: list[Box], min_gap: float,
     margin: float,
-) -> tuple[list[LayoutObject], list[str]]:  # fmt: skip
-    """Objects moved apart where sized boxes are closer than their gaps (see :func:`fit_object_sizes`)."""
+) -> tuple[list[LayoutObject], list[str], bool]:  # fmt: skip
+    """Objects moved apart where sized boxes are closer than their gaps (see :func:`fit_object_sizes`), the
+    change lines, and whether every gap is now kept."""
     gaps = _pair_gaps(objects, originals, spec, min_gap)
     boxes = [o.box for o in objects]
     close = _too_close(boxes, gaps)
     if not close:
-        return objects, []
+        return objects, [], True
     low, high = margin, 1.0 - margin
     baseline = set(_failure_keys(spec, layout, objects, margin))
     candidates = [_spread_rows(boxes, gaps, low, high), _stagger(boxes, gaps, low, high, 1), _stagger(boxes, gaps, low, high, 0)]
@@ -602,9 +618,9 @@ def _keep_gaps(
                     others = ", ".join(_label(j, objects[j].name) for pair in close if i in pair for j in pair if j != i)
                     changes.append(f"{_label(i, obj.name)}: moved clear of {others} (a gap of {min_gap:g}, twice that "
                                    f"between objects of one color), {_fmt(before)} -> {_fmt(after)}")  # fmt: skip
-            return trial, changes
+            return trial, changes, True
     pairs = ", ".join(f"{_label(i, objects[i].name)} and {_label(j, objects[j].name)}" for i, j in close)
-    return objects, [f"left closer than the model's object gap: {pairs} (no move keeps what the prompt asks)"]
+    return objects, [f"left closer than the model's object gap: {pairs} (no move keeps what the prompt asks)"], False
 
 
 def _size_aims(longest: Sequence[float], phrases: Sequence[str], sides: tuple[float, float],
@@ -631,6 +647,32 @@ def _size_aims(longest: Sequence[float], phrases: Sequence[str], sides: tuple[fl
     return aims
 
 
+def _sized(layout: Layout, spec: PromptSpec | None, targets: Sequence[Box],
+           aims: Sequence[tuple[str | None, float, float]], margin: float) -> tuple[list[LayoutObject], list[str]]:  # fmt: skip
+    """Each object's box taken to its target, or the part of the way that breaks nothing of ``spec`` that held."""
+    baseline = set(_failure_keys(spec, layout, layout.objects, margin))
+    objects = list(layout.objects)
+    changes = []
+    for i, (obj, target) in enumerate(zip(layout.objects, targets)):
+        if max(abs(u - v) for u, v in zip(obj.box, target)) < 1e-9:
+            continue
+        for fraction in _FIT_FRACTIONS:
+            trial = list(objects)
+            trial[i] = _moved(obj, [u + fraction * (v - u) for u, v in zip(obj.box, target)])
+            if set(_failure_keys(spec, layout, trial, margin)) <= baseline:
+                objects = trial
+                how = "" if fraction == 1.0 else f" ({fraction:.0%} of the way: further breaks what the prompt asks)"
+                sizes = "object sizes" if aims[i][0] is None else f"size for {aims[i][0]!r} objects"
+                slid = " and slid onto the canvas" if _centre_moved(obj.box, objects[i].box) else ""
+                changes.append(f"{_label(i, obj.name)}: scaled to the model's {sizes}{slid}{how}, "
+                               f"{_fmt(obj.box)} -> {_fmt(objects[i].box)}")  # fmt: skip
+                break
+        else:
+            changes.append(f"{_label(i, obj.name)}: kept its size: any scaling toward the model's object sizes "
+                           f"breaks what the prompt asks")  # fmt: skip
+    return objects, changes
+
+
 def fit_object_sizes(
     layout: Layout,
     spec: PromptSpec | None = None,
@@ -647,19 +689,20 @@ def fit_object_sizes(
     it. Each box's longer side is brought into ``sides = (low, high)`` (fractions of the canvas, aspect
     kept), or, where the model declares the sides it draws each size word at (``size_sides``, e.g.
     ``{"small": (0.19, 0.25), "large": (0.33, 0.44)}``), scaled to the middle of its phrase's word's range
-    (a phrase without one: the word nearest its size). Then boxes that do not overlap but lie closer than
-    ``min_gap`` shrink (never below ``low``, or their word's least side) until the gap is met, so that
-    objects drawn in them do not touch. Centres do not move while scaling,
-    so every relation judged by centres (LMD's convention) still holds; a box whose fit would break
-    another requirement of ``spec`` (a size word, ``next_to``'s gap, ``in_row``'s spread) is fitted part
-    of the way, or left as it was.
+    (a phrase without one: the word nearest its size), and its shorter side brought into that range (the
+    model draws the word's objects no more elongated than that). Boxes scale about their centres, so
+    every relation judged by centres (LMD's convention) still holds; a box the canvas edge cuts is slid
+    back onto it. A box whose fit would break another requirement of ``spec`` (a size word, ``next_to``'s
+    gap, ``in_row``'s spread) is fitted part of the way, or left as it was.
 
-    Boxes still closer than their gap (a planner packs small boxes that the fit grows into each other)
-    are then moved apart: slid along their row where it has room, else every other one lifted above (or
-    dropped below) its neighbours, x centres kept. Objects that share a color word of ``spec`` keep twice
-    ``min_gap``: a model's later steps join look-alike neighbours one gap apart into one blob. A move that
-    would break a requirement of ``spec`` is not made, and a change line says which boxes stay close.
-    Pairs whose planned boxes overlapped are left alone (the checker kept that overlap). Returns the
+    Boxes closer than ``min_gap`` (a planner packs small boxes that the fit grows into each other) are
+    then moved apart, so that objects drawn in them do not touch: slid along their row where it has room,
+    else every other one lifted above (or dropped below) its neighbours, x centres kept. Objects that share
+    a color word of ``spec`` keep twice ``min_gap``: a model's later steps join look-alike neighbours one
+    gap apart into one blob. Only where no move keeps what ``spec`` asks do the boxes shrink instead (never
+    below ``low``, or their word's least side) and move what is still needed; a change line says which
+    boxes stay close. Pairs whose planned boxes overlapped are left alone (the checker kept that overlap).
+    Returns the
     layout and one change line per box that was scaled or moved.
     """
     low, high = sides
@@ -677,35 +720,20 @@ def fit_object_sizes(
             dataclasses.replace(o, size=None) if o.size in size_sides else o for o in spec.objects))  # fmt: skip
     originals = [o.box for o in layout.objects]
     longest = [max(b[2] - b[0], b[3] - b[1]) for b in originals]
-    room = [_room_factor(b) for b in originals]
     aims = _size_aims(longest, [o.phrase for o in layout.objects], sides, size_sides)
-    factors = [min(aim / s, r) for s, (_, aim, _), r in zip(longest, aims, room)]
-    floors = [min(least / s, f) for s, (_, _, least), f in zip(longest, aims, factors)]
+    targets = [_aimed(b, aim, size_sides[word] if word else None) for b, (word, aim, _) in zip(originals, aims)]
+    objects, changes = _sized(layout, spec, targets, aims, margin)
     if min_gap > 0:
-        sized = [_scaled(b, f) for b, f in zip(originals, factors)]
-        factors = [f * g for f, g in zip(factors, _gap_factors(sized, min_gap, [fl / f for fl, f in zip(floors, factors)]))]
-
-    baseline = set(_failure_keys(spec, layout, layout.objects, margin))
-    objects = list(layout.objects)
-    changes = []
-    for i, (obj, factor) in enumerate(zip(layout.objects, factors)):
-        if abs(factor - 1.0) < 1e-9:
-            continue
-        for fraction in _FIT_FRACTIONS:
-            trial = list(objects)
-            trial[i] = _moved(obj, _scaled(obj.box, 1.0 + fraction * (factor - 1.0)))
-            if set(_failure_keys(spec, layout, trial, margin)) <= baseline:
-                objects = trial
-                how = "" if fraction == 1.0 else f" ({fraction:.0%} of the way: further breaks what the prompt asks)"
-                sizes = "object sizes" if aims[i][0] is None else f"size for {aims[i][0]!r} objects"
-                changes.append(f"{_label(i, obj.name)}: scaled to the model's {sizes}{how}, "
-                               f"{_fmt(obj.box)} -> {_fmt(objects[i].box)}")  # fmt: skip
-                break
-        else:
-            changes.append(f"{_label(i, obj.name)}: kept its size: any scaling toward the model's object sizes "
-                           f"breaks what the prompt asks")  # fmt: skip
-    if min_gap > 0:
-        objects, moves = _keep_gaps(layout, spec, objects, list(originals), min_gap, margin)
+        # Boxes keep the sizes the model draws and move apart where the prompt lets them; only where no
+        # move does they shrink (toward each word's least side): an object drawn at its usual size in a
+        # box shrunk below it reaches into its neighbour's gap.
+        moved, moves, kept = _keep_gaps(layout, spec, objects, list(originals), min_gap, margin)
+        if not kept:
+            floors = [min(least / max(t[2] - t[0], t[3] - t[1]), 1.0) for t, (_, _, least) in zip(targets, aims)]
+            shrunk = [_scaled(t, f) for t, f in zip(targets, _gap_factors(targets, min_gap, floors))]
+            objects, changes = _sized(layout, spec, shrunk, aims, margin)
+            moved, moves, _ = _keep_gaps(layout, spec, objects, list(originals), min_gap, margin)
+        objects = moved
         changes += moves
     if not any(o is not p for o, p in zip(objects, layout.objects)):
         return CheckResult(layout, changes)

@@ -297,30 +297,51 @@ def test_a_lone_object_planned_for_a_photograph_is_shrunk_to_the_models_largest_
     assert len(result.changes) == 1 and "objects[0] 'star': scaled to the model's object sizes" in result.changes[0]
 
 
-def test_a_tiny_box_grows_to_the_smallest_object_but_stays_on_the_canvas():
+def test_a_tiny_box_at_the_edge_grows_to_the_smallest_object_and_slides_onto_the_canvas():
+    # Capped by the edge about its centre it would stay 0.1 wide, half what the model draws.
     layout = Layout.parse(raw((0.0, 0.4, 0.1, 0.5), names=["dot"]))
-    (box,) = fit_object_sizes(layout, sides=(0.19, 0.44)).layout.boxes
-    assert box[0] >= 0 and centre(box) == pytest.approx((0.05, 0.45))  # the centre stays, so the canvas edge caps it
-    assert box[2] - box[0] == pytest.approx(0.1)
+    result = fit_object_sizes(layout, sides=(0.19, 0.44))
+    (box,) = result.layout.boxes
+    assert box == pytest.approx((0.0, 0.355, 0.19, 0.545))
+    assert "slid onto the canvas" in result.changes[0]
     inner = Layout.parse(raw((0.45, 0.45, 0.55, 0.55), names=["dot"]))
     (box,) = fit_object_sizes(inner, sides=(0.19, 0.44)).layout.boxes
     assert box[2] - box[0] == pytest.approx(0.19)
 
 
-def test_a_packed_row_is_spread_to_the_gap_without_moving_any_centre():
+def test_a_packed_row_keeps_its_sizes_and_slides_apart_to_the_gap():
     # Three circles 0.02 apart, as the offline planner packs "three red circles to the left of a blue square".
+    # Their 0.24 lies within the model's sides; shrunk to keep the gap they would sit below the planned size.
     boxes = [(0.0, 0.4, 0.24, 0.64), (0.26, 0.4, 0.50, 0.64), (0.52, 0.4, 0.76, 0.64), (0.78, 0.05, 0.98, 0.25)]
     layout = Layout.parse(raw(*boxes, names=["circle", "circle", "circle", "square"]))
     spec = PromptSpec("t", (ObjectSpec("circle", 3, "red circle"), ObjectSpec("square", 1, "blue square")),
                       (RelationSpec("left_of", 0, (1,)),))  # fmt: skip
-    fitted = fit_object_sizes(layout, spec, sides=(0.19, 0.44), min_gap=0.06).layout
+    result = fit_object_sizes(layout, spec, sides=(0.19, 0.44), min_gap=0.06)
+    fitted = result.layout
     for a, b in zip(fitted.boxes, fitted.boxes[1:3]):
         assert b[0] - a[2] == pytest.approx(0.06)
     for before, after in zip(layout.boxes, fitted.boxes):
-        assert centre(after) == pytest.approx(centre(before))
-        assert max(after[2] - after[0], after[3] - after[1]) >= 0.19 - 1e-9
+        assert (after[2] - after[0], after[3] - after[1]) == pytest.approx((before[2] - before[0], before[3] - before[1]))
+        assert after[1] == pytest.approx(before[1])  # along the row only
     assert relation_holds(spec.relations[0], spec, fitted)
+    assert sum("moved clear of" in line for line in result.changes) == 2
     assert fit_object_sizes(layout, spec, sides=(0.19, 0.44)).layout == layout  # no gap asked: sizes already fit
+
+
+def test_boxes_shrink_for_their_gap_only_where_the_prompt_forbids_moving_them():
+    # "at the bottom" forbids lifting every other square, and the row has no room to slide: shrinking to the
+    # model's least side gives the gap.
+    boxes = [(0.015 + 0.25 * k, 0.63, 0.235 + 0.25 * k, 0.85) for k in range(4)]
+    colors = ["orange", "red", "blue", "green"]
+    layout = Layout(prompt="t", objects=[{"name": "square", "phrase": f"a {c} square", "box": b} for c, b in zip(colors, boxes)])
+    spec = PromptSpec("t", tuple(ObjectSpec("square", 1, f"a {c} square", (c,)) for c in colors),
+                      tuple(RelationSpec("at", g, where="bottom") for g in range(4)))  # fmt: skip
+    result = fit_object_sizes(layout, spec, sides=(0.1875, 0.4375), min_gap=0.0625)
+    fitted = result.layout.boxes
+    assert all(centre(a) == pytest.approx(centre(b)) for a, b in zip(fitted, boxes))
+    assert all(b[2] - b[0] == pytest.approx(0.1875) for b in fitted)
+    assert all(gap_between(a, b) >= 0.0625 - 1e-9 for a, b in zip(fitted, fitted[1:]))
+    assert not any("moved clear of" in line or "left closer" in line for line in result.changes)
 
 
 def gap_between(a, b) -> float:
@@ -342,12 +363,7 @@ def test_a_row_too_full_for_its_gaps_becomes_two_rows_with_look_alikes_twice_as_
     assert [round(centre(b)[0], 6) for b in fitted] == [round(centre(b)[0], 6) for b in boxes]  # left to right kept
     assert fitted[0][1] == fitted[2][1] != fitted[1][1] == fitted[3][1]  # every other square lifted
     assert sum("moved clear of" in line for line in result.changes) == 2
-    # Squares of four colors need only one gap, which the packed row has after the fit: nothing moves.
-    colors = ["orange", "red", "blue", "green"]
-    mixed = Layout(prompt="t", objects=[{"name": "square", "phrase": f"a {c} square", "box": b} for c, b in zip(colors, boxes)])
-    mixed_spec = PromptSpec("t", tuple(ObjectSpec("square", 1, f"a {c} square", (c,)) for c in colors), ())
-    mixed_fit = fit_object_sizes(mixed, mixed_spec, sides=(0.1875, 0.4375), min_gap=0.0625)
-    assert all(centre(a) == pytest.approx(centre(b)) for a, b in zip(mixed_fit.layout.boxes, boxes))
+    assert all(b[2] - b[0] == pytest.approx(0.22) for b in fitted)  # lifted, not shrunk: 0.22 is a side the model draws
 
 
 def test_boxes_the_fit_grew_into_each_other_slide_apart_along_their_row():
@@ -414,6 +430,34 @@ def test_an_object_without_a_size_word_takes_the_declared_size_nearest_its_box()
     assert widths == pytest.approx([math.sqrt(21 * 28) / 64, math.sqrt(12 * 16) / 64])
 
 
+def test_a_box_the_planner_stretched_is_fitted_as_the_model_draws_its_word():
+    # The planner stretches a "large" triangle in a crowded row to a photograph's area: 10 x 21 px. Scaled with
+    # its aspect it stays 11.5 px wide, and the 24 px triangle the model draws overflows it; every side the
+    # model draws a "large" object at is 21-28 px.
+    layout = Layout(prompt="t", objects=[{"name": "triangle", "phrase": "a large yellow triangle",
+                                          "box": (4 / 64, 33 / 64, 14 / 64, 54 / 64)}])  # fmt: skip
+    (box,) = fit_object_sizes(layout, None, sides=(0.1875, 0.4375), size_sides=SHAPES_WORDS).layout.boxes
+    assert box[3] - box[1] == pytest.approx(math.sqrt(21 * 28) / 64) and box[2] - box[0] == pytest.approx(21 / 64)
+    assert box[0] == pytest.approx(0.0)  # slid onto the canvas rather than capped by its edge
+
+
+def test_a_row_of_four_small_objects_keeps_the_models_size_and_staggers_for_its_gaps():
+    # "two orange squares, a yellow triangle and a red triangle": the planner's 12 px row. Shrunk to keep 4 px
+    # gaps at 13.9 px the boxes would stay 12 px, and a 16 px drawing reaches its neighbour; lifted, they keep it.
+    boxes = [(x / 64, 41 / 64, (x + 12) / 64, 53 / 64) for x in (0, 20, 36, 52)]
+    phrases = ["an orange square", "an orange square", "a yellow triangle", "a red triangle"]
+    layout = Layout(prompt="t", objects=[{"name": p.split()[-1], "phrase": p, "box": b} for p, b in zip(phrases, boxes)])
+    spec = PromptSpec("t", (ObjectSpec("square", 2, "an orange square", ("orange",)),
+                            ObjectSpec("triangle", 1, "a yellow triangle", ("yellow",)),
+                            ObjectSpec("triangle", 1, "a red triangle", ("red",))), ())  # fmt: skip
+    fitted = fit_object_sizes(layout, spec, sides=(0.1875, 0.4375), min_gap=0.0625, size_sides=SHAPES_WORDS).layout
+    assert all(b[2] - b[0] == pytest.approx(math.sqrt(12 * 16) / 64) for b in fitted.boxes)
+    gaps = [gap_between(a, b) for k, a in enumerate(fitted.boxes) for b in fitted.boxes[k + 1:]]
+    assert min(gaps) >= 0.0625 - 1e-9 and gap_between(*fitted.boxes[:2]) >= 0.125 - 1e-9  # two orange: twice the gap
+    # Lifted, not slid along the row (the end boxes slide 1 px onto the canvas as they grow).
+    assert [centre(b)[0] for b in fitted.boxes] == pytest.approx([centre(b)[0] for b in boxes], abs=1 / 64)
+
+
 def test_bad_fit_arguments_name_the_argument():
     layout = Layout.parse(raw((0.1, 0.1, 0.5, 0.5)))
     with pytest.raises(ValueError, match="`sides`"):
@@ -435,9 +479,10 @@ def test_fitting_keeps_centres_canvas_and_every_requirement_that_held(case, low,
         spec = replace(spec, objects=tuple(replace(o, size=None) if o.size in words else o for o in spec.objects))
     after = result.layout
     assert after.names == layout.names
-    moved = {int(line.split("]")[0].split("[")[1]) for line in result.changes if "moved clear of" in line}
+    moved = {int(line.split("]")[0].split("[")[1]) for line in result.changes
+             if "moved clear of" in line or "slid onto the canvas" in line}  # fmt: skip
     for i, (before, box) in enumerate(zip(layout.boxes, after.boxes)):
         assert all(-1e-9 <= v <= 1 + 1e-9 for v in box)
-        if i not in moved:  # only a box said to be moved clear of its neighbours leaves its centre
+        if i not in moved:  # only a box said to be moved clear of its neighbours, or onto the canvas, leaves its centre
             assert centre(box) == pytest.approx(centre(before), abs=1e-9)
     assert_requirements_kept(spec, layout, after)
