@@ -39,15 +39,34 @@ class MethodSpec:
 
     ``compose`` joins a combination as a loop variation, not a loss: ``"compose+car+sar"`` draws each object
     alone and composes it into its box first (:mod:`synth.composition`, LMD), then guides with CAR + SAR.
+    So does ``spatial_temporal`` (or ``spatial_temporal:W``): box-confined spatial-temporal control
+    (:mod:`synth.spatial_temporal`), each object's phrase blended into its box with local weight W (1).
     """
 
     name: str
     methods: tuple[str, ...]
     compose: bool = False
+    spatial_temporal: float | None = None  # local weight; None: off
 
     @property
     def guided(self) -> bool:
-        return self.methods != ("none",) or self.compose
+        return self.methods != ("none",) or self.compose or self.spatial_temporal is not None
+
+
+_SPATIAL_TEMPORAL = "spatial_temporal"
+
+
+def _spatial_temporal_weight(token: str, part: str) -> float:
+    """``"spatial_temporal"`` -> 1.0, ``"spatial_temporal:3"`` -> 3.0; a bad weight names the combination."""
+    _, _, text = token.partition(":")
+    try:
+        weight = float(text) if text else 1.0
+    except ValueError:
+        weight = float("nan")
+    if not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
+                         f"e.g. spatial_temporal:3, got {text!r}")  # fmt: skip
+    return weight
 
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
@@ -60,10 +79,15 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
             continue
         tokens = [t.strip() for t in part.split("+")]
         compose = "compose" in tokens
-        rest = [t for t in tokens if t != "compose"] or ["none"]
+        regional = [t for t in tokens if t.partition(":")[0] == _SPATIAL_TEMPORAL]
+        if len(regional) > 1:
+            raise ValueError(f"--methods {part!r} names spatial_temporal twice; give it once, e.g. compose+spatial_temporal:3")
+        weight = _spatial_temporal_weight(regional[0], part) if regional else None
+        rest = [t for t in tokens if t != "compose" and t not in regional] or ["none"]
         methods = parse_methods(",".join(rest))  # CLIError (a ValueError) names the unknown method
-        shown = [] if compose and methods == ["none"] else methods
-        specs.append(MethodSpec("+".join((["compose"] if compose else []) + shown), tuple(methods), compose))
+        variations = (["compose"] if compose else []) + regional
+        shown = [] if variations and methods == ["none"] else methods
+        specs.append(MethodSpec("+".join(variations + shown), tuple(methods), compose, weight))
     if not specs:
         raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
     names = [s.name for s in specs]
@@ -285,8 +309,13 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     guided = spec.guided and bool(layout.objects)
     if guided:
         compose = (composition or True) if spec.compose else None
+        regional = None
+        if spec.spatial_temporal is not None:
+            from synth.spatial_temporal import SpatialTemporalControl
+
+            regional = SpatialTemporalControl(local_weight=spec.spatial_temporal)
         output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil", composition=compose,
-                                      **generate_options, **(method_options or {}))  # fmt: skip
+                                      spatial_temporal=regional, **generate_options, **(method_options or {}))  # fmt: skip
     else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
         target = layout if spec.guided else item.prompt
         output = synthesizer.generate(target, methods=["none"], seed=seed, output_type="pil", **generate_options)

@@ -92,7 +92,8 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--prompts", type=Path, metavar="FILE", help="a custom suite: one prompt a line")
     parser.add_argument("--methods", default="none,car+sar",
                         help="comma-separated method combinations, '+' joins methods: none,attend_excite,car+sar; "
-                        "'compose' first draws each object alone and composes it into its box (LMD): compose,compose+car+sar")  # fmt: skip
+                        "'compose' first draws each object alone and composes it into its box (LMD): compose,compose+car+sar; "
+                        "'spatial_temporal[:W]' blends each object's phrase into its box (Wu et al. 2023): compose+spatial_temporal")  # fmt: skip
     parser.add_argument("--compose-segmenter", choices=["attention", *sorted(DETECTORS)], default="attention",
                         help="how 'compose' finds each object it drew alone: the model's own cross-attention (default), "
                         "or a detector's mask/box, as LMD uses SAM (shapes: the exact detector)")  # fmt: skip

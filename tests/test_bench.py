@@ -208,8 +208,10 @@ def test_methods_flag_fuzz_parses_or_says_why(text):
         assert "method" in str(err)
     else:
         for s in specs:
-            shown = [] if s.compose and s.methods == ("none",) else list(s.methods)
-            assert s.methods and "+".join((["compose"] if s.compose else []) + shown) == s.name
+            variations = s.name.split("+")[: int(s.compose) + int(s.spatial_temporal is not None)]
+            shown = [] if variations and s.methods == ("none",) else list(s.methods)
+            assert s.methods and "+".join(variations + shown) == s.name
+            assert s.spatial_temporal is None or 0 <= s.spatial_temporal < float("inf")
 
 
 def test_compose_joins_a_combination_as_a_loop_variation():
@@ -217,6 +219,34 @@ def test_compose_joins_a_combination_as_a_loop_variation():
     assert [(s.name, s.methods, s.compose, s.guided) for s in specs] == [
         ("none", ("none",), False, False), ("compose", ("none",), True, True),
         ("compose+car+sar", ("car", "sar"), True, True)]  # fmt: skip
+
+
+def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_generate(model_dir, tmp_path, monkeypatch):
+    from synth import Synthesizer
+    from synth.pipeline import Synthesizer as Engine
+
+    specs = parse_method_specs("compose+spatial_temporal,spatial_temporal:3+car")
+    assert [(s.name, s.methods, s.compose, s.spatial_temporal) for s in specs] == [
+        ("compose+spatial_temporal", ("none",), True, 1.0), ("spatial_temporal:3+car", ("car",), False, 3.0)]  # fmt: skip
+    for bad, says in (("spatial_temporal:x", "local weight must be a number >= 0"), ("spatial_temporal+spatial_temporal:2", "twice")):
+        with pytest.raises(ValueError, match=says):
+            parse_method_specs(bad)
+    seen = []
+    original = Engine.generate
+    monkeypatch.setattr(Engine, "generate", lambda self, *a, **k: seen.append(k.get("spatial_temporal")) or original(self, *a, **k))
+    items = load_prompt_file(_write(tmp_path / "p.txt", "a red circle\n"))
+    counts = run_bench(items, Synthesizer.from_pretrained(str(model_dir)), parse_method_specs("none,spatial_temporal:3"),
+                       out=tmp_path / "run", generate_options={"num_inference_steps": 4}, progress=False, report=False)  # fmt: skip
+    assert counts["done"] == 2 and seen[0] is None and seen[1].local_weight == 3.0
+    records = {r["method"]: r for r in _records(tmp_path / "run")}
+    assert records["spatial_temporal:3"]["guided"] is True
+    images = [np.asarray(Image.open(tmp_path / "run" / records[m]["image"]), dtype=np.int16) for m in ("none", "spatial_temporal:3")]
+    assert np.abs(images[0] - images[1]).max() > 0  # the phrase blended into its box changed the image
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 @settings(max_examples=40, deadline=None)
