@@ -80,3 +80,19 @@ def test_bad_inputs_name_the_fix():
         detect(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="min_score"):
         detect(np.zeros((64, 64, 3), dtype=np.uint8), min_score=2.0)
+
+
+def test_a_hue_fringe_on_an_objects_edge_is_not_a_second_object():
+    # A generated yellow square whose corner drifted orange: the detector saw a 12-pixel orange triangle.
+    image = np.full((64, 64, 3), 255, dtype=np.uint8)
+    image[10:34, 10:34] = PALETTE["yellow"]
+    image[30:34, 10:13] = PALETTE["orange"]
+    assert [(d.color, d.name) for d in detect(image)] == [("yellow", "square")]
+    # With the rule off the patch counts; alone on the canvas, or apart from the square, it counts as before.
+    assert [d.color for d in detect(image, fringe_area=0)] == ["yellow", "orange"]
+    alone = np.full((64, 64, 3), 255, dtype=np.uint8)
+    alone[40:46, 40:46] = PALETTE["orange"]  # 36 px: below the smallest object, touching nothing
+    assert [(d.color, d.name) for d in detect(alone)] == [("orange", "square")]
+    beside = alone.copy()
+    beside[10:38, 10:38] = PALETTE["yellow"]  # an object two pixels away does not make it a fringe
+    assert [(d.color, d.name) for d in detect(beside)] == [("yellow", "square"), ("orange", "square")]

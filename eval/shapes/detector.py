@@ -7,7 +7,10 @@
    numpy; scipy is not a dependency). World objects are >= 1 pixel apart, so components never merge.
 3. A component's shape is the world template (circle, square, triangle, star) rendered into the
    component's box that best overlaps it; the overlap (IoU) is the detection's score. Components
-   smaller than ``min_area`` or scoring below ``min_score`` are noise, not objects.
+   smaller than ``min_area`` or scoring below ``min_score`` are noise, not objects, and so is a
+   component smaller than the world's smallest object that touches an object of another color: world
+   objects never touch, and a generated object's edge may drift in hue (a yellow square's corners
+   orange), which a viewer sees as that square's fringe, not as a second object.
 
 On rendered scenes this recovers every object exactly (tests/test_shapes_detector.py).
 """
@@ -19,7 +22,7 @@ from collections import Counter
 import numpy as np
 
 from eval.detect import Detection
-from eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, shape_mask_at
+from eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, SIZE_RANGE, shape_mask_at
 
 #: Palette colors first, then the background: row k of this table is color label k.
 _COLOR_TABLE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND_RGB], dtype=np.float32)  # (7, 3)
@@ -66,6 +69,14 @@ def _shift(array: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
         max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
     ]
     return out
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """``mask`` and its 8-neighbours."""
+    grown = mask.copy()
+    for dy, dx in _NEIGHBOURS:
+        grown |= _shift(mask, dy, dx, False)
+    return grown
 
 
 def connected_components(labels: np.ndarray) -> np.ndarray:
@@ -125,29 +136,44 @@ def _template_area(shape: str, cx: float, cy: float, side: float) -> int:
     return int(np.count_nonzero(shape_mask_at(shape, cx, cy, side, x, y)))
 
 
+#: Pixels of the world's smallest object on its canvas (a small star, 12 px: ~45).
+_SMALLEST_OBJECT_AREA = min(_template_area(shape, CANVAS / 2, CANVAS / 2, SIZE_RANGE["small"][0]) for shape in SHAPES)
+
+
 def detect(
     image,
     color_threshold: float = 60.0,
     min_area: int | None = None,
     min_score: float = 0.5,
+    fringe_area: int | None = None,
 ) -> list[Detection]:
-    """Objects in a shapes-world image (PIL / (H, W, 3) uint8 / (3, H, W) float tensor), largest first."""
+    """Objects in a shapes-world image (PIL / (H, W, 3) uint8 / (3, H, W) float tensor), largest first.
+
+    ``fringe_area`` (default: the world's smallest object, scaled to the image; 0 turns it off): a smaller
+    component touching a component at least this large is a fringe of that object (module docstring, 3).
+    """
     if color_threshold <= 0:
         raise ValueError(f"color_threshold={color_threshold!r} must be > 0 (RGB distance, e.g. 60)")
     if not 0 <= min_score <= 1:
         raise ValueError(f"min_score={min_score!r} must be in [0, 1] (template IoU)")
     rgb = to_rgb_array(image)
     height, width = rgb.shape[:2]
+    scale = height * width / CANVAS**2
     if min_area is None:  # 6 pixels on the 64x64 canvas; the smallest world object (a small star) covers ~45
-        min_area = max(1, round(6 * height * width / CANVAS**2))
+        min_area = max(1, round(6 * scale))
+    if fringe_area is None:
+        fringe_area = round(_SMALLEST_OBJECT_AREA * scale)
     labels = color_labels(rgb, color_threshold)
     components = connected_components(labels)
     detections = []
     ids, areas = np.unique(components[components >= 0], return_counts=True)
+    objects = set(ids[areas >= fringe_area].tolist())
     for component_id, area in zip(ids, areas):
         if area < min_area:
             continue
         mask = components == component_id
+        if area < fringe_area and objects & set(np.unique(components[_grown(mask)]).tolist()):
+            continue  # a hue fringe on another object's edge
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
         scores = {shape: _template_iou(mask, shape, rows, cols) for shape in SHAPES}
@@ -174,10 +200,7 @@ def background_clean(image, detections: list[Detection] | None = None, color_thr
     objects = np.zeros(rgb.shape[:2], dtype=bool)
     for det in detections:
         objects |= det.mask
-    grown = objects.copy()
-    for dy, dx in _NEIGHBOURS:
-        grown |= _shift(objects, dy, dx, False)
-    rest = ~grown
+    rest = ~_grown(objects)
     if not rest.any():
         return 0.0  # objects cover everything: no background left at all
     labels = color_labels(rgb, color_threshold)
