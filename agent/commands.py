@@ -42,6 +42,9 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-methods", default=quiet, help="methods 'stronger guidance' adds, comma-separated")
     parser.add_argument("--compose", action="store_true", default=quiet,
                         help="compose each object, drawn alone, into its box from the first attempt (else a remedy)")  # fmt: skip
+    parser.add_argument("--compose-spatial-temporal", type=float, default=quiet, metavar="WEIGHT",
+                        help="on composed attempts, blend each object's phrase into its box with this weight "
+                        "(default 1; 0: off)")  # fmt: skip
     parser.add_argument("--min-mean-iou", type=float, default=quiet, help="box IoU an image needs to pass (default 0.3)")
     parser.add_argument("--device", default=quiet, help="torch device (default cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=quiet, help="weights dtype")

@@ -106,6 +106,10 @@ class AgentSettings(BaseSettings):
     compose: bool = Field(
         False, description="compose each object, drawn alone, into its box from the first attempt (else a remedy)"
     )
+    compose_spatial_temporal: float = Field(
+        1.0, ge=0, le=100, description="on composed attempts, blend each object's phrase into its box with this "
+        "local weight (spatial-temporal control: the caption's steps then keep each object's color); 0: off",
+    )
     min_mean_iou: float = Field(0.3, ge=0, le=1, description="an image passes with exact counts, relations and this box IoU")
 
     @field_validator("methods", "extra_methods", mode="before")

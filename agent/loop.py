@@ -9,7 +9,9 @@ image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until o
 1. ``"new seed"`` -- the same layout and guidance from other initial noise;
 2. ``"compose"`` -- each object drawn alone, found by the detector and composed into its box for the
    first steps (LMD's latent composition, :mod:`synth.composition`; skipped when already on, e.g. with
-   the ``compose`` setting);
+   the ``compose`` setting), each object's phrase blended into its box throughout
+   (:mod:`synth.spatial_temporal`, ``compose_spatial_temporal``) so that the caption's later steps keep
+   each object's own color;
 3. ``"stronger guidance"`` -- ``scale_factor`` times ``guidance_boost`` and ``extra_methods`` added
    (skipped when no guidance method would be active);
 4. ``"re-plan"`` -- the planner plans again with the next planner seed; planners that take feedback
@@ -311,16 +313,20 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
         attempt.guidance_scale = settings.guidance_scale
         if attempt.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults)
             attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
-        composition = None
+        composition = regional = None
         if attempt.composed:  # the detector that verifies also finds each object drawn alone (LMD: SAM)
             from eval.detect import detector_segmenter
             from synth.composition import CompositionOptions
+            from synth.spatial_temporal import SpatialTemporalControl
 
             composition = CompositionOptions(segmenter=detector_segmenter(detector))
+            if settings.compose_spatial_temporal > 0:  # the whole caption's later steps mix objects' colors
+                regional = SpatialTemporalControl(local_weight=settings.compose_spatial_temporal)
         output = synthesizer.generate(
             attempt.layout,
             methods=attempt.methods,
             composition=composition,
+            spatial_temporal=regional,
             num_inference_steps=settings.steps,
             guidance_scale=attempt.guidance_scale,
             seed=attempt.seed,

@@ -96,6 +96,8 @@ def test_remedies_come_in_order_and_accumulate(synthesizer):
     assert [a.composed for a in result.attempts] == [False, False, True, True, True]
     assert [call["composition"] is not None for call in recorder.calls] == [False, False, True, True, True]
     assert recorder.calls[2]["composition"].segmenter is not None
+    # ... and blends each object's phrase into its box (spatial-temporal control, weight 1 by default).
+    assert [getattr(call["spatial_temporal"], "local_weight", None) for call in recorder.calls] == [None, None, 1.0, 1.0, 1.0]
     # 'stronger guidance' doubles the scale factor the engine would have used, and re-planning keeps it.
     _, engine = synthesizer._resolve_methods(["car", "sar"], dict(GUIDED["options"]))
     assert engine["scale_factor"] == ENGINE_DEFAULTS["scale_factor"]
@@ -110,6 +112,17 @@ def test_remedies_come_in_order_and_accumulate(synthesizer):
     assert verified == [["circle", "square"]] * 5 and ["circle"] in script.asked
     assert all(call["num_inference_steps"] == 1 and call["methods"] == ["car", "sar"] for call in recorder.calls)
     assert not result.passed and len(result.attempts) == 5
+
+
+def test_composed_attempts_blend_phrases_unless_turned_off(synthesizer):
+    for weight, expected in ((3.0, 3.0), (0.0, None)):
+        recorder, script = Recorder(synthesizer), Scripted([FAILING])
+        run(PROMPT, synthesizer=recorder, detector=script.detector, scorer=script.scorer, attempts=1, compose=True,
+            compose_spatial_temporal=weight, **GUIDED)  # fmt: skip
+        (call,) = recorder.calls
+        assert call["composition"] is not None and getattr(call["spatial_temporal"], "local_weight", None) == expected
+    with pytest.raises(ValueError, match="--compose-spatial-temporal: Input should be greater than or equal to 0"):
+        run(PROMPT, synthesizer=synthesizer, attempts=1, compose_spatial_temporal=-1, **GUIDED)
 
 
 def test_plans_are_fitted_to_the_object_sizes_the_model_declares(synthesizer):
