@@ -682,7 +682,7 @@ def fit_object_sizes(
     margin: float = 0.0,
     size_sides: Mapping[str, tuple[float, float]] | None = None,
 ) -> CheckResult:
-    """Scale boxes about their centres to the sizes a model draws objects at (its ``scenewright.json``).
+    """Scale boxes to the sizes a model draws objects at (its ``scenewright.json``), and keep them apart.
 
     A planner sizes boxes for photographs (a lone object fills most of the canvas); a model trained on
     one world draws its objects within a range of sizes, and an object cannot fill a box much larger than
@@ -702,8 +702,7 @@ def fit_object_sizes(
     gap apart into one blob. Only where no move keeps what ``spec`` asks do the boxes shrink instead (never
     below ``low``, or their word's least side) and move what is still needed; a change line says which
     boxes stay close. Pairs whose planned boxes overlapped are left alone (the checker kept that overlap).
-    Returns the
-    layout and one change line per box that was scaled or moved.
+    Returns the layout and one change line per box that was scaled or moved.
     """
     low, high = sides
     if not 0 < low <= high <= 1:
