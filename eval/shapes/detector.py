@@ -136,7 +136,7 @@ def _template_area(shape: str, cx: float, cy: float, side: float) -> int:
     return int(np.count_nonzero(shape_mask_at(shape, cx, cy, side, x, y)))
 
 
-#: Pixels of the world's smallest object on its canvas (a small star, 12 px: ~45).
+#: Pixels of the world's smallest object on its canvas (a small star, 12 px: 54).
 _SMALLEST_OBJECT_AREA = min(_template_area(shape, CANVAS / 2, CANVAS / 2, SIZE_RANGE["small"][0]) for shape in SHAPES)
 
 
@@ -159,7 +159,7 @@ def detect(
     rgb = to_rgb_array(image)
     height, width = rgb.shape[:2]
     scale = height * width / CANVAS**2
-    if min_area is None:  # 6 pixels on the 64x64 canvas; the smallest world object (a small star) covers ~45
+    if min_area is None:  # 6 pixels on the 64x64 canvas; the smallest world object (a small star) covers 54
         min_area = max(1, round(6 * scale))
     if fringe_area is None:
         fringe_area = round(_SMALLEST_OBJECT_AREA * scale)
