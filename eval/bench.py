@@ -17,6 +17,7 @@ processes with :meth:`accelerate.PartialState.split_between_processes`; the main
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -62,8 +63,8 @@ def _spatial_temporal_weight(token: str, part: str) -> float:
     try:
         weight = float(text) if text else 1.0
     except ValueError:
-        weight = float("nan")
-    if not weight >= 0 or weight == float("inf"):
+        weight = -1.0  # not a number: the same error as a negative one
+    if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
                          f"e.g. spatial_temporal:3, got {text!r}")  # fmt: skip
     return weight

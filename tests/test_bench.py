@@ -234,7 +234,8 @@ def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_genera
     seen = []
     original = Engine.generate
     monkeypatch.setattr(Engine, "generate", lambda self, *a, **k: seen.append(k.get("spatial_temporal")) or original(self, *a, **k))
-    items = load_prompt_file(_write(tmp_path / "p.txt", "a red circle\n"))
+    (tmp_path / "p.txt").write_text("a red circle\n", encoding="utf-8")
+    items = load_prompt_file(tmp_path / "p.txt")
     counts = run_bench(items, Synthesizer.from_pretrained(str(model_dir)), parse_method_specs("none,spatial_temporal:3"),
                        out=tmp_path / "run", generate_options={"num_inference_steps": 4}, progress=False, report=False)  # fmt: skip
     assert counts["done"] == 2 and seen[0] is None and seen[1].local_weight == 3.0
@@ -242,11 +243,6 @@ def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_genera
     assert records["spatial_temporal:3"]["guided"] is True
     images = [np.asarray(Image.open(tmp_path / "run" / records[m]["image"]), dtype=np.int16) for m in ("none", "spatial_temporal:3")]
     assert np.abs(images[0] - images[1]).max() > 0  # the phrase blended into its box changed the image
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @settings(max_examples=40, deadline=None)
