@@ -9,7 +9,8 @@ Prints, for a model folder (default: the embedded ``shapes``):
 2. **Attention localization**: ground-truth scenes are encoded, noised to timestep ``--auc-timestep`` and
    passed once through the UNet with their captions; each caption word that names objects (count, size,
    color, shape) gets its 16x16 cross-attention map (mean of heads, layers and the word's tokens) and the
-   ROC AUC of that map against the union of its objects' boxes. Reported for shape nouns and color words.
+   ROC AUC of that map against the union of its objects' boxes. Reported for shape nouns and color words,
+   and (``*_mask``, no target) against the objects' own cells.
 3. **Region words**: single-object captions with a region ("a red circle in the top left") are drawn twice
    from the same seeds, with and without the region words; each figure is the fraction of images whose
    largest detected object has its centre in the named 3x3 region. If the two are equal, the model ignores
@@ -53,23 +54,18 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def box_mask(boxes: list[tuple[float, float, float, float]], size: int) -> np.ndarray:
-    """(size, size) bool: latent cells whose centre lies inside any of the normalized xyxy boxes."""
-    centres = (np.arange(size) + 0.5) / size
-    x, y = np.meshgrid(centres, centres)
-    mask = np.zeros((size, size), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        mask |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-    return mask
-
-
 @torch.no_grad()
 def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float | None]:
-    """Mean ROC AUC of word attention vs. the word's objects' boxes, for shape nouns and color words."""
+    """Mean ROC AUC of word attention vs. the word's objects' boxes, for shape nouns and color words.
+
+    Also against the objects' own cells (``auc_*_mask``: cells at least half covered), which says how well the
+    words find their objects whatever their shape; the box figure, which guidance needs, counts a star's
+    empty box corners as cells the word should attend to.
+    """
     from eval.shapes.world import COLORS, SHAPES, sample_scene
     from synth.attention import attention_capture
-    from synth.maps import MapRequest
-    from synth.shapes.train import LATENT_SIZE, images_to_tensor, word_token_spans
+    from synth.maps import MapRequest, box_cell_masks
+    from synth.shapes.train import LATENT_SIZE, images_to_tensor, object_masks_latent, word_token_spans
 
     rng = np.random.default_rng([seed, 7])
     scenes = [sample_scene(rng, curriculum_level=2) for _ in range(count)]
@@ -86,18 +82,22 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
     with attention_capture(pipe.unet, [request], early_exit=True) as capture:
         capture.guidance_forward(lambda: pipe.unet(noisy, t, encoder_hidden_states=text), (LATENT_SIZE, LATENT_SIZE))
         maps = torch.stack([layer.probs.float() for layer in capture.layers.values()]).mean(dim=(0, 2))  # (B, hw, 77)
-    results: dict[str, list[float]] = {"noun": [], "color": []}
+    results: dict[str, list[float]] = {"noun": [], "color": [], "noun_mask": [], "color_mask": []}
     for b, scene in enumerate(scenes):
         words = scene.caption.text.split()
+        object_cells = object_masks_latent(scene) >= 0.5  # (MAX_OBJECTS, 256)
         for word, span, refs in zip(words, word_token_spans(pipe.tokenizer, words), scene.caption.word_objects):
             core = word.rstrip(",.;")
             kind = "noun" if core.rstrip("s") in SHAPES else "color" if core in COLORS else None
             if kind is None or not refs or not span:
                 continue
             word_map = maps[b, :, span].mean(dim=-1).numpy()
-            auc = roc_auc(word_map, box_mask([scene.objects[k].box for k in refs], LATENT_SIZE))
-            if auc is not None:
-                results[kind].append(auc)
+            boxes = torch.tensor([scene.objects[k].box for k in refs], dtype=torch.float32)
+            in_boxes = box_cell_masks(boxes, LATENT_SIZE, LATENT_SIZE).amax(dim=0).numpy()
+            for name, positive in ((kind, in_boxes), (f"{kind}_mask", object_cells[list(refs)].any(axis=0))):
+                auc = roc_auc(word_map, positive)
+                if auc is not None:
+                    results[name].append(auc)
     return {f"auc_{k}": (float(np.mean(v)) if v else None) for k, v in results.items()}
 
 

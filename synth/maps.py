@@ -90,6 +90,28 @@ class AttentionMaps:
         return stacked.mean(dim=0)
 
 
+def box_cell_masks(boxes: torch.Tensor, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """(N, h, w) hard masks of (N, 4) normalized xyxy boxes: a cell is inside when its centre lies in the box.
+
+    The one rule every box-vs-map comparison uses: guidance losses, the shapes model's training loss and its
+    attention benchmark.
+    """
+    device = device or boxes.device
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    b = boxes.to(device=device, dtype=torch.float32)
+    inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])  # (N, w)
+    inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (N, h)
+    masks = (inside_y[:, :, None] & inside_x[:, None, :]).float()  # (N, h, w)
+    # A box thinner than one cell still owns the cell its centre falls in.
+    for i in range(b.shape[0]):
+        if masks[i].sum() == 0:
+            cy = int(min(h - 1, max(0, ((b[i, 1] + b[i, 3]) / 2 * h).floor().item())))
+            cx = int(min(w - 1, max(0, ((b[i, 0] + b[i, 2]) / 2 * w).floor().item())))
+            masks[i, cy, cx] = 1.0
+    return masks
+
+
 @dataclass
 class GuidanceTargets:
     """What one sample's attention should do: token groups and boxes per object."""
@@ -100,18 +122,5 @@ class GuidanceTargets:
     previous: AttentionMaps | None = None  # the previous guided step's maps (detached), for A-STAR retention
 
     def box_masks(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
-        """(N, h, w) hard masks: a cell is inside when its centre lies in the box."""
-        device = device or self.boxes.device
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
-        b = self.boxes.to(device=device, dtype=torch.float32)
-        inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])  # (N, w)
-        inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (N, h)
-        masks = (inside_y[:, :, None] & inside_x[:, None, :]).float()  # (N, h, w)
-        # A box thinner than one cell still owns the cell its centre falls in.
-        for i in range(b.shape[0]):
-            if masks[i].sum() == 0:
-                cy = int(min(h - 1, max(0, ((b[i, 1] + b[i, 3]) / 2 * h).floor().item())))
-                cx = int(min(w - 1, max(0, ((b[i, 0] + b[i, 2]) / 2 * w).floor().item())))
-                masks[i, cy, cx] = 1.0
-        return masks
+        """(N, h, w) hard masks: a cell is inside when its centre lies in the box (:func:`box_cell_masks`)."""
+        return box_cell_masks(self.boxes, h, w, device)
