@@ -101,6 +101,41 @@ def test_alignment_loss_per_layer_catches_a_layer_that_attends_outside_the_objec
     assert train.attention_alignment_loss([inside, inside], token_objects, mask, per_layer=True).item() == pytest.approx(0.0)
 
 
+def test_box_target_wants_attention_in_the_whole_box_the_mask_target_only_on_the_object():
+    # A star leaves much of its box empty. Attention spread over the box's cells off the star satisfies the
+    # box target (what guidance and the attention benchmark read) and misses the mask target entirely.
+    import numpy as np
+
+    from eval.shapes.world import sample_scene
+    from synth.maps import GuidanceTargets
+
+    rng = np.random.default_rng(0)
+    scene = next(s for s in (sample_scene(rng, curriculum_level=0) for _ in range(200)) if s.objects[0].shape == "star")
+    masks = torch.from_numpy(train.object_masks_latent(scene))[None]
+    boxes = torch.from_numpy(train.object_boxes_latent(scene))[None]
+    expected = GuidanceTargets([[1]], torch.tensor([scene.objects[0].box]), 0).box_masks(16, 16).reshape(-1)
+    assert torch.equal(boxes[0, 0], expected) and boxes[0, 1:].sum() == 0
+    off_star = (boxes[0, 0] > 0) & (masks[0, 0] == 0)
+    assert off_star.sum() >= 3
+    token_objects = torch.zeros(1, 77, train.MAX_OBJECTS, dtype=torch.bool)
+    token_objects[0, 1, 0] = True
+    probs = torch.full((1, 1, 256, 77), 1.0 / 77)
+    probs[0, 0, :, 1] = off_star.float() / off_star.sum()
+    assert train.attention_alignment_loss([probs], token_objects, boxes).item() == pytest.approx(0.0)
+    assert train.attention_alignment_loss([probs], token_objects, masks).item() == pytest.approx(1.0)
+
+
+def test_a_bank_built_before_boxes_existed_gets_them_from_its_seeded_scenes(exported):
+    run, _ = exported
+    path = run / "bank_seed0_level2_n4.pt"
+    built = torch.load(path, weights_only=False)
+    old = {k: v for k, v in built.items() if k != "object_boxes"}
+    torch.save(old, path)
+    bank = train.load_or_build_bank(run, None, None, 0, 4, 2)  # no VAE needed: nothing is encoded again
+    assert torch.equal(bank.object_boxes, built["object_boxes"]) and bank.object_boxes.sum() > 0
+    assert "object_boxes" in torch.load(path, weights_only=False)  # upgraded once, on disk
+
+
 @pytest.mark.parametrize("text", ["1500:1000", "12000", "a:b", "-1:5"])
 def test_bad_cooldown_is_rejected_with_the_form_to_write(text):
     with pytest.raises(SystemExit, match="--cooldown"):

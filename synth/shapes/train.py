@@ -190,6 +190,17 @@ def object_masks_latent(scene: Scene) -> np.ndarray:
     return out
 
 
+def object_boxes_latent(scene: Scene) -> np.ndarray:
+    """(MAX_OBJECTS, 16*16) float: 1 on the latent cells inside each object's box (zeros for absent slots)."""
+    from synth.maps import box_cell_masks
+
+    out = np.zeros((MAX_OBJECTS, LATENT_SIZE * LATENT_SIZE), dtype=np.float32)
+    if scene.objects:
+        boxes = torch.tensor([o.box for o in scene.objects], dtype=torch.float32)
+        out[: len(scene.objects)] = box_cell_masks(boxes, LATENT_SIZE, LATENT_SIZE).flatten(1).numpy()
+    return out
+
+
 @dataclass
 class Bank:
     """Pre-encoded training data of one curriculum level."""
@@ -199,6 +210,7 @@ class Bank:
     token_objects: torch.Tensor  # (N, 77, MAX_OBJECTS) bool
     object_masks: torch.Tensor  # (N, MAX_OBJECTS, 256) float
     captions: list[str]
+    object_boxes: torch.Tensor | None = None  # (N, MAX_OBJECTS, 256) float; None in banks built before it existed
 
 
 @torch.no_grad()
@@ -216,6 +228,7 @@ def build_bank(vae, tokenizer, seed: int, count: int, level: int, batch: int = 2
         token_objects=torch.from_numpy(np.stack([token_object_matrix(tokenizer, s) for s in scenes])),
         object_masks=torch.from_numpy(np.stack([object_masks_latent(s) for s in scenes])),
         captions=captions,
+        object_boxes=torch.from_numpy(np.stack([object_boxes_latent(s) for s in scenes])),
     )
 
 
@@ -223,7 +236,12 @@ def load_or_build_bank(run_dir: Path, vae, tokenizer, seed: int, count: int, lev
     """Banks are cached in the run dir so that a resumed run trains on the same data."""
     path = run_dir / f"bank_seed{seed}_level{level}_n{count}.pt"
     if path.exists():
-        return Bank(**torch.load(path, weights_only=False))
+        bank = Bank(**torch.load(path, weights_only=False))
+        if bank.object_boxes is None:  # an older bank: its scenes are seeded, so their boxes can be added
+            scenes = bank_scenes(seed, count, level)
+            bank.object_boxes = torch.from_numpy(np.stack([object_boxes_latent(s) for s in scenes]))
+            torch.save(bank.__dict__, path)
+        return bank
     bank = build_bank(vae, tokenizer, seed, count, level)
     torch.save(bank.__dict__, path)
     return bank
@@ -408,15 +426,16 @@ def build_models(args):
     return unet, text_encoder
 
 
-def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Tensor, object_masks: torch.Tensor,
+def attention_alignment_loss(probs: list[torch.Tensor], token_objects: torch.Tensor, object_regions: torch.Tensor,
                              per_layer: bool = False) -> torch.Tensor:
     """Mean over grounded tokens of (1 - attention mass inside the token's objects)^2 (Chen et al. 2023, Eq. 3).
 
-    probs: per layer (B, heads, 256, 77); token_objects: (B, 77, K) bool; object_masks: (B, K, 256).
+    probs: per layer (B, heads, 256, 77); token_objects: (B, 77, K) bool; object_regions: (B, K, 256), each
+    object's mask or box as a weight per latent cell.
     per_layer: the loss of each layer's head-averaged map, averaged over layers; else the loss of the map
     averaged over layers, which one well-placed layer satisfies while another attends outside its objects.
     """
-    target = torch.bmm(token_objects.float(), object_masks).clamp(max=1.0)  # (B, 77, 256)
+    target = torch.bmm(token_objects.float(), object_regions).clamp(max=1.0)  # (B, 77, 256)
     grounded = token_objects.any(-1)  # (B, 77)
     layers = [p.mean(dim=1) for p in probs]  # (B, 256, 77) each
     maps = layers if per_layer else [torch.stack(layers).mean(dim=0)]
@@ -587,7 +606,8 @@ def train_unet(args) -> None:
             latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
             input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
             token_objects = torch.cat([banks[lv].token_objects[idx] for lv, idx in rows.items()])
-            object_masks = torch.cat([banks[lv].object_masks[idx] for lv, idx in rows.items()])
+            regions = "object_boxes" if args.aux_target == "box" else "object_masks"
+            object_regions = torch.cat([getattr(banks[lv], regions)[idx] for lv, idx in rows.items()])
             # Caption dropout for classifier-free guidance; a dropped caption grounds no token.
             dropped = torch.from_numpy(np_rng.random(args.batch) < args.caption_dropout)
             input_ids = torch.where(dropped[:, None], empty_ids[None], input_ids)
@@ -606,7 +626,7 @@ def train_unet(args) -> None:
             per_sample = F.mse_loss(out["eps"], noise, reduction="none").mean(dim=(1, 2, 3))
             mse = (per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma)).mean()
             probs = [layer.probs for layer in capture.layers.values()]
-            aux = attention_alignment_loss(probs, token_objects, object_masks, per_layer=args.aux_maps == "each")
+            aux = attention_alignment_loss(probs, token_objects, object_regions, per_layer=args.aux_maps == "each")
             loss = mse + args.aux_weight * aux
             capture.clear()
 
@@ -948,6 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", default=None, help="'STEP:LEVEL=W,...;...' mixture of curriculum levels from each"
                    f" step on; default (unet) {UNET_CURRICULUM!r}, (gligen) {GLIGEN_CURRICULUM!r}")
     p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
+    p.add_argument("--aux-target", choices=("mask", "box"), default="mask",
+                   help="(unet) where the auxiliary loss wants each word's attention: its objects' masks (steps 0-18000)"
+                   " or their boxes, which guidance and the attention benchmark use")
     p.add_argument("--aux-maps", choices=("mean", "each"), default="each",
                    help="(unet) align each 16x16 layer's map (what guidance averages), or only their average (steps 0-16000)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
