@@ -9,8 +9,9 @@ Two stages, both seeded and resumable from ``<run-dir>/``:
    8x8) and a small :class:`~transformers.CLIPTextModel` trained jointly, frozen VAE, epsilon
    prediction with Min-SNR-5 weighting (Hang et al. 2023), 10% caption dropout for classifier-free
    guidance, an easy-to-hard curriculum (1 large object -> 1-2 -> 1-4) and an auxiliary loss that
-   puts each caption word's 16x16 cross-attention inside its objects' masks (the layout-guidance
-   energy of Chen et al. 2023, used here as a training loss), read through :mod:`synth.attention`.
+   puts each caption word's 16x16 cross-attention inside its objects' boxes (``--aux-target``; masks
+   until step 18000), the layout-guidance energy of Chen et al. 2023 used here as a training loss, read
+   through :mod:`synth.attention`.
 
 ``--export DIR`` writes ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``
 and ``scheduler/`` in fp16 safetensors (EMA weights), loadable with
@@ -967,10 +968,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank-size", type=int, default=20_000, help="(unet) pre-encoded scenes per curriculum level")
     p.add_argument("--curriculum", default=None, help="'STEP:LEVEL=W,...;...' mixture of curriculum levels from each"
                    f" step on; default (unet) {UNET_CURRICULUM!r}, (gligen) {GLIGEN_CURRICULUM!r}")
-    p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-in-mask loss; 0 = off")
-    p.add_argument("--aux-target", choices=("mask", "box"), default="mask",
-                   help="(unet) where the auxiliary loss wants each word's attention: its objects' masks (steps 0-18000)"
-                   " or their boxes, which guidance and the attention benchmark use")
+    p.add_argument("--aux-weight", type=float, default=0.1, help="(unet) weight of the attention-alignment loss; 0 = off")
+    p.add_argument("--aux-target", choices=("mask", "box"), default="box",
+                   help="(unet) where the auxiliary loss wants each word's attention: its objects' boxes, which guidance"
+                   " and the attention benchmark read, or only their masks (steps 0-18000)")
     p.add_argument("--aux-maps", choices=("mean", "each"), default="each",
                    help="(unet) align each 16x16 layer's map (what guidance averages), or only their average (steps 0-16000)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
