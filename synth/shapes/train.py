@@ -598,6 +598,7 @@ def train_unet(args) -> None:
     noise_scheduler, phases, cooldown, banks, empty_ids = training_setup(args, run_dir, vae, tokenizer)
     # The aux loss reads the 16x16 cross-attention maps, the maps attention control guides.
     request = MapRequest(kind="cross", resolutions=((LATENT_SIZE, LATENT_SIZE),))
+    aux_regions = "object_boxes" if args.aux_target == "box" else "object_masks"  # the Bank field the loss aims at
     unet.train()
     text_encoder.train()
     window_start, window_steps = time.time(), 0
@@ -607,8 +608,7 @@ def train_unet(args) -> None:
             latents = torch.cat([banks[lv].latents[idx] for lv, idx in rows.items()])
             input_ids = torch.cat([banks[lv].input_ids[idx] for lv, idx in rows.items()])
             token_objects = torch.cat([banks[lv].token_objects[idx] for lv, idx in rows.items()])
-            regions = "object_boxes" if args.aux_target == "box" else "object_masks"
-            object_regions = torch.cat([getattr(banks[lv], regions)[idx] for lv, idx in rows.items()])
+            object_regions = torch.cat([getattr(banks[lv], aux_regions)[idx] for lv, idx in rows.items()])
             # Caption dropout for classifier-free guidance; a dropped caption grounds no token.
             dropped = torch.from_numpy(np_rng.random(args.batch) < args.caption_dropout)
             input_ids = torch.where(dropped[:, None], empty_ids[None], input_ids)
