@@ -136,6 +136,28 @@ def test_a_bank_built_before_boxes_existed_gets_them_from_its_seeded_scenes(expo
     assert "object_boxes" in torch.load(path, weights_only=False)  # upgraded once, on disk
 
 
+def test_aux_target_chooses_what_the_training_loss_aims_at(exported, tmp_path, monkeypatch):
+    # The same toy step twice from the export: the loss must get the batch's box cells, or its masks.
+    _, out = exported
+    seen = {}
+    original = train.attention_alignment_loss
+
+    def recording(probs, token_objects, object_regions, **kwargs):
+        seen[target] = object_regions
+        return original(probs, token_objects, object_regions, **kwargs)
+
+    monkeypatch.setattr(train, "attention_alignment_loss", recording)
+    for target in ("box", "mask"):
+        run = tmp_path / target
+        train.main(["--stage", "unet", "--run-dir", str(run), "--init-from", str(out), "--steps", "4", "--bank-size", "4",
+                    "--eval-every", "0", "--aux-target", target, *TOY])  # fmt: skip
+        banks = [torch.load(f, weights_only=False) for f in sorted(run.glob("bank_*.pt"))]
+        field = "object_boxes" if target == "box" else "object_masks"
+        rows = torch.cat([b[field] for b in banks])
+        assert all(any(torch.equal(r, row) for row in rows) for r in seen[target])
+    assert not torch.equal(seen["box"], seen["mask"])
+
+
 @pytest.mark.parametrize("text", ["1500:1000", "12000", "a:b", "-1:5"])
 def test_bad_cooldown_is_rejected_with_the_form_to_write(text):
     with pytest.raises(SystemExit, match="--cooldown"):
