@@ -200,7 +200,7 @@ def test_generate_with_composition_starts_from_the_composed_latents(syn):
     expected = placed.apply(0, plain.trajectory[0])
     torch.testing.assert_close(composed.trajectory[0], expected)
     assert torch.equal(placed.objects[0].mask, box_cells(layout.objects[0].box, 32, 32))
-    assert not torch.allclose(composed.images, plain.images)
+    assert (composed.images - plain.images).abs().max() > 1.0  # composed latents move the result by ~20
     # A bare prompt in the same batch is left alone.
     both = syn.generate([layout, "a dog"], composition=options, **{**kwargs, "seed": [0, 1]})
     alone = syn.generate("a dog", **{**kwargs, "seed": 1})

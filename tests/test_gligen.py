@@ -121,7 +121,8 @@ def test_every_loss_runs_on_gligen_and_its_step_lowers_it(syn, layout, method):
     assert torch.isfinite(before.total).all() and before.grad.abs().sum() > 0
     step = 0.5 / float(before.grad.abs().max())  # a small step along the gradient
     after = syn.measure(layout, latents - step * before.grad, 700, [method], **RES[method])
-    assert float(after.total) < float(before.total), (method, float(before.total), float(after.total))
+    # Each step lowers its loss by 8e-4 (sar) to 3e-2 on the tiny model; float noise is ~1e-6.
+    assert float(after.total) < float(before.total) - 1e-4, (method, float(before.total), float(after.total))
 
 
 def test_guided_generation_on_gligen_records_losses(syn, layout):

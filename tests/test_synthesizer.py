@@ -62,10 +62,11 @@ def test_one_guided_step_lowers_the_methods_loss(syn, fixed_latent, name):
     before = syn.measure(CAT_AND_DOG, fixed_latent, timestep=801, methods=method_options)
     assert torch.isfinite(before.total).all() and before.total.item() > 0
     assert before.grad.dtype == torch.float32 and before.grad.abs().sum() > 0
-    step = 0.05 / float(before.grad.abs().max())  # move the latent by at most 0.05
+    step = 0.5 / float(before.grad.abs().max())  # move the latent by at most 0.5
     moved = update_latents(fixed_latent, before.grad, step, torch.ones(1, dtype=torch.bool))
     after = syn.measure(CAT_AND_DOG, moved, timestep=801, methods=method_options)
-    assert after.losses[name].item() < before.losses[name].item()
+    # The step lowers each loss by 2.8e-4 (sar) to 1.2e-2 on the tiny model; float noise is ~1e-6.
+    assert after.losses[name].item() < before.losses[name].item() - 1e-4, (name, before.losses[name].item(), after.losses[name].item())
 
 
 def test_car_step_moves_cross_attention_mass_into_the_box(syn, fixed_latent):
@@ -82,9 +83,10 @@ def test_car_step_moves_cross_attention_mass_into_the_box(syn, fixed_latent):
         return float(sum(shares))
 
     before = syn.measure(CAT_AND_DOG, fixed_latent, timestep=801, methods=method_options)
-    moved = update_latents(fixed_latent, before.grad, 0.2 / float(before.grad.abs().max()), torch.ones(1, dtype=torch.bool))
+    moved = update_latents(fixed_latent, before.grad, 1.0 / float(before.grad.abs().max()), torch.ones(1, dtype=torch.bool))
     after = syn.measure(CAT_AND_DOG, moved, timestep=801, methods=method_options)
-    assert mass_in_boxes(after) > mass_in_boxes(before)
+    # One step of at most 1.0 per latent cell moves ~7e-4 of the mass into the boxes; float noise is ~1e-7.
+    assert mass_in_boxes(after) > mass_in_boxes(before) + 2e-4
 
 
 def test_batched_guidance_equals_sequential_with_per_sample_refinement(syn):
@@ -329,7 +331,8 @@ def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_
     kwargs = dict(num_inference_steps=1, seed=0, output_type="latent")
     by_default = loaded.generate("a cat", **kwargs).images
     torch.testing.assert_close(by_default, loaded.generate("a cat", guidance_scale=3.0, **kwargs).images)
-    assert (by_default - loaded.generate("a cat", guidance_scale=7.5, **kwargs).images).abs().max() > 0
+    # CFG 7.5 instead of 3 moves the one-step latents by ~2e-3 on the tiny model; float noise is ~1e-6.
+    assert (by_default - loaded.generate("a cat", guidance_scale=7.5, **kwargs).images).abs().max() > 2e-4
     # Object sizes for the planners' boxes: [low, high] of the canvas, and a gap.
     (folder / "scenewright.json").write_text(json.dumps({"object_sides": [0.2, 0.4], "object_gap": 0.05, "composition_steps": 1,
                                                          "size_sides": {"Small": [0.2, 0.25]}}))  # fmt: skip
