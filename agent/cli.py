@@ -15,26 +15,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # Imported here so that `scenewright --help` stays fast and a stage's heavy imports
     # (torch, diffusers) happen only when its command runs.
-    from layout import cli as layout_cli
+    from scenewright.layout import cli as layout_cli
 
     layout_cli.register(sub)
     try:
-        from synth import cli as synth_cli
+        from scenewright.synth import cli as synth_cli
     except ImportError:  # synthesis stage not present in this build
         synth_cli = None
     if synth_cli is not None:
         synth_cli.register(sub)
     try:
-        from eval import cli as eval_cli
+        from scenewright.eval import cli as eval_cli
     except ImportError:
         eval_cli = None
     if eval_cli is not None:
         eval_cli.register(sub)
-    from agent import commands as agent_commands
+    from scenewright.agent import commands as agent_commands
 
     agent_commands.register(sub)
     try:
-        from agent import web as web_cli  # `serve`; gradio is imported only when the app is built
+        from scenewright.agent import web as web_cli  # `serve`; gradio is imported only when the app is built
     except ImportError:
         web_cli = None
     if web_cli is not None:

@@ -7,7 +7,7 @@
 `run` writes OUT/image.png (the best attempt), layout.json (its layout), overlay.png (planned boxes
 green, detected red) and report.json (settings with secrets redacted, every attempt's seed, methods,
 options, scores, timings and failures in words). Settings come from the flags > ``SCENEWRIGHT_*``
-environment > ``--config FILE`` (TOML) > defaults (:mod:`agent.config`).
+environment > ``--config FILE`` (TOML) > defaults (:mod:`scenewright.agent.config`).
 Exit codes: 0 the files were written (report.json's "passed" says whether the image was verified; a
 warning on stderr says when not), 2 bad settings, an unplannable prompt or an unloadable model, 1 no
 attempt produced an image.
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from layout.planners import PLANNER_NAMES
+from scenewright.layout.planners import PLANNER_NAMES
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings flags shared by `run` and `config`; a flag not given is absent (so env/file apply)."""
@@ -79,9 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """The :class:`~agent.config.AgentSettings` for parsed flags (raises ConfigError / CLIError)."""
-    from agent.config import AgentSettings, load_settings
-    from synth.cli import parse_options
+    """The :class:`~scenewright.agent.config.AgentSettings` for parsed flags (raises ConfigError / CLIError)."""
+    from scenewright.agent.config import AgentSettings, load_settings
+    from scenewright.synth.cli import parse_options
 
     flags = {name: getattr(args, name) for name in AgentSettings.model_fields if hasattr(args, name)}
     if args.option:
@@ -91,8 +91,8 @@ def settings_from_args(args: argparse.Namespace):
 
 def _settings_or_none(args: argparse.Namespace):
     """The settings for ``args``, or None once the one-line error is printed."""
-    from agent.config import ConfigError
-    from synth.cli import CLIError
+    from scenewright.agent.config import ConfigError
+    from scenewright.synth.cli import CLIError
 
     try:
         return settings_from_args(args)
@@ -146,11 +146,11 @@ class TqdmProgress:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from agent.loop import AgentError, run
-    from layout.llm import LLMServerError
-    from layout.schema import LayoutError
-    from synth.cli import _quiet_loading
-    from synth.loading import ModelNotAvailableError
+    from scenewright.agent.loop import AgentError, run
+    from scenewright.layout.llm import LLMServerError
+    from scenewright.layout.schema import LayoutError
+    from scenewright.synth.cli import _quiet_loading
+    from scenewright.synth.loading import ModelNotAvailableError
 
     settings = _settings_or_none(args)
     if settings is None:

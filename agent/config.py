@@ -1,6 +1,6 @@
 """The agent's configuration: one pydantic settings object read from flags, the environment and a TOML file.
 
-Precedence, highest first: command-line flags (or :func:`agent.run` keyword arguments) >
+Precedence, highest first: command-line flags (or :func:`scenewright.agent.run` keyword arguments) >
 ``SCENEWRIGHT_*`` environment variables > a TOML file (``--config FILE``) > the defaults below.
 
     # scenewright.toml: the same names as the fields, flat
@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, SettingsConfigDict
 
-from layout.planners import PLANNER_NAMES
-from synth.loading import DEFAULT_MODEL
+from scenewright.layout.planners import PLANNER_NAMES
+from scenewright.synth.loading import DEFAULT_MODEL
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +64,7 @@ def _split_names(value: Any) -> Any:
 
 
 class AgentSettings(BaseSettings):
-    """Everything `scenewright run` and :func:`agent.run` can be told (see the module docstring for the sources)."""
+    """Everything `scenewright run` and :func:`scenewright.agent.run` can be told (see the module docstring for the sources)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, validate_default=True
@@ -120,7 +120,7 @@ class AgentSettings(BaseSettings):
     @field_validator("methods", "extra_methods")
     @classmethod
     def _known_methods(cls, names: list[str], info) -> list[str]:
-        from synth.methods import METHODS
+        from scenewright.synth.methods import METHODS
 
         names = [name.strip() for name in names if name.strip()]
         unknown = [name for name in names if name != "none" and name not in METHODS]
@@ -155,7 +155,7 @@ class AgentSettings(BaseSettings):
     @field_validator("detector")
     @classmethod
     def _known_detector(cls, name: str) -> str:
-        from eval.detect import DETECTORS
+        from scenewright.eval.detect import DETECTORS
 
         if name not in DETECTORS:
             raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
@@ -174,7 +174,7 @@ class AgentSettings(BaseSettings):
         return data
 
     def planner_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`layout.planners.get_planner` ``(self.planner, ...)``."""
+        """Keyword arguments for :func:`scenewright.layout.planners.get_planner` ``(self.planner, ...)``."""
         if self.planner == "offline":
             return {}
         if self.planner == "local":

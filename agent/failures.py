@@ -1,7 +1,7 @@
 """What an image gets wrong, in words: for ``report.json`` and for the planner's re-plan feedback.
 
-The numbers come from :func:`eval.scores.score_layout_image`; this words the same checks (counts and
-relations by :func:`layout.relations.requirement_failures` on the detections that fit the layout, wrong
+The numbers come from :func:`scenewright.eval.scores.score_layout_image`; this words the same checks (counts and
+relations by :func:`scenewright.layout.relations.requirement_failures` on the detections that fit the layout, wrong
 colors, planned boxes not drawn) so that an LLM planner can be told what to change.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eval.detect import Detection
-from eval.scores import detections_layout, fitting_detections, planned_matches
-from layout.parse import parse_prompt
-from layout.relations import requirement_failures
-from layout.schema import Layout
+from scenewright.eval.detect import Detection
+from scenewright.eval.scores import detections_layout, fitting_detections, planned_matches
+from scenewright.layout.parse import parse_prompt
+from scenewright.layout.relations import requirement_failures
+from scenewright.layout.schema import Layout
 
 #: IoU at which a planned box counts as drawn (the scores' ``box_iou50``).
 IOU_HIT = 0.5

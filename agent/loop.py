@@ -1,16 +1,16 @@
 """The agent loop: text -> plan -> check -> synthesize -> detect -> score -> retry, keeping every attempt.
 
 Read :func:`run` top to bottom. Each attempt draws the current layout with the current seed and
-guidance, detects what the image shows (:mod:`eval.detect`) and scores it against the layout
-(:func:`eval.scores.score_layout_image`). An attempt passes when every count and relation of the prompt holds in the
+guidance, detects what the image shows (:mod:`scenewright.eval.detect`) and scores it against the layout
+(:func:`scenewright.eval.scores.score_layout_image`). An attempt passes when every count and relation of the prompt holds in the
 image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until one passes, and within
 ``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
 
 1. ``"new seed"`` -- the same layout and guidance from other initial noise;
 2. ``"compose"`` -- each object drawn alone, found by the detector and composed into its box for the
-   first steps (LMD's latent composition, :mod:`synth.composition`; skipped when already on, e.g. with
+   first steps (LMD's latent composition, :mod:`scenewright.synth.composition`; skipped when already on, e.g. with
    the ``compose`` setting), each object's phrase blended into its box throughout
-   (:mod:`synth.spatial_temporal`, ``compose_spatial_temporal``) so that the caption's later steps keep
+   (:mod:`scenewright.synth.spatial_temporal`, ``compose_spatial_temporal``) so that the caption's later steps keep
    each object's own color;
 3. ``"stronger guidance"`` -- ``scale_factor`` times ``guidance_boost`` and ``extra_methods`` added
    (skipped when no guidance method would be active);
@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentSettings, load_settings
-from agent.failures import image_failures
-from eval.scores import score_layout_image
-from eval.detect import Detection, Detector, get_detector
-from layout.geometry import fit_object_sizes
-from layout.planners import Planner, accepts_feedback, get_planner, plan_layout
-from layout.parse import parse_prompt
-from layout.schema import Layout, LayoutError
+from scenewright.agent.config import AgentSettings, load_settings
+from scenewright.agent.failures import image_failures
+from scenewright.eval.scores import score_layout_image
+from scenewright.eval.detect import Detection, Detector, get_detector
+from scenewright.layout.geometry import fit_object_sizes
+from scenewright.layout.planners import Planner, accepts_feedback, get_planner, plan_layout
+from scenewright.layout.parse import parse_prompt
+from scenewright.layout.schema import Layout, LayoutError
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
 REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
@@ -143,8 +143,8 @@ class RunResult:
         return self.best.detections if self.best is not None else []
 
     def overlay(self, size: int = 512):
-        """The best image with its planned (green) and detected (red) boxes (:func:`eval.overlay.draw_overlay`)."""
-        from eval.overlay import draw_overlay
+        """The best image with its planned (green) and detected (red) boxes (:func:`scenewright.eval.overlay.draw_overlay`)."""
+        from scenewright.eval.overlay import draw_overlay
 
         if self.best is None:
             raise AgentError("no attempt produced an image, so there is nothing to overlay; see the attempts' errors")
@@ -209,13 +209,13 @@ def run(
 ) -> RunResult:
     """Draw ``prompt`` until the image shows what it asks, within ``attempts``; every attempt is kept.
 
-    ``options`` are :class:`~agent.config.AgentSettings` fields (``planner``, ``model``, ``methods``,
+    ``options`` are :class:`~scenewright.agent.config.AgentSettings` fields (``planner``, ``model``, ``methods``,
     ``attempts``, ``steps``, ``seed``, ``options``, ...), over ``settings`` when given, else over the
     environment and ``config_file`` as on the command line. ``synthesizer`` (a
-    :class:`synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
+    :class:`scenewright.synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
     (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting).
-    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~synth.loading.ModelNotAvailableError` when the model
-    cannot be loaded, :class:`~layout.schema.LayoutError` / :class:`AgentError` when the prompt
+    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
+    cannot be loaded, :class:`~scenewright.layout.schema.LayoutError` / :class:`AgentError` when the prompt
     cannot be planned; a failure inside an attempt is recorded in it instead.
     """
     # `planner="llm"` / `detector="shapes"` name the settings' choice; an object is used as it is.
@@ -315,9 +315,9 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
             attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
         composition = regional = None
         if attempt.composed:  # the detector that verifies also finds each object drawn alone (LMD: SAM)
-            from eval.detect import detector_segmenter
-            from synth.composition import CompositionOptions
-            from synth.spatial_temporal import SpatialTemporalControl
+            from scenewright.eval.detect import detector_segmenter
+            from scenewright.synth.composition import CompositionOptions
+            from scenewright.synth.spatial_temporal import SpatialTemporalControl
 
             composition = CompositionOptions(segmenter=detector_segmenter(detector))
             if settings.compose_spatial_temporal > 0:  # the whole caption's later steps mix objects' colors
@@ -397,8 +397,8 @@ def _replan(
 
 def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
     """The ``scale_factor`` the engine would use: the option, else the first method's default, else A&E's."""
-    from synth.methods import get_method
-    from synth.pipeline import ENGINE_DEFAULTS
+    from scenewright.synth.methods import get_method
+    from scenewright.synth.pipeline import ENGINE_DEFAULTS
 
     if "scale_factor" in options:
         return float(options["scale_factor"])
@@ -410,8 +410,8 @@ def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
 
 def _load_synthesizer(settings: AgentSettings):
     """``Synthesizer.from_pretrained`` on the settings' device and dtype (raises ModelNotAvailableError)."""
-    from synth import Synthesizer
-    from synth.cli import _device_and_dtype  # `generate`'s defaults: cuda when there, fp16 on cuda
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.cli import _device_and_dtype  # `generate`'s defaults: cuda when there, fp16 on cuda
 
     device, dtype = _device_and_dtype(settings.device, settings.dtype)
     return Synthesizer.from_pretrained(settings.model, torch_dtype=dtype, device=device)

@@ -13,7 +13,7 @@ that keeps the boxes in a hidden textbox as JSON, the *box state*::
     {"boxes": [{"name": "cat", "phrase": "a cat", "x": 0.1, "y": 0.3, "w": 0.35, "h": 0.4}, ...]}
 
 with ``x, y, w, h`` normalized to the canvas (origin top-left, y down). :func:`layout_to_state` and
-:func:`state_to_layout` convert between it and the one schema (:class:`layout.schema.Layout`); the
+:func:`state_to_layout` convert between it and the one schema (:class:`scenewright.layout.schema.Layout`); the
 latter turns anything a browser can send into a valid layout or an :class:`EditorError` whose
 message names the box and the fix. Every handler shows errors as a message in the page, never a traceback.
 """
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from layout.planners import PLANNER_NAMES
-from layout.schema import Layout, LayoutError, phrase_to_name
+from scenewright.layout.planners import PLANNER_NAMES
+from scenewright.layout.schema import Layout, LayoutError, phrase_to_name
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         raise EditorError('the box state must be {"boxes": [...]}; press \'Plan layout\' to start again')
     if not state["boxes"]:
         raise EditorError("the canvas has no boxes; press 'Plan layout' or 'Add box'")
-    from layout.parse import parse_prompt
+    from scenewright.layout.parse import parse_prompt
 
     prompt_names = {o.name for o in parse_prompt(prompt).objects}
     objects = []
@@ -137,10 +137,10 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
 def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
     """``text`` planned and geometry-checked by ``planner`` (a name or planner), and the page's message about it.
 
-    Raises :class:`EditorError` for an empty text and :class:`~layout.schema.LayoutError` for a plan the
+    Raises :class:`EditorError` for an empty text and :class:`~scenewright.layout.schema.LayoutError` for a plan the
     checker cannot repair. A plan without objects is returned with a message saying how to add some.
     """
-    from layout.planners import plan_layout
+    from scenewright.layout.planners import plan_layout
 
     if not isinstance(text, str) or not text.strip():
         raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
@@ -161,13 +161,13 @@ def generate_for_layout(
     detector: str | Any = "shapes",
     **method_options: Any,
 ):
-    """Draw ``layout`` with ``synthesizer`` (a :class:`synth.Synthesizer`), detect, and score against the layout.
+    """Draw ``layout`` with ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect, and score against the layout.
 
     Returns ``(image, overlay, scores)``: the PIL image, the image with planned (green) and detected (red)
     boxes, and ``{"count_acc", "spatial_acc", "box_iou50", "mean_iou", "detections"}``. ``detector`` is a
-    name for :func:`eval.detect.get_detector` or a detector. ``methods`` empty means plain Stable Diffusion.
+    name for :func:`scenewright.eval.detect.get_detector` or a detector. ``methods`` empty means plain Stable Diffusion.
     """
-    from eval.detect import get_detector
+    from scenewright.eval.detect import get_detector
 
     find = get_detector(detector) if isinstance(detector, str) else detector
     methods = list(methods) or ["none"]
@@ -176,12 +176,12 @@ def generate_for_layout(
     )
     image = output.images[0]
     detections = find(image, layout.names)
-    from eval.scores import score_layout_image
+    from scenewright.eval.scores import score_layout_image
 
     scores: dict[str, Any] = dict(score_layout_image(detections, layout))
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
                             for d in detections]  # fmt: skip
-    from eval.overlay import draw_overlay
+    from scenewright.eval.overlay import draw_overlay
 
     return image, draw_overlay(image, layout, detections), scores
 
@@ -198,7 +198,7 @@ class _LazySynthesizer:
             if self._synthesizer is None:
                 import torch
 
-                from synth import Synthesizer
+                from scenewright.synth import Synthesizer
 
                 cuda = torch.cuda.is_available()
                 self._synthesizer = Synthesizer.from_pretrained(
@@ -237,7 +237,7 @@ def build_app(
     planner_options: dict | None = None,
     method_options: dict | None = None,
 ):
-    """The Gradio ``Blocks`` of the editor. ``synthesizer`` (a :class:`synth.Synthesizer`) overrides ``model``.
+    """The Gradio ``Blocks`` of the editor. ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`) overrides ``model``.
 
     Gradio's queue runs one generation at a time (its default ``concurrency_limit=1`` per event), so
     the shared pipeline never has two runs installing attention processors at once.
@@ -247,9 +247,9 @@ def build_app(
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a local tool
     import gradio as gr
 
-    from layout.planners import get_planner
-    from synth.loading import DEFAULT_MODEL, ModelNotAvailableError
-    from synth.methods import METHODS
+    from scenewright.layout.planners import get_planner
+    from scenewright.synth.loading import DEFAULT_MODEL, ModelNotAvailableError
+    from scenewright.synth.methods import METHODS
 
     model = model or DEFAULT_MODEL
     models = _LazySynthesizer(model, synthesizer)
@@ -358,7 +358,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import sys
 
-    from synth.cli import parse_options
+    from scenewright.synth.cli import parse_options
 
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
@@ -368,7 +368,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         options = parse_options(args.option)
-        from eval.detect import get_detector
+        from scenewright.eval.detect import get_detector
 
         get_detector(args.detector)  # an unknown detector fails now, not at the first generation
     except ValueError as err:

@@ -9,8 +9,8 @@ import random
 import statistics
 import time
 
-from layout import Layout, ObjectSpec, PromptSpec, RelationSpec
-from layout.geometry import check_layout
+from scenewright.layout import Layout, ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.geometry import check_layout
 
 
 def _grid_layout(n: int) -> Layout:

@@ -5,7 +5,7 @@ Prints, for a model folder (default: the embedded ``shapes``):
 1. **Unguided from captions** (DDIM; CFG: the model's declared scale unless ``--guidance-scale``), scored
    by the exact detector: single-object color recall and
    color+shape exact match; 1-4 object per-instance color recall, exact multiset and count accuracy
-   (:func:`synth.shapes.train.evaluate`, the same numbers the training log records).
+   (:func:`scenewright.synth.shapes.train.evaluate`, the same numbers the training log records).
 2. **Attention localization**: ground-truth scenes are encoded, noised to timestep ``--auc-timestep`` and
    passed once through the UNet with their captions; each caption word that names objects (count, size,
    color, shape) gets its 16x16 cross-attention map (mean of heads, layers and the word's tokens) and the
@@ -16,9 +16,9 @@ Prints, for a model folder (default: the embedded ``shapes``):
    largest detected object has its centre in the named 3x3 region. If the two are equal, the model ignores
    the words and only the initial noise decides where objects go (what guidance then has to overcome).
 4. **Grounded** (a GLIGEN model only, e.g. after ``--stage gligen``): 1-4 object scenes drawn from their
-   captions and their true boxes through :class:`synth.Synthesizer` with the gated layers on for the first
+   captions and their true boxes through :class:`scenewright.synth.Synthesizer` with the gated layers on for the first
    ``--gligen-beta`` of the steps; count accuracy, objects inside their boxes (IoU >= 0.5), clean background
-   (:func:`synth.shapes.train.evaluate_grounded`, the numbers the GLIGEN training log records).
+   (:func:`scenewright.synth.shapes.train.evaluate_grounded`, the numbers the GLIGEN training log records).
 5. **Speed**: wall time of one unguided 64x64 image (``--steps`` DDIM steps, CFG) with ``--threads`` threads.
 
     python benchmarks/shapes_model.py                         # embedded model, 64 scenes per suite
@@ -62,10 +62,10 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
     words find their objects whatever their shape; the box figure, which guidance needs, counts a star's
     empty box corners as cells the word should attend to.
     """
-    from eval.shapes.world import COLORS, SHAPES, sample_scene
-    from synth.attention import attention_capture
-    from synth.maps import MapRequest, box_cell_masks
-    from synth.shapes.train import LATENT_SIZE, images_to_tensor, object_masks_latent, word_token_spans
+    from scenewright.eval.shapes.world import COLORS, SHAPES, sample_scene
+    from scenewright.synth.attention import attention_capture
+    from scenewright.synth.maps import MapRequest, box_cell_masks
+    from scenewright.synth.shapes.train import LATENT_SIZE, images_to_tensor, object_masks_latent, word_token_spans
 
     rng = np.random.default_rng([seed, 7])
     scenes = [sample_scene(rng, curriculum_level=2) for _ in range(count)]
@@ -104,8 +104,8 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
 @torch.no_grad()
 def region_following(pipe, count: int, seed: int, steps: int, guidance: float) -> dict[str, float]:
     """Fraction of images whose object lands in the caption's region: with the region words, and without them."""
-    from eval.shapes.detector import detect
-    from eval.shapes.world import region_of, sample_scene
+    from scenewright.eval.shapes.detector import detect
+    from scenewright.eval.shapes.world import region_of, sample_scene
 
     rng = np.random.default_rng([seed, 11])
     with_region, without_region, regions = [], [], []
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from synth.loading import load_stable_diffusion, model_defaults, resolve_model
-    from synth.gligen import is_gligen_unet
-    from synth.shapes.train import evaluate, evaluate_grounded
+    from scenewright.synth.loading import load_stable_diffusion, model_defaults, resolve_model
+    from scenewright.synth.gligen import is_gligen_unet
+    from scenewright.synth.shapes.train import evaluate, evaluate_grounded
 
     pipe = load_stable_diffusion(args.model, safety_checker=None, requires_safety_checker=False)
     guidance = args.guidance_scale

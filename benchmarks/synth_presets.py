@@ -39,7 +39,7 @@ PRESETS = (
 
 
 def _layout():
-    from layout.schema import Layout
+    from scenewright.layout.schema import Layout
 
     return Layout.from_gligen("a cat and a frog", ["a cat", "a frog"], [[0.05, 0.2, 0.45, 0.8], [0.55, 0.2, 0.95, 0.8]])
 
@@ -57,7 +57,7 @@ def _generate(syn, preset: str, args, steps: int):
 def run_worker(args: argparse.Namespace) -> None:
     import torch
 
-    from synth import Synthesizer
+    from scenewright.synth import Synthesizer
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

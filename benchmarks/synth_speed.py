@@ -64,7 +64,7 @@ def build_sd15_random(folder: Path, seed: int = 0, gligen: bool = False) -> None
     )  # fmt: skip
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synth.tokenizer import build_clip_tokenizer
+    from scenewright.synth.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(  # SD1.5's defaults otherwise
@@ -132,7 +132,7 @@ def _load(config: str, folder: str, dtype, device):
     from diffusers import StableDiffusionAttendAndExcitePipeline, StableDiffusionPipeline
 
     if config == "ours":
-        from synth import Synthesizer
+        from scenewright.synth import Synthesizer
 
         return Synthesizer.from_pretrained(folder, torch_dtype=dtype, device=device)
     cls = StableDiffusionAttendAndExcitePipeline if config == "diffusers" else StableDiffusionPipeline

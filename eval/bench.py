@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.detect import Detection, Detector
-from eval.suites import BenchItem
-from layout.schema import Layout
+from scenewright.eval.detect import Detection, Detector
+from scenewright.eval.suites import BenchItem
+from scenewright.layout.schema import Layout
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
 SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
@@ -39,9 +39,9 @@ class MethodSpec:
     """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar").
 
     ``compose`` joins a combination as a loop variation, not a loss: ``"compose+car+sar"`` draws each object
-    alone and composes it into its box first (:mod:`synth.composition`, LMD), then guides with CAR + SAR.
+    alone and composes it into its box first (:mod:`scenewright.synth.composition`, LMD), then guides with CAR + SAR.
     So does ``spatial_temporal`` (or ``spatial_temporal:W``): box-confined spatial-temporal control
-    (:mod:`synth.spatial_temporal`), each object's phrase blended into its box with local weight W (1).
+    (:mod:`scenewright.synth.spatial_temporal`), each object's phrase blended into its box with local weight W (1).
     """
 
     name: str
@@ -72,7 +72,7 @@ def _spatial_temporal_weight(token: str, part: str) -> float:
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
     """``"none,attend_excite,car+sar"`` -> three :class:`MethodSpec`; each name checked against the registry."""
-    from synth.cli import parse_methods
+    from scenewright.synth.cli import parse_methods
 
     specs = []
     for part in (p.strip() for p in text.split(",")):
@@ -103,8 +103,8 @@ def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str
     ``--option car_res=[16,16]`` with ``--methods none,car+sar`` goes to car+sar only: plain SD
     rejects method options, and one flag list serves every combination of the run.
     """
-    from synth.methods import METHODS
-    from synth.pipeline import ENGINE_DEFAULTS
+    from scenewright.synth.methods import METHODS
+    from scenewright.synth.pipeline import ENGINE_DEFAULTS
 
     known = {s.name: set(ENGINE_DEFAULTS).union(*(METHODS[m].defaults for m in s.methods if m in METHODS)) for s in specs}
     unused = sorted(set(options) - set().union(*known.values()))
@@ -116,35 +116,35 @@ def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str
 
 # ----------------------------------------------------------------------------- benchmark scorers
 def _hrs_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import hrs_spatial_correct
+    from scenewright.eval.scores import hrs_spatial_correct
 
     return {"hrs_spatial": float(hrs_spatial_correct(detections, item.info["objects"], item.info["relations"]))}
 
 
 def _hrs_counting(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import hrs_counting_counts
+    from scenewright.eval.scores import hrs_counting_counts
 
     tp, fp, fn = hrs_counting_counts(detections, item.info["expected"])
     return {"hrs_tp": tp, "hrs_fp": fp, "hrs_fn": fn}  # pooled into precision / recall / F1 by the report
 
 
 def _geneval(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import geneval_correct
+    from scenewright.eval.scores import geneval_correct
 
     correct, _reason = geneval_correct(detections, item.info["metadata"], image_size=(image.height, image.width))
     return {"geneval": None if correct is None else float(correct)}
 
 
 def _lmd(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import lmd_image_correct
+    from scenewright.eval.scores import lmd_image_correct
 
     _kind, correct = lmd_image_correct(item.prompt, detections)
     return {"lmd": float(correct)}
 
 
 def _t2i_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import t2i_spatial_locality, t2i_spatial_score
-    from layout.parse import parse_prompt
+    from scenewright.eval.scores import t2i_spatial_locality, t2i_spatial_score
+    from scenewright.layout.parse import parse_prompt
 
     objects = parse_prompt(item.prompt).objects
     if len(objects) < 2:
@@ -155,8 +155,8 @@ def _t2i_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
 
 
 def _t2i_numeracy(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from eval.scores import t2i_numeracy_score
-    from layout.parse import parse_prompt
+    from scenewright.eval.scores import t2i_numeracy_score
+    from scenewright.layout.parse import parse_prompt
 
     objects = [(o.name, o.count) for o in parse_prompt(item.prompt).objects]
     if not objects:
@@ -177,8 +177,8 @@ BENCHMARK_SCORERS: dict[str, Callable[[BenchItem, Any, list[Detection]], dict]] 
 
 def score_image(item: BenchItem, image, layout: Layout, detector: Detector | None) -> tuple[list[Detection], dict]:
     """Detections and scores of one image: score_layout_image's fields, background_clean, the benchmark's own."""
-    from eval.detect import ShapesDetector
-    from eval.scores import score_layout_image
+    from scenewright.eval.detect import ShapesDetector
+    from scenewright.eval.scores import score_layout_image
 
     scores: dict[str, Any] = {"count_acc": None, "spatial_acc": None, "box_iou50": None, "mean_iou": None,
                               "background_clean": None}  # fmt: skip
@@ -188,7 +188,7 @@ def score_image(item: BenchItem, image, layout: Layout, detector: Detector | Non
     detections = detector(image, names)
     scores.update(score_layout_image(detections, layout))
     if isinstance(detector, ShapesDetector):  # only the exact shapes detector can tell color floods from objects
-        from eval.shapes.detector import background_clean
+        from scenewright.eval.shapes.detector import background_clean
 
         scores["background_clean"] = background_clean(image)
     scorer = BENCHMARK_SCORERS.get(item.suite)
@@ -241,7 +241,7 @@ class LayoutSource:
     """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk.
 
     Planned layouts are fitted to ``object_sides`` / ``object_gap`` / ``size_sides`` when the model declares them
-    (:class:`synth.loading.ModelDefaults`); a suite's shipped layouts are used as they are.
+    (:class:`scenewright.synth.loading.ModelDefaults`); a suite's shipped layouts are used as they are.
     """
 
     def __init__(self, out: Path, planner=None, *, use_shipped: bool = True,
@@ -253,7 +253,7 @@ class LayoutSource:
         self.fit = {"object_sides": object_sides, "object_gap": object_gap, "size_sides": size_sides} if object_sides else {}
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
-        from layout.planners import get_planner, plan_layout
+        from scenewright.layout.planners import get_planner, plan_layout
 
         shipped = self.use_shipped and item.layout is not None
         if not shipped and self.planner is None:
@@ -303,7 +303,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
     only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
     negative prompt, and the record says so (``"guided": false``). ``composition``: the
-    :class:`synth.composition.CompositionOptions` of ``compose`` combinations (default ones when None).
+    :class:`scenewright.synth.composition.CompositionOptions` of ``compose`` combinations (default ones when None).
     """
     started = time.perf_counter()
     layout, source = layouts(item)
@@ -312,7 +312,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
         compose = (composition or True) if spec.compose else None
         regional = None
         if spec.spatial_temporal is not None:
-            from synth.spatial_temporal import SpatialTemporalControl
+            from scenewright.synth.spatial_temporal import SpatialTemporalControl
 
             regional = SpatialTemporalControl(local_weight=spec.spatial_temporal)
         output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil", composition=compose,
@@ -354,9 +354,9 @@ def run_bench(
 ) -> dict:
     """Run every (item, method, seed) not finished yet; returns counts ``{"done", "skipped", "failed"}``.
 
-    ``generate_options`` go to every :meth:`synth.Synthesizer.generate` call (``num_inference_steps``,
+    ``generate_options`` go to every :meth:`scenewright.synth.Synthesizer.generate` call (``num_inference_steps``,
     ``guidance_scale``); ``method_options`` to the combinations that take them
-    (:func:`split_method_options`); ``composition`` (:class:`synth.composition.CompositionOptions`) to the
+    (:func:`split_method_options`); ``composition`` (:class:`scenewright.synth.composition.CompositionOptions`) to the
     ``compose`` combinations. A unit that raises is recorded with its error and the run
     continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
     (with ``report``) report.html.
@@ -399,7 +399,7 @@ def run_bench(
         records = load_records(out)
         _write_json(out / "summary.json", summarize(records, [s.name for s in specs]))
         if report:
-            from eval.report import write_report
+            from scenewright.eval.report import write_report
 
             write_report(out, records, methods=[s.name for s in specs])
     return counts

@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
-    from eval.layouts import SUITES
-    from layout.planners import PLANNER_NAMES
+    from scenewright.eval.layouts import SUITES
+    from scenewright.layout.planners import PLANNER_NAMES
 
     parser = subparsers.add_parser(
         "eval-layouts",
@@ -42,8 +42,8 @@ def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval_layouts(args: argparse.Namespace) -> int:
-    from eval.layouts import evaluate_suite, format_table, get_planner
-    from layout.cli import planner_options
+    from scenewright.eval.layouts import evaluate_suite, format_table, get_planner
+    from scenewright.layout.cli import planner_options
 
     if args.limit is not None and args.limit < 1:
         print(f"--limit must be >= 1, got {args.limit}", file=sys.stderr)
@@ -76,16 +76,16 @@ def _eval_layouts(args: argparse.Namespace) -> int:
 
 
 def _register_bench(subparsers: argparse._SubParsersAction) -> None:
-    from eval.detect import DETECTORS
-    from eval.suites import SUITE_NAMES
-    from layout.planners import PLANNER_NAMES
+    from scenewright.eval.detect import DETECTORS
+    from scenewright.eval.suites import SUITE_NAMES
+    from scenewright.layout.planners import PLANNER_NAMES
 
     parser = subparsers.add_parser(
         "bench",
         help="benchmark guidance methods: generate, detect, score; writes summary.json and report.html",
         description="Generate every prompt of a suite with each method combination and seed, detect the objects, "
         "score the images and write images, records, summary.json and report.html under --out. "
-        "Resumable: finished images are skipped. Shard over GPUs with `accelerate launch -m agent.cli bench ...`.",
+        "Resumable: finished images are skipped. Shard over GPUs with `accelerate launch -m scenewright.agent.cli bench ...`.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--suite", choices=SUITE_NAMES, help="a shipped benchmark suite")
@@ -121,9 +121,9 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 
 def _bench_setup(args: argparse.Namespace):
     """Everything but the model, checked before the (slow) model load: raises ValueError/OSError for exit 2."""
-    from eval.bench import parse_method_specs, split_method_options
-    from eval.suites import load_prompt_file, load_suite
-    from synth.cli import parse_options
+    from scenewright.eval.bench import parse_method_specs, split_method_options
+    from scenewright.eval.suites import load_prompt_file, load_suite
+    from scenewright.synth.cli import parse_options
 
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
@@ -138,7 +138,7 @@ def _bench_setup(args: argparse.Namespace):
                          "(with --detector-model), or none to only generate")  # fmt: skip
     planner = None
     if args.planner is not None:
-        from layout.planners import get_planner
+        from scenewright.layout.planners import get_planner
 
         planner = get_planner(args.planner, **({"model": args.planner_model} if args.planner_model else {}))
     elif args.planner_model:
@@ -148,12 +148,12 @@ def _bench_setup(args: argparse.Namespace):
 
 def _composition(args: argparse.Namespace, detector_name: str, detector, device):
     """The ``compose`` combinations' options: segment with the model's attention, or with a detector."""
-    from synth.composition import CompositionOptions
+    from scenewright.synth.composition import CompositionOptions
 
     name = args.compose_segmenter
     if name == "attention":
         return CompositionOptions()
-    from eval.detect import detector_segmenter
+    from scenewright.eval.detect import detector_segmenter
 
     if name != detector_name or detector is None:  # not the scoring detector: load its own
         detector = _load_detector(name, args, device)
@@ -162,7 +162,7 @@ def _composition(args: argparse.Namespace, detector_name: str, detector, device)
 
 def _load_detector(name: str, args: argparse.Namespace, device):
     """``get_detector(name)`` with ``--detector-model`` and, for open-vocabulary models, the device."""
-    from eval.detect import get_detector
+    from scenewright.eval.detect import get_detector
 
     extra = {"model": args.detector_model} if args.detector_model else {}
     if name != "shapes":
@@ -171,21 +171,21 @@ def _load_detector(name: str, args: argparse.Namespace, device):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from synth.cli import _device_and_dtype, _quiet_loading
+    from scenewright.synth.cli import _device_and_dtype, _quiet_loading
 
     try:
         specs, options, items, detector_name, planner = _bench_setup(args)
         if args.device is None:
-            from eval.bench import process_state
+            from scenewright.eval.bench import process_state
 
             args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
         device, dtype = _device_and_dtype(args.device, args.dtype)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from eval.bench import run_bench
-    from synth import Synthesizer
-    from synth.loading import ModelNotAvailableError
+    from scenewright.eval.bench import run_bench
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.loading import ModelNotAvailableError
 
     try:
         with _quiet_loading(args.quiet):

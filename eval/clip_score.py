@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from synth.loading import ModelNotAvailableError
+from scenewright.synth.loading import ModelNotAvailableError
 
 #: Attend-and-Excite's CLIP (OpenAI ViT-B/16), as open_clip names it.
 AE_MODEL, AE_PRETRAINED = "ViT-B-16", "openai"
@@ -109,7 +109,7 @@ class ClipScorer:
     @torch.no_grad()
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
         """Unit CLIP embeddings (N, D), fp32, of PIL images / (H, W, 3) arrays / (3, H, W) tensors."""
-        from eval.detectors import to_pil
+        from scenewright.eval.detectors import to_pil
 
         device, dtype = self._device_dtype
         out = []
@@ -181,8 +181,8 @@ class ClipScorer:
         import numpy as np
         from PIL import Image
 
-        from eval.detectors import to_pil
-        from eval.scores import GENEVAL_COLORS
+        from scenewright.eval.detectors import to_pil
+        from scenewright.eval.scores import GENEVAL_COLORS
 
         colors = tuple(colors or GENEVAL_COLORS)
         pil = to_pil(image)

@@ -35,35 +35,35 @@ class Detector(Protocol):
 
 
 class ShapesDetector:
-    """The shapes world's exact detector (:func:`eval.shapes.detector.detect`) behind the common interface."""
+    """The shapes world's exact detector (:func:`scenewright.eval.shapes.detector.detect`) behind the common interface."""
 
     def __init__(self, **options: Any):
         self.options = options
 
     def __call__(self, image: Any, names: Sequence[str] = ()) -> list[Detection]:
-        from eval.shapes.detector import detect
+        from scenewright.eval.shapes.detector import detect
 
         wanted = set(names)
         return [d for d in detect(image, **self.options) if not wanted or d.name in wanted]
 
 
 def _owlv2(**options: Any) -> Detector:
-    """OWLv2 (:class:`eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from eval.detectors import OwlDetector
+    """OWLv2 (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
+    from scenewright.eval.detectors import OwlDetector
 
     return OwlDetector.from_pretrained(version=2, **options)
 
 
 def _owlvit(**options: Any) -> Detector:
-    """OWL-ViT (:class:`eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from eval.detectors import OwlDetector
+    """OWL-ViT (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
+    from scenewright.eval.detectors import OwlDetector
 
     return OwlDetector.from_pretrained(version=1, **options)
 
 
 def _grounding_dino(**options: Any) -> Detector:
-    """Grounding DINO (:class:`eval.detectors.GroundingDinoDetector`); ``model=`` a hub id or local folder."""
-    from eval.detectors import GroundingDinoDetector
+    """Grounding DINO (:class:`scenewright.eval.detectors.GroundingDinoDetector`); ``model=`` a hub id or local folder."""
+    from scenewright.eval.detectors import GroundingDinoDetector
 
     return GroundingDinoDetector.from_pretrained(**options)
 
@@ -87,14 +87,14 @@ def get_detector(name: str, **options: Any) -> Detector:
 
 
 def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[np.ndarray]]:
-    """``segmenter(image, phrase)`` for :mod:`synth.composition` from a detector (LMD segments with SAM).
+    """``segmenter(image, phrase)`` for :mod:`scenewright.synth.composition` from a detector (LMD segments with SAM).
 
     A (H, W) bool mask per detection of the phrase's kind whose color fits the phrase, most confident
     first (its box, filled, for detectors without masks); [] when the detector finds no such object.
     """
-    from eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
-    from eval.scores import color_fits, detection_region
-    from layout.schema import phrase_to_name
+    from scenewright.eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
+    from scenewright.eval.scores import color_fits, detection_region
+    from scenewright.layout.schema import phrase_to_name
 
     def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
         name = phrase_to_name(phrase)

@@ -1,4 +1,4 @@
-"""Open-vocabulary detectors through transformers, behind :class:`eval.detect.Detector`.
+"""Open-vocabulary detectors through transformers, behind :class:`scenewright.eval.detect.Detector`.
 
 - OWL-ViT (Minderer et al. 2022) and OWLv2 (Minderer et al. 2023): one text query per name,
   ``"a photo of a {name}"`` (the query LMD's evaluation uses); each predicted box takes the query
@@ -8,8 +8,8 @@
 
 Both return normalized xyxy boxes relative to the image (OWLv2's square padding undone), the
 asked names (not the query text), scores above ``threshold``, and a class-aware NMS
-(:func:`eval.scores.nms`) so that one object gives one detection. Loading goes through
-``from_pretrained`` (hub id or local folder) and fails with :class:`synth.loading.ModelNotAvailableError`
+(:func:`scenewright.eval.scores.nms`) so that one object gives one detection. Loading goes through
+``from_pretrained`` (hub id or local folder) and fails with :class:`scenewright.synth.loading.ModelNotAvailableError`
 saying how to get the weights onto an offline machine.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.detect import Detection
-from synth.loading import ModelNotAvailableError
+from scenewright.eval.detect import Detection
+from scenewright.synth.loading import ModelNotAvailableError
 
 OWLV2_DEFAULT = "google/owlv2-base-patch16-ensemble"
 OWLVIT_DEFAULT = "google/owlvit-base-patch32"
@@ -86,7 +86,7 @@ def _detections(
     boxes_cxcywh: torch.Tensor, name_scores: torch.Tensor, names: Sequence[str], threshold: float, nms_threshold: float | None
 ) -> list[Detection]:
     """Boxes (Q, 4 normalized cxcywh) + per-name scores (Q, K) -> detections above ``threshold``, best first, NMS'd."""
-    from eval.scores import nms
+    from scenewright.eval.scores import nms
 
     scores, labels = name_scores.float().max(dim=-1)
     cx, cy, w, h = boxes_cxcywh.float().unbind(-1)

@@ -12,7 +12,7 @@
   right); spatial accuracy = some pair of boxes of the two objects (found by ``difflib``) has the
   ground-truth relation by the angle between their centres ("next to" also accepts left/right).
 
-The planner is resolved by name through :func:`layout.planners.get_planner`; its raw layouts are
+The planner is resolved by name through :func:`scenewright.layout.planners.get_planner`; its raw layouts are
 scored (no geometry repair), as LMD's and LayoutGPT's stage-1 evaluations score the LLM's answer.
 """
 
@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from layout.parse import singularize
-from layout.schema import Layout
+from scenewright.layout.parse import singularize
+from scenewright.layout.schema import Layout
 
 SUITES = ("lmd", "nsr1k-counting", "nsr1k-spatial")
 
@@ -48,7 +48,7 @@ TARGET_PROMPTS_PER_SECOND = 1000.0
 # ----------------------------------------------------------------------------- data
 def _read_json(*parts: str):
     """A JSON file shipped under ``eval/data`` (package data, read via importlib.resources)."""
-    node = resources.files("eval").joinpath("data")
+    node = resources.files("scenewright.eval").joinpath("data")
     for part in parts:
         node = node.joinpath(part)
     return json.loads(node.read_text(encoding="utf-8"))
@@ -310,8 +310,8 @@ def evaluate_suite(suite: str, planner, *, limit: int | None = None, seed: int =
 
 
 def get_planner(name: str, **options):
-    """The planner called ``name`` (``offline``, ``llm``, ``local``), via :func:`layout.planners.get_planner`."""
-    from layout.planners import get_planner as registry_get
+    """The planner called ``name`` (``offline``, ``llm``, ``local``), via :func:`scenewright.layout.planners.get_planner`."""
+    from scenewright.layout.planners import get_planner as registry_get
 
     return registry_get(name, **options)
 

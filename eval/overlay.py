@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from eval.detect import Detection
-from layout.schema import Layout
+from scenewright.eval.detect import Detection
+from scenewright.layout.schema import Layout
 
 PLANNED_RGB = (20, 170, 60)
 DETECTED_RGB = (230, 30, 30)

@@ -2,7 +2,7 @@
 
 Everything the page shows lives next to it in the run folder and is linked relatively (images,
 box overlays under ``annotated/``, plots under ``plots/``), so the folder can be moved or served
-as a whole. Box overlays: planned boxes in green, detected ones in red (:mod:`eval.overlay`); plots are
+as a whole. Box overlays: planned boxes in green, detected ones in red (:mod:`scenewright.eval.overlay`); plots are
 matplotlib on the Agg backend (no display needed).
 """
 
@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.detect import Detection
-from eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
-from layout.schema import Layout
+from scenewright.eval.detect import Detection
+from scenewright.eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
+from scenewright.layout.schema import Layout
 
 #: Columns of the tables: (record score key, header). HRS counting P/R/F1 are pooled, not averaged.
 _METRICS = (
@@ -30,7 +30,7 @@ _METRICS = (
     ("t2i_spatial", "T2I spatial"),
     ("t2i_numeracy", "T2I numeracy"),
 )
-#: Overlays (:func:`eval.overlay.draw_overlay`) are drawn this many pixels wide (64 px shapes images are tiny).
+#: Overlays (:func:`scenewright.eval.overlay.draw_overlay`) are drawn this many pixels wide (64 px shapes images are tiny).
 OVERLAY_SIDE = 256
 MAX_GRID_ITEMS = 24
 
@@ -47,7 +47,7 @@ def _row(records: Sequence[dict]) -> dict:
         values = [r["scores"][key] for r in ok if r["scores"].get(key) is not None]
         row["metrics"][key] = sum(values) / len(values) if values else None
     if any("hrs_tp" in r["scores"] for r in ok):
-        from eval.scores import hrs_counting_prf
+        from scenewright.eval.scores import hrs_counting_prf
 
         prf = hrs_counting_prf((r["scores"]["hrs_tp"], r["scores"]["hrs_fp"], r["scores"]["hrs_fn"]) for r in ok if "hrs_tp" in r["scores"])
         row["metrics"].update({f"hrs_{k}": v for k, v in prf.items()})
@@ -173,7 +173,7 @@ def write_report(out: str | os.PathLike, records: Sequence[dict] | None = None, 
     """Write ``out/report.html`` (plus its overlays and plots) from the run's records; returns its path."""
     import jinja2
 
-    from eval.bench import load_records
+    from scenewright.eval.bench import load_records
 
     out = Path(out)
     records = list(records) if records is not None else load_records(out)

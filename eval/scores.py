@@ -1,10 +1,10 @@
-"""Image-level scores: pure functions over detections (:class:`eval.detect.Detection`).
+"""Image-level scores: pure functions over detections (:class:`scenewright.eval.detect.Detection`).
 
 Every scorer takes the detections of one image (normalized xyxy boxes, y down) plus what the
 benchmark asks, and judges by that benchmark's OWN rules, cited in its docstring:
 
 - :func:`score_layout_image`: scenewright's per-image count / relation / grounding score against a
-  planned layout; relations judged by :mod:`layout.relations` on the detected boxes.
+  planned layout; relations judged by :mod:`scenewright.layout.relations` on the detected boxes.
 - :func:`grounding_scores`: detected box vs. planned box (IoU >= 0.5 per object, mean IoU).
 - HRS (Bakr et al. 2023): :func:`hrs_counting_counts` + :func:`hrs_counting_prf`,
   :func:`hrs_spatial_correct`, :func:`hrs_size_correct`, :func:`hrs_color_correct` (hue bins).
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from eval.detect import Detection
-from layout.schema import Layout, LayoutObject
+from scenewright.eval.detect import Detection
+from scenewright.layout.schema import Layout, LayoutObject
 
 Box = tuple[float, float, float, float]
 
@@ -57,7 +57,7 @@ def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
 # ------------------------------------------------------------------------ scenewright
 def named_color(phrase: str) -> str | None:
     """The first color word of ``phrase`` ("a red circle" -> "red"), None when it names none."""
-    from layout.parse import COLORS
+    from scenewright.layout.parse import COLORS
 
     return next((word for word in phrase.lower().split() if word in COLORS), None)
 
@@ -88,8 +88,8 @@ def score_layout_image(
       every colored group ("two red circles") has exactly its count of detections of a fitting color
       (:func:`color_fits`; detectors without colors always fit), and no kind the prompt negates
       ("without X") is detected, else 0.0.
-    - ``spatial_acc``: fraction of the prompt's relations (:func:`layout.parse.parse_prompt`) that
-      hold on the boxes of the :func:`fitting_detections` (:func:`layout.relations.relation_holds`);
+    - ``spatial_acc``: fraction of the prompt's relations (:func:`scenewright.layout.parse.parse_prompt`) that
+      hold on the boxes of the :func:`fitting_detections` (:func:`scenewright.layout.relations.relation_holds`);
       None without relations.
     - ``box_iou50``: fraction of planned objects matched one-to-one (same name, fitting color, greedy
       by IoU) to a detection with IoU >= ``iou_threshold``; None for a layout without objects.
@@ -97,8 +97,8 @@ def score_layout_image(
     """
     from collections import Counter
 
-    from layout.parse import parse_prompt
-    from layout.relations import relation_holds
+    from scenewright.layout.parse import parse_prompt
+    from scenewright.layout.relations import relation_holds
 
     spec = parse_prompt(layout.prompt)
     detected_counts = Counter(d.name for d in detections)
@@ -438,7 +438,7 @@ def geneval_correct(
     """GenEval ``evaluate``: each include clause found count times (color, position on the most confident), no exclude clause met.
 
     Colors are the detections' ``color`` (GenEval classifies crops with CLIP; a detector or
-    :meth:`eval.clip_score.ClipScorer.color_detections` fills them in). Returns ``(None, reason)`` when a clause needs a color
+    :meth:`scenewright.eval.clip_score.ClipScorer.color_detections` fills them in). Returns ``(None, reason)`` when a clause needs a color
     that the detections do not carry: the detector cannot judge it.
     """
     for field_name in ("tag", "include"):
@@ -500,7 +500,7 @@ def lmd_image_correct(
     prompt: str, detections: Sequence[Detection], *, score_threshold: float = 0.05, nms_threshold: float = 0.5
 ) -> tuple[str, bool]:
     """LMD image-level (``scripts/owl_vit_eval.py``, ``utils/eval``): score >= 0.05, class-agnostic NMS 0.5, stage-1 predicates."""
-    from eval.layouts import lmd_eval_info, lmd_layout_correct
+    from scenewright.eval.layouts import lmd_eval_info, lmd_layout_correct
 
     attribution = lmd_eval_info(prompt)["type"] == "attribution"
     kept = nms([d for d in detections if d.score >= score_threshold], nms_threshold)

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 SUITE_NAMES = ("shapes", "hrs-spatial", "hrs-counting", "drawbench", "geneval", "lmd", "t2i-spatial", "t2i-numeracy", "ae")
 #: The ``shapes`` suite: this many scenes drawn from ``np.random.default_rng(SHAPES_SEED)``.
@@ -46,7 +46,7 @@ class BenchItem:
 
 
 def _data(*parts: str):
-    node = resources.files("eval").joinpath("data")
+    node = resources.files("scenewright.eval").joinpath("data")
     for part in parts:
         node = node.joinpath(part)
     return node
@@ -70,8 +70,8 @@ def _ar_records(name: str) -> dict:
 
 
 def _ar_layout(records_file: str, prompt: str) -> Layout | None:
-    from layout.peer_formats import parse_attention_refocusing_record
-    from layout.schema import LayoutError
+    from scenewright.layout.peer_formats import parse_attention_refocusing_record
+    from scenewright.layout.schema import LayoutError
 
     record = _ar_records(records_file).get(prompt)
     if record is None:
@@ -92,7 +92,7 @@ def _level(index: int, total: int) -> str:
 def _shapes(limit: int | None) -> list[BenchItem]:
     import numpy as np
 
-    from eval.shapes.world import sample_scene
+    from scenewright.eval.shapes.world import sample_scene
 
     rng = np.random.default_rng(SHAPES_SEED)
     items = []
@@ -154,8 +154,8 @@ def _geneval(limit: int | None) -> list[BenchItem]:
 
 def _lmd(limit: int | None) -> list[BenchItem]:
     """LMD's 400 prompts with LMD's cached GPT-4 layouts (one answer per occurrence: the k-th repeat takes the k-th)."""
-    from eval.layouts import load_lmd
-    from layout.peer_formats import parse_lmd_answer
+    from scenewright.eval.layouts import load_lmd
+    from scenewright.layout.peer_formats import parse_lmd_answer
 
     answers = json.loads(_data("lmd", "cache_lmd_v0.1_gpt-4.json").read_text(encoding="utf-8"))
     seen: dict[str, int] = {}

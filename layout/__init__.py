@@ -1,6 +1,6 @@
 """Layout stage: text -> validated, repaired bounding-box layout."""
 
-from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
-from layout.spec import ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
+from scenewright.layout.spec import ObjectSpec, PromptSpec, RelationSpec
 
 __all__ = ["GLIGEN_MAX_OBJECTS", "Layout", "LayoutError", "LayoutObject", "ObjectSpec", "PromptSpec", "RelationSpec"]

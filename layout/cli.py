@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from layout.planners import PLANNER_NAMES
+from scenewright.layout.planners import PLANNER_NAMES
 
 
 class _StderrHandler(logging.Handler):
@@ -67,7 +67,7 @@ def pretty_json(layout) -> str:
 
 
 def planner_options(args: argparse.Namespace) -> dict:
-    """The :func:`layout.planners.get_planner` options the flags give; flags that do not apply are errors."""
+    """The :func:`scenewright.layout.planners.get_planner` options the flags give; flags that do not apply are errors."""
     model_flags = {"--temperature": args.temperature, "--max-retries": args.max_retries}
     if args.planner == "offline":
         given = {
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         print("error: give exactly one of PROMPT or --input FILE", file=sys.stderr)
         return 2
     try:
-        from layout.planners import get_planner
+        from scenewright.layout.planners import get_planner
 
         planner = get_planner(args.planner, **planner_options(args))
     except (ValueError, TypeError, OSError) as err:  # OSError: the local model is not available
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, planner, prompt: str):
-    from layout.planners import plan_layout
+    from scenewright.layout.planners import plan_layout
 
     return plan_layout(prompt, planner, seed=args.seed, check=not args.no_check)
 
@@ -152,7 +152,7 @@ def _run_one(args: argparse.Namespace, planner) -> int:
     else:
         print(text)
     if args.png is not None:
-        from layout.render import save_layout_png
+        from scenewright.layout.render import save_layout_png
 
         try:
             save_layout_png(layout, args.png)
@@ -196,7 +196,7 @@ def _run_batch(args: argparse.Namespace, planner) -> int:
             out.write(layout.to_json() + "\n")
             out.flush()
             if args.png is not None:
-                from layout.render import save_layout_png
+                from scenewright.layout.render import save_layout_png
 
                 try:
                     save_layout_png(layout, args.png / f"{number:04d}.png")

@@ -12,7 +12,7 @@
    by the smallest push apart along one axis, then by shrinking one or both about their centres
    (never below ``min_size``) and pushing.
 
-With a :class:`PromptSpec` every repair is verified with :func:`layout.relations.requirement_failures`:
+With a :class:`PromptSpec` every repair is verified with :func:`scenewright.layout.relations.requirement_failures`:
 a repair may break NO requirement (count, size, relation) that held before it; a candidate that
 does is discarded for the next, more invasive one. A pair whose groups the spec relates (the cat
 "above" the sofa it sits on) is left overlapping when no candidate keeps the relation -- that
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from layout.relations import group_members, requirement_failures
-from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
-from layout.spec import PromptSpec
+from scenewright.layout.relations import group_members, requirement_failures
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
+from scenewright.layout.spec import PromptSpec
 
 #: Raw dict boxes with a value outside this range are not clipped: they look like pixels, not an overshoot.
 CLIP_RANGE = (-1.0, 2.0)

@@ -13,10 +13,10 @@ normalized boxes and in-context examples in the style of LMD, Lian et al. 2023).
 structured output (``response_format`` ``json_schema`` built from :class:`LayoutAnswer`); a server that
 rejects it with a 400 naming the format is asked for ``json_object``, then for plain text, and the planner
 remembers what worked. Answers are accepted as that JSON, or in the LMD or Attention Refocusing text formats
-(:mod:`layout.peer_formats`). An answer that cannot be used is sent back with its validation error,
-at most ``max_retries`` times (:func:`plan_with_retries`, shared with :mod:`layout.local`).
+(:mod:`scenewright.layout.peer_formats`). An answer that cannot be used is sent back with its validation error,
+at most ``max_retries`` times (:func:`plan_with_retries`, shared with :mod:`scenewright.layout.local`).
 
-Accepted answers are cached on disk (:mod:`layout.cache`); a cache hit makes no request.
+Accepted answers are cached on disk (:mod:`scenewright.layout.cache`); a cache hit makes no request.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-import prompts
-from layout.cache import AnswerCache, cache_key
-from layout.geometry import clip_to_canvas
-from layout.peer_formats import parse_peer_answer
-from layout.schema import Layout, LayoutError, LayoutObject, phrase_to_name
+from scenewright import prompts
+from scenewright.layout.cache import AnswerCache, cache_key
+from scenewright.layout.geometry import clip_to_canvas
+from scenewright.layout.peer_formats import parse_peer_answer
+from scenewright.layout.schema import Layout, LayoutError, LayoutObject, phrase_to_name
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class AnswerObject(BaseModel):
 
 
 class LayoutAnswer(BaseModel):
-    """The JSON a model answers with: a :class:`~layout.schema.Layout` without the prompt, which we know."""
+    """The JSON a model answers with: a :class:`~scenewright.layout.schema.Layout` without the prompt, which we know."""
 
     model_config = ConfigDict(extra="forbid")
 

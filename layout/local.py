@@ -1,7 +1,7 @@
 """The local planner: a layout from an in-process transformers causal LM, no server.
 
-Same prompt templates, answer parsing and retry loop as :mod:`layout.llm`
-(:func:`~layout.llm.plan_with_retries`); only "complete these messages" differs. The tokenizer's chat
+Same prompt templates, answer parsing and retry loop as :mod:`scenewright.layout.llm`
+(:func:`~scenewright.layout.llm.plan_with_retries`); only "complete these messages" differs. The tokenizer's chat
 template is used when it has one, else the messages are joined as ``role: content`` paragraphs.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from layout.llm import check_feedback, check_prompt, check_temperature, plan_with_retries
-from layout.schema import Layout
+from scenewright.layout.llm import check_feedback, check_prompt, check_temperature, plan_with_retries
+from scenewright.layout.schema import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class LocalPlanner:
 
 
 def _not_available(name: str, reason: str) -> OSError:
-    from synth.loading import ModelNotAvailableError  # the project's one "weights are missing" error
+    from scenewright.synth.loading import ModelNotAvailableError  # the project's one "weights are missing" error
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
     return ModelNotAvailableError(

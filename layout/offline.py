@@ -1,8 +1,8 @@
-"""Deterministic offline layout planner: prompt -> :class:`layout.spec.PromptSpec` -> boxes, no model.
+"""Deterministic offline layout planner: prompt -> :class:`scenewright.layout.spec.PromptSpec` -> boxes, no model.
 
 How boxes are placed (every step is a pure function of the spec and the seed):
 
-1. Each object group (one :class:`~layout.spec.ObjectSpec`) gets a column layer and a row layer.
+1. Each object group (one :class:`~scenewright.layout.spec.ObjectSpec`) gets a column layer and a row layer.
    ``left_of``/``right_of``/``between``/``next_to`` and left/right regions order the column layers;
    ``above``/``below`` and top/bottom regions order the row layers (longest-path layering of the
    order graphs; a relation that would close a cycle is dropped and noted). Groups that are related
@@ -23,25 +23,25 @@ How boxes are placed (every step is a pure function of the spec and the seed):
    ``between`` with one group twice ("a cat between two trees") shares one cell with that group.
 4. Box size within its slot follows the kind's typical size relative to the scene's largest kind
    (:data:`KIND_SHAPES`); explicit sizes are grown or shrunk into the bounds
-   :mod:`layout.relations` checks, ``bigger_than``/``smaller_than`` shrink the smaller side, and
+   :mod:`scenewright.layout.relations` checks, ``bigger_than``/``smaller_than`` shrink the smaller side, and
    ``next_to`` subjects are stacked level with (or, in a row, packed against) their reference.
 5. ``between`` with one plural reference ("a cat between two trees") spreads the reference's
    instances on both sides of the subject along its ground line.
-6. ``above(X, Y)`` with Y a support (:data:`layout.parse.SUPPORT_KINDS`, one instance: "a cat on
+6. ``above(X, Y)`` with Y a support (:data:`scenewright.layout.parse.SUPPORT_KINDS`, one instance: "a cat on
    a sofa") rests X on Y: the lowest X boxes come down onto Y's top, sinking :data:`REST_DEPTH`
    of their height into it (X's bottom edge in Y's upper half, X's centre above Y's), and Y
    widens to span them (or, when widening breaks Y's region, they slide over Y, shrinking if they
    must); what rests on Y shares Y's left/right region. The overlap stays under the geometry
    checker's ``max_overlap``, so
-   :func:`layout.planners.plan_layout` keeps the pair; a move that would break a requirement
+   :func:`scenewright.layout.planners.plan_layout` keeps the pair; a move that would break a requirement
    or crowd an unrelated box is undone (noted). "above" a non-support ("a bird above a car")
    keeps its gap.
 
 ``seed=0`` gives the canonical layout; another seed jitters each box's size (up to 8%) and position
 (up to 5% of its slot) inside its slot, so every requirement still holds.
 
-A prompt asking for more than :data:`layout.schema.GLIGEN_MAX_OBJECTS` instances is refused with a
-:class:`~layout.schema.LayoutError` (boxes would go under the minimum size; no silent truncation).
+A prompt asking for more than :data:`scenewright.layout.schema.GLIGEN_MAX_OBJECTS` instances is refused with a
+:class:`~scenewright.layout.schema.LayoutError` (boxes would go under the minimum size; no silent truncation).
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from layout.parse import SUPPORT_KINDS, parse_prompt
-from layout.relations import NEXT_TO_MAX_GAP, requirement_failures
-from layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
-from layout.spec import ObjectSpec, PromptSpec
+from scenewright.layout.parse import SUPPORT_KINDS, parse_prompt
+from scenewright.layout.relations import NEXT_TO_MAX_GAP, requirement_failures
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
+from scenewright.layout.spec import ObjectSpec, PromptSpec
 
 #: Smallest box side the planner produces (normalized units).
 MIN_SIDE = 0.05
 #: Fraction of a slot left empty on each side so that neighbouring boxes never touch.
 SLOT_PADDING = 0.06
-#: Target areas for explicit size words, inside the bounds `layout.relations.SIZE_AREA_BOUNDS` checks.
+#: Target areas for explicit size words, inside the bounds `scenewright.layout.relations.SIZE_AREA_BOUNDS` checks.
 _SIZE_AREA_CAP = {"small": 0.08, "tiny": 0.02}
 _SIZE_AREA_FLOOR = {"large": 0.18, "huge": 0.40}
 _SIZE_WEIGHT = {"large": 1.8, "huge": 2.6, "small": 0.7, "tiny": 0.5, "tall": 1.0, None: 1.0}
@@ -655,7 +655,7 @@ def _snap_next_to(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> N
 def _row_beside(subject: _Group, reference: _Group) -> bool:
     """A row of subject instances ("three cats in a row next to a dog") packed against the reference.
 
-    Every instance must be within `layout.relations.NEXT_TO_MAX_GAP` of the reference, so the
+    Every instance must be within `scenewright.layout.relations.NEXT_TO_MAX_GAP` of the reference, so the
     row is shrunk until its farthest instance is. Returns False, leaving the row as it is, when
     too many instances are asked for to fit at the minimum size (four or more at the defaults).
     """
@@ -701,7 +701,7 @@ def _stack_beside(subject: _Group, reference: _Group) -> None:
     """Re-stack a column of subject instances level with the reference's rows of instances.
 
     ``next_to`` asks EVERY subject instance to overlap some reference instance vertically
-    (`layout.relations.NEXT_TO_MIN_VERTICAL_OVERLAP`): instance k goes beside reference row
+    (`scenewright.layout.relations.NEXT_TO_MIN_VERTICAL_OVERLAP`): instance k goes beside reference row
     ``k * rows // count``, several instances sharing one row's height when there are more of them.
     """
     # Each row of reference instances must be tall enough to hold its share of subject instances.
@@ -792,7 +792,7 @@ def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
 def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
     """'X on a sofa': X's bottom edge sinks :data:`REST_DEPTH` of its height into the support's top.
 
-    For ``above(X, Y)`` with Y one instance of a :data:`layout.parse.SUPPORT_KINDS` kind, the X
+    For ``above(X, Y)`` with Y one instance of a :data:`scenewright.layout.parse.SUPPORT_KINDS` kind, the X
     boxes standing lowest (X's ground line) are put on one ground line on Y's top, and Y is
     widened to span them and its own box (or, when that breaks a requirement such as Y's region,
     the X boxes slide over Y instead), so every resting X lies within Y's width with its centre
@@ -885,7 +885,7 @@ def _to_layout(spec: PromptSpec, groups: list[_Group]) -> Layout:
 
 
 class OfflinePlanner:
-    """Rule-based planner: :func:`layout.parse.parse_prompt` then :func:`plan_spec`. No model, deterministic."""
+    """Rule-based planner: :func:`scenewright.layout.parse.parse_prompt` then :func:`plan_spec`. No model, deterministic."""
 
     name = "offline"
 

@@ -1,4 +1,4 @@
-"""Offline prompt parser: free text -> :class:`layout.spec.PromptSpec`, with no model.
+"""Offline prompt parser: free text -> :class:`scenewright.layout.spec.PromptSpec`, with no model.
 
 A small rule-based noun-phrase chunker over a vocabulary of object kinds (the 80 COCO
 classes, their common synonyms and everyday objects). It reads what layout benchmarks
@@ -30,7 +30,7 @@ Conventions (documented choices, not benchmark lookups):
   (:data:`REGION_SCENES`), and a relation after it still belongs to the subject ("five balloons
   in the sky above a house").
 - "X between two Ys" (one plural reference) is ``between`` with ``references=(Y, Y)``: X lies
-  between the instances of Y (see :func:`layout.relations.relation_holds`).
+  between the instances of Y (see :func:`scenewright.layout.relations.relation_holds`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from layout.spec import ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.spec import ObjectSpec, PromptSpec, RelationSpec
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -189,7 +189,7 @@ _ADJECTIVES = frozenset(
 ) | COLORS | MATERIALS
 _ADJECTIVE_SUFFIXES = ("ish", "ful", "ous", "less", "able", "ible", "ing", "ly")
 
-#: Size adjectives -> the :data:`layout.spec.SizeWord` they mean.
+#: Size adjectives -> the :data:`scenewright.layout.spec.SizeWord` they mean.
 SIZE_WORDS = {
     "large": "large", "big": "large", "giant": "huge", "huge": "huge", "enormous": "huge",
     "massive": "huge", "gigantic": "huge", "small": "small", "little": "small", "tiny": "tiny",
@@ -795,7 +795,7 @@ def _build_objects(
     """One ObjectSpec per kind-and-attributes; returns (objects, phrase -> object, negative kinds, scenes).
 
     "the X" after an X refers back to it. Groups are told apart only by their attributes
-    (:func:`layout.relations.group_members`), so a second mention of the same kind with the same
+    (:func:`scenewright.layout.relations.group_members`), so a second mention of the same kind with the same
     attributes joins the first: counted again when it is counted ("a dog and another dog"),
     otherwise a reference back to it ("cats ... cats").
     """

@@ -1,6 +1,6 @@
-"""LLM answers written in the text formats of the field's peers -> :class:`~layout.schema.Layout`.
+"""LLM answers written in the text formats of the field's peers -> :class:`~scenewright.layout.schema.Layout`.
 
-Two formats, both on a 512x512 pixel canvas (:data:`~layout.schema.PEER_CANVAS`):
+Two formats, both on a 512x512 pixel canvas (:data:`~scenewright.layout.schema.PEER_CANVAS`):
 
 - LMD (Lian et al. 2023)::
 
@@ -27,7 +27,7 @@ repair below is REPORTED in the returned changes, never silent:
 - when clipping to the canvas would cut away more than half of some box (the model drew on a larger
   canvas, e.g. ``(820, 80, 970, 140)``), the whole layout is scaled uniformly to fit the canvas,
   which keeps every relation and relative size; smaller overshoots are clipped by the geometry
-  checker's :func:`~layout.geometry.clip_to_canvas`.
+  checker's :func:`~scenewright.layout.geometry.clip_to_canvas`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from layout.geometry import clip_to_canvas
-from layout.schema import PEER_CANVAS, Layout, LayoutError, phrase_to_name
+from scenewright.layout.geometry import clip_to_canvas
+from scenewright.layout.schema import PEER_CANVAS, Layout, LayoutError, phrase_to_name
 
 #: A box keeping less than this fraction of its area after clipping triggers a fit-to-canvas rescale.
 MIN_KEPT_FRACTION = 0.5

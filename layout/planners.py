@@ -1,20 +1,20 @@
-"""The planner interface: text -> :class:`~layout.schema.Layout`, and the registry of planners.
+"""The planner interface: text -> :class:`~scenewright.layout.schema.Layout`, and the registry of planners.
 
 Three planners share it:
 
-- ``"offline"`` -- :class:`layout.offline.OfflinePlanner`, rule-based, no model;
-- ``"llm"`` -- :class:`layout.llm.LLMPlanner`, any OpenAI-compatible chat server;
-- ``"local"`` -- :class:`layout.local.LocalPlanner`, an in-process transformers model.
+- ``"offline"`` -- :class:`scenewright.layout.offline.OfflinePlanner`, rule-based, no model;
+- ``"llm"`` -- :class:`scenewright.layout.llm.LLMPlanner`, any OpenAI-compatible chat server;
+- ``"local"`` -- :class:`scenewright.layout.local.LocalPlanner`, an in-process transformers model.
 
 :func:`plan_layout` runs a planner, then the geometry checker against what the prompt asks
-(:func:`layout.parse.parse_prompt`), so every stage downstream gets a checked layout.
+(:func:`scenewright.layout.parse.parse_prompt`), so every stage downstream gets a checked layout.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 #: Registered planner names, in the order the CLI lists them.
 PLANNER_NAMES = ("offline", "llm", "local")
@@ -32,22 +32,22 @@ class Planner(Protocol):
 def get_planner(name: str = "offline", **options) -> Planner:
     """The planner called ``name`` (one of :data:`PLANNER_NAMES`), built with ``options``.
 
-    ``"llm"`` takes :class:`~layout.llm.LLMPlanner`'s options (``model``, ``base_url``, ``temperature``, ...);
-    ``"local"`` takes ``model`` (a local folder or hub id) and :meth:`~layout.local.LocalPlanner.from_pretrained`'s
+    ``"llm"`` takes :class:`~scenewright.layout.llm.LLMPlanner`'s options (``model``, ``base_url``, ``temperature``, ...);
+    ``"local"`` takes ``model`` (a local folder or hub id) and :meth:`~scenewright.layout.local.LocalPlanner.from_pretrained`'s
     options; ``"offline"`` takes none.
     """
     if name == "offline":
-        from layout.offline import OfflinePlanner
+        from scenewright.layout.offline import OfflinePlanner
 
         if options:
             raise TypeError(f"the offline planner takes no options, got {', '.join(sorted(options))}")
         return OfflinePlanner()
     if name == "llm":
-        from layout.llm import LLMPlanner
+        from scenewright.layout.llm import LLMPlanner
 
         return LLMPlanner(**options)
     if name == "local":
-        from layout.local import LocalPlanner
+        from scenewright.layout.local import LocalPlanner
 
         if not options.get("model"):
             raise ValueError("the local planner needs `model`: a folder holding a transformers causal LM (or a hub id)")
@@ -86,10 +86,10 @@ def plan_layout(
     one that does not is a TypeError.
 
     Returns ``(layout, changes)``; ``changes`` lists the geometry checker's repairs (empty with
-    ``check=False``). ``check_options`` go to :func:`layout.geometry.check_layout` (``min_size``,
+    ``check=False``). ``check_options`` go to :func:`scenewright.layout.geometry.check_layout` (``min_size``,
     ``max_overlap``, ...). ``object_sides`` / ``object_gap`` / ``size_sides`` (what the synthesis model declares,
-    :class:`synth.loading.ModelDefaults`) then fit the checked boxes to the sizes the model draws
-    (:func:`layout.geometry.fit_object_sizes`). Raises :class:`~layout.schema.LayoutError` when the
+    :class:`scenewright.synth.loading.ModelDefaults`) then fit the checked boxes to the sizes the model draws
+    (:func:`scenewright.layout.geometry.fit_object_sizes`). Raises :class:`~scenewright.layout.schema.LayoutError` when the
     layout cannot be repaired.
     """
     if isinstance(planner, str):
@@ -104,8 +104,8 @@ def plan_layout(
         layout = planner.plan(prompt, seed=seed)
     if not check:
         return layout, []
-    from layout.geometry import check_layout, fit_object_sizes
-    from layout.parse import parse_prompt
+    from scenewright.layout.geometry import check_layout, fit_object_sizes
+    from scenewright.layout.parse import parse_prompt
 
     spec = parse_prompt(prompt)
     result = check_layout(layout, spec, **check_options)

@@ -1,13 +1,13 @@
 """Does a layout give a prompt what it asks for? Relation, count and size predicates.
 
-Pure functions over :class:`~layout.schema.Layout` and :class:`~layout.spec.PromptSpec`,
+Pure functions over :class:`~scenewright.layout.schema.Layout` and :class:`~scenewright.layout.spec.PromptSpec`,
 shared by the offline planner (to place boxes), the geometry checker (to keep every
 requirement through a repair) and the evaluators (to score layouts).
 
 Conventions (LMD, Lian et al. 2023, judges spatial relations by box centres):
 
 - Boxes are normalized ``[x0, y0, x1, y1]``; y grows DOWN, so "above" means a smaller centre y.
-- A spec group (one :class:`~layout.spec.ObjectSpec`) owns the layout objects whose ``name``
+- A spec group (one :class:`~scenewright.layout.spec.ObjectSpec`) owns the layout objects whose ``name``
   equals the spec's name. When several specs share a name ("a red apple and a green apple"),
   an object belongs to the spec whose attributes all appear as words of the object's phrase,
   the most specific such spec winning (ties: the first); see :func:`group_members`.
@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from layout.schema import Layout, LayoutObject
-from layout.spec import ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.schema import Layout, LayoutObject
+from scenewright.layout.spec import ObjectSpec, PromptSpec, RelationSpec
 
 # ------------------------------------------------------------------ thresholds
 #: ``next_to``: largest horizontal gap between the two boxes, as a fraction of the canvas width.

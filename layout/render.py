@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 
 def _color(index: int) -> tuple[int, int, int]:

@@ -265,7 +265,7 @@ def phrase_to_name(phrase: str) -> str:
     attribute words; it is used when available so that both agree.
     """
     try:  # the parser knows the vocabulary of multiword kinds and attributes
-        from layout.parse import name_of_phrase
+        from scenewright.layout.parse import name_of_phrase
     except ImportError:  # pragma: no cover - during bootstrap only
         words = [w for w in phrase.lower().split() if w not in _ARTICLES]
         return words[-1] if words else phrase.strip().lower()

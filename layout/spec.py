@@ -1,6 +1,6 @@
 """What a prompt asks for: objects with counts, attributes and sizes, and relations.
 
-The offline parser (`layout.parse`) turns text into a :class:`PromptSpec`; the offline
+The offline parser (`scenewright.layout.parse`) turns text into a :class:`PromptSpec`; the offline
 planner places boxes that satisfy it; the geometry checker re-verifies it after every
 repair; the evaluators score layouts and images against it. One representation for all.
 """

@@ -1,6 +1,6 @@
 """Synthesis stage: training-free attention control on Stable Diffusion and GLIGEN.
 
-``from synth import Synthesizer`` loads diffusers lazily, so ``synth.maps`` and friends stay light.
+``from synth import Synthesizer`` loads diffusers lazily, so ``scenewright.synth.maps`` and friends stay light.
 """
 
 from __future__ import annotations
@@ -18,4 +18,4 @@ def __getattr__(name: str):
         from . import pipeline
 
         return getattr(pipeline, name)
-    raise AttributeError(f"module 'synth' has no attribute {name!r}")
+    raise AttributeError(f"module 'scenewright.synth' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 Every attention layer of the UNet gets a :class:`CaptureProcessor` (installed with
 ``unet.set_attn_processor`` by :func:`attention_capture`, restored afterwards even on error).
 It computes attention exactly as diffusers' ``AttnProcessor2_0`` (fused SDPA) everywhere, except in
-the layers the active losses request (:class:`~synth.maps.MapRequest`) during a guidance pass: there
+the layers the active losses request (:class:`~scenewright.synth.maps.MapRequest`) during a guidance pass: there
 it computes ``softmax(q k^T * scale)`` explicitly and keeps the fp32 probabilities in the autograd
 graph, as Attend-and-Excite's ``AttendExciteAttnProcessor`` does (Chefer et al. 2023).
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from layout.schema import GLIGEN_MAX_OBJECTS
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
 
 from .maps import AttentionKind, AttentionMaps, CapturedAttention, MapRequest
 

@@ -18,7 +18,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from layout.planners import PLANNER_NAMES
+from scenewright.layout.planners import PLANNER_NAMES
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_methods(text: str) -> list[str]:
     """``"car, sar"`` -> ``["car", "sar"]``, every name checked against the registry."""
-    from synth.methods import METHODS
+    from scenewright.synth.methods import METHODS
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -132,8 +132,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
     """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
-    from layout.planners import get_planner, plan_layout
-    from layout.schema import Layout
+    from scenewright.layout.planners import get_planner, plan_layout
+    from scenewright.layout.schema import Layout
 
     if args.layout is not None:
         return Layout.load(args.layout)  # LayoutError names the file and the field
@@ -157,7 +157,7 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
 
 def _declared_fit(model: str) -> dict:
     """The object sizes a local model folder declares for planned boxes (its scenewright.json); {} for others."""
-    from synth.loading import model_defaults, resolve_model
+    from scenewright.synth.loading import model_defaults, resolve_model
 
     folder = Path(resolve_model(model))
     return model_defaults(folder if folder.is_dir() else None).layout_fit()
@@ -210,8 +210,8 @@ def run_generate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from synth import Synthesizer
-    from synth.loading import ModelNotAvailableError
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.loading import ModelNotAvailableError
 
     try:
         with _quiet_loading(args.quiet):
@@ -229,7 +229,7 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
     import torch
     from tqdm.auto import tqdm
 
-    from synth.spatial_temporal import SpatialTemporalControl
+    from scenewright.synth.spatial_temporal import SpatialTemporalControl
 
     progress = tqdm(total=args.steps, desc="denoising", unit="step", disable=args.quiet, file=sys.stderr)
 

@@ -19,10 +19,10 @@ canvas is the drawing whose image outside its object is calmest (least deviation
 color: debris a drawing shows beside its object would come along), else the first object's.
 
 Where an object was drawn comes from a ``segmenter(image, phrase) -> [(H, W) bool mask per instance]``
-on the decoded candidate (LMD uses SAM; :func:`eval.detect.detector_segmenter` makes one of any
+on the decoded candidate (LMD uses SAM; :func:`scenewright.eval.detect.detector_segmenter` makes one of any
 detector), preferring drawings with exactly one instance (a second one would come along on the
 canvas), or, without one, from the model itself: the cross-attention of the phrase's object tokens on
-the candidate's final latent re-noised to ``mask_timestep`` (captured through :mod:`synth.attention`);
+the candidate's final latent re-noised to ``mask_timestep`` (captured through :mod:`scenewright.synth.attention`);
 its weighted centroid is the object's centre, its cells above ``attention_threshold`` of the peak its
 extent, and the planned box is the mask.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 # (H, W, 3) uint8 image, phrase -> a (H, W) bool mask per instance of the phrase's object found (none: [])
 Segmenter = Callable[[np.ndarray, str], "list[np.ndarray]"]

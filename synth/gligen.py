@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
-from layout.schema import GLIGEN_MAX_OBJECTS, Layout
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout
 
 #: A GLIGEN checkpoint in diffusers format (text + box grounding on SD1.4) users can load instead.
 GLIGEN_CHECKPOINT = "masterful/gligen-1-4-generation-text-box"
@@ -89,7 +89,7 @@ def check_object_count(layouts: Sequence[Layout | None]) -> None:
 def phrase_embeddings(tokenizer, text_encoder, phrases: list[str], device: torch.device) -> torch.Tensor:
     """(N, D) pooled text-encoder outputs of ``phrases``, tokenized together as diffusers' GLIGEN pipeline.
 
-    The shapes model's GLIGEN training (:mod:`synth.shapes.train`) embeds its phrases here too.
+    The shapes model's GLIGEN training (:mod:`scenewright.synth.shapes.train`) embeds its phrases here too.
     """
     inputs = tokenizer(phrases, padding=True, return_tensors="pt").to(device)
     return text_encoder(**inputs).pooler_output

@@ -29,7 +29,7 @@ def resolve_model(model: str | os.PathLike) -> str:
     if not (folder / "model_index.json").is_file():
         raise ModelNotAvailableError(
             f"the embedded {name!r} model is not in this build (no {folder}/model_index.json); train and export it "
-            f"with `python -m synth.shapes.train --stage unet --run-dir runs/shapes --steps 0 --export {folder}` "
+            f"with `python -m scenewright.synth.shapes.train --stage unet --run-dir runs/shapes --steps 0 --export {folder}` "
             "(see synth/shapes/MODEL_CARD.md), or pass another --model"
         )
     return str(folder)
@@ -57,7 +57,7 @@ class ModelDefaults:
     #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
     guidance_scale: float = 7.5
     #: ``(low, high)``: the longer side of the objects the model draws, as fractions of the canvas; planned
-    #: layouts are fitted to it (:func:`layout.geometry.fit_object_sizes`). None (SD): any size.
+    #: layouts are fitted to it (:func:`scenewright.layout.geometry.fit_object_sizes`). None (SD): any size.
     object_sides: tuple[float, float] | None = None
     #: ``{size word: (low, high)}``: the longer side of the objects the model draws for each size word
     #: ("small", "large"); a fitted box aims at the middle of its word's range. None: ``object_sides`` only.
@@ -65,11 +65,11 @@ class ModelDefaults:
     #: least gap between the boxes of a fitted layout (fraction of the canvas), so drawn objects do not touch.
     object_gap: float = 0.0
     #: share of the denoising steps LMD's latent composition pastes the objects' own latents for
-    #: (:class:`synth.composition.CompositionOptions` ``steps`` when not given); LMD's 0.5.
+    #: (:class:`scenewright.synth.composition.CompositionOptions` ``steps`` when not given); LMD's 0.5.
     composition_steps: float = 0.5
 
     def layout_fit(self) -> dict:
-        """:func:`layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` (and ``size_sides`` where
+        """:func:`scenewright.layout.planners.plan_layout`'s ``object_sides`` / ``object_gap`` (and ``size_sides`` where
         declared) for this model; {} when it declares no object sizes (planned boxes are then drawn as they are)."""
         if not self.object_sides:
             return {}
@@ -153,7 +153,7 @@ def load_stable_diffusion(
     """``StableDiffusionPipeline.from_pretrained`` (hub id, local folder or embedded name) moved to ``device``.
 
     ``gligen=True`` loads ``StableDiffusionGLIGENPipeline`` and requires the UNet's gated layers
-    (``position_net``), raising :class:`synth.gligen.GligenError` naming a GLIGEN checkpoint when they
+    (``position_net``), raising :class:`scenewright.synth.gligen.GligenError` naming a GLIGEN checkpoint when they
     are missing; ``None`` takes whatever UNet the folder has (GLIGEN is then used when it is gated).
     Failures (no internet, unknown repo, incomplete folder) raise :class:`ModelNotAvailableError`
     naming the model, the underlying reason and the fix, never a raw huggingface_hub traceback.

@@ -5,13 +5,13 @@ Every loss has one signature (k-diffusion style)::
     loss(maps: AttentionMaps, targets: GuidanceTargets, step: int, **options) -> Tensor  # 0-dim, fp32
 
 ``step`` is the index of the denoising step (0 = first, noisiest), as the official codes use it.
-The engine (``synth.pipeline``) differentiates the value with respect to the latent; no loss touches
+The engine (``scenewright.synth.pipeline``) differentiates the value with respect to the latent; no loss touches
 the UNet. Maps are read in fp32 whatever the model's dtype. Where a paper and its official code
 differ, the code wins and a comment says so.
 
 Resolutions: an option such as ``attn_res=None`` means the official default relative to the latent
 (e.g. latent / 4 = 16x16 for SD1.5 at 512 px) when ``maps.latent_size`` is known, else the single
-resolution captured for the loss; the registry (:mod:`synth.methods`) asks the capture for exactly
+resolution captured for the loss; the registry (:mod:`scenewright.synth.methods`) asks the capture for exactly
 those maps.
 
 Boxes: a cell belongs to a box when its centre lies inside (``GuidanceTargets.box_masks``), one rule

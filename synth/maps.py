@@ -1,6 +1,6 @@
 """The data every guidance loss reads: captured attention maps and per-sample targets.
 
-Every loss in :mod:`synth.losses` has one signature (k-diffusion style)::
+Every loss in :mod:`scenewright.synth.losses` has one signature (k-diffusion style)::
 
     loss(maps: AttentionMaps, targets: GuidanceTargets, step: int, **options) -> Tensor  # 0-dim, fp32
 

@@ -1,6 +1,6 @@
 """The guidance-method registry: which losses a method sums, which maps they read, and its defaults.
 
-The engine (``synth.pipeline``) looks a method up with :func:`get_method`, captures
+The engine (``scenewright.synth.pipeline``) looks a method up with :func:`get_method`, captures
 ``method.needs(options, latent_hw)``, and at each guided step sums ``weight * loss(maps, targets,
 step, **options)`` over ``method.losses``, where a term is a loss or ``(loss, weight_option)``.
 Schedule options (``scale_factor``, ``max_iter_to_alter``, ``thresholds``, ``max_refinement_steps``)
@@ -171,10 +171,10 @@ class RefocusingSchedule:
 
     Where the official code differs from the paper (Phung et al., CVPR 2024): the paper's objective is
     CAR + SAR, the code adds a third loss on GLIGEN's gated self-attention, weighted 3x
-    (:func:`synth.losses.grounding_refocusing_loss`); the stopping test on the weakest in-box peak,
+    (:func:`scenewright.synth.losses.grounding_refocusing_loss`); the stopping test on the weakest in-box peak,
     the piecewise loss scales and iteration caps below and the sparse every-fifth-step guidance after
     step 10 are the code's, not the paper's equations; CAR's piecewise per-value weights likewise
-    (see :func:`synth.losses.cross_attention_refocusing_loss`). The gated layers run for the first 30%
+    (see :func:`scenewright.synth.losses.cross_attention_refocusing_loss`). The gated layers run for the first 30%
     of the steps (``alpha_type=[0.3, 0.0, 0.7]`` in ``guide_gligen.py``), i.e. diffusers'
     ``gligen_scheduled_sampling_beta=0.3``, the loop's default.
     """

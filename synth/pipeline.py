@@ -5,18 +5,18 @@ Read :meth:`Synthesizer.generate` top to bottom; its numbered steps follow diffu
 (Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al. 2024; A-STAR,
 Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023): at the first
 ``max_iter_to_alter`` steps it runs ONE batched conditional-only UNet forward with attention capture
-(:mod:`synth.attention`), sums the active methods' losses per sample, and moves the latent down their
+(:mod:`scenewright.synth.attention`), sums the active methods' losses per sample, and moves the latent down their
 gradient, ``z <- z - step_size[i] * grad`` with A&E's schedule ``scale_factor * sqrt(linspace(1, 0.5, T))``,
 refining iteratively at the threshold steps. Then it takes the ordinary classifier-free-guidance step.
 With ``methods=["none"]`` it reproduces ``StableDiffusionPipeline`` exactly.
 
-Variations of the same loop, not second loops: on a GLIGEN UNet (Li et al. 2023, :mod:`synth.gligen`)
+Variations of the same loop, not second loops: on a GLIGEN UNet (Li et al. 2023, :mod:`scenewright.synth.gligen`)
 step 3.1 turns the layout into grounding tokens and step 7 switches the gated layers off after
 ``gligen_scheduled_sampling_beta`` of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
-the ``attention_refocusing`` schedule (:class:`synth.methods.RefocusingSchedule`) replaces A&E's at
-step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`synth.spatial_temporal`) blends
+the ``attention_refocusing`` schedule (:class:`scenewright.synth.methods.RefocusingSchedule`) replaces A&E's at
+step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`) blends
 each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0); LMD's latent
-composition (Lian et al. 2024, :mod:`synth.composition`) draws each layout object alone first (step 3.2)
+composition (Lian et al. 2024, :mod:`scenewright.synth.composition`) draws each layout object alone first (step 3.2)
 and pastes its moved latents into the scene at the start of the first steps, guidance waiting until it ends.
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 from .attention import AttentionCapture, attention_capture
 from .composition import CompositionOptions, LatentComposition, compose_layout
@@ -184,7 +184,7 @@ class Synthesizer:
     def from_pipe(cls, pipe, defaults: ModelDefaults | None = None) -> Synthesizer:
         """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared).
 
-        ``defaults`` (:class:`synth.loading.ModelDefaults`): the model's default attention-map size and CFG
+        ``defaults`` (:class:`scenewright.synth.loading.ModelDefaults`): the model's default attention-map size and CFG
         scale; None reads what the pipe's folder declares in ``scenewright.json``, else SD's.
         """
         return cls(pipe, defaults=defaults)
@@ -201,7 +201,7 @@ class Synthesizer:
     ) -> Synthesizer:
         """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
 
-        See :mod:`synth.loading`; a GLIGEN request on weights without gated layers is an error naming
+        See :mod:`scenewright.synth.loading`; a GLIGEN request on weights without gated layers is an error naming
         a GLIGEN checkpoint to load instead. ``defaults`` as in :meth:`from_pipe` (a local folder's
         ``scenewright.json`` is read, e.g. the embedded shapes model's).
         """
@@ -256,11 +256,11 @@ class Synthesizer:
     ) -> SynthesisOutput:
         """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
 
-        ``methods`` names come from :data:`synth.methods.METHODS`; give per-method options either as
+        ``methods`` names come from :data:`scenewright.synth.methods.METHODS`; give per-method options either as
         keyword arguments (sent to every active method that has an option of that name, plus the
         engine options ``max_iter_to_alter``, ``thresholds``, ``scale_factor``, ``max_refinement_steps``)
         or as ``methods={"car": {...}, "sar": {...}}``. ``guidance_scale=None`` takes the model's declared
-        default (:class:`synth.loading.ModelDefaults`: 7.5 for SD, 2.0 for the shapes model).
+        default (:class:`scenewright.synth.loading.ModelDefaults`: 7.5 for SD, 2.0 for the shapes model).
         ``seed=s`` draws the initial latents exactly as diffusers does with
         ``generator=torch.Generator("cpu").manual_seed(s)``; ``seed=[s0, s1, ...]`` gives one generator
         per image so that a batch equals the same images made one by one.
@@ -272,7 +272,7 @@ class Synthesizer:
         them; the gated layers run for the first ``gligen_scheduled_sampling_beta`` share of the steps, as
         diffusers' GLIGEN pipeline. ``spatial_temporal=True`` (or a :class:`SpatialTemporalControl`) turns
         on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
-        ``composition=True`` (or a :class:`synth.composition.CompositionOptions`) draws each layout object
+        ``composition=True`` (or a :class:`scenewright.synth.composition.CompositionOptions`) draws each layout object
         alone and composes its latents into its box for the first steps (LMD's stage 2, Lian et al. 2024).
         ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``.
         """
@@ -767,7 +767,7 @@ class Synthesizer:
 
     def _compositions(self, composition, items, seed, generator, batch_size, num_inference_steps,
                       guidance_scale, height, width) -> list[LatentComposition | None]:  # fmt: skip
-        """Per layout/prompt, its :class:`synth.composition.LatentComposition` (None for prompts), or [] when off.
+        """Per layout/prompt, its :class:`scenewright.synth.composition.LatentComposition` (None for prompts), or [] when off.
 
         The objects' seeds follow the image's seed (the first of its images' seeds), so a seeded run repeats.
         """

@@ -12,7 +12,7 @@ The division is our choice, not a plain sum: it keeps the layer's output on the 
 output (a convex combination),
 so that a large weight makes a box's pixels follow its local description rather than grow; with every
 ``w_i(t) = 0`` it is the plain layer exactly. The blend is done by THE capture processor
-(:class:`synth.attention.CaptureProcessor`), which calls :meth:`RegionalControl.blend` in cross layers,
+(:class:`scenewright.synth.attention.CaptureProcessor`), which calls :meth:`RegionalControl.blend` in cross layers,
 so guidance losses and this control compose in one set of processors.
 """
 

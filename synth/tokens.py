@@ -10,7 +10,7 @@ Rules (documented choices):
   "hydrant" may be 2 tokens); Attend-and-Excite (Chefer et al. 2023) and Attention Refocusing
   (Phung et al. 2024) attend to the noun. ``include_attributes=True`` adds the phrase's modifiers
   found just before the noun in the prompt ("red" of "a red car").
-- Plurals match singulars ("three cats" grounds each "a cat"), via :func:`layout.parse.singularize`.
+- Plurals match singulars ("three cats" grounds each "a cat"), via :func:`scenewright.layout.parse.singularize`.
 - Repeated kinds: with at least as many mentions as instances, instances take mentions in order,
   preferring a mention whose modifiers match the phrase ("a cat and a cat": the 1st instance gets
   the 1st "cat", the 2nd the 2nd); with fewer mentions, instances share them ("three cats": all
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Literal
 
-from layout.parse import NUMBER_WORDS, name_of_phrase, singularize
+from scenewright.layout.parse import NUMBER_WORDS, name_of_phrase, singularize
 
 MAX_LENGTH = 77  # CLIP's context: <|startoftext|> + 75 tokens + <|endoftext|>
 MAX_PROMPT_TOKENS = MAX_LENGTH - 2
@@ -237,7 +237,7 @@ def token_groups_for_layout(
 
     ``phrases`` are the layout's per-instance phrases ("a red car"); ``names`` their kinds
     ("car", "teddy bear": give them for multiword kinds; by default read from the phrase with
-    :func:`layout.parse.name_of_phrase`). Raises :class:`TokenMappingError` naming the phrase when
+    :func:`scenewright.layout.parse.name_of_phrase`). Raises :class:`TokenMappingError` naming the phrase when
     it is missing (``missing="error"``) or falls beyond the 77-token window.
     """
     if not isinstance(prompt, str) or not prompt.strip():

@@ -18,7 +18,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="session")
 def clip_tokenizer():
     """SD1.x's CLIP tokenizer, built offline from open_clip's BPE file."""
-    from synth.tokenizer import build_clip_tokenizer
+    from scenewright.synth.tokenizer import build_clip_tokenizer
 
     return build_clip_tokenizer()
 
@@ -26,7 +26,7 @@ def clip_tokenizer():
 @pytest.fixture(scope="session")
 def dummy_components():
     """Tiny seeded SD components (shared: tests must not mutate them; build a pipe from them instead)."""
-    from synth.testing import get_dummy_components
+    from scenewright.synth.testing import get_dummy_components
 
     return get_dummy_components(seed=0)
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from agent.cli import main
-from layout.schema import Layout
+from scenewright.agent.cli import main
+from scenewright.layout.schema import Layout
 
 PROMPT = "two red circles to the left of a blue square"
 SECRET = "sk-agent-cli-DO-NOT-LEAK-9876"
@@ -25,7 +25,7 @@ def _no_ambient_config(monkeypatch):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth.testing import get_dummy_pipe
 
     folder = tmp_path_factory.mktemp("tiny-sd")
     get_dummy_pipe(seed=0).save_pretrained(folder)
@@ -60,7 +60,7 @@ def test_run_writes_the_four_files_and_reports_every_attempt(model_dir, tmp_path
 
 
 def test_without_the_embedded_model_the_run_ends_with_one_clear_line(tmp_path, capsys, monkeypatch):
-    from synth import loading
+    from scenewright.synth import loading
 
     monkeypatch.setitem(loading.EMBEDDED_MODELS, "shapes", tmp_path / "not-built")
     assert main(["run", PROMPT, "--out", str(tmp_path / "out")]) == 2

@@ -7,13 +7,13 @@ import json
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from agent import run
-from agent.loop import REMEDIES, overall_score
-from agent.failures import image_failures
-from eval.scores import score_layout_image
-from eval.detect import Detection
-from layout.offline import OfflinePlanner
-from layout.planners import plan_layout
+from scenewright.agent import run
+from scenewright.agent.loop import REMEDIES, overall_score
+from scenewright.agent.failures import image_failures
+from scenewright.eval.scores import score_layout_image
+from scenewright.eval.detect import Detection
+from scenewright.layout.offline import OfflinePlanner
+from scenewright.layout.planners import plan_layout
 
 PROMPT = "two red circles to the left of a blue square"
 # The tiny UNet attends at 16x16 only; one denoising step and no refinement keep guided attempts fast.
@@ -34,8 +34,8 @@ def _no_ambient_config(monkeypatch):
 
 @pytest.fixture(scope="module")
 def synthesizer(tmp_path_factory):
-    from synth import Synthesizer
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.testing import get_dummy_pipe
 
     folder = tmp_path_factory.mktemp("tiny-sd")
     get_dummy_pipe(seed=0).save_pretrained(folder)
@@ -85,7 +85,7 @@ class FeedbackPlanner(OfflinePlanner):
 
 
 def test_remedies_come_in_order_and_accumulate(synthesizer):
-    from synth.pipeline import ENGINE_DEFAULTS
+    from scenewright.synth.pipeline import ENGINE_DEFAULTS
 
     recorder, script, planner = Recorder(synthesizer), Scripted([FAILING]), FeedbackPlanner()
     result = run(PROMPT, synthesizer=recorder, planner=planner, detector=script.detector, scorer=script.scorer,
@@ -232,7 +232,7 @@ def test_llm_replan_sends_the_failures_to_the_server(synthesizer, tmp_path, monk
 
 
 def test_an_unplannable_prompt_fails_before_any_attempt(synthesizer):
-    from agent.loop import AgentError
+    from scenewright.agent.loop import AgentError
 
     with pytest.raises(AgentError, match="found no objects"):
         run("a beautiful morning", synthesizer=synthesizer, attempts=1, **TINY)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from synth.attention import AttentionCapture, CaptureProcessor, attention_capture, grid_size, layer_kind, layer_place
-from synth.maps import MapRequest
-from synth.testing import get_dummy_components
+from scenewright.synth.attention import AttentionCapture, CaptureProcessor, attention_capture, grid_size, layer_kind, layer_place
+from scenewright.synth.maps import MapRequest
+from scenewright.synth.testing import get_dummy_components
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from layout.schema import Layout
-from synth import Synthesizer
-from synth.methods import RefocusingSchedule, get_method
-from synth.testing import get_dummy_pipe
+from scenewright.layout.schema import Layout
+from scenewright.synth import Synthesizer
+from scenewright.synth.methods import RefocusingSchedule, get_method
+from scenewright.synth.testing import get_dummy_pipe
 
 R = (16, 16)  # the tiny UNet's attention grid (latent / 2)
 OPTIONS = {"car_res": R, "sar_res": R, "grounding_res": R}

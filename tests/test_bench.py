@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from agent.cli import main
-from eval.bench import SUMMARY_METRICS, parse_method_specs, run_bench, score_image, summarize
-from eval.suites import SUITE_NAMES, BenchItem, load_prompt_file, load_suite
-from layout.schema import Layout, LayoutObject
+from scenewright.agent.cli import main
+from scenewright.eval.bench import SUMMARY_METRICS, parse_method_specs, run_bench, score_image, summarize
+from scenewright.eval.suites import SUITE_NAMES, BenchItem, load_prompt_file, load_suite
+from scenewright.layout.schema import Layout, LayoutObject
 
 PROMPTS = ["a cat to the left of a dog", "two red apples"]
 # The tiny UNet attends at 16x16 only; one refinement step keeps the guided run short.
@@ -29,7 +29,7 @@ TINY = ["--steps", "2", "--option", "car_res=[16,16]", "--option", "sar_res=[16,
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth.testing import get_dummy_pipe
 
     folder = tmp_path_factory.mktemp("tiny-sd")
     get_dummy_pipe(seed=0).save_pretrained(folder)
@@ -46,7 +46,7 @@ def run(model_dir, tmp_path_factory):
     argv = ["bench", "--prompts", str(prompts), "--model", str(model_dir), "--methods", "none,car+sar",
             "--seeds", "1", "--detector", "shapes", "--out", str(out), "--quiet", *TINY,
             "--option", "scale_factor=2000"]  # a strong step: the guided image differs far above float noise  # fmt: skip
-    from synth.pipeline import Synthesizer as Engine
+    from scenewright.synth.pipeline import Synthesizer as Engine
 
     float_images, original = {}, Engine.generate
 
@@ -104,7 +104,7 @@ def test_run_writes_images_records_layouts_and_summary(run):
 
 
 def test_rerun_skips_finished_images_without_generating(run, monkeypatch, capsys):
-    from synth.pipeline import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer
 
     counter = CountingGenerate(Synthesizer.generate)
     monkeypatch.setattr(Synthesizer, "generate", lambda self, *a, **k: counter(self, *a, **k))
@@ -117,8 +117,8 @@ def test_rerun_skips_finished_images_without_generating(run, monkeypatch, capsys
 
 
 def test_failing_item_is_recorded_and_the_rest_finish(model_dir, tmp_path, monkeypatch):
-    from synth import Synthesizer
-    from synth.pipeline import Synthesizer as Engine
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer as Engine
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\nBOOM a blue square\na green star\n", encoding="utf-8")
@@ -141,11 +141,11 @@ def test_failing_item_is_recorded_and_the_rest_finish(model_dir, tmp_path, monke
 
 
 def test_shapes_scores_a_true_image_as_right_and_a_color_flood_as_dirty():
-    from eval.detect import get_detector
-    from eval.shapes.world import PALETTE
+    from scenewright.eval.detect import get_detector
+    from scenewright.eval.shapes.world import PALETTE
 
-    from eval.shapes.world import sample_scene
-    from eval.suites import SHAPES_SEED
+    from scenewright.eval.shapes.world import sample_scene
+    from scenewright.eval.suites import SHAPES_SEED
 
     item = load_suite("shapes", limit=1)[0]
     scene = sample_scene(np.random.default_rng(SHAPES_SEED))
@@ -206,7 +206,7 @@ def test_bad_flags_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, extra
 
 
 def test_embedded_shapes_model_missing_gives_the_export_instruction(tmp_path, capsys, monkeypatch):
-    from synth import loading
+    from scenewright.synth import loading
 
     monkeypatch.setitem(loading.EMBEDDED_MODELS, "shapes", tmp_path / "not-built")  # a build without it
     assert main(["bench", "--suite", "shapes", "--model", "shapes", "--out", str(tmp_path / "o"), "--quiet"]) == 2
@@ -237,8 +237,8 @@ def test_compose_joins_a_combination_as_a_loop_variation():
 
 
 def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_generate(model_dir, tmp_path, monkeypatch):
-    from synth import Synthesizer
-    from synth.pipeline import Synthesizer as Engine
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer as Engine
 
     specs = parse_method_specs("compose+spatial_temporal,spatial_temporal:3+car")
     assert [(s.name, s.methods, s.compose, s.spatial_temporal) for s in specs] == [
@@ -350,7 +350,7 @@ def test_report_in_headless_chromium_shows_tables_and_every_image_loads(served):
 
 
 def _det(name, box, score=0.95):
-    from eval.detect import Detection
+    from scenewright.eval.detect import Detection
 
     return Detection(name=name, box=box, score=score)
 
@@ -375,7 +375,7 @@ LEFT, RIGHT = (0.05, 0.3, 0.4, 0.7), (0.6, 0.3, 0.95, 0.7)
     ],
 )
 def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right, wrong, key, scores):
-    from layout.planners import plan_layout
+    from scenewright.layout.planners import plan_layout
 
     item = load_suite(suite, limit=index + 1)[index]
     layout = item.layout or plan_layout(item.prompt, "offline")[0]
@@ -385,8 +385,8 @@ def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right
 
 
 def test_resuming_with_another_planner_is_refused_not_mixed(tmp_path):
-    from eval.bench import LayoutSource
-    from layout.schema import Layout
+    from scenewright.eval.bench import LayoutSource
+    from scenewright.layout.schema import Layout
 
     class OtherPlanner:
         name = "llm"
@@ -405,7 +405,7 @@ def test_resuming_with_another_planner_is_refused_not_mixed(tmp_path):
 
 
 def test_planned_layouts_are_fitted_to_the_models_object_sizes_and_shipped_ones_are_not(tmp_path):
-    from eval.bench import LayoutSource
+    from scenewright.eval.bench import LayoutSource
 
     item = load_prompt_file_from_text(tmp_path, "a purple star")[0]
     planned, _ = LayoutSource(tmp_path / "plain")(item)
@@ -426,9 +426,9 @@ def load_prompt_file_from_text(folder, text):
 
 
 def test_guided_combination_without_boxes_draws_the_layout_unguided_with_its_negative(model_dir, tmp_path, monkeypatch):
-    from eval.bench import LayoutSource, run_unit
-    from synth import Synthesizer
-    from synth.pipeline import Synthesizer as Engine
+    from scenewright.eval.bench import LayoutSource, run_unit
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer as Engine
 
     item = load_suite("lmd", limit=1)[0]  # "... without backpacks": GPT-4 planned no box, negative "backpacks"
     assert item.layout is not None and not item.layout.objects and item.layout.negative == "backpacks"
@@ -443,8 +443,8 @@ def test_guided_combination_without_boxes_draws_the_layout_unguided_with_its_neg
 
 
 def test_compose_runs_through_the_bench_with_a_detector_as_segmenter(model_dir, tmp_path, monkeypatch):
-    from synth.composition import CompositionOptions
-    from synth.pipeline import Synthesizer
+    from scenewright.synth.composition import CompositionOptions
+    from scenewright.synth.pipeline import Synthesizer
 
     seen = []
     original = Synthesizer.generate

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.clip_score import ClipScorer, ae_prompt_parts, imagenet_templates, template_texts
-from synth.loading import ModelNotAvailableError
+from scenewright.eval.clip_score import ClipScorer, ae_prompt_parts, imagenet_templates, template_texts
+from scenewright.synth.loading import ModelNotAvailableError
 
 TINY = "scenewright-tiny-clip"
 TINY_CONFIG = {
@@ -124,8 +124,8 @@ def test_loading_errors_and_a_local_checkpoint(scorer, tiny_name, tmp_path):
 def test_geneval_color_classification_plumbing(scorer):
     from PIL import Image
 
-    from eval.detect import Detection
-    from eval.scores import GENEVAL_COLORS
+    from scenewright.eval.detect import Detection
+    from scenewright.eval.scores import GENEVAL_COLORS
 
     image = images(1)[0]
     mask = np.zeros(image.shape[:2], dtype=bool)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from layout.schema import Layout, LayoutObject
-from synth import Synthesizer
-from synth.composition import (
+from scenewright.layout.schema import Layout, LayoutObject
+from scenewright.synth import Synthesizer
+from scenewright.synth.composition import (
     CompositionOptions,
     LatentComposition,
     PlacedObject,
@@ -19,7 +19,7 @@ from synth.composition import (
     shift_latents,
     shift_mask,
 )
-from synth.testing import get_dummy_pipe
+from scenewright.synth.testing import get_dummy_pipe
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +208,8 @@ def test_generate_with_composition_starts_from_the_composed_latents(syn):
 
 
 def test_composition_puts_the_shapes_models_object_in_a_box_it_did_not_draw_there():
-    from eval.detect import ShapesDetector, detector_segmenter
-    from eval.scores import box_iou
+    from scenewright.eval.detect import ShapesDetector, detector_segmenter
+    from scenewright.eval.scores import box_iou
 
     syn = Synthesizer.from_pretrained("shapes")
     detector = ShapesDetector()
@@ -248,8 +248,8 @@ def test_composition_must_be_true_or_options(syn):
 
 
 def test_detector_segmenter_returns_the_phrase_objects_mask():
-    from eval.detect import ShapesDetector, detector_segmenter
-    from eval.shapes.world import sample_scene
+    from scenewright.eval.detect import ShapesDetector, detector_segmenter
+    from scenewright.eval.shapes.world import sample_scene
 
     scene = sample_scene(np.random.default_rng(4), curriculum_level=2)
     segment = detector_segmenter(ShapesDetector())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from synth.loading import EMBEDDED_MODELS, resolve_model
+from scenewright.synth.loading import EMBEDDED_MODELS, resolve_model
 
 
 def test_the_package_carries_the_embedded_model_folder():
@@ -22,7 +22,7 @@ def test_the_package_carries_the_embedded_model_folder():
 def test_synthesizer_and_diffusers_load_it_and_draw_the_same_64px_image():
     from diffusers import StableDiffusionPipeline
 
-    from synth import Synthesizer
+    from scenewright.synth import Synthesizer
 
     syn = Synthesizer.from_pretrained("shapes")
     ours = syn.generate("a red circle", methods=["none"], num_inference_steps=3, guidance_scale=5.0, seed=0, output_type="np")

@@ -12,8 +12,8 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
-from synth import Synthesizer
-from synth.testing import get_dummy_components
+from scenewright.synth import Synthesizer
+from scenewright.synth.testing import get_dummy_components
 
 PROMPT = "a cat and a dog"
 

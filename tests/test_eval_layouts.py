@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from eval import cli as eval_cli
-from eval.layouts import (
+from scenewright.eval import cli as eval_cli
+from scenewright.eval.layouts import (
     evaluate_suite,
     format_table,
     lmd_eval_info,
@@ -19,7 +19,7 @@ from eval.layouts import (
     nsr_spatial_correct,
     nsr_spatial_relation,
 )
-from layout.schema import Layout, LayoutObject
+from scenewright.layout.schema import Layout, LayoutObject
 
 LEFT, RIGHT = (0.05, 0.4, 0.35, 0.6), (0.6, 0.4, 0.9, 0.6)
 TOP, BOTTOM = (0.4, 0.05, 0.6, 0.3), (0.4, 0.7, 0.6, 0.95)

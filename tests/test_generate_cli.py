@@ -1,4 +1,4 @@
-"""`scenewright generate` through `agent.cli.main`, on a tiny model saved to disk (the real from_pretrained path)."""
+"""`scenewright generate` through `scenewright.agent.cli.main`, on a tiny model saved to disk (the real from_pretrained path)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agent.cli import main
-from layout.schema import Layout
+from scenewright.agent.cli import main
+from scenewright.layout.schema import Layout
 
 # The tiny UNet has cross/self attention only at 16x16 (SD1.5 at 512 px: latent / 4 = 16x16 too);
 # one refinement step keeps the test fast.
@@ -26,7 +26,7 @@ LAYOUT = {
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth.testing import get_dummy_pipe
 
     folder = tmp_path_factory.mktemp("tiny-sd")
     get_dummy_pipe(seed=0).save_pretrained(folder)
@@ -38,7 +38,7 @@ def _pixels(path) -> np.ndarray:
 
 
 def test_layout_file_gives_the_image_the_python_api_gives(model_dir, tmp_path, capsys):
-    from synth import Synthesizer
+    from scenewright.synth import Synthesizer
 
     layout_file = tmp_path / "layout.json"
     layout_file.write_text(json.dumps(LAYOUT), encoding="utf-8")
@@ -135,8 +135,8 @@ def test_user_errors_exit_2_with_one_clear_line(model_dir, tmp_path, capsys, arg
 
 
 def test_spatial_temporal_flag_blends_phrases_into_boxes_as_the_python_api(model_dir, tmp_path, capsys):
-    from synth import Synthesizer
-    from synth.spatial_temporal import SpatialTemporalControl
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.spatial_temporal import SpatialTemporalControl
 
     layout_file = tmp_path / "layout.json"
     layout_file.write_text(json.dumps(LAYOUT), encoding="utf-8")
@@ -173,7 +173,7 @@ def test_errors_found_while_generating_exit_2(model_dir, tmp_path, capsys):
 
 
 def test_default_model_is_the_embedded_one_with_a_clear_error_when_absent(monkeypatch, tmp_path, capsys):
-    from synth import loading
+    from scenewright.synth import loading
 
     monkeypatch.setitem(loading.EMBEDDED_MODELS, "shapes", tmp_path / "not-built")
     assert main(["generate", "a red circle", "--out", str(tmp_path / "x.png"), "--quiet"]) == 2

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
-from layout.geometry import check_layout, fit_object_sizes
-from layout.relations import group_members, relation_holds, size_holds
+from scenewright.layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.geometry import check_layout, fit_object_sizes
+from scenewright.layout.relations import group_members, relation_holds, size_holds
 
 
 def raw(*boxes, names=None) -> dict:

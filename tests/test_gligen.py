@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layout.schema import Layout
-from synth import Synthesizer
-from synth.gligen import GligenError, gated_layers
-from synth.testing import get_dummy_pipe
+from scenewright.layout.schema import Layout
+from scenewright.synth import Synthesizer
+from scenewright.synth.gligen import GligenError, gated_layers
+from scenewright.synth.testing import get_dummy_pipe
 
 PROMPT = "a cat and a dog"
 PHRASES = ["a cat", "a dog"]
@@ -99,7 +99,7 @@ def test_grounding_tokens_carry_each_objects_phrase_and_box(gligen_pipe, syn, la
 
 
 def test_fuser_attention_is_captured_by_the_one_capture_mechanism(syn, layout):
-    from synth.maps import MapRequest
+    from scenewright.synth.maps import MapRequest
 
     measured = syn.measure(layout, torch.randn(1, 4, 32, 32), 500, ["attention_refocusing"], **RES["attention_refocusing"])
     grounding = [e for e in measured.maps[0].entries if e.kind == "grounding"]
@@ -108,7 +108,7 @@ def test_fuser_attention_is_captured_by_the_one_capture_mechanism(syn, layout):
 
 
 def syn_requests(syn):
-    from synth.methods import get_method
+    from scenewright.synth.methods import get_method
 
     method = get_method("attention_refocusing")
     return method.needs({**method.defaults, **RES["attention_refocusing"]}, (32, 32))

@@ -9,14 +9,14 @@ from fake_openai import FakeOpenAIServer, closed_port_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import prompts
-from layout.cache import AnswerCache, cache_key
-from layout.geometry import check_layout
-from layout.llm import LLMPlanner, LLMServerError, answer_to_layout, response_format
-from layout.parse import parse_prompt
-from layout.planners import get_planner, plan_layout
-from layout.relations import requirement_failures
-from layout.schema import Layout, LayoutError
+from scenewright import prompts
+from scenewright.layout.cache import AnswerCache, cache_key
+from scenewright.layout.geometry import check_layout
+from scenewright.layout.llm import LLMPlanner, LLMServerError, answer_to_layout, response_format
+from scenewright.layout.parse import parse_prompt
+from scenewright.layout.planners import get_planner, plan_layout
+from scenewright.layout.relations import requirement_failures
+from scenewright.layout.schema import Layout, LayoutError
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 PROMPT = "a dog to the left of a cat"

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-import prompts
-from layout.local import LocalPlanner
-from layout.planners import get_planner
-from layout.schema import LayoutError
-from synth.loading import ModelNotAvailableError
+from scenewright import prompts
+from scenewright.layout.local import LocalPlanner
+from scenewright.layout.planners import get_planner
+from scenewright.layout.schema import LayoutError
+from scenewright.synth.loading import ModelNotAvailableError
 
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|> {% endif %}"
 

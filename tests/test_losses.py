@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth import losses
-from synth.maps import AttentionMaps, CapturedAttention, GuidanceTargets, MapRequest
-from synth.methods import METHODS, get_method
+from scenewright.synth import losses
+from scenewright.synth.maps import AttentionMaps, CapturedAttention, GuidanceTargets, MapRequest
+from scenewright.synth.methods import METHODS, get_method
 
 LATENT = (32, 32)  # a tiny model's latent: "16x16 maps" (latent / 4) are 8x8 here, the mid block 4x4
 GRID = (8, 8)

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layout.offline import MIN_SIDE, OfflinePlanner, plan_spec
-from layout.parse import parse_prompt
-from layout.planners import plan_layout
-from layout.relations import violations
-from layout.schema import GLIGEN_MAX_OBJECTS, LayoutError
+from scenewright.layout.offline import MIN_SIDE, OfflinePlanner, plan_spec
+from scenewright.layout.parse import parse_prompt
+from scenewright.layout.planners import plan_layout
+from scenewright.layout.relations import violations
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, LayoutError
 
 PROMPTS = [
     "A realistic photo of a scene with a bottle on the left and a dog on the right",

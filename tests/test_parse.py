@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layout.parse import COCO_CLASSES, name_of_phrase, parse_prompt, singularize
-from layout.relations import requirement_failures
-from layout.schema import Layout
+from scenewright.layout.parse import COCO_CLASSES, name_of_phrase, parse_prompt, singularize
+from scenewright.layout.relations import requirement_failures
+from scenewright.layout.schema import Layout
 
 
 def _objects(text: str) -> list[tuple[str, int]]:

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layout.peer_formats import (
+from scenewright.layout.peer_formats import (
     layout_from_pixel_boxes,
     parse_attention_refocusing_answer,
     parse_attention_refocusing_record,
     parse_lmd_answer,
     parse_peer_answer,
 )
-from layout.schema import Layout, LayoutError
+from scenewright.layout.schema import Layout, LayoutError
 
 DATA = Path(__file__).parent / "data" / "peer_answers"
 AR_FILES = sorted((DATA / "attention_refocusing").glob("*.json"))

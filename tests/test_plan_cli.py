@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from agent.cli import main
-from layout.schema import Layout
+from scenewright.agent.cli import main
+from scenewright.layout.schema import Layout
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from layout import Layout, ObjectSpec, PromptSpec, RelationSpec
-from layout.relations import group_members, relation_holds, violations
+from scenewright.layout import Layout, ObjectSpec, PromptSpec, RelationSpec
+from scenewright.layout.relations import group_members, relation_holds, violations
 
 
 def make_layout(*objects: tuple) -> Layout:

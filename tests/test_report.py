@@ -8,10 +8,10 @@ import json
 import numpy as np
 from PIL import Image
 
-from eval.detect import Detection
-from eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
-from eval.report import OVERLAY_SIDE, write_report
-from layout.schema import Layout, LayoutObject
+from scenewright.eval.detect import Detection
+from scenewright.eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
+from scenewright.eval.report import OVERLAY_SIDE, write_report
+from scenewright.layout.schema import Layout, LayoutObject
 
 
 def _record(out, key, method, scores, *, prompt="a red circle", suite="hrs-counting", category="easy", status="ok"):

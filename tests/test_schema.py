@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layout import Layout, LayoutError
+from scenewright.layout import Layout, LayoutError
 
 EXAMPLE = {
     "prompt": "two cats to the left of a dog on a sofa",

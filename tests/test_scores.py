@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from eval.detect import Detection
-from eval.scores import (
+from scenewright.eval.detect import Detection
+from scenewright.eval.scores import (
     box_iou,
     geneval_correct,
     geneval_relative_position,
@@ -29,7 +29,7 @@ from eval.scores import (
     t2i_spatial_locality,
     t2i_spatial_score,
 )
-from layout.schema import Layout
+from scenewright.layout.schema import Layout
 
 
 def det(name, box, score=0.95, color=None, mask=None):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from eval.shapes.detector import background_clean, box_iou, detect, kind_counts
-from eval.shapes.world import PALETTE, sample_scene
+from scenewright.eval.shapes.detector import background_clean, box_iou, detect, kind_counts
+from scenewright.eval.shapes.world import PALETTE, sample_scene
 
 
 def _scenes(seed: int, n: int):

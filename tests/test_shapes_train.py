@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from synth.shapes import train
+from scenewright.synth.shapes import train
 
 TOY = ["--batch", "2", "--log-every", "1", "--save-every", "1", "--threads", "1"]
 
@@ -37,7 +37,7 @@ def test_export_is_a_loadable_sd_folder_with_its_step(exported):
     logged = [json.loads(line) for line in (run / train.LOG).read_text().splitlines()]
     assert [r["step"] for r in logged if r["stage"] == "unet" and "loss" in r] == [1, 2, 3]
     # The export declares the shapes model's guidance defaults, as the shipped folder does.
-    from synth.loading import EMBEDDED_MODELS, model_defaults
+    from scenewright.synth.loading import EMBEDDED_MODELS, model_defaults
 
     assert model_defaults(out) == train.SHAPES_MODEL_DEFAULTS
     assert model_defaults(out).object_sides == (12 / 64, 28 / 64)  # the world's smallest and largest objects
@@ -106,8 +106,8 @@ def test_box_target_wants_attention_in_the_whole_box_the_mask_target_only_on_the
     # box target (what guidance and the attention benchmark read) and misses the mask target entirely.
     import numpy as np
 
-    from eval.shapes.world import sample_scene
-    from synth.maps import GuidanceTargets
+    from scenewright.eval.shapes.world import sample_scene
+    from scenewright.synth.maps import GuidanceTargets
 
     rng = np.random.default_rng(0)
     scene = next(s for s in (sample_scene(rng, curriculum_level=0) for _ in range(200)) if s.objects[0].shape == "star")
@@ -187,8 +187,8 @@ def test_gligen_stage_adds_grounding_layers_and_keeps_the_base_model_bit_for_bit
     evals = [r["eval"] for r in logged if r["stage"] == "gligen" and "eval" in r]
     assert evals and set(evals[0]) == {"count_acc", "box_iou50", "background_clean"}
     # Both front doors load it as GLIGEN: the grounded model runs boxes through its position net.
-    from synth import Synthesizer
-    from synth.gligen import is_gligen_unet
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.gligen import is_gligen_unet
 
     syn = Synthesizer.from_pretrained(str(grounded), gligen=True)
     assert is_gligen_unet(syn.unet)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval.shapes.world import (
+from scenewright.eval.shapes.world import (
     BACKGROUND_RGB,
     COLORS,
     PALETTE,
@@ -163,9 +163,9 @@ def test_captions_parse_into_the_scene_and_plan_without_violations():
     satisfies the caption's relations, regions and sizes (so shapes-world prompts can be planned)."""
     from collections import Counter
 
-    from layout.parse import parse_prompt
-    from layout.planners import plan_layout
-    from layout.relations import violations
+    from scenewright.layout.parse import parse_prompt
+    from scenewright.layout.planners import plan_layout
+    from scenewright.layout.relations import violations
 
     for scene in _scenes(seed=7, n=150):
         text = scene.caption.text

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layout.schema import Layout
-from synth import Synthesizer
-from synth.spatial_temporal import SpatialTemporalControl, fixed_schedule, soft_box_masks
+from scenewright.layout.schema import Layout
+from scenewright.synth import Synthesizer
+from scenewright.synth.spatial_temporal import SpatialTemporalControl, fixed_schedule, soft_box_masks
 
 BOX = [0.0, 0.0, 0.75, 1.0]
 LAYOUT = Layout.from_gligen("a photo of a red car on a street", ["a yellow bird"], [BOX])
@@ -66,7 +66,7 @@ def _tiny_clip():
     """A tiny open_clip CLIP built from config, random weights (nothing downloaded)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    from synth.spatial_temporal import ClipScore
+    from scenewright.synth.spatial_temporal import ClipScore
 
     torch.manual_seed(0)
     model = CLIP(

@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from layout.schema import Layout
-from synth import Synthesizer
-from synth import methods as registry
-from synth.attention import AttentionCapture
-from synth.pipeline import update_latents
-from synth.testing import get_dummy_pipe
+from scenewright.layout.schema import Layout
+from scenewright.synth import Synthesizer
+from scenewright.synth import methods as registry
+from scenewright.synth.attention import AttentionCapture
+from scenewright.synth.pipeline import update_latents
+from scenewright.synth.testing import get_dummy_pipe
 
 # The tiny UNet (32x32 latent) attends only at 16x16 = latent / 2; SD1.5's defaults assume latent / 4.
 TINY_RESOLUTIONS = {"attn_res": (16, 16), "car_res": (16, 16), "sar_res": (16, 16), "up_res": (16, 16)}
@@ -251,7 +251,7 @@ def test_bad_inputs_raise_errors_naming_the_field(syn, kwargs, error, match):
 
 
 def test_from_pretrained_missing_weights_says_how_to_fix(monkeypatch, tmp_path):
-    from synth.loading import ModelNotAvailableError
+    from scenewright.synth.loading import ModelNotAvailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError, match="download it on a connected machine"):
@@ -304,7 +304,7 @@ def test_fuzzed_methods_and_options_resolve_or_raise_a_clear_error(syn, names, o
 def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_path):
     import json
 
-    from synth.loading import ModelDefaults, ModelNotAvailableError
+    from scenewright.synth.loading import ModelDefaults, ModelNotAvailableError
 
     folder = tmp_path / "tiny-sd"
     syn.pipe.save_pretrained(folder)
@@ -365,7 +365,7 @@ _json_values = st.recursive(
 def test_any_scenewright_json_gives_defaults_or_an_error_naming_the_key(tmp_path_factory, declared):
     import json
 
-    from synth.loading import ModelDefaults, ModelNotAvailableError, model_defaults
+    from scenewright.synth.loading import ModelDefaults, ModelNotAvailableError, model_defaults
 
     folder = tmp_path_factory.mktemp("declared")
     (folder / "scenewright.json").write_text(json.dumps(declared))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.tokenizer import build_clip_tokenizer
+from scenewright.synth.tokenizer import build_clip_tokenizer
 
 SENTENCES = [
     "a cat and a dog",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layout.parse import singularize
-from synth.tokens import (
+from scenewright.layout.parse import singularize
+from scenewright.synth.tokens import (
     APPEND_SEPARATOR,
     TokenMappingError,
     prompt_tokens,

@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 def _serve(**build_options) -> tuple[object, str]:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from agent.web import build_app
+    from scenewright.agent.web import build_app
 
     app = build_app(**build_options)
     port = _free_port()
@@ -45,8 +45,8 @@ def _serve(**build_options) -> tuple[object, str]:
 
 @pytest.fixture(scope="module")
 def app_url():
-    from synth import Synthesizer
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.testing import get_dummy_pipe
 
     app, url = _serve(synthesizer=Synthesizer.from_pipe(get_dummy_pipe(seed=0)), method_options=TINY_OPTIONS)
     yield url
@@ -141,7 +141,7 @@ def test_plan_drag_generate_download(app_url, browser):
     link = _wait(browser, lambda d: d.execute_script("const a = document.querySelector('#sw-download a'); return a && a.href"),
                  "the layout download link")  # fmt: skip
     with urllib.request.urlopen(link, timeout=TIMEOUT) as response:
-        from layout.schema import Layout
+        from scenewright.layout.schema import Layout
 
         saved = Layout.parse(response.read())
     assert saved.prompt == "a cat to the left of a dog"

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
-from agent.web import EditorError, generate_for_layout, layout_to_state, plan_for_editor, state_to_layout
-from layout.planners import plan_layout
-from layout.schema import Layout
+from scenewright.agent.cli import main
+from scenewright.agent.web import EditorError, generate_for_layout, layout_to_state, plan_for_editor, state_to_layout
+from scenewright.layout.planners import plan_layout
+from scenewright.layout.schema import Layout
 
 TINY_OPTIONS = dict(car_res=[16, 16], sar_res=[16, 16], max_refinement_steps=1)
 
@@ -134,8 +134,8 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
 
 
 def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
-    from eval.scores import score_layout_image
-    from eval.detect import Detection
+    from scenewright.eval.scores import score_layout_image
+    from scenewright.eval.detect import Detection
 
     prompt = "a red circle to the left of a blue square"
     layout = state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt)
@@ -151,14 +151,14 @@ def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
 
 @pytest.fixture(scope="module")
 def synthesizer():
-    from synth import Synthesizer
-    from synth.testing import get_dummy_pipe
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.testing import get_dummy_pipe
 
     return Synthesizer.from_pipe(get_dummy_pipe(seed=0))
 
 
 def test_generate_for_layout_returns_image_overlay_and_scores(synthesizer):
-    from eval.detect import Detection
+    from scenewright.eval.detect import Detection
 
     layout = state_to_layout(_state(_box("a red circle", 0.1, 0.1, 0.4, 0.4)), "a red circle")
     seen = {}
@@ -206,19 +206,18 @@ def test_downloaded_layout_files_share_one_folder_that_is_removed_at_exit(monkey
     import atexit
     from pathlib import Path
 
-    import agent.web
-
+    import scenewright.agent.web
     at_exit = []
-    monkeypatch.setattr(agent.web, "_DOWNLOADS", [])  # a fresh process's state
+    monkeypatch.setattr(scenewright.agent.web, "_DOWNLOADS", [])  # a fresh process's state
     monkeypatch.setattr(atexit, "register", lambda func, *args, **kwargs: at_exit.append((func, args, kwargs)))
     layout = Layout.parse(
         {"prompt": "a red circle", "objects": [{"name": "circle", "phrase": "a red circle", "box": [0.1, 0.1, 0.5, 0.5]}]}
     )
-    first, second = Path(agent.web._write_layout_file(layout)), Path(agent.web._write_layout_file(layout))
+    first, second = Path(scenewright.agent.web._write_layout_file(layout)), Path(scenewright.agent.web._write_layout_file(layout))
     assert first != second and first.name == second.name == "layout.json"
-    assert first.parent.parent == second.parent.parent == agent.web._DOWNLOADS[0]
+    assert first.parent.parent == second.parent.parent == scenewright.agent.web._DOWNLOADS[0]
     assert Layout.load(first).to_dict() == layout.to_dict()
     assert len(at_exit) == 1  # one clean-up for the process, not one per file
     func, args, kwargs = at_exit[0]
     func(*args, **kwargs)  # what the interpreter does on exit
-    assert not agent.web._DOWNLOADS[0].exists()
+    assert not scenewright.agent.web._DOWNLOADS[0].exists()

@@ -1,7 +1,7 @@
 """The shapes world: procedural scenes with exact masks, boxes and captions, and their exact detector."""
 
-from eval.shapes.detector import Detection, background_clean, detect
-from eval.shapes.world import COLORS, PALETTE, SHAPES, Caption, Scene, ShapeObject, sample_scene
+from scenewright.eval.shapes.detector import Detection, background_clean, detect
+from scenewright.eval.shapes.world import COLORS, PALETTE, SHAPES, Caption, Scene, ShapeObject, sample_scene
 
 __all__ = [
     "COLORS",

@@ -21,8 +21,8 @@ from collections import Counter
 
 import numpy as np
 
-from eval.detect import Detection
-from eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, SIZE_RANGE, shape_mask_at
+from scenewright.eval.detect import Detection
+from scenewright.eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, SIZE_RANGE, shape_mask_at
 
 #: Palette colors first, then the background: row k of this table is color label k.
 _COLOR_TABLE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND_RGB], dtype=np.float32)  # (7, 3)

@@ -4,7 +4,7 @@ A scene is 1-4 flat shapes (circle, square, triangle, star) in one of six well-s
 colors on a white 64x64 canvas. Objects come in groups of identical instances (same color,
 shape and size) so that captions can use counts ("two red circles"). The renderer is exact
 (no anti-aliasing): every pixel is either background or one object's palette color, which
-is what lets :mod:`eval.shapes.detector` recover the scene exactly.
+is what lets :mod:`scenewright.eval.shapes.detector` recover the scene exactly.
 
 Captions describe every object of the scene and only what is true of it: counts, colors,
 sizes, an absolute region ("in the top left") or a relation between two groups
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from layout.schema import Layout, LayoutObject
+from scenewright.layout.schema import Layout, LayoutObject
 
 CANVAS = 64
 BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
@@ -185,7 +185,7 @@ class Scene:
         return render_objects(self.objects, self.size)
 
     def to_layout(self) -> Layout:
-        """The scene as the project's :class:`~layout.schema.Layout` (name = shape, phrase = 'a red circle')."""
+        """The scene as the project's :class:`~scenewright.layout.schema.Layout` (name = shape, phrase = 'a red circle')."""
         return Layout(
             prompt=self.caption.text,
             objects=tuple(

@@ -1,1 +1,1 @@
-"""Training of scenewright's embedded shapes-world Stable Diffusion model (``python -m synth.shapes.train``)."""
+"""Training of scenewright's embedded shapes-world Stable Diffusion model (``python -m scenewright.synth.shapes.train``)."""

@@ -11,7 +11,7 @@ Two stages, both seeded and resumable from ``<run-dir>/``:
    guidance, an easy-to-hard curriculum (1 large object -> 1-2 -> 1-4) and an auxiliary loss that
    puts each caption word's 16x16 cross-attention inside its objects' boxes (``--aux-target``; masks
    until step 18000), the layout-guidance energy of Chen et al. 2023 used here as a training loss, read
-   through :mod:`synth.attention`.
+   through :mod:`scenewright.synth.attention`.
 
 ``--export DIR`` writes ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``
 and ``scheduler/`` in fp16 safetensors (EMA weights), loadable with
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.shapes.detector import detect, kind_counts
-from eval.shapes.world import CANVAS, SIZE_RANGE, Scene, sample_scene
-from synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
+from scenewright.eval.shapes.detector import detect, kind_counts
+from scenewright.eval.shapes.world import CANVAS, SIZE_RANGE, Scene, sample_scene
+from scenewright.synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
 
 LATENT_SIZE = 16  # 64 px / 4
 LATENT_GAP = 1 / LATENT_SIZE  # one latent cell, as a fraction of the canvas
@@ -133,7 +133,7 @@ def scheduler_config() -> dict:
 
 
 def load_tokenizer():
-    from synth.tokenizer import build_clip_tokenizer
+    from scenewright.synth.tokenizer import build_clip_tokenizer
 
     return build_clip_tokenizer()
 
@@ -193,7 +193,7 @@ def object_masks_latent(scene: Scene) -> np.ndarray:
 
 def object_boxes_latent(scene: Scene) -> np.ndarray:
     """(MAX_OBJECTS, 16*16) float: 1 on the latent cells inside each object's box (zeros for absent slots)."""
-    from synth.maps import box_cell_masks
+    from scenewright.synth.maps import box_cell_masks
 
     out = np.zeros((MAX_OBJECTS, LATENT_SIZE * LATENT_SIZE), dtype=np.float32)
     if scene.objects:
@@ -410,7 +410,7 @@ def load_vae(run_dir: Path, init_from: str | None = None):
         # The exported UNet learnt on this VAE's latents: a warm start must keep the same VAE.
         AutoencoderKL.from_pretrained(export_folder(init_from) / "vae", torch_dtype=torch.float32).save_pretrained(path)
     if not (path / "config.json").exists():
-        raise SystemExit(f"no trained VAE at {path}; run `python -m synth.shapes.train --stage vae --run-dir {run_dir}` first")
+        raise SystemExit(f"no trained VAE at {path}; run `python -m scenewright.synth.shapes.train --stage vae --run-dir {run_dir}` first")
     vae = AutoencoderKL.from_pretrained(path)
     vae.requires_grad_(False).eval()
     return vae
@@ -592,8 +592,8 @@ def train_unet(args) -> None:
         export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
         return
 
-    from synth.attention import attention_capture
-    from synth.maps import MapRequest
+    from scenewright.synth.attention import attention_capture
+    from scenewright.synth.maps import MapRequest
 
     noise_scheduler, phases, cooldown, banks, empty_ids = training_setup(args, run_dir, vae, tokenizer)
     # The aux loss reads the 16x16 cross-attention maps, the maps attention control guides.
@@ -715,7 +715,7 @@ def export(out_dir: str, ema: EMA, unet, text_encoder, vae, tokenizer, step: int
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    info = {"step": step, "trained_with": "python -m synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
+    info = {"step": step, "trained_with": "python -m scenewright.synth.shapes.train (see synth/shapes/MODEL_CARD.md)"}
     if gligen_step is not None:
         info["gligen_step"] = gligen_step  # steps of --stage gligen on top of the base model's `step`
     (Path(out_dir) / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -758,7 +758,7 @@ def is_grounding_parameter(name: str) -> bool:
 
 def phrase_vocabulary() -> list[str]:
     """Every object phrase a shapes layout can hold: 'a red circle' and 'a small red circle' (Scene.to_layout)."""
-    from eval.shapes.world import COLORS, SHAPES, SIZES
+    from scenewright.eval.shapes.world import COLORS, SHAPES, SIZES
 
     return [" ".join(["a", *size, color, shape]) for size in ((), *((z,) for z in SIZES)) for color in COLORS
             for shape in SHAPES]  # fmt: skip
@@ -792,13 +792,13 @@ def load_or_build_grounding_bank(run_dir: Path, seed: int, count: int, level: in
 
 def grounding_batch(banks: dict[int, GroundingBank], rows: dict[int, np.ndarray], table: torch.Tensor,
                     np_rng: np.random.Generator, dropped: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``cross_attention_kwargs["gligen"]`` of a training batch, in :func:`synth.gligen.grounding_kwargs`' form.
+    """``cross_attention_kwargs["gligen"]`` of a training batch, in :func:`scenewright.synth.gligen.grounding_kwargs`' form.
 
     The 30 slots as at inference (empty ones hold the learnt null token); a phrase names the size or not at
     random (planners write both); ``dropped`` rows ground nothing (GLIGEN's null-token dropout, and the
     unconditional branch of classifier-free guidance).
     """
-    from layout.schema import GLIGEN_MAX_OBJECTS
+    from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
 
     boxes = torch.cat([banks[lv].boxes[idx] for lv, idx in rows.items()])
     ids = torch.cat([banks[lv].phrases[idx] for lv, idx in rows.items()])
@@ -822,7 +822,7 @@ def train_gligen(args) -> None:
     Frozen as in GLIGEN: without grounding tokens the UNet is the base model exactly, so one shipped folder
     is both the plain SD model and the GLIGEN one. ``--base-lr`` > 0 also fine-tunes the base UNet.
     """
-    from synth.gligen import phrase_embeddings
+    from scenewright.synth.gligen import phrase_embeddings
 
     run_dir = Path(args.run_dir)
     if not args.init_from:
@@ -923,13 +923,13 @@ def run_grounded_eval(args, ema: EMA, vae, tokenizer) -> dict:
 
 @torch.no_grad()
 def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, beta: float = 0.3) -> dict:
-    """1-4 object scenes drawn from their captions and true boxes by :class:`synth.Synthesizer` (GLIGEN on for
+    """1-4 object scenes drawn from their captions and true boxes by :class:`scenewright.synth.Synthesizer` (GLIGEN on for
     the first ``beta`` of the steps), scored by the exact detector against the boxes: count accuracy, objects
-    matched at IoU >= 0.5, clean background (:func:`eval.scores.score_layout_image`, as the bench scores)."""
-    from eval.detect import ShapesDetector
-    from eval.scores import score_layout_image
-    from eval.shapes.detector import background_clean
-    from synth.pipeline import Synthesizer
+    matched at IoU >= 0.5, clean background (:func:`scenewright.eval.scores.score_layout_image`, as the bench scores)."""
+    from scenewright.eval.detect import ShapesDetector
+    from scenewright.eval.scores import score_layout_image
+    from scenewright.eval.shapes.detector import background_clean
+    from scenewright.synth.pipeline import Synthesizer
 
     synthesizer = Synthesizer.from_pipe(pipe)
     rng = np.random.default_rng([seed, 98])
@@ -945,7 +945,7 @@ def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, 
 
 # -------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m synth.shapes.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scenewright.synth.shapes.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", choices=("vae", "unet", "gligen"), default="unet",
                    help="what to train: the VAE first, then the UNet, then (optional) GLIGEN's grounding layers")
     p.add_argument("--run-dir", default="runs/shapes", help="checkpoints, data banks and log.jsonl go here")
