@@ -92,7 +92,7 @@ def settings_from_args(args: argparse.Namespace):
 def _settings_or_none(args: argparse.Namespace):
     """The settings for ``args``, or None once the one-line error is printed."""
     from scenewright.agent.config import ConfigError
-    from scenewright.synth.cli import CLIError
+    from scenewright.errors import CLIError
 
     try:
         return settings_from_args(args)
@@ -149,15 +149,15 @@ def run_command(args: argparse.Namespace) -> int:
     from scenewright.agent.loop import AgentError, run
     from scenewright.layout.llm import LLMServerError
     from scenewright.layout.schema import LayoutError
-    from scenewright.synth.cli import _quiet_loading
-    from scenewright.synth.loading import ModelNotAvailableError
+    from scenewright.synth.loading import quiet_loading
+    from scenewright.errors import ModelNotAvailableError
 
     settings = _settings_or_none(args)
     if settings is None:
         return 2
     progress = TqdmProgress(settings.attempts, settings.steps, disable=args.quiet)
     try:
-        with _quiet_loading(args.quiet):
+        with quiet_loading(args.quiet):
             result = run(args.prompt, settings=settings, progress=progress)
     # An unloadable model, an unplannable prompt, a planner that cannot be set up: the user's to fix.
     except (ModelNotAvailableError, LayoutError, AgentError, LLMServerError, ValueError, TypeError, OSError) as err:

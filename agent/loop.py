@@ -411,9 +411,9 @@ def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
 def _load_synthesizer(settings: AgentSettings):
     """``Synthesizer.from_pretrained`` on the settings' device and dtype (raises ModelNotAvailableError)."""
     from scenewright.synth import Synthesizer
-    from scenewright.synth.cli import _device_and_dtype  # `generate`'s defaults: cuda when there, fp16 on cuda
+    from scenewright.synth.loading import device_and_dtype  # `generate`'s defaults: cuda when there, fp16 on cuda
 
-    device, dtype = _device_and_dtype(settings.device, settings.dtype)
+    device, dtype = device_and_dtype(settings.device, settings.dtype)
     return Synthesizer.from_pretrained(settings.model, torch_dtype=dtype, device=device)
 
 

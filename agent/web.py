@@ -248,7 +248,8 @@ def build_app(
     import gradio as gr
 
     from scenewright.layout.planners import get_planner
-    from scenewright.synth.loading import DEFAULT_MODEL, ModelNotAvailableError
+    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth.loading import DEFAULT_MODEL
     from scenewright.synth.methods import METHODS
 
     model = model or DEFAULT_MODEL

@@ -171,7 +171,7 @@ def _load_detector(name: str, args: argparse.Namespace, device):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from scenewright.synth.cli import _device_and_dtype, _quiet_loading
+    from scenewright.synth.loading import device_and_dtype, quiet_loading
 
     try:
         specs, options, items, detector_name, planner = _bench_setup(args)
@@ -179,16 +179,16 @@ def _bench(args: argparse.Namespace) -> int:
             from scenewright.eval.bench import process_state
 
             args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
-        device, dtype = _device_and_dtype(args.device, args.dtype)
+        device, dtype = device_and_dtype(args.device, args.dtype)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from scenewright.eval.bench import run_bench
     from scenewright.synth import Synthesizer
-    from scenewright.synth.loading import ModelNotAvailableError
+    from scenewright.errors import ModelNotAvailableError
 
     try:
-        with _quiet_loading(args.quiet):
+        with quiet_loading(args.quiet):
             detector = None  # loaded first: a missing detector is found before the slower diffusion model loads
             if detector_name != "none":
                 detector = _load_detector(detector_name, args, device)

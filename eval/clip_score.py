@@ -25,9 +25,7 @@ from typing import Any
 
 import torch
 
-from scenewright.synth.loading import ModelNotAvailableError
-
-#: Attend-and-Excite's CLIP (OpenAI ViT-B/16), as open_clip names it.
+from scenewright.errors import ModelNotAvailableError
 AE_MODEL, AE_PRETRAINED = "ViT-B-16", "openai"
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from scenewright.eval.detect import Detection
-from scenewright.synth.loading import ModelNotAvailableError
+from scenewright.errors import ModelNotAvailableError
 
 OWLV2_DEFAULT = "google/owlv2-base-patch16-ensemble"
 OWLVIT_DEFAULT = "google/owlvit-base-patch32"

@@ -124,7 +124,7 @@ class LocalPlanner:
 
 
 def _not_available(name: str, reason: str) -> OSError:
-    from scenewright.synth.loading import ModelNotAvailableError  # the project's one "weights are missing" error
+    from scenewright.errors import ModelNotAvailableError
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
     return ModelNotAvailableError(

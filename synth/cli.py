@@ -15,17 +15,14 @@ import argparse
 import json
 import math
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
+from scenewright.errors import CLIError
 from scenewright.layout.planners import PLANNER_NAMES
+from scenewright.synth.loading import device_and_dtype, quiet_loading
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-class CLIError(ValueError):
-    """A user error the command reports in one line and exit code 2."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -163,38 +160,6 @@ def _declared_fit(model: str) -> dict:
     return model_defaults(folder if folder.is_dir() else None).layout_fit()
 
 
-def _device_and_dtype(device: str | None, dtype: str | None):
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise CLIError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:1") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was asked but torch sees no CUDA GPU; use --device cpu")
-    name = dtype or ("float16" if device.type == "cuda" else "float32")
-    return device, getattr(torch, name)
-
-
-@contextmanager
-def _quiet_loading(quiet: bool):
-    """Silence diffusers'/transformers' weight-loading progress bars for ``--quiet``; restored afterwards."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    modules = (diffusers_logging, transformers_logging)
-    were_enabled = [module.is_progress_bar_enabled() for module in modules]
-    if quiet:
-        for module in modules:
-            module.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for module, was_enabled in zip(modules, were_enabled):
-            (module.enable_progress_bar if was_enabled else module.disable_progress_bar)()
-
-
 def _output_paths(out: Path, count: int) -> list[Path]:
     return [out] + [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(1, count)]
 
@@ -205,16 +170,16 @@ def run_generate(args: argparse.Namespace) -> int:
         methods = parse_methods(args.method)
         options = parse_options(args.option)
         token_indices = parse_token_indices(args.token_indices)
-        device, dtype = _device_and_dtype(args.device, args.dtype)
+        device, dtype = device_and_dtype(args.device, args.dtype)
         layout = _load_layout(args, methods, token_indices)
     except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
         print(f"error: {err}", file=sys.stderr)
         return 2
     from scenewright.synth import Synthesizer
-    from scenewright.synth.loading import ModelNotAvailableError
+    from scenewright.errors import ModelNotAvailableError
 
     try:
-        with _quiet_loading(args.quiet):
+        with quiet_loading(args.quiet):
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
     except ModelNotAvailableError as err:
         print(f"error: {err}", file=sys.stderr)

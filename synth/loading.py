@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from scenewright.errors import CLIError, ModelNotAvailableError
+
 from .maps import SD_ATTENTION_DOWNSCALE
-
-
-class ModelNotAvailableError(OSError):
-    """The weights could not be loaded; the message says where we looked and how to fix it."""
 
 
 #: Models shipped inside the package (package data), by the short name users pass as ``--model``.
@@ -196,3 +195,34 @@ def load_stable_diffusion(
     if device is not None:
         pipe = pipe.to(device)
     return pipe
+
+
+def device_and_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """``--device`` / ``--dtype`` -> torch's: CUDA when there, fp16 on CUDA and fp32 on CPU unless given."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise CLIError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked but torch sees no CUDA GPU; use --device cpu")
+    name = dtype or ("float16" if device.type == "cuda" else "float32")
+    return device, getattr(torch, name)
+
+
+@contextmanager
+def quiet_loading(quiet: bool):
+    """Silence diffusers'/transformers' weight-loading progress bars for ``--quiet``; restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    modules = (diffusers_logging, transformers_logging)
+    were_enabled = [module.is_progress_bar_enabled() for module in modules]
+    if quiet:
+        for module in modules:
+            module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, was_enabled in zip(modules, were_enabled):
+            (module.enable_progress_bar if was_enabled else module.disable_progress_bar)()

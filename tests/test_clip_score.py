@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scenewright.eval.clip_score import ClipScorer, ae_prompt_parts, imagenet_templates, template_texts
-from scenewright.synth.loading import ModelNotAvailableError
+from scenewright.errors import ModelNotAvailableError
 
 TINY = "scenewright-tiny-clip"
 TINY_CONFIG = {

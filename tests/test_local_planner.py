@@ -11,7 +11,7 @@ from scenewright import prompts
 from scenewright.layout.local import LocalPlanner
 from scenewright.layout.planners import get_planner
 from scenewright.layout.schema import LayoutError
-from scenewright.synth.loading import ModelNotAvailableError
+from scenewright.errors import ModelNotAvailableError
 
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|> {% endif %}"
 

@@ -251,7 +251,7 @@ def test_bad_inputs_raise_errors_naming_the_field(syn, kwargs, error, match):
 
 
 def test_from_pretrained_missing_weights_says_how_to_fix(monkeypatch, tmp_path):
-    from scenewright.synth.loading import ModelNotAvailableError
+    from scenewright.errors import ModelNotAvailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError, match="download it on a connected machine"):
@@ -304,7 +304,8 @@ def test_fuzzed_methods_and_options_resolve_or_raise_a_clear_error(syn, names, o
 def test_a_model_folder_declares_its_attention_size_and_guidance_scale(syn, tmp_path):
     import json
 
-    from scenewright.synth.loading import ModelDefaults, ModelNotAvailableError
+    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth.loading import ModelDefaults
 
     folder = tmp_path / "tiny-sd"
     syn.pipe.save_pretrained(folder)
@@ -365,7 +366,8 @@ _json_values = st.recursive(
 def test_any_scenewright_json_gives_defaults_or_an_error_naming_the_key(tmp_path_factory, declared):
     import json
 
-    from scenewright.synth.loading import ModelDefaults, ModelNotAvailableError, model_defaults
+    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth.loading import ModelDefaults, model_defaults
 
     folder = tmp_path_factory.mktemp("declared")
     (folder / "scenewright.json").write_text(json.dumps(declared))
