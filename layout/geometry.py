@@ -73,7 +73,10 @@ def _finite_box(value: object) -> list[float] | None:
         return None
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return None
-    box = [float(v) for v in value]
+    try:
+        box = [float(v) for v in value]
+    except OverflowError:  # a JSON integer past the float range, e.g. 1e309 written out
+        return None
     return box if all(math.isfinite(v) for v in box) else None
 
 

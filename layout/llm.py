@@ -100,6 +100,8 @@ def _json_object(text: str) -> dict | list | None:
             value, _ = decoder.raw_decode(text, match.start())
         except ValueError:
             continue
+        except RecursionError:  # "[[[[..." nested deeper than Python's stack: no layout, say so below
+            return None
         if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
             return value
     return None
@@ -136,6 +138,13 @@ def _layout_from_json(value: dict | list, prompt: str) -> tuple[Layout, list[str
     return Layout.parse(layout_dict), changes
 
 
+#: Longest answer read: a layout of 30 objects is ~4,000 characters; a model stuck in a loop writes until its
+#: token limit, and every retry would parse that again.
+MAX_ANSWER_CHARS = 32_000
+#: The LLM planner's default ``max_tokens``: room for 30 objects' JSON (~1,500 tokens), not for a loop.
+DEFAULT_MAX_TOKENS = 4096
+
+
 def answer_to_layout(answer: str, prompt: str) -> tuple[Layout, list[str]]:
     """A raw model answer -> ``(layout, changes)``: the JSON schema, else the LMD or Attention Refocusing text format.
 
@@ -143,6 +152,11 @@ def answer_to_layout(answer: str, prompt: str) -> tuple[Layout, list[str]]:
     """
     if not isinstance(answer, str) or not answer.strip():
         raise LayoutError('the answer is empty; answer with the JSON object {"objects": [...], "background": ..., "negative": ...}')
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise LayoutError(
+            f"the answer is {len(answer):,} characters long, more than any layout needs ({MAX_ANSWER_CHARS:,}); "
+            'answer with the JSON object {"objects": [...], "background": ..., "negative": ...} alone'
+        )
     fenced = _FENCE_RE.findall(answer)
     texts = [*fenced, answer] if fenced else [answer]
     for text in texts:
@@ -223,7 +237,7 @@ class LLMPlanner:
         cache_dir: str | os.PathLike | None = None,
         timeout: float = 60.0,
         client_retries: int = 2,
-        max_tokens: int | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         structured_output: bool = True,
     ):
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None

@@ -42,6 +42,16 @@ def _format_validation_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _check_text(value: str, field: str) -> str:
+    """``value`` unless it holds a lone surrogate, which no UTF-8 file or JSON reader can carry back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.end].encode("unicode_escape").decode()
+        raise ValueError(f"`{field}` holds {bad} at {err.start}, half of a UTF-16 pair, not text; remove it") from None
+    return value
+
+
 class LayoutObject(BaseModel):
     """One object instance: its kind, the text that grounds it, and where it goes."""
 
@@ -56,7 +66,7 @@ class LayoutObject(BaseModel):
     @field_validator("name", "phrase")
     @classmethod
     def _non_empty(cls, value: str, info) -> str:
-        value = " ".join(value.split())
+        value = " ".join(_check_text(value, info.field_name).split())
         if not value:
             raise ValueError(f"`{info.field_name}` is empty; give the object's kind (e.g. 'cat') and its phrase (e.g. 'a black cat')")
         return value
@@ -119,14 +129,14 @@ class Layout(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_non_empty(cls, value: str) -> str:
-        if not value.strip():
+        if not _check_text(value, "prompt").strip():
             raise ValueError("`prompt` is empty; give the text the image should show")
         return value.strip()
 
     @field_validator("background", "negative")
     @classmethod
-    def _strip(cls, value: str) -> str:
-        return " ".join(value.split())
+    def _strip(cls, value: str, info) -> str:
+        return " ".join(_check_text(value, info.field_name).split())
 
     # ----------------------------------------------------------------- i/o
     @classmethod
@@ -146,6 +156,11 @@ class Layout(BaseModel):
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise LayoutError(f"cannot read layout file {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise LayoutError(
+                f"layout file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                "give a JSON layout file as `scenewright plan ... --output layout.json` writes it"
+            ) from None
         try:
             return cls.parse(text)
         except LayoutError as err:
