@@ -27,6 +27,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,20 @@ logger = logging.getLogger(__name__)
 
 #: Model used on hosted OpenAI when neither ``model`` nor ``SCENEWRIGHT_LLM_MODEL`` is given.
 DEFAULT_MODEL = "gpt-4o-mini"
+def redact_url(url: str | None) -> str | None:
+    """``url`` with any credentials in it hidden: ``http://user:pw@host/v1`` -> ``http://***@host/v1``.
+
+    Base URLs are printed by ``scenewright config``, in error messages and in reports; a password written
+    into one must not follow it there.
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 #: Key sent to a server given by ``base_url`` when no key is configured (local servers ignore it).
 PLACEHOLDER_API_KEY = "EMPTY"
 #: ``response_format`` modes, most to least constrained; a 400 moves to the next.
@@ -244,7 +259,7 @@ class LLMPlanner:
         model = model or os.environ.get("SCENEWRIGHT_LLM_MODEL") or (None if self.base_url else DEFAULT_MODEL)
         if not model:
             raise ValueError(
-                f"no model name for the server at {self.base_url}: pass `model` (--model) or set SCENEWRIGHT_LLM_MODEL "
+                f"no model name for the server at {redact_url(self.base_url)}: pass `model` (--model) or set SCENEWRIGHT_LLM_MODEL "
                 "to a model the server serves (e.g. the name `ollama list` or vLLM's --model shows)"
             )
         self.model = model
@@ -266,11 +281,12 @@ class LLMPlanner:
         self._client = None
 
     def __repr__(self) -> str:
-        return f"LLMPlanner(model={self.model!r}, base_url={self.base_url!r}, temperature={self.temperature})"
+        return f"LLMPlanner(model={self.model!r}, base_url={redact_url(self.base_url)!r}, temperature={self.temperature})"
 
     @property
     def server(self) -> str:
-        return self.base_url or "https://api.openai.com/v1"
+        """The server's URL as shown to people: credentials in it are redacted (:func:`redact_url`)."""
+        return redact_url(self.base_url) or "https://api.openai.com/v1"
 
     # -------------------------------------------------------------- planning
     def plan(self, prompt: str, *, seed: int = 0, feedback: str | None = None) -> Layout:
@@ -351,9 +367,14 @@ class LLMPlanner:
         return self._client
 
     def _scrub(self, text: str) -> str:
+        """What the server or client said, without the API key or the base URL's credentials."""
         key = self.__api_key
         if key and key != PLACEHOLDER_API_KEY and len(key) >= 4:
             text = text.replace(key, "***")
+        if self.base_url and redact_url(self.base_url) != self.base_url:
+            text = text.replace(self.base_url, redact_url(self.base_url))
+            userinfo = urlsplit(self.base_url).netloc.rpartition("@")[0]
+            text = text.replace(userinfo, "***")
         return text
 
     def _server_error(self, err: Exception) -> LLMServerError:

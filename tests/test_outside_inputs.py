@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scenewright.layout.geometry import check_layout
-from scenewright.layout.llm import DEFAULT_MAX_TOKENS, MAX_ANSWER_CHARS, LLMPlanner, answer_to_layout
+from scenewright.layout.llm import DEFAULT_MAX_TOKENS, MAX_ANSWER_CHARS, LLMPlanner, LLMServerError, answer_to_layout, redact_url
 from scenewright.layout.peer_formats import parse_peer_answer
 from scenewright.layout.schema import Layout, LayoutError
 
@@ -74,3 +74,25 @@ def test_any_text_is_a_layout_that_round_trips_or_a_layout_error(name, phrase, p
         assert str(err).startswith("invalid layout: ")
     else:
         assert Layout.parse(layout.to_json()) == layout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:PW@127.0.0.1:8000/v1", "http://***@127.0.0.1:8000/v1"),
+        ("https://token@example.invalid/v1?x=1", "https://***@example.invalid/v1?x=1"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        (None, None),
+    ],
+)
+def test_credentials_in_a_base_url_are_redacted(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_the_llm_planner_never_shows_the_base_urls_password():
+    planner = LLMPlanner(model="m", base_url="http://user:PW@127.0.0.1:9/v1", cache=False, client_retries=0, timeout=2)
+    assert "PW" not in repr(planner) and "PW" not in planner.server
+    assert "PW" not in planner._scrub("could not connect to http://user:PW@127.0.0.1:9/v1 as user:PW")
+    with pytest.raises(LLMServerError) as caught:  # nothing listens on port 9: a connection error, worded by us
+        planner.plan("a cat")
+    assert "PW" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)
