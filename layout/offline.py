@@ -27,7 +27,7 @@ How boxes are placed (every step is a pure function of the spec and the seed):
    ``next_to`` subjects are stacked level with (or, in a row, packed against) their reference.
 5. ``between`` with one plural reference ("a cat between two trees") spreads the reference's
    instances on both sides of the subject along its ground line.
-6. ``above(X, Y)`` with Y a support (:data:`scenewright.layout.parse.SUPPORT_KINDS`, one instance: "a cat on
+6. ``above(X, Y)`` with Y a support (:data:`scenewright.layout.vocabulary.SUPPORT_KINDS`, one instance: "a cat on
    a sofa") rests X on Y: the lowest X boxes come down onto Y's top, sinking :data:`REST_DEPTH`
    of their height into it (X's bottom edge in Y's upper half, X's centre above Y's), and Y
    widens to span them (or, when widening breaks Y's region, they slide over Y, shrinking if they
@@ -50,10 +50,11 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from scenewright.layout.parse import SUPPORT_KINDS, parse_prompt
+from scenewright.layout.parse import parse_prompt
 from scenewright.layout.relations import NEXT_TO_MAX_GAP, requirement_failures
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
 from scenewright.layout.spec import ObjectSpec, PromptSpec
+from scenewright.layout.vocabulary import SUPPORT_KINDS
 
 #: Smallest box side the planner produces (normalized units).
 MIN_SIDE = 0.05
@@ -792,7 +793,7 @@ def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
 def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
     """'X on a sofa': X's bottom edge sinks :data:`REST_DEPTH` of its height into the support's top.
 
-    For ``above(X, Y)`` with Y one instance of a :data:`scenewright.layout.parse.SUPPORT_KINDS` kind, the X
+    For ``above(X, Y)`` with Y one instance of a :data:`scenewright.layout.vocabulary.SUPPORT_KINDS` kind, the X
     boxes standing lowest (X's ground line) are put on one ground line on Y's top, and Y is
     widened to span them and its own box (or, when that breaks a requirement such as Y's region,
     the X boxes slide over Y instead), so every resting X lies within Y's width with its centre
