@@ -9,6 +9,7 @@ support that holds every earlier group (see :mod:`scenewright.layout.parse` for 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from scenewright.layout.chunker import NounPhrase
 from scenewright.layout.spec import ObjectSpec, RelationSpec
@@ -40,12 +41,17 @@ _REGION_RE = re.compile(
 )
 _ROW_RE = re.compile(r"\b(?:in a (?:row|line)|side by side|lined up|in a straight line|next to each other|in rows?)\b")
 _PRONOUN_CUE = re.compile(r"\b(on top of|on|above|over|under|below|beneath|next to|beside) (?:it|them)\b")
+#: The relation a pronoun cue's word names; the others ("on", "over", ...) are "above".
+_PRONOUN_RELATIONS = {"under": "below", "below": "below", "beneath": "below", "next to": "next_to", "beside": "next_to"}
 _PASSIVE_BY = re.compile(r"\b[a-z]+(?:ed|en) by\b")
 _CLAUSE_BREAK = re.compile(r"(?:,|;|\.|\b(?:and|while|which|that|who|where|with|but)\b)")
 _EACH_OTHER_RE = re.compile(r"\b(?:each other|one another)\b")
+_SIDE_BY_SIDE = re.compile(r"\bside by side\b")
+_IN_PLACE = re.compile(r"\b(?:in|on|at|inside|within|into|up in|high in)(?: the| a| an)?$")
 
 
 def _region(first: str, second: str | None) -> str:
+    """The region a match of :data:`_REGION_RE` names: 'top', 'bottom left', 'center', ..."""
     vertical = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
     horizontal = {"left": "left", "right": "right"}
     center = {"middle", "center", "centre"}
@@ -67,71 +73,101 @@ def read_relations(
     phrase_to_object: dict[int, int],
     notes: list[str],
 ) -> list[RelationSpec]:
-    """Relations read from the words between consecutive phrases (and regions/rows around each)."""
+    """Relations read from the words between consecutive phrases (and regions/rows around each).
+
+    The words after each phrase, up to the next one, are read by :data:`_CUE_READERS` (the first that names
+    a relation wins); the relation links the phrase's object to the next phrase's object, and a place as the
+    next phrase ("in a kitchen") passes the phrase's object on to the relation after the place.
+    """
     relations: list[RelationSpec] = []
 
     def add(rel: RelationSpec) -> None:
         if rel not in relations:
             relations.append(rel)
 
-    def gap(a: int, b: int) -> str:
-        return " ".join(tokens[a:b])
-
     live = [k for k, ph in enumerate(phrases) if k in phrase_to_object or ph.scene]
+
+    def words_after(pos: int) -> str:
+        """The words after the phrase ``live[pos]``, up to the next live phrase (or the end)."""
+        end = phrases[live[pos + 1]].start if pos + 1 < len(live) else len(tokens)
+        return " ".join(tokens[phrases[live[pos]].end : end])
+
     # "a cat on a table under an umbrella", "a cat in the sun under a bench": a relation after a
     # support or a place belongs to the thing on it / in it, unless a clause break intervenes.
     carried: dict[int, int] = {}
     for pos, k in enumerate(live):
         ph = phrases[k]
         nxt = live[pos + 1] if pos + 1 < len(live) else None
-        after = gap(ph.end, phrases[nxt].start if nxt is not None else len(tokens))
-        before_first = gap(0, ph.start) if pos == 0 else ""
+        gap = words_after(pos)
         subject = phrase_to_object.get(k)
         if subject is not None:
-            _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, objects, add)
-        if k in carried and not _CLAUSE_BREAK.search(after):
+            before_first = " ".join(tokens[: ph.start]) if pos == 0 else ""
+            _regions_and_rows(ph, subject, gap, before_first, nxt, phrase_to_object, objects, add)
+        if k in carried and not _CLAUSE_BREAK.search(gap):
             subject = carried[k]
         if subject is None or nxt is None:
             continue
         reference = phrase_to_object.get(nxt)
-        # "side by side" is a row and "surrounded by" a passive, neither is the "by" of next_to
-        cue = _pair_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", after)))
-        if cue == "between":
-            refs = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
-            plural_reference = refs and refs[0] != subject and objects[refs[0]].count > 1
-            if plural_reference and not _joins_next(phrases, live, pos + 1, tokens):
-                add(RelationSpec("between", subject, (refs[0], refs[0])))  # "between two trees"
-            elif len(refs) == 2 and len({subject, *refs}) == 3:
-                add(RelationSpec("between", subject, (refs[0], refs[1])))
-            else:
-                notes.append(f"'between' for {objects[subject].name!r} needs two reference objects")
-            continue
-        if cue is None and _ON_CUE.search(after):
-            cue = "above"
-        if cue is None and _NO_2D.search(after):
+        gap_after_reference = words_after(pos + 1) if reference is not None else ""
+        cue = next((kind for read in _CUE_READERS if (kind := read(gap, gap_after_reference)) is not None), None)
+        if cue is None and _NO_2D.search(gap):
             notes.append(f"depth relation ('in front of', 'behind', 'hidden by') for {objects[subject].name!r} has no 2-D position; ignored")
-        if cue is None and after.strip() in ("and", ",", "and a", "with") and reference is not None:
-            # "X and Y next to each other": the cue follows the pair
-            pair_after = gap(phrases[nxt].end, phrases[live[pos + 2]].start if pos + 2 < len(live) else len(tokens))
-            if _EACH_OTHER_RE.search(pair_after) or re.search(r"\bside by side\b", pair_after):
-                if (_pair_cue(pair_after) or "next_to") in ("next_to", "left_of", "right_of"):
-                    cue = "next_to"
-        if reference is None:  # a place ("on a beach"): background, not a relation
-            if phrases[nxt].scene and re.search(r"\b(?:in|on|at|inside|within|into|up in|high in)(?: the| a| an)?$", after):
+        if cue == "between":
+            references = [phrase_to_object[j] for j in live[pos + 1 : pos + 3] if j in phrase_to_object]
+            between = _between(subject, references, objects, _joins_next(phrases, live, pos + 1, tokens))
+            if between is None:
+                notes.append(f"'between' for {objects[subject].name!r} needs two reference objects")
+            else:
+                add(between)
+        elif reference is None:  # a place ("on a beach"): background, not a relation
+            place = phrases[nxt]
+            if place.scene and _IN_PLACE.search(gap):
                 carried[nxt] = subject
-                if phrases[nxt].name in REGION_SCENES and not phrases[nxt].modifiers:  # "in the sky": a region
-                    add(RelationSpec("at", subject, (), REGION_SCENES[phrases[nxt].name]))  # type: ignore[arg-type]
-            continue
-        if cue is None or reference == subject:
-            continue
-        if cue == "above" and (_ON_CUE.search(after) or "on top of" in after):
-            carried[nxt] = subject
-        add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
+                if place.name in REGION_SCENES and not place.modifiers:  # "in the sky": a region
+                    add(RelationSpec("at", subject, (), REGION_SCENES[place.name]))  # type: ignore[arg-type]
+        elif cue is not None and reference != subject:
+            if cue == "above" and (_ON_CUE.search(gap) or "on top of" in gap):
+                carried[nxt] = subject  # what is on the reference carries its relations on
+            add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
     for rel in _pronoun_relations(phrases, tokens, phrase_to_object):
         add(rel)
     for rel in _trailing_support(phrases, tokens, live, objects, phrase_to_object, relations):
         add(rel)
     return relations
+
+
+def _named_cue(gap: str, gap_after_reference: str) -> str | None:
+    """The earliest cue of :data:`_PAIR_CUES` in the gap ('side by side' is a row, 'surrounded by' a passive: no 'by')."""
+    return _earliest_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", gap)))
+
+
+def _resting_on_cue(gap: str, gap_after_reference: str) -> str | None:
+    """'a cat sitting on a sofa': a gap that ends in 'on' puts the subject above the reference."""
+    return "above" if _ON_CUE.search(gap) else None
+
+
+def _pair_then_cue(gap: str, gap_after_reference: str) -> str | None:
+    """'X and Y next to each other': the cue follows the pair that 'and' joins."""
+    if gap.strip() not in ("and", ",", "and a", "with"):
+        return None
+    if not (_EACH_OTHER_RE.search(gap_after_reference) or _SIDE_BY_SIDE.search(gap_after_reference)):
+        return None
+    return "next_to" if (_earliest_cue(gap_after_reference) or "next_to") in ("next_to", "left_of", "right_of") else None
+
+
+#: How the words between a subject and the next phrase (and the words after that phrase) name their
+#: relation, tried in order; the first reader that names one wins.
+_CUE_READERS = (_named_cue, _resting_on_cue, _pair_then_cue)
+
+
+def _between(subject: int, references: list[int], objects: list[ObjectSpec], reference_joins_next: bool) -> RelationSpec | None:
+    """'X between two Ys' (between the instances of one plural group) or 'X between a Y and a Z'; None without two."""
+    plural_reference = references and references[0] != subject and objects[references[0]].count > 1
+    if plural_reference and not reference_joins_next:
+        return RelationSpec("between", subject, (references[0], references[0]))
+    if len(references) == 2 and len({subject, *references}) == 3:
+        return RelationSpec("between", subject, (references[0], references[1]))
+    return None
 
 
 def _joins_next(phrases: list[NounPhrase], live: list[int], pos: int, tokens: list[str]) -> bool:
@@ -186,13 +222,21 @@ def _pronoun_relations(phrases: list[NounPhrase], tokens: list[str], phrase_to_o
         antecedent = next((phrase_to_object[j] for j in range(k - 1, -1, -1) if j in phrase_to_object), None)
         if m is None or antecedent is None or antecedent == phrase_to_object[k]:
             continue
-        word = m.group(1)
-        kind = "below" if word in ("under", "below", "beneath") else "next_to" if word in ("next to", "beside") else "above"
+        kind = _PRONOUN_RELATIONS.get(m.group(1), "above")
         out.append(RelationSpec(kind, phrase_to_object[k], (antecedent,)))  # type: ignore[arg-type]
     return out
 
 
-def _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, objects, add) -> None:
+def _regions_and_rows(
+    ph: NounPhrase,
+    subject: int,
+    after: str,
+    before_first: str,
+    nxt: int | None,
+    phrase_to_object: dict[int, int],
+    objects: list[ObjectSpec],
+    add: Callable[[RelationSpec], None],
+) -> None:
     """Absolute regions ('on the left', 'in the top right corner') and rows ('in a row') of one phrase.
 
     A region that comes after a conjunction in the gap belongs to the next phrase
@@ -212,7 +256,8 @@ def _regions_and_rows(ph, subject, after, before_first, nxt, phrase_to_object, o
         add(RelationSpec("in_row", subject))
 
 
-def _pair_cue(text: str) -> str | None:
+def _earliest_cue(text: str) -> str | None:
+    """The relation of the cue of :data:`_PAIR_CUES` that starts first in ``text``, or None."""
     best: tuple[int, str] | None = None
     for kind, pattern in _PAIR_CUES:
         m = pattern.search(text)
