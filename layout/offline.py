@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scenewright.layout.parse import parse_prompt
@@ -749,7 +750,7 @@ def _flank_between(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> 
             continue
         spans = [(min(subject.cell[0], reference.cell[0]), max(subject.cell[2], reference.cell[2])),
                  (reference.cell[0], reference.cell[2])]  # fmt: skip
-        if not any(_try(spec, groups, lambda span=span: _spread(subject, reference, span)) for span in spans):
+        if not any(_keep_unless_broken(spec, groups, lambda span=span: _spread(subject, reference, span)) for span in spans):
             notes.append(f"'{spec.objects[rel.subject].phrase}' could not be placed between the "
                          f"'{spec.objects[rel.references[0]].phrase}' instances without breaking another requirement")
 
@@ -774,7 +775,7 @@ def _spread(subject: _Group, reference: _Group, span: tuple[float, float]) -> No
         g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
 
 
-def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
+def _keep_unless_broken(spec: PromptSpec, groups: list[_Group], move: Callable[[], bool | None]) -> bool:
     """Apply ``move()`` to the groups' boxes; undo it and return False when it breaks a requirement that held.
 
     ``move`` may also return False itself to refuse (nothing it changed is kept).
@@ -807,12 +808,12 @@ def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) 
         if rel.kind == "above" and y != rel.subject and spec.objects[y].name in SUPPORT_KINDS and groups[y].count == 1:
             supported.setdefault(y, []).append(rel.subject)
     for y, held in supported.items():
-        if not any(_try(spec, groups, lambda widen=widen: _rest(spec, groups, y, held, widen)) for widen in (True, False)):
+        if not any(_keep_unless_broken(spec, groups, lambda widen=widen: _rest_on_support(spec, groups, y, held, widen)) for widen in (True, False)):
             notes.append(f"'{spec.objects[y].phrase}' could not be placed under what rests on it; kept apart")
 
 
-def _rest(spec: PromptSpec, groups: list[_Group], y: int, held: list[int], widen: bool) -> bool:
-    """One try of :func:`_rest_on_supports`: widen the support, or (``widen=False``) slide what it holds over it."""
+def _rest_on_support(spec: PromptSpec, groups: list[_Group], y: int, held: list[int], widen: bool) -> bool:
+    """One attempt of :func:`_rest_on_supports`: widen the support, or (``widen=False``) slide what it holds over it."""
     support = groups[y]
     boxes = [b for x in held for b in groups[x].boxes]
     ground = max(b[3] for b in boxes)
