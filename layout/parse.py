@@ -1,9 +1,11 @@
 """Offline prompt parser: free text -> :class:`scenewright.layout.spec.PromptSpec`, with no model.
 
-A small rule-based noun-phrase chunker over a vocabulary of object kinds (the 80 COCO
-classes, their common synonyms and everyday objects). It reads what layout benchmarks
-ask for: counts, attributes, sizes, pairwise and absolute positions, negation and the
-scene. It never raises on text; what it cannot place is reported in ``PromptSpec.notes``.
+A rule-based reader in three parts: :mod:`scenewright.layout.vocabulary` (the object kinds: the 80
+COCO classes, their common synonyms and everyday objects; scenery, attributes, numbers, plurals),
+:mod:`scenewright.layout.chunker` (noun phrases) and :mod:`scenewright.layout.relation_reader` (the
+relations between them); :func:`parse_prompt` composes them. It reads what layout benchmarks ask for:
+counts, attributes, sizes, pairwise and absolute positions, negation and the scene. It never raises
+on text; what it cannot place is reported in ``PromptSpec.notes``.
 
 Conventions (documented choices, not benchmark lookups):
 
@@ -15,11 +17,11 @@ Conventions (documented choices, not benchmark lookups):
   ("on a beach", "in a kitchen") are the background, never objects; furniture ("a sofa",
   "a table") is an object; "without X" / "no X" puts X in ``negative`` and not in ``objects``.
 - "X on Y" (Y an object) is read as X above Y; where Y is a supporting surface
-  (:data:`SUPPORT_KINDS`: a sofa, a table, a bed, ...) the offline planner rests X on Y
+  (:data:`~scenewright.layout.vocabulary.SUPPORT_KINDS`: a sofa, a table, a bed, ...) the offline planner rests X on Y
   (X's bottom edge inside Y's upper part). "in front of"/"behind" have no 2-D meaning
   and are noted, not guessed.
 - A trailing support phrase supports everything before it: when the sentence ends with
-  "on/in/upon a Y" (Y in :data:`SUPPORT_KINDS`) after two or more object groups, every earlier
+  "on/in/upon a Y" (Y in :data:`~scenewright.layout.vocabulary.SUPPORT_KINDS`) after two or more object groups, every earlier
   group of the sentence is "above" Y, not only the last one ("two cats to the left of a dog on
   a sofa": the cats and the dog are all on the sofa). Attaching Y to the last object alone would
   put the cats beside a sofa the dog sits on; making Y the background (the issue's own reading)
@@ -27,7 +29,7 @@ Conventions (documented choices, not benchmark lookups):
   bed" boxes the bed), so Y stays an object that supports the whole row. A place noun ("on a
   beach", "in a kitchen") stays the background as before.
 - "in the sky" / "in the air" is a region, not a background: the subject is "at" the top
-  (:data:`REGION_SCENES`), and a relation after it still belongs to the subject ("five balloons
+  (:data:`~scenewright.layout.vocabulary.REGION_SCENES`), and a relation after it still belongs to the subject ("five balloons
   in the sky above a house").
 - "X between two Ys" (one plural reference) is ``between`` with ``references=(Y, Y)``: X lies
   between the instances of Y (see :func:`scenewright.layout.relations.relation_holds`).
@@ -107,7 +109,7 @@ def _phrase_text(modifiers: list[str], name: str) -> str:
 
 
 def _resolve_count(ph: NounPhrase, previous: NounPhrase | None, notes: list[str]) -> None:
-    """The phrase's instance count from its quantifiers; vague ones get :data:`VAGUE_COUNTS` (noted)."""
+    """The phrase's instance count from its quantifiers; vague ones get (noted) :data:`~.vocabulary.VAGUE_COUNTS`."""
     count: int | None = None
     vague: str | None = None
     for q in ph.quants:
