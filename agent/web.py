@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scenewright.layout.parse import name_of_phrase
+from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.layout.schema import Layout, LayoutError
 
@@ -100,8 +100,6 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         raise EditorError('the box state must be {"boxes": [...]}; press \'Plan layout\' to start again')
     if not state["boxes"]:
         raise EditorError("the canvas has no boxes; press 'Plan layout' or 'Add box'")
-    from scenewright.layout.parse import parse_prompt
-
     prompt_names = {o.name for o in parse_prompt(prompt).objects}
     objects = []
     for i, item in enumerate(state["boxes"]):
