@@ -127,7 +127,7 @@ def read_relations(
                     add(RelationSpec("at", subject, (), REGION_SCENES[place.name]))  # type: ignore[arg-type]
         elif cue is not None and reference != subject:
             if cue == "above" and (_ON_CUE.search(gap) or "on top of" in gap):
-                carried[nxt] = subject  # what is on the reference carries its relations on
+                carried[nxt] = subject  # a relation after the support belongs to what rests on it
             add(RelationSpec(cue, subject, (reference,)))  # type: ignore[arg-type]
     for rel in _pronoun_relations(phrases, tokens, phrase_to_object):
         add(rel)
