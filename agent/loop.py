@@ -34,7 +34,7 @@ from scenewright.agent.config import AgentSettings, load_settings
 from scenewright.agent.failures import image_failures
 from scenewright.eval.scores import score_layout_image
 from scenewright.eval.detect import Detection, Detector, get_detector
-from scenewright.layout.geometry import fit_object_sizes
+from scenewright.layout.size_fit import fit_object_sizes
 from scenewright.layout.planners import Planner, accepts_feedback, get_planner, plan_layout
 from scenewright.layout.parse import parse_prompt
 from scenewright.layout.schema import Layout, LayoutError

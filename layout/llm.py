@@ -34,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scenewright import prompts
 from scenewright.layout.cache import AnswerCache, cache_key
 from scenewright.layout.geometry import clip_to_canvas
+from scenewright.layout.parse import name_of_phrase
 from scenewright.layout.peer_formats import parse_peer_answer
-from scenewright.layout.schema import Layout, LayoutError, LayoutObject, phrase_to_name
+from scenewright.layout.schema import Layout, LayoutError, LayoutObject
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _layout_from_json(value: dict | list, prompt: str) -> tuple[Layout, list[str
         if "phrase" not in obj and isinstance(obj.get("name"), str):
             obj["phrase"] = obj["name"]  # a bare kind is its own phrase
         if "name" not in obj and isinstance(obj.get("phrase"), str):
-            obj["name"] = phrase_to_name(obj["phrase"])
+            obj["name"] = name_of_phrase(obj["phrase"])
         filled.append(obj)
     negative = data.get("negative", "")
     if isinstance(negative, list):

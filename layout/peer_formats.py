@@ -38,7 +38,8 @@ import re
 from collections.abc import Sequence
 
 from scenewright.layout.geometry import clip_to_canvas
-from scenewright.layout.schema import PEER_CANVAS, Layout, LayoutError, phrase_to_name
+from scenewright.layout.parse import name_of_phrase
+from scenewright.layout.schema import PEER_CANVAS, Layout, LayoutError
 
 #: A box keeping less than this fraction of its area after clipping triggers a fit-to-canvas rescale.
 MIN_KEPT_FRACTION = 0.5
@@ -177,7 +178,7 @@ def layout_from_pixel_boxes(
         "background": background,
         "negative": negative,
         "objects": [
-            {"name": phrase_to_name(phrase), "phrase": phrase, "box": [v / canvas for v in box]} for phrase, box in kept
+            {"name": name_of_phrase(phrase), "phrase": phrase, "box": [v / canvas for v in box]} for phrase, box in kept
         ],
     }
     data, clip_changes = clip_to_canvas(data)

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from scenewright.layout.geometry import check_layout
+from scenewright.layout.parse import parse_prompt
 from scenewright.layout.schema import Layout
+from scenewright.layout.size_fit import fit_object_sizes
 
 #: Registered planner names, in the order the CLI lists them.
 PLANNER_NAMES = ("offline", "llm", "local")
@@ -89,7 +92,7 @@ def plan_layout(
     ``check=False``). ``check_options`` go to :func:`scenewright.layout.geometry.check_layout` (``min_size``,
     ``max_overlap``, ...). ``object_sides`` / ``object_gap`` / ``size_sides`` (what the synthesis model declares,
     :class:`scenewright.synth.loading.ModelDefaults`) then fit the checked boxes to the sizes the model draws
-    (:func:`scenewright.layout.geometry.fit_object_sizes`). Raises :class:`~scenewright.layout.schema.LayoutError` when the
+    (:func:`scenewright.layout.size_fit.fit_object_sizes`). Raises :class:`~scenewright.layout.schema.LayoutError` when the
     layout cannot be repaired.
     """
     if isinstance(planner, str):
@@ -104,9 +107,6 @@ def plan_layout(
         layout = planner.plan(prompt, seed=seed)
     if not check:
         return layout, []
-    from scenewright.layout.geometry import check_layout, fit_object_sizes
-    from scenewright.layout.parse import parse_prompt
-
     spec = parse_prompt(prompt)
     result = check_layout(layout, spec, **check_options)
     changes = [*result.changes, *(f"kept overlap: {note}" for note in result.kept_overlaps)]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scenewright.layout.parse import name_of_phrase
+
 #: Largest number of grounded objects GLIGEN's position net accepts.
 GLIGEN_MAX_OBJECTS = 30
 #: The canvas the LMD and Attention Refocusing formats are written on.
@@ -226,7 +228,7 @@ class Layout(BaseModel):
                 raise LayoutError(f"objects[{i}]: LMD boxes are [x, y, w, h], got {list(xywh)!r}")
             x, y, w, h = (float(v) for v in xywh)
             box = [x / canvas, y / canvas, (x + w) / canvas, (y + h) / canvas]
-            name = names[i] if names is not None else phrase_to_name(phrase)
+            name = names[i] if names is not None else name_of_phrase(phrase)
             objects.append({"name": name, "phrase": phrase, "box": box})
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
 
@@ -249,7 +251,7 @@ class Layout(BaseModel):
             if len(xyxy) != 4:
                 raise LayoutError(f"objects[{i}]: Attention Refocusing boxes are (x0, y0, x1, y1), got {list(xyxy)!r}")
             objects.append(
-                {"name": phrase_to_name(phrase), "phrase": phrase, "box": [float(v) / canvas for v in xyxy]}
+                {"name": name_of_phrase(phrase), "phrase": phrase, "box": [float(v) / canvas for v in xyxy]}
             )
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
 
@@ -265,23 +267,5 @@ class Layout(BaseModel):
             raise LayoutError(
                 f"`gligen_phrases` and `gligen_boxes` must have the same length, got {len(phrases)} and {len(boxes)}"
             )
-        objects = [{"name": phrase_to_name(p), "phrase": p, "box": list(b)} for p, b in zip(phrases, boxes)]
+        objects = [{"name": name_of_phrase(p), "phrase": p, "box": list(b)} for p, b in zip(phrases, boxes)]
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
-
-
-_ARTICLES = {"a", "an", "the", "one", "some", "this", "that"}
-
-
-def phrase_to_name(phrase: str) -> str:
-    """A best-effort object kind for a peer phrase ('a red apple' -> 'apple').
-
-    Peers' formats carry only phrases; the name is the last word of the phrase,
-    singularized. The offline parser knows multiword kinds ('teddy bear') and
-    attribute words; it is used when available so that both agree.
-    """
-    try:  # the parser knows the vocabulary of multiword kinds and attributes
-        from scenewright.layout.parse import name_of_phrase
-    except ImportError:  # pragma: no cover - during bootstrap only
-        words = [w for w in phrase.lower().split() if w not in _ARTICLES]
-        return words[-1] if words else phrase.strip().lower()
-    return name_of_phrase(phrase)

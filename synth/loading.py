@@ -57,7 +57,7 @@ class ModelDefaults:
     #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
     guidance_scale: float = 7.5
     #: ``(low, high)``: the longer side of the objects the model draws, as fractions of the canvas; planned
-    #: layouts are fitted to it (:func:`scenewright.layout.geometry.fit_object_sizes`). None (SD): any size.
+    #: layouts are fitted to it (:func:`scenewright.layout.size_fit.fit_object_sizes`). None (SD): any size.
     object_sides: tuple[float, float] | None = None
     #: ``{size word: (low, high)}``: the longer side of the objects the model draws for each size word
     #: ("small", "large"); a fitted box aims at the middle of its word's range. None: ``object_sides`` only.
