@@ -116,7 +116,7 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[Quantifier, int] | Non
     if t in ("lots", "dozens", "hundreds", "plenty", "groups", "rows", "piles") and nxt == "of":
         return Quantifier(f"{t} of", vague="many", row=t == "rows"), i + 2
     if t in NUMBER_WORDS and t not in ("single",) or _is_number(t):
-        number = int(t) if _is_number(t) else NUMBER_WORDS[t]
+        number = _count_of(t) if _is_number(t) else NUMBER_WORDS[t]
         if t in ("twenty", "thirty", "forty", "fifty") and nxt in NUMBER_WORDS and 1 <= NUMBER_WORDS[nxt] <= 9:
             return Quantifier(f"{t} {nxt}", count=number + NUMBER_WORDS[nxt]), i + 2  # "twenty seven"
         if nxt in ("pairs", "pair") and nxt2 == "of":
@@ -138,8 +138,17 @@ def _match_quantifier(tokens: list[str], i: int) -> tuple[Quantifier, int] | Non
 
 
 def _is_number(token: str) -> bool:
-    """ASCII digits only ('²'.isdigit() is True but int('²') fails), and short enough to be a count."""
-    return token.isascii() and token.isdigit() and len(token) <= 6
+    """ASCII digits only ('²'.isdigit() is True but int('²') fails), within the length int() converts.
+
+    Every such count is read as written, however large: "1000000 cats" asks for a million cats, which the
+    planner refuses naming its 30-object cap, rather than a silent "2 cats" phrased "a 1000000 cat".
+    """
+    return token.isascii() and token.isdigit()
+
+
+def _count_of(token: str) -> int:
+    """A digit token's count; past 10**18 (and int()'s 4300-digit limit) every count is just "too many"."""
+    return int(token) if len(token) <= 18 else 10**18
 
 
 _QUANT_STARTS = frozenset(

@@ -41,7 +41,7 @@ import re
 from dataclasses import replace
 
 from scenewright.layout.chunker import NounPhrase, Quantifier, chunk_tokens, find_head, phrase_from_chunk, tokenize
-from scenewright.layout.relation_reader import read_relations
+from scenewright.layout.relation_reader import earliest_cue, read_relations
 from scenewright.layout.spec import ObjectSpec, PromptSpec
 from scenewright.layout.vocabulary import (
     BARE_PLURAL_COUNT,
@@ -181,6 +181,7 @@ def parse_prompt(text: str) -> PromptSpec:
         raise TypeError(f"`text` must be a str, got {type(text).__name__}; pass the prompt text")
     notes: list[str] = []
     lowered = " ".join(text.lower().replace("’", "'").split())
+    lowered = _drop_negative_counts(lowered, notes)
     style, body = _strip_style(lowered)
     body, comparisons = _count_comparisons(body)
     tokens = tokenize(body)
@@ -201,12 +202,26 @@ def parse_prompt(text: str) -> PromptSpec:
     )
 
 
+# "-3 dogs": a minus sign on a number that starts a word (not "x-3" or "3-4"); the tokenizer reads "-" as a space.
+_NEGATIVE_COUNT_RE = re.compile(r"(?<![\w.])-\s*(\d+)\b")
+
+
+def _drop_negative_counts(text: str, notes: list[str]) -> str:
+    """``text`` without negative numbers, each named in ``notes``: no count can be below zero."""
+
+    def dropped(match: re.Match) -> str:
+        notes.append(f"'-{match[1]}' is not a count (no count is negative); read the words after it without it")
+        return " "
+
+    return " ".join(_NEGATIVE_COUNT_RE.sub(dropped, text).split())
+
+
 def _find_phrases(tokens: list[str], notes: list[str]) -> list[NounPhrase]:
     """Noun phrases with resolved counts; scene phrases flagged, phrases about the picture dropped."""
     phrases = [ph for chunk in chunk_tokens(tokens) if (ph := phrase_from_chunk(*chunk, notes)) is not None]
     previous: NounPhrase | None = None
-    for ph in phrases:
-        ph.scene = ph.name in SCENE_NOUNS and not _scene_as_object(ph, tokens)
+    for k, ph in enumerate(phrases):
+        ph.scene = ph.name in SCENE_NOUNS and not _scene_as_object(ph, tokens) and not _in_a_relation(phrases, k, tokens)
         ph.meta = ph.name in META_NOUNS
         _resolve_count(ph, previous, notes)
         if not ph.scene and not ph.meta:
@@ -293,6 +308,26 @@ def _scene_as_object(ph: NounPhrase, tokens: list[str]) -> bool:
         return False
     before = tokens[ph.start - 1] if ph.start > 0 else ""
     return before not in LOCATIVES
+
+
+def _in_a_relation(phrases: list[NounPhrase], k: int, tokens: list[str]) -> bool:
+    """'two geese to the right of a pond', 'a pond beside two geese': a relation names the pond, so it is drawn.
+
+    Scenery that a pair cue (:func:`scenewright.layout.relation_reader.earliest_cue`) joins to a neighbouring
+    phrase is an object with a box, else the relation would lose the thing it relates to; scenery that no
+    relation names ('on a beach', 'in a kitchen', 'in the sky') stays the background.
+    """
+    ph = phrases[k]
+    if ph.name == "scene" or ph.name in ROOMS or ph.name in REGION_SCENES:
+        return False
+    before = tokens[phrases[k - 1].end : ph.start] if k else []
+    if before and earliest_cue(" ".join(before)):
+        return True
+    # A place that a locative introduces passes the relation after it on to its subject ("a cat on a beach
+    # next to a dog": the cat is next to the dog), so only a place that starts its clause is a subject.
+    introduced = ph.start > 0 and tokens[ph.start - 1] in LOCATIVES
+    after = tokens[ph.end : phrases[k + 1].start] if k + 1 < len(phrases) else []
+    return not introduced and bool(after and earliest_cue(" ".join(after)))
 
 
 def _background(style: str, scenes: list[NounPhrase]) -> str:

@@ -138,7 +138,7 @@ def read_relations(
 
 def _named_cue(gap: str, gap_after_reference: str) -> str | None:
     """The earliest cue of :data:`_PAIR_CUES` in the gap ('side by side' is a row, 'surrounded by' a passive: no 'by')."""
-    return _earliest_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", gap)))
+    return earliest_cue(_PASSIVE_BY.sub(" ", _ROW_RE.sub(" ", gap)))
 
 
 def _resting_on_cue(gap: str, gap_after_reference: str) -> str | None:
@@ -152,7 +152,7 @@ def _pair_then_cue(gap: str, gap_after_reference: str) -> str | None:
         return None
     if not (_EACH_OTHER_RE.search(gap_after_reference) or _SIDE_BY_SIDE.search(gap_after_reference)):
         return None
-    return "next_to" if (_earliest_cue(gap_after_reference) or "next_to") in ("next_to", "left_of", "right_of") else None
+    return "next_to" if (earliest_cue(gap_after_reference) or "next_to") in ("next_to", "left_of", "right_of") else None
 
 
 #: How the words between a subject and the next phrase (and the words after that phrase) name their
@@ -256,7 +256,7 @@ def _regions_and_rows(
         add(RelationSpec("in_row", subject))
 
 
-def _earliest_cue(text: str) -> str | None:
+def earliest_cue(text: str) -> str | None:
     """The relation of the cue of :data:`_PAIR_CUES` that starts first in ``text``, or None."""
     best: tuple[int, str] | None = None
     for kind, pattern in _PAIR_CUES:

@@ -34,6 +34,7 @@ COMMON_OBJECTS = (
     "stool", "armchair", "lamp", "shelf", "bookshelf", "cabinet", "drawer", "dresser", "wardrobe",
     "pillow", "blanket", "rug", "carpet", "towel", "curtain", "mirror", "window", "door", "fridge",
     "stove", "kettle", "teapot", "pot", "pan", "plate", "dish", "mug", "glass", "jar", "basket",
+    "cutting board", "chopping board", "tray",
     "bucket", "box", "bag", "purse", "wallet", "suitcase", "candle", "vase", "flower", "rose",
     "tulip", "sunflower", "daisy", "plant", "tree", "palm tree", "bush", "cactus", "leaf",
     "rock", "stone", "log", "fence", "bridge", "house", "building", "tower", "castle", "church",
@@ -90,7 +91,7 @@ SCENE_NOUNS = frozenset(
 SUPPORT_KINDS = frozenset(
     ("sofa", "couch", "bed", "table", "dining table", "coffee table", "desk", "bench", "chair", "armchair",
      "stool", "shelf", "bookshelf", "cabinet", "dresser", "rug", "carpet", "blanket", "towel", "plate",
-     "dish", "tray", "pillow", "rock", "log", "box", "suitcase", "bridge")
+     "dish", "tray", "pillow", "rock", "log", "box", "suitcase", "bridge", "cutting board", "chopping board")
 )  # fmt: skip
 
 #: Supports one is "in" rather than "on" ("two cats in a chair"); "in a box" is inside, not on.

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.relations import requirement_failures
-from scenewright.layout.schema import Layout
+from scenewright.layout.planners import plan_layout
+from scenewright.layout.schema import Layout, LayoutError
 from scenewright.layout.vocabulary import COCO_CLASSES, singularize
 
 
@@ -247,3 +248,43 @@ _WORDS = [
 @given(st.lists(st.sampled_from(_WORDS + list(COCO_CLASSES[:20])), max_size=25))
 def test_fuzz_word_soup_parses_to_a_valid_spec(words):
     _assert_valid(parse_prompt(" ".join(words)))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kinds", "relation"),
+    [
+        ("three knives to the right of a cutting board", [("knife", 3), ("cutting board", 1)], "right_of"),
+        ("two geese to the right of a pond", [("goose", 2), ("pond", 1)], "right_of"),
+        ("nine stars above a mountain", [("star", 9), ("mountain", 1)], "above"),
+        ("three sheep grazing beside a barn", [("sheep", 3), ("barn", 1)], "next_to"),
+        ("a pond to the left of two geese", [("pond", 1), ("goose", 2)], "left_of"),
+    ],
+)
+def test_scenery_that_a_relation_names_is_an_object_with_a_box(prompt, kinds, relation):
+    spec = parse_prompt(prompt)
+    assert [(o.name, o.count) for o in spec.objects] == kinds
+    assert [(r.kind, r.subject, r.references) for r in spec.relations] == [(relation, 0, (1,))]
+    assert spec.background == ""
+
+
+@pytest.mark.parametrize(
+    ("prompt", "background"),
+    [("a cat on a beach", "A beach"), ("a cat on a beach next to a dog", "A beach"), ("a dog in a kitchen next to a cat", "A kitchen")],
+)
+def test_scenery_that_no_relation_names_stays_the_background(prompt, background):
+    spec = parse_prompt(prompt)
+    assert spec.background == background
+    assert [o.name for o in spec.objects] == sorted((n for n in ("cat", "dog") if n in prompt), key=prompt.index)
+    assert [(r.kind, r.subject, r.references) for r in spec.relations if r.references] == (
+        [("next_to", 0, (1,))] if "next to" in prompt else []
+    )
+
+
+def test_counts_are_read_as_written_and_negative_ones_are_named():
+    assert [(o.name, o.count) for o in parse_prompt("1000000 cats").objects] == [("cat", 1_000_000)]
+    assert [(o.name, o.count) for o in parse_prompt("1" + "0" * 5000 + " cats").objects] == [("cat", 10**18)]
+    spec = parse_prompt("-3 dogs")
+    assert [(o.name, o.count) for o in spec.objects] == [("dog", 2)]
+    assert any("'-3' is not a count" in note for note in spec.notes)
+    with pytest.raises(LayoutError, match="asks for 1000000 objects; the planner places at most 30"):
+        plan_layout("1000000 cats")
