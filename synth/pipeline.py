@@ -222,6 +222,7 @@ class Synthesizer:
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
         active, engine = self._resolve_methods(methods, method_options)
+        own_controllers = _checked_controllers(controllers)
         batch = len(items) * batch_size
         if seed is not None and generator is not None:
             raise ValueError("pass either `seed` or `generator`, not both")
@@ -300,7 +301,7 @@ class Synthesizer:
                                     guide_kwargs)  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
-            steppers += _checked_controllers(controllers)  # fmt: skip
+            steppers += own_controllers
 
             # 7. Denoising loop
             for i, t in enumerate(timesteps):
