@@ -10,6 +10,11 @@ graph, as Attend-and-Excite's ``AttendExciteAttnProcessor`` does (Chefer et al. 
 A guidance pass only needs the maps, not the noise prediction, so once the last requested layer
 (in execution order) has stored its maps the processor raises :class:`_StopForward` and the rest of
 the UNet (the high-resolution up blocks) runs neither forward nor backward.
+
+Capture is one concern; changing what a cross-attention layer outputs is another. The processor calls a
+:class:`CrossAttentionBlend` given to :func:`attention_capture` (spatial-temporal control's
+:class:`scenewright.synth.spatial_temporal.SpatialTemporalBlend`) after attention in every cross layer,
+so guidance losses and that control compose in one set of processors.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +106,6 @@ class AttentionCapture:
         # pass; pass the same dict to later captures of the same UNet to skip that first full pass
         self._last_needed: dict[tuple, str | None] = {} if exit_plan is None else exit_plan
         self.stopped_early = False
-        # Box-confined spatial-temporal control (synth.spatial_temporal), blended in cross layers when set.
-        self.regional = None
 
     def wants(self, kind: AttentionKind | None, place: str | None, size: tuple[int, int] | None) -> bool:
         if kind is None or place is None or size is None:
@@ -152,12 +156,26 @@ class AttentionCapture:
         self.layers = {}
 
 
-class CaptureProcessor:
-    """``AttnProcessor2_0`` plus explicit, stored probabilities in the layers an :class:`AttentionCapture` wants."""
+class CrossAttentionBlend(Protocol):
+    """What a cross-attention layer's output becomes after attention, before its output projection."""
 
-    def __init__(self, name: str, capture: AttentionCapture):
+    latent_hw: tuple[int, int]  # the latent grid, to size layers outside guidance passes
+
+    def blend(self, attn, query: torch.Tensor, out: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        """``out`` (rows, heads, Q, d) of the layer whose ``query`` is (rows, heads, Q, d) on a ``size`` grid."""
+        ...
+
+
+class CaptureProcessor:
+    """``AttnProcessor2_0`` plus explicit, stored probabilities in the layers an :class:`AttentionCapture` wants.
+
+    ``cross_blend``: called on every cross layer's attention output (None: the plain output).
+    """
+
+    def __init__(self, name: str, capture: AttentionCapture, cross_blend: CrossAttentionBlend | None = None):
         self.name = name
         self.capture = capture
+        self.cross_blend = cross_blend
         self.kind = layer_kind(name)
         self.place = layer_place(name)
 
@@ -232,9 +250,9 @@ class CaptureProcessor:
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
             )
-        if self.kind == "cross" and capture.regional is not None:
-            regional = capture.regional
-            hidden_states = regional.blend(attn, query, hidden_states, size or grid_size(num_queries, regional.latent_hw))
+        if self.kind == "cross" and self.cross_blend is not None:
+            size = size or grid_size(num_queries, self.cross_blend.latent_hw)
+            hidden_states = self.cross_blend.blend(attn, query, hidden_states, size)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
@@ -249,12 +267,16 @@ class CaptureProcessor:
 
 @contextmanager
 def attention_capture(
-    unet, requests: list[MapRequest], early_exit: bool = True, exit_plan: dict | None = None
+    unet,
+    requests: list[MapRequest],
+    early_exit: bool = True,
+    exit_plan: dict | None = None,
+    cross_blend: CrossAttentionBlend | None = None,
 ) -> Iterator[AttentionCapture]:
     """Install a :class:`CaptureProcessor` on every attention layer of ``unet``; restore the originals on exit."""
     original = unet.attn_processors  # {name: processor}
     capture = AttentionCapture(requests, early_exit=early_exit, exit_plan=exit_plan)
-    unet.set_attn_processor({name: CaptureProcessor(name, capture) for name in original})
+    unet.set_attn_processor({name: CaptureProcessor(name, capture, cross_blend) for name in original})
     try:
         yield capture
     finally:

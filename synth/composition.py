@@ -26,6 +26,11 @@ the candidate's final latent re-noised to ``mask_timestep`` (captured through :m
 its weighted centroid is the object's centre, its cells above ``attention_threshold`` of the peak its
 extent, and the planned box is the mask.
 
+This is a pre-pass: :func:`compose_layout` draws with the plain unguided loop
+(:func:`scenewright.synth.sampling.sample_unguided`, not ``generate``), and ``generate`` consumes its
+:class:`LatentComposition` through a step controller
+(:class:`scenewright.synth.controllers.LatentCompositionPaste`).
+
 Measured on the embedded shapes model in synth/shapes/MODEL_CARD.md ("Placing objects").
 """
 
@@ -40,6 +45,10 @@ import numpy as np
 import torch
 
 from scenewright.layout.schema import Layout
+
+from .maps import MapRequest, downscaled_size
+from .sampling import UnguidedSample, sample_unguided
+from .tokens import token_groups_for_layout
 
 # (H, W, 3) uint8 image, phrase -> a (H, W) bool mask per instance of the phrase's object found (none: [])
 Segmenter = Callable[[np.ndarray, str], "list[np.ndarray]"]
@@ -168,9 +177,6 @@ def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str
     One conditional UNet pass on the latents re-noised to ``mask_timestep`` (fixed noise), cross-attention
     at the model's attention size (latent / ``attention_downscale``), upsampled to the latent grid.
     """
-    from .maps import MapRequest, downscaled_size
-    from .tokens import token_groups_for_layout
-
     h, w = latents.shape[-2:]
     size = options.attention_res or downscaled_size((h, w), synthesizer.defaults.attention_downscale)
     group = token_groups_for_layout(synthesizer.tokenizer, phrase, [phrase], names=[name], include_attributes=True)
@@ -202,7 +208,7 @@ class _Drawn:
     """Where a candidate drawing put its object: centre and extent (normalized), and its cells if segmented."""
 
     row: int
-    drawn: object  # the synthesizer output the row belongs to
+    drawn: UnguidedSample  # the batch of drawings the row belongs to
     centre: tuple[float, float]
     extent: tuple[float, float, float, float]
     cells: torch.Tensor | None  # (1, 1, h, w) bool: the cells the object touches, plus a cell of margin
@@ -292,11 +298,10 @@ def compose_layout(
     pending = list(range(len(objects)))
     for round_ in range(options.rounds):
         seeds = [seed * 1009 + 7919 * (k + 1) + round_ * n + c for k in pending for c in range(n)]
-        drawn = synthesizer.generate([objects[k].phrase for k in pending], methods=["none"],
-                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seeds,
-                                     batch_size=n, height=height, width=width,
-                                     output_type="np" if options.segmenter is not None else "latent",
-                                     return_trajectory=True)  # fmt: skip
+        drawn = sample_unguided(synthesizer, [objects[k].phrase for k in pending for _ in range(n)], seeds,
+                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                height=height, width=width,
+                                output_type="np" if options.segmenter is not None else "latent")  # fmt: skip
         h, w = drawn.latents.shape[-2:]
         for i, k in enumerate(pending):
             rows = list(range(i * n, (i + 1) * n))

@@ -2,10 +2,11 @@
 
 Every loss has one signature (k-diffusion style)::
 
-    loss(maps: AttentionMaps, targets: GuidanceTargets, step: int, **options) -> Tensor  # 0-dim, fp32
+    loss(maps: AttentionMaps, targets: GuidanceTargets, step: int, previous=None, **options) -> Tensor  # 0-dim, fp32
 
-``step`` is the index of the denoising step (0 = first, noisiest), as the official codes use it.
-The engine (``scenewright.synth.pipeline``) differentiates the value with respect to the latent; no loss touches
+``step`` is the index of the denoising step (0 = first, noisiest), as the official codes use it;
+``previous`` the sample's maps at the last guided step (detached; None before it), which only A-STAR's
+retention reads. The engine (``scenewright.synth.guidance``) differentiates the value with respect to the latent; no loss touches
 the UNet. Maps are read in fp32 whatever the model's dtype. Where a paper and its official code
 differ, the code wins and a comment says so.
 
@@ -365,20 +366,24 @@ def astar_retention_loss(
     kernel_size: int = 3,
     sigma: float = 0.5,
     retention_threshold: float = 0.5,
+    previous: AttentionMaps | None = None,
     **_: object,
 ) -> torch.Tensor:
-    """Sum over concepts of 1 - soft IoU(A_t, binarized A_{t+1}) with the previous step's map (A-STAR, Eq. 3)."""
-    if targets.previous is None or not targets.previous.entries:
+    """Sum over concepts of 1 - soft IoU(A_t, binarized A_{t+1}) with the previous step's map (A-STAR, Eq. 3).
+
+    ``previous``: the maps of the last guided step (detached), which the engine passes to every loss.
+    """
+    if previous is None or not previous.entries:
         return _zero_like(maps)  # first guided step: nothing to retain yet
     indices = list(dict.fromkeys(subject_token_indices(targets, token_indices)))
     size = resolve_size(maps, "cross", attn_res)  # the previous step was captured at the same size
     current = _concept_maps(maps, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)  # (T, h*w)
     with torch.no_grad():
-        previous = _concept_maps(targets.previous, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)
+        previous_maps = _concept_maps(previous, indices, size, smooth_attentions, kernel_size, sigma).flatten(1)
         # The paper binarizes the previous map without giving the rule; we keep cells at or above
         # `retention_threshold` of the map's peak (scale-free, so it works at any attention level).
-        peak = previous.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        binary = (previous / peak >= retention_threshold).float()  # (T, h*w)
+        peak = previous_maps.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        binary = (previous_maps / peak >= retention_threshold).float()  # (T, h*w)
     intersection = (current * binary).sum(dim=1)
     union = (current + binary - current * binary).sum(dim=1)
     return (1.0 - intersection / union).sum()

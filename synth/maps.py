@@ -119,7 +119,6 @@ class GuidanceTargets:
     token_groups: list[list[int]]  # per object: positions of its phrase's tokens in the 77-token prompt (0 = <|startoftext|>)
     boxes: torch.Tensor  # (N, 4) normalized [x0, y0, x1, y1], fp32; may be empty (0, 4) for prompt-only methods
     eot_index: int  # position of <|endoftext|> in the prompt
-    previous: AttentionMaps | None = None  # the previous guided step's maps (detached), for A-STAR retention
 
     def box_masks(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
         """(N, h, w) hard masks: a cell is inside when its centre lies in the box (:func:`box_cell_masks`)."""

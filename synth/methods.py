@@ -1,8 +1,8 @@
 """The guidance-method registry: which losses a method sums, which maps they read, and its defaults.
 
-The engine (``scenewright.synth.pipeline``) looks a method up with :func:`get_method`, captures
+The engine (``scenewright.synth.guidance``) looks a method up with :func:`get_method`, captures
 ``method.needs(options, latent_hw)``, and at each guided step sums ``weight * loss(maps, targets,
-step, **options)`` over ``method.losses``, where a term is a loss or ``(loss, weight_option)``.
+step, previous=..., **options)`` over ``method.losses``, where a term is a loss or ``(loss, weight_option)``.
 Schedule options (``scale_factor``, ``max_iter_to_alter``, ``thresholds``, ``max_refinement_steps``)
 belong to the engine, whose defaults are Attend-and-Excite's. The weights here are chosen so that,
 under that schedule (latent step ``scale_factor * sqrt(linspace(1, 0.5, T)[i])`` = 20 at step 0), each
@@ -230,6 +230,28 @@ ATTENTION_REFOCUSING = GuidanceMethod(
 METHODS: dict[str, GuidanceMethod] = {
     m.name: m for m in (ATTEND_EXCITE, CAR, SAR, ASTAR, LAYOUT_GUIDANCE, BOXDIFF, ATTENTION_REFOCUSING)
 }
+
+
+def register_method(method: GuidanceMethod, replace: bool = False) -> GuidanceMethod:
+    """Add ``method`` to :data:`METHODS` under ``method.name``, so ``generate(methods=[name])`` runs it.
+
+    A guidance method is data (its losses, the maps they read, its defaults): registering one from
+    outside the package is all it takes to add one to the engine.
+    """
+    if not isinstance(method, GuidanceMethod):
+        raise TypeError(f"`method` must be a synth.methods.GuidanceMethod, got {type(method).__name__}")
+    if method.name == "none" or not method.losses:
+        raise ValueError(f"method {method.name!r} needs a name other than 'none' and at least one loss in `losses`")
+    if method.name in METHODS and not replace:
+        raise ValueError(f"a method named {method.name!r} is already registered; pass replace=True to replace it")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> GuidanceMethod:
+    """Remove and return the method called ``name`` (e.g. a test's toy method)."""
+    get_method(name)  # raises naming the known methods
+    return METHODS.pop(name)
 
 
 def get_method(name: str) -> GuidanceMethod:

@@ -1,29 +1,29 @@
-"""`Synthesizer`: the one denoising loop of scenewright, with the attention-guidance engine inside it.
+"""`Synthesizer`: the one denoising loop of scenewright, with step controllers around its CFG step.
 
 Read :meth:`Synthesizer.generate` top to bottom; its numbered steps follow diffusers'
-``StableDiffusionPipeline.__call__``. Step 7.1 is the guidance engine shared by every method
-(Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al. 2024; A-STAR,
-Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023): at the first
-``max_iter_to_alter`` steps it runs ONE batched conditional-only UNet forward with attention capture
-(:mod:`scenewright.synth.attention`), sums the active methods' losses per sample, and moves the latent down their
-gradient, ``z <- z - step_size[i] * grad`` with A&E's schedule ``scale_factor * sqrt(linspace(1, 0.5, T))``,
-refining iteratively at the threshold steps. Then it takes the ordinary classifier-free-guidance step.
-With ``methods=["none"]`` it reproduces ``StableDiffusionPipeline`` exactly.
+``StableDiffusionPipeline.__call__``. At each step of the loop (step 7) every step controller
+(:mod:`scenewright.synth.controllers`) runs its ``before_step``, then its ``guide``, then the ordinary
+classifier-free-guidance step follows. With ``methods=["none"]`` and no layout features no controller
+runs and it reproduces ``StableDiffusionPipeline`` exactly.
 
-Variations of the same loop, not second loops: on a GLIGEN UNet (Li et al. 2023, :mod:`scenewright.synth.gligen`)
-step 3.1 turns the layout into grounding tokens and step 7 switches the gated layers off after
-``gligen_scheduled_sampling_beta`` of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
-the ``attention_refocusing`` schedule (:class:`scenewright.synth.methods.RefocusingSchedule`) replaces A&E's at
-step 7.1; box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`) blends
-each object's phrase into its box in every cross-attention layer (steps 4.1 and 7.0); LMD's latent
-composition (Lian et al. 2024, :mod:`scenewright.synth.composition`) draws each layout object alone first (step 3.2)
-and pastes its moved latents into the scene at the start of the first steps, guidance waiting until it ends.
+Each feature is one controller, built at step 6.1:
+
+- guidance methods (Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al.
+  2024; A-STAR, Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023) on A&E's
+  schedule or Attention Refocusing's (:mod:`scenewright.synth.guidance`);
+- GLIGEN's scheduled sampling (Li et al. 2023, :mod:`scenewright.synth.gligen`): step 3.1 turns the layout
+  into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
+  of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
+- box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`), which
+  blends each object's phrase into its box in every cross-attention layer (step 4.1);
+- LMD's latent composition (Lian et al. 2024, :mod:`scenewright.synth.composition`), a pre-pass (step 3.2)
+  that draws each layout object alone, whose moved latents are pasted into the scene at the start of the
+  first steps, guidance waiting until it ends;
+- any controller the caller passes (``controllers=[...]``).
 """
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,17 +31,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from scenewright.layout.schema import Layout
 
-from .attention import AttentionCapture, attention_capture
+from .attention import CrossAttentionBlend, attention_capture
 from .composition import CompositionOptions, LatentComposition, compose_layout
+from .controllers import GligenScheduledSampling, LatentCompositionPaste, StepController, run_guides
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
+from .guidance import (
+    AttendExciteGuidance,
+    GuidanceMeasure,
+    GuidancePass,
+    RefocusingGuidance,
+    StepRecord,
+    loss_and_grad,
+    step_sizes,
+    update_latents,
+)
 from .loading import ModelDefaults, model_defaults
-from .maps import AttentionMaps, GuidanceTargets, downscaled_size
+from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
-from .spatial_temporal import RegionalControl, SpatialTemporalControl, fixed_schedule, optimize_step_weights
+from .sampling import cfg_step, decode_latents, extra_step_kwargs, make_generators, prepare_latents
+from .spatial_temporal import ClipTuning, SpatialTemporalBlend, SpatialTemporalControl, fixed_schedule
 
 
 #: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
@@ -57,19 +68,6 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 }
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 SCHEDULES = ("attend_excite", "attention_refocusing")
-
-
-@dataclass
-class StepRecord:
-    """What the guidance engine did at one denoising step (lists are per sample)."""
-
-    step: int
-    timestep: int
-    losses: dict[str, list[float]]  # method -> loss per sample, before this step's update
-    total_loss: list[float]  # summed over methods, before this step's update
-    refinement_iterations: list[int]  # extra A&E refinement updates taken at this step
-    skipped: list[bool]  # update skipped because the loss or gradient was not finite
-    last_loss: list[float] | None = None  # refocusing: summed loss at the last latent measured (before its update)
 
 
 @dataclass
@@ -89,74 +87,10 @@ class SynthesisOutput:
 
 
 @dataclass
-class GuidanceMeasure:
-    """Losses and their gradient at one latent: what the engine steps on."""
-
-    losses: dict[str, torch.Tensor]  # method -> (B,) fp32
-    total: torch.Tensor  # (B,) fp32
-    grad: torch.Tensor  # (B, C, h, w) fp32, d objective_b / d latents_b (objective: total or refinement)
-    maps: list[AttentionMaps]  # per sample, detached
-    refinement: torch.Tensor | None = None  # (B,) fp32: summed refinement losses, when that was the objective
-    targets: list[GuidanceTargets] | None = None  # per sample, as the losses saw them (set by `measure`)
-
-
-@dataclass
 class _ActiveMethod:
     name: str
     method: Any  # synth.methods.GuidanceMethod
     options: dict[str, Any]
-
-
-@dataclass
-class GuidancePass:
-    """What every grad-enabled guidance forward of one ``generate``/``measure`` call shares."""
-
-    capture: AttentionCapture
-    active: list[_ActiveMethod]
-    cond_embeds: torch.Tensor  # (B, 77, D): the guidance forward is conditional only
-    targets: list[GuidanceTargets]  # per sample
-    latent_hw: tuple[int, int]
-    cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
-
-
-def _step_record(
-    step: int, t: torch.Tensor, first: GuidanceMeasure, iterations: torch.Tensor, skipped: torch.Tensor,
-    last: GuidanceMeasure | None = None,
-) -> StepRecord:
-    """The record of one guided step: losses before its first update, updates taken, skips (per sample)."""
-    return StepRecord(
-        step=step,
-        timestep=int(t),
-        losses={name: loss.tolist() for name, loss in first.losses.items()},
-        total_loss=first.total.tolist(),
-        refinement_iterations=iterations.tolist(),
-        skipped=skipped.tolist(),
-        last_loss=last.total.tolist() if last is not None else None,
-    )
-
-
-def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
-    """A&E's step-size schedule ``scale_factor * sqrt(linspace(1, 0.5, T))`` (Chefer et al. 2023)."""
-    return scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_steps))
-
-
-def update_latents(latents: torch.Tensor, grad: torch.Tensor, step_size: float, active: torch.Tensor) -> torch.Tensor:
-    """One guidance update ``z - step_size * grad`` in fp32 for the ``active`` samples; cast back."""
-    mask = active.to(torch.float32).view(-1, *([1] * (latents.ndim - 1)))  # (B, 1, 1, 1)
-    updated = latents.float() - step_size * grad.float() * mask
-    return updated.to(latents.dtype)
-
-
-def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Generator | list[torch.Generator] | None:
-    """CPU generators drawing exactly as diffusers does: one for ``seed=s``, one per sample for a list."""
-    if seed is None:
-        return None
-    if isinstance(seed, (int, np.integer)):
-        return torch.Generator("cpu").manual_seed(int(seed))
-    seeds = list(seed)
-    if len(seeds) != batch:
-        raise ValueError(f"`seed` has {len(seeds)} values for {batch} images; give one seed per image or a single int")
-    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
 class Synthesizer:
@@ -252,6 +186,7 @@ class Synthesizer:
         spatial_temporal: SpatialTemporalControl | bool | None = None,
         composition: CompositionOptions | bool | None = None,
         return_trajectory: bool = False,
+        controllers: Sequence[StepController] = (),
         **method_options: Any,
     ) -> SynthesisOutput:
         """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
@@ -274,7 +209,10 @@ class Synthesizer:
         on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
         ``composition=True`` (or a :class:`scenewright.synth.composition.CompositionOptions`) draws each layout object
         alone and composes its latents into its box for the first steps (LMD's stage 2, Lian et al. 2024).
-        ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``.
+        ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``
+        (after every controller's ``before_step``).
+        ``controllers``: extra :class:`scenewright.synth.controllers.StepController` objects, run after the
+        built-in ones at every step (their ``before_step``, then their ``guide``).
         """
         # 0. Default height and width to the UNet's
         vae_scale = self.pipe.vae_scale_factor
@@ -284,7 +222,7 @@ class Synthesizer:
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
         active, engine = self._resolve_methods(methods, method_options)
-        guided = bool(active)
+        own_controllers = _checked_controllers(controllers)
         batch = len(items) * batch_size
         if seed is not None and generator is not None:
             raise ValueError("pass either `seed` or `generator`, not both")
@@ -298,7 +236,7 @@ class Synthesizer:
         layouts = [item if isinstance(item, Layout) else None for item in items]
         prompts, targets, appended = self._targets(items, token_indices, missing_phrases, active)
         prompts = [p for p in prompts for _ in range(batch_size)]  # diffusers' num_images_per_prompt order
-        targets = [replace(t) for t in targets for _ in range(batch_size)]  # own copies: `.previous` is per image
+        targets = [replace(t) for t in targets for _ in range(batch_size)]  # one object per image
         appended = [a for a in appended for _ in range(batch_size)]
         if negative_prompt is None and any(lay is not None and lay.negative for lay in layouts):
             negative_prompt = [lay.negative if lay is not None else "" for lay in layouts]  # the layout's own
@@ -331,267 +269,62 @@ class Synthesizer:
             cfg_kwargs = {**(cross_attention_kwargs or {}), "gligen": full}
             guide_kwargs = {**(cross_attention_kwargs or {}), "gligen": cond}
 
-        # 3.2 Latent composition (before the scheduler is set: it runs the loop once per object first):
-        # each layout object drawn alone, its latents moved into its box
+        # 3.2 Latent composition, a pre-pass (before the scheduler is set: it runs its own plain loop per
+        # object): each layout object drawn alone, its latents moved into its box
         compositions = self._compositions(composition, items, seed, generator, batch_size,
                                           num_inference_steps, guidance_scale, height, width)  # fmt: skip
-        trajectory: list[torch.Tensor] = []
 
         # 4. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        grounding_steps = num_grounding_steps(gligen_scheduled_sampling_beta, len(timesteps)) if use_gligen else 0
 
         # 4.1 Spatial-temporal control: each object's phrase is its local description, blended into its box
         latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
-        regional = self._regional(spatial_temporal, layouts, len(timesteps), latent_hw, device)
+        clip_tuning = ClipTuning(self, cond_embeds, prompts, layouts, guide_kwargs)
+        blend = self._spatial_temporal(spatial_temporal, layouts, len(timesteps), latent_hw, device, clip_tuning)
 
         # 5. Prepare latents exactly as diffusers' prepare_latents
         shape = (batch, self.unet.config.in_channels, *latent_hw)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
-        latents = latents.to(device=device, dtype=prompt_embeds.dtype) * self.scheduler.init_noise_sigma
+        latents = prepare_latents(self.scheduler, shape, generator, device, prompt_embeds.dtype, latents)
 
-        # 6. Extra scheduler kwargs (eta, generator) and the guidance step sizes
-        extra_step_kwargs = self._extra_step_kwargs(generator, eta)
-        sizes = step_sizes(engine["scale_factor"], len(timesteps))
-        max_iter_to_alter = engine["max_iter_to_alter"] if guided else 0
-        refocusing = RefocusingSchedule() if guided and engine["schedule"] == "attention_refocusing" else None
+        # 6. Extra scheduler kwargs (eta, generator) and the maps the guidance methods read
+        step_kwargs = extra_step_kwargs(self.scheduler, generator, eta)
         self._fill_resolutions(active, latent_hw)
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
         records: list[StepRecord] = []
+        trajectory: list[torch.Tensor] = []
 
-        # 7. Denoising loop
-        with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
-            capture.regional = regional
+        with self._capture(requests, blend) as capture, fuser_enabled(self.unet) as set_fuser:
+            # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
-            guidance = GuidancePass(capture, active, cond_embeds, targets, latent_hw, guide_kwargs)
-            previous_maps: list[AttentionMaps] | None = None
+            guidance = GuidancePass(self.unet, self.scheduler, capture, active, cond_embeds, targets, latent_hw,
+                                    guide_kwargs)  # fmt: skip
+            steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
+                                              set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
+            steppers += own_controllers
+
+            # 7. Denoising loop
             for i, t in enumerate(timesteps):
-                record = None
-                composing = False
-                for k, placed in enumerate(compositions):
-                    if placed is not None and placed.objects and i < placed.steps:  # LMD: objects' own latents
-                        rows = slice(k * batch_size, (k + 1) * batch_size)
-                        latents[rows] = placed.apply(i, latents[rows])
-                        composing = True
+                for stepper in steppers:
+                    latents = stepper.before_step(i, t, latents)
                 if return_trajectory:
                     trajectory.append(latents.clone())
-                if use_gligen and i == grounding_steps:
-                    set_fuser(False)  # GLIGEN's scheduled sampling: grounding only lays out the early steps
-                if regional is not None:
-                    regional.step = i
-                    # 7.0 Spatial-temporal control with a CLIP objective: tune this step's weights first
-                    control = regional.control
-                    if control.clip is not None and (control.optimize_steps is None or i < control.optimize_steps):
-                        optimize_step_weights(
-                            self, regional, control, latents, t, cond_embeds, prompts, layouts, guide_kwargs
-                        )
-                # 7.1 Guidance: conditional-only forward with capture, loss, latent update (+ refinement).
-                # After `max_iter_to_alter` (A&E) / off the refocusing schedule no grad-enabled forward runs.
-                if composing:
-                    pass  # guidance starts when the composition ends: its pastes would overwrite the updates
-                elif refocusing is not None and refocusing.guides(i):
-                    latents, record, previous_maps = self._refocus(
-                        guidance, latents, t, i,
-                        loss_scale=refocusing.loss_scale(i) * (1.0 if use_gligen else engine["plain_sd_loss_scale"]),
-                        max_iterations=refocusing.max_iterations(i),
-                        loss_threshold=refocusing.loss_threshold if refocusing.uses_threshold(i) else None,
-                        min_inside_target=refocusing.min_inside_target,
-                    )  # fmt: skip
+                latents, record = run_guides(steppers, i, t, latents)
+                if record is not None:
                     records.append(record)
-                elif refocusing is None and i < max_iter_to_alter:
-                    for target, maps in zip(targets, previous_maps or [None] * batch):
-                        target.previous = maps
-                    latents, record, previous_maps = self._guide(
-                        guidance, latents, t, i,
-                        step_size=float(sizes[i]),
-                        threshold=engine["thresholds"].get(i),
-                        max_refinement_steps=engine["max_refinement_steps"],
-                    )  # fmt: skip
-                    records.append(record)
-
-                # 7.2 Classifier-free guidance step, as StableDiffusionPipeline (fast SDPA, no grad)
-                latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                noise_pred = self.unet(
-                    latent_model_input, t, encoder_hidden_states=prompt_embeds,
-                    cross_attention_kwargs=cfg_kwargs, return_dict=False,
-                )[0]  # fmt: skip
-                if do_cfg:
-                    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                    noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-
+                latents = cfg_step(self.unet, self.scheduler, latents, t, prompt_embeds, guidance_scale,
+                                   cfg_kwargs, step_kwargs)  # fmt: skip
                 if callback is not None:
                     callback(i, len(timesteps), record)
 
         # 8. Decode and post-process as StableDiffusionPipeline
-        has_nsfw = None
-        if output_type == "latent":
-            images = latents
-        else:
-            images = self.pipe.vae.decode(
-                latents / self.pipe.vae.config.scaling_factor, return_dict=False, generator=generator
-            )[0]
-            images, has_nsfw = self.pipe.run_safety_checker(images, device, prompt_embeds.dtype)
-            denormalize = [True] * images.shape[0] if has_nsfw is None else [not n for n in has_nsfw]
-            images = self.pipe.image_processor.postprocess(images, output_type=output_type, do_denormalize=denormalize)
+        images, has_nsfw = decode_latents(self.pipe, latents, output_type, generator, device, prompt_embeds.dtype)
         self.pipe.maybe_free_model_hooks()
-        for target in targets:
-            target.previous = None  # drop references to maps held for A-STAR
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
-            spatial_temporal_history=regional.history if regional is not None else {}, trajectory=trajectory,
+            spatial_temporal_history=blend.history if blend is not None else {}, trajectory=trajectory,
         )  # fmt: skip
-
-    # ------------------------------------------------------------------ 7.1 the guidance engine
-    def _guide(
-        self,
-        guidance: GuidancePass,
-        latents: torch.Tensor,
-        t: torch.Tensor,
-        step: int,
-        step_size: float,
-        threshold: float | None,
-        max_refinement_steps: int,
-    ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
-        """One guided step: A&E iterative refinement at threshold steps (per sample), then one update.
-
-        Refinement descends the methods' ``refinement_loss`` (A&E's max-attention loss, BoxDiff's
-        inner-box loss; methods without one do not refine) and follows A&E's reference exactly: a
-        sample keeps taking updates while the loss measured before its previous update was above
-        ``1 - threshold`` (so it takes one update past the one that reached the target), at most
-        ``max_refinement_steps``. Samples that are done are masked, so a batch equals its samples
-        run one by one. The final update descends the sum of all active methods' losses.
-        """
-
-        def measure(z: torch.Tensor, objective: str) -> GuidanceMeasure:
-            return self._loss_and_grad(guidance, z, t, step, objective)
-
-        active = guidance.active
-        batch, dtype = latents.shape[0], latents.dtype
-        latents = latents.float()  # refinement iterates in fp32; cast back once, after the final update
-        can_refine = threshold is not None and any(a.method.refinement_loss is not None for a in active)
-        m = measure(latents, "refinement" if can_refine else "total")
-        first = m
-        iterations = torch.zeros(batch, dtype=torch.long)
-        skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
-        if can_refine:
-            target_loss = max(0.0, 1.0 - threshold)  # type: ignore[operator]
-            skipped |= _not_finite(m, m.refinement)
-            refining = (m.refinement > target_loss) & ~skipped
-            while bool(refining.any()) and int(iterations.max()) < max_refinement_steps:
-                latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, refining)
-                iterations += refining.long().cpu()
-                above_before = m.refinement > target_loss  # loss at the latent just updated
-                m = measure(latents, "refinement")
-                bad = _not_finite(m, m.refinement)
-                skipped |= bad
-                refining &= above_before & ~bad
-            if not all(_refines_its_own_loss(a) for a in active):  # the final update needs the total's gradient
-                m = measure(latents, "total")
-        skipped |= _not_finite(m, m.total)
-        _warn_skipped(step, skipped)
-        latents = update_latents(latents, torch.nan_to_num(m.grad), step_size, ~skipped).to(dtype)
-        return latents, _step_record(step, t, first, iterations, skipped), m.maps
-
-    def _refocus(
-        self,
-        guidance: GuidancePass,
-        latents: torch.Tensor,
-        t: torch.Tensor,
-        step: int,
-        loss_scale: float,
-        max_iterations: int,
-        loss_threshold: float | None,
-        min_inside_target: float,
-    ) -> tuple[torch.Tensor, StepRecord, list[AttentionMaps]]:
-        """One step of Attention Refocusing's official update (``plms.py::update_loss_self_cross``).
-
-        ``z <- z - grad(loss_scale * loss)`` repeated while the scaled loss measured before the update
-        was above ``loss_threshold`` (None: no such test, as the official code's later steps) and the
-        weakest object's in-box attention peak was below ``min_inside_target``, at most
-        ``max_iterations`` updates. Per sample: one that is done is masked, so a batch equals its
-        samples run one by one.
-        """
-        from .losses import weakest_inside_peak
-
-        batch, dtype = latents.shape[0], latents.dtype
-        latents = latents.float()
-        car_options = next((a.options for a in guidance.active if "car_res" in a.options), None)
-        running = torch.ones(batch, dtype=torch.bool, device=latents.device)
-        skipped = torch.zeros_like(running)
-        iterations = torch.zeros(batch, dtype=torch.long)
-        first = m = None
-        for _ in range(max_iterations):
-            m = self._loss_and_grad(guidance, latents, t, step)
-            first = first or m
-            bad = _not_finite(m, m.total)
-            skipped |= bad & running
-            running &= ~bad
-            latents = update_latents(latents, torch.nan_to_num(m.grad), loss_scale, running)
-            iterations += running.long().cpu()
-            if loss_threshold is not None:
-                running &= loss_scale * m.total > loss_threshold
-            if car_options is not None:  # without CAR's maps there is no in-box peak to stop on
-                weakest = torch.stack(
-                    [weakest_inside_peak(maps, target, **car_options) for maps, target in zip(m.maps, guidance.targets)]
-                )
-                running &= weakest.to(running.device) < min_inside_target
-            if not bool(running.any()):
-                break
-        _warn_skipped(step, skipped)
-        return latents.to(dtype), _step_record(step, t, first, iterations, skipped, last=m), m.maps
-
-    def _loss_and_grad(
-        self, guidance: GuidancePass, latents: torch.Tensor, t: torch.Tensor, step: int, objective: str = "total"
-    ) -> GuidanceMeasure:
-        """ONE batched conditional forward with capture; per-sample fp32 losses summed for ONE backward.
-
-        ``objective`` picks what the gradient is of: "total" (every method's weighted losses) or
-        "refinement" (the methods' A&E-style refinement losses).
-        """
-        capture, active, targets = guidance.capture, guidance.active, guidance.targets
-        with torch.enable_grad():
-            z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
-            model_input = self.scheduler.scale_model_input(z, t).to(self.unet.dtype)
-            capture.guidance_forward(
-                lambda: self.unet(
-                    model_input, t, encoder_hidden_states=guidance.cond_embeds,
-                    cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
-                ),
-                guidance.latent_hw,
-            )  # fmt: skip
-            per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
-            refinement: list[torch.Tensor] = []
-            for b, target in enumerate(targets):
-                maps = capture.maps(b)
-                for a in active:
-                    per_method[a.name].append(_method_loss(a, maps, target, step))
-                if objective == "refinement":
-                    refining = [a for a in active if a.method.refinement_loss is not None]
-                    refinement.append(sum(_refinement_loss(a, maps, target, step) for a in refining))
-            losses = {name: torch.stack(values).float() for name, values in per_method.items()}  # (B,) each
-            total = torch.stack(list(losses.values())).sum(dim=0)  # (B,)
-            refine = torch.stack(refinement).float() if refinement else None  # (B,)
-            objective_loss = refine if refine is not None else total
-            # Samples are independent, so d(sum_b L_b)/dz_b = dL_b/dz_b: one backward for the batch.
-            # A non-finite sample is left out of the sum so it cannot poison the others' gradients.
-            summed = torch.where(torch.isfinite(objective_loss), objective_loss, torch.zeros_like(objective_loss)).sum()
-            grad = torch.autograd.grad(summed, z)[0] if summed.requires_grad else torch.zeros_like(z)
-            maps = [_detached(capture.maps(b)) for b in range(len(targets))]
-            capture.clear()
-        return GuidanceMeasure(
-            losses={k: v.detach() for k, v in losses.items()},
-            total=total.detach(),
-            grad=grad,
-            maps=maps,
-            refinement=refine.detach() if refine is not None else None,
-        )
 
     @torch.no_grad()
     def measure(
@@ -631,8 +364,8 @@ class Synthesizer:
         t = torch.as_tensor(timestep, device=self.device)
         with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
             set_fuser(True)
-            guidance = GuidancePass(capture, active, cond_embeds, targets, latent_hw, kwargs)
-            measured = self._loss_and_grad(guidance, latents.to(self.device), t, step)
+            guidance = GuidancePass(self.unet, self.scheduler, capture, active, cond_embeds, targets, latent_hw, kwargs)
+            measured = loss_and_grad(guidance, latents.to(self.device), t, step)
         measured.targets = targets
         return measured
 
@@ -802,14 +535,51 @@ class Synthesizer:
         has_boxes = any(layout is not None and layout.objects for layout in layouts)
         return is_gligen_unet(self.unet) and has_boxes if gligen is None else False
 
-    def _regional(
+    def _step_controllers(
+        self,
+        compositions: list[LatentComposition | None],
+        images_per_item: int,
+        blend: SpatialTemporalBlend | None,
+        guidance: GuidancePass,
+        engine: dict[str, Any],
+        num_steps: int,
+        set_fuser: Callable[[bool], None] | None,
+        gligen_scheduled_sampling_beta: float,
+    ) -> list[StepController]:
+        """The built-in features as step controllers, in the order the loop runs them (module docstring).
+
+        ``set_fuser`` is None when GLIGEN's grounding tokens are off.
+        """
+        steppers: list[StepController] = []
+        paste = LatentCompositionPaste(compositions, images_per_item) if compositions else None
+        if paste is not None:
+            steppers.append(paste)
+        if set_fuser is not None:
+            grounding_steps = num_grounding_steps(gligen_scheduled_sampling_beta, num_steps)
+            steppers.append(GligenScheduledSampling(set_fuser, grounding_steps))
+        if blend is not None:
+            steppers.append(blend)
+        if not guidance.active:
+            return steppers
+        first_step = paste.steps if paste is not None else 0  # pastes would overwrite earlier guidance
+        if engine["schedule"] == "attention_refocusing":
+            loss_scale = 1.0 if set_fuser is not None else engine["plain_sd_loss_scale"]
+            steppers.append(RefocusingGuidance(guidance, RefocusingSchedule(), loss_scale, first_step))
+        else:
+            sizes = step_sizes(engine["scale_factor"], num_steps)
+            steppers.append(AttendExciteGuidance(guidance, sizes, engine["thresholds"], engine["max_refinement_steps"],
+                                                 last_step=engine["max_iter_to_alter"], first_step=first_step))  # fmt: skip
+        return steppers
+
+    def _spatial_temporal(
         self,
         control: SpatialTemporalControl | bool | None,
         layouts: list[Layout | None],
         num_steps: int,
         latent_hw: tuple[int, int],
         device: torch.device,
-    ) -> RegionalControl | None:
+        clip_tuning: ClipTuning,
+    ) -> SpatialTemporalBlend | None:
         """Spatial-temporal control's per-image local descriptions (phrases), boxes and weights; None when off."""
         if control is None or control is False:
             return None
@@ -841,24 +611,16 @@ class Synthesizer:
                     f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
                     f"objects) = {(num_steps, batch, n)}"
                 )
-        return RegionalControl(
+        return SpatialTemporalBlend(
             local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness, present=present,
-            control=control,
+            control=control, clip_tuning=clip_tuning,
         )  # fmt: skip
 
-    def _capture(self, requests: list):
+    def _capture(self, requests: list, cross_blend: CrossAttentionBlend | None = None):
         """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs."""
-        return attention_capture(self.unet, requests, exit_plan=self._exit_plans.setdefault(id(self.unet), {}))
+        exit_plan = self._exit_plans.setdefault(id(self.unet), {})
+        return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
 
-    def _extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
-        """eta/generator only for schedulers whose ``step`` takes them (diffusers' prepare_extra_step_kwargs)."""
-        params = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs: dict[str, Any] = {}
-        if "eta" in params:
-            kwargs["eta"] = eta
-        if "generator" in params:
-            kwargs["generator"] = generator
-        return kwargs
 
 
 def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
@@ -893,46 +655,16 @@ def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
     return {**engine, "thresholds": checked}
 
 
-def _method_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:
-    """One method's loss for one sample: the weighted sum of its registered loss terms (0-dim fp32)."""
-    total = None
-    for term in active.method.losses:
-        fn, weight = term if isinstance(term, tuple) else (term, 1.0)
-        if isinstance(weight, str):
-            weight = active.options[weight]
-        value = weight * fn(maps, targets, step, **active.options).float()
-        total = value if total is None else total + value
-    return total  # type: ignore[return-value]
-
-
-def _not_finite(m: GuidanceMeasure, loss: torch.Tensor) -> torch.Tensor:
-    """(B,) True where a sample's loss or gradient is not finite."""
-    return ~(torch.isfinite(loss) & torch.isfinite(m.grad).flatten(1).all(dim=1))
-
-
-def _warn_skipped(step: int, skipped: torch.Tensor) -> None:
-    if bool(skipped.any()):
-        warnings.warn(
-            f"step {step}: guidance loss or gradient is not finite for samples {skipped.nonzero().flatten().tolist()};"
-            " their update is skipped (try a smaller `scale_factor`)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-def _refinement_loss(active: _ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int) -> torch.Tensor:
-    """The loss A&E-style refinement compares with ``1 - threshold`` (unweighted, as the official code)."""
-    return active.method.refinement_loss(maps, targets, step, **active.options).float()
-
-
-def _refines_its_own_loss(active: _ActiveMethod) -> bool:
-    """True when the method's refinement loss IS its whole loss (A&E), so one gradient serves both."""
-    return tuple(active.method.losses) == (active.method.refinement_loss,)
-
-
-def _detached(maps: AttentionMaps) -> AttentionMaps:
-    """A copy of ``maps`` outside the autograd graph (A-STAR's retention loss reads the previous step)."""
-    return AttentionMaps(entries=[replace(e, probs=e.probs.detach()) for e in maps.entries])
+def _checked_controllers(controllers: Sequence[StepController]) -> list[StepController]:
+    """The caller's ``controllers`` as a list; anything but a StepController is an error naming the fix."""
+    checked = list(controllers)
+    for k, controller in enumerate(checked):
+        if not isinstance(controller, StepController):
+            raise TypeError(
+                f"`controllers[{k}]` is {type(controller).__name__}; subclass synth.controllers.StepController "
+                "and override before_step and/or guide"
+            )
+    return checked
 
 
 __all__ = [

@@ -11,17 +11,23 @@ object and denoising step::
 The division is our choice, not a plain sum: it keeps the layer's output on the scale of one attention
 output (a convex combination),
 so that a large weight makes a box's pixels follow its local description rather than grow; with every
-``w_i(t) = 0`` it is the plain layer exactly. The blend is done by THE capture processor
-(:class:`scenewright.synth.attention.CaptureProcessor`), which calls :meth:`RegionalControl.blend` in cross layers,
-so guidance losses and this control compose in one set of processors.
+``w_i(t) = 0`` it is the plain layer exactly. :class:`SpatialTemporalBlend` is both the loop's step
+controller (it learns the step, and tunes the step's weights on CLIP) and the
+:class:`scenewright.synth.attention.CrossAttentionBlend` that THE capture processor
+(:class:`scenewright.synth.attention.CaptureProcessor`) calls in cross layers, so guidance losses and this
+control compose in one set of processors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .controllers import StepController
 
 
 def soft_box_masks(boxes: torch.Tensor, size: tuple[int, int], softness: float = 1.0) -> torch.Tensor:
@@ -116,8 +122,19 @@ class SpatialTemporalControl:
 
 
 @dataclass
-class RegionalControl:
-    """What the capture processor needs to blend local descriptions into the conditional rows."""
+class ClipTuning:
+    """What tuning a step's weights on CLIP needs besides the blend: the model and the images' conditioning."""
+
+    synthesizer: Any  # synth.pipeline.Synthesizer: its UNet, VAE and scheduler
+    cond_embeds: torch.Tensor  # (B, 77, D) the global prompts' embeddings, conditional half
+    prompts: list[str]  # per image
+    layouts: list  # per image: layout.Layout | None
+    cross_attention_kwargs: dict | None  # GLIGEN: the conditional half's grounding tokens
+
+
+@dataclass
+class SpatialTemporalBlend(StepController):
+    """Spatial-temporal control during one ``generate`` call: per-step weights, and the cross-layer blend."""
 
     local_embeds: torch.Tensor  # (B, N, 77, D) text embeddings of each object's phrase (zeros where absent)
     boxes: torch.Tensor  # (B, N, 4) normalized xyxy
@@ -126,10 +143,20 @@ class RegionalControl:
     softness: float = 1.0
     present: torch.Tensor | None = None  # (B, N) 1 where image b has object n
     control: SpatialTemporalControl | None = None
-    step: int = 0  # set by the loop before each denoising step
+    clip_tuning: ClipTuning | None = None  # with `control.clip`: tune each step's weights first
+    step: int = 0  # the step being denoised (before_step)
     step_weights: torch.Tensor | None = None  # (B, N) leaf being optimized at this step; overrides `weights`
     history: dict = field(default_factory=dict)  # step -> CLIP loss per epoch (before each update)
     _masks: dict = field(default_factory=dict)
+
+    def before_step(self, i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Blend with step ``i``'s weights; with a CLIP objective, tune them first (Wu et al. 2023)."""
+        self.step = i
+        control = self.control
+        tunes = control is not None and control.clip is not None and self.clip_tuning is not None
+        if tunes and (control.optimize_steps is None or i < control.optimize_steps):
+            optimize_step_weights(self, latents, t, self.clip_tuning)
+        return latents
 
     def masks(self, size: tuple[int, int]) -> torch.Tensor:
         """(B, N, h*w) soft masks at one grid, cached."""
@@ -162,31 +189,22 @@ class RegionalControl:
 
 
 def optimize_step_weights(
-    syn,
-    regional: RegionalControl,
-    control: SpatialTemporalControl,
-    latents: torch.Tensor,
-    t: torch.Tensor,
-    cond_embeds: torch.Tensor,
-    prompts: list[str],
-    layouts: list,
-    cross_attention_kwargs: dict | None,
+    blend: SpatialTemporalBlend, latents: torch.Tensor, t: torch.Tensor, tuning: ClipTuning
 ) -> None:
-    """Tune ``regional.weights[step]`` on ``control.clip``'s loss of the decoded x0 prediction (Wu et al. 2023)."""
-    from torch.utils.checkpoint import checkpoint
-
-    pipe, step = syn.pipe, regional.step
-    present = regional.present.to(regional.weights.device)
-    param = regional.weights[step].clone().float().requires_grad_(True)
+    """Tune ``blend.weights[step]`` on ``control.clip``'s loss of the decoded x0 prediction (Wu et al. 2023)."""
+    syn, control = tuning.synthesizer, blend.control
+    pipe, step = syn.pipe, blend.step
+    present = blend.present.to(blend.weights.device)
+    param = blend.weights[step].clone().float().requires_grad_(True)
     optimizer = torch.optim.Adam([param], lr=control.lr)
     alpha = syn.scheduler.alphas_cumprod.to(latents.device)[int(t)].float()
     model_input = syn.scheduler.scale_model_input(latents, t).detach()
 
     def denoise(weights: torch.Tensor) -> torch.Tensor:
-        regional.step_weights = weights
+        blend.step_weights = weights
         return syn.unet(
-            model_input, t, encoder_hidden_states=cond_embeds,
-            cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+            model_input, t, encoder_hidden_states=tuning.cond_embeds,
+            cross_attention_kwargs=tuning.cross_attention_kwargs, return_dict=False,
         )[0]  # fmt: skip
 
     def decode(z: torch.Tensor) -> torch.Tensor:
@@ -201,10 +219,10 @@ def optimize_step_weights(
                 images = checkpoint(decode, x0.to(pipe.vae.dtype), use_reentrant=False).float()
                 images = (images / 2 + 0.5).clamp(0, 1)
                 per_image = []
-                for b, (image, prompt, lay) in enumerate(zip(images, prompts, layouts)):
+                for b, (image, prompt, lay) in enumerate(zip(images, tuning.prompts, tuning.layouts)):
                     n = len(lay.objects) if lay is not None else 0
                     phrases = lay.phrases if lay is not None else []
-                    per_image.append(control.clip.loss(image, prompt, phrases, regional.boxes[b, :n]))
+                    per_image.append(control.clip.loss(image, prompt, phrases, blend.boxes[b, :n]))
                 loss = torch.stack(per_image).sum()
                 optimizer.zero_grad()
                 loss.backward()
@@ -213,9 +231,17 @@ def optimize_step_weights(
                     param.clamp_(min=0.0)  # a weight is a share of the local description: never negative
                 losses.append(loss.item())
     finally:
-        regional.step_weights = None
-    regional.weights[step] = (param.detach() * present).to(regional.weights.dtype)
-    regional.history[step] = losses
+        blend.step_weights = None
+    blend.weights[step] = (param.detach() * present).to(blend.weights.dtype)
+    blend.history[step] = losses
 
 
-__all__ = ["ClipScore", "RegionalControl", "SpatialTemporalControl", "fixed_schedule", "optimize_step_weights", "soft_box_masks"]
+__all__ = [
+    "ClipScore",
+    "ClipTuning",
+    "SpatialTemporalBlend",
+    "SpatialTemporalControl",
+    "fixed_schedule",
+    "optimize_step_weights",
+    "soft_box_masks",
+]

@@ -59,8 +59,8 @@ def as_maps(logits: list[torch.Tensor], layers=LAYERS, latent_size=LATENT) -> At
     )
 
 
-def targets(previous: AttentionMaps | None = None, boxes=BOXES, groups=GROUPS) -> GuidanceTargets:
-    return GuidanceTargets(token_groups=[list(g) for g in groups], boxes=boxes.clone(), eot_index=7, previous=previous)
+def targets(boxes=BOXES, groups=GROUPS) -> GuidanceTargets:
+    return GuidanceTargets(token_groups=[list(g) for g in groups], boxes=boxes.clone(), eot_index=7)
 
 
 def crisp_logits(regions: dict[int, torch.Tensor], layers=LAYERS, strength: float = 8.0) -> list[torch.Tensor]:
@@ -151,7 +151,7 @@ def test_attend_and_excite_uses_each_groups_last_token():
 def test_one_gradient_step_lowers_every_loss(name, fn, options):
     previous = as_maps([x.detach() for x in crisp_logits({3: BOXES[1], 5: BOXES[0]})])  # retention has work to do
     logits = random_logits(seed=7)
-    seen, _ = descend(fn, logits, lambda: targets(previous), options, steps=1, lr=0.5)
+    seen, _ = descend(fn, logits, targets, {**options, "previous": previous}, steps=1, lr=0.5)
     assert seen[0] > 0, f"{name}: nothing to descend"
     assert seen[1] < seen[0], f"{name}: {fn.__name__} went from {seen[0]} to {seen[1]}"
 
@@ -159,7 +159,7 @@ def test_one_gradient_step_lowers_every_loss(name, fn, options):
 @pytest.mark.parametrize(("name", "fn", "options"), list(all_losses()))
 def test_every_loss_is_a_finite_fp32_scalar_on_uniform_maps(name, fn, options):
     uniform = as_maps([torch.zeros(HEADS, s[0] * s[1], keys_of(k, s)) for k, _, s in LAYERS])
-    value = fn(uniform, targets(previous=uniform), 0, **options)
+    value = fn(uniform, targets(), 0, previous=uniform, **options)
     assert value.shape == () and value.dtype == torch.float32 and torch.isfinite(value)
 
 
@@ -168,8 +168,8 @@ def test_fp16_maps_are_read_in_fp32(name, fn, options):
     logits = [x.detach() for x in random_logits(seed=3)]
     full = as_maps(logits)
     half = AttentionMaps([CapturedAttention(e.layer, e.kind, e.place, e.size, e.probs.half()) for e in full.entries], LATENT)
-    value_half = fn(half, targets(previous=half), 0, **options)
-    value_full = fn(full, targets(previous=full), 0, **options)
+    value_half = fn(half, targets(), 0, previous=half, **options)
+    value_full = fn(full, targets(), 0, previous=full, **options)
     assert value_half.dtype == torch.float32
     # fp16 rounding of the probabilities only; CAR's x100 token softmax amplifies it a little.
     torch.testing.assert_close(value_half, value_full, rtol=2e-2, atol=2e-2)
@@ -243,16 +243,16 @@ def test_segregation_descent_lowers_the_overlap_of_two_concepts():
 def test_retention_is_zero_without_history_small_when_kept_and_large_when_moved():
     kept = as_maps(crisp_logits({3: BOXES[0], 5: BOXES[1]}, strength=12.0))
     moved = as_maps(crisp_logits({3: BOXES[1], 5: BOXES[0]}, strength=12.0))
-    assert float(losses.astar_retention_loss(kept, targets(previous=None), 0)) == 0.0
+    assert float(losses.astar_retention_loss(kept, targets(), 0, previous=None)) == 0.0
     # Unsmoothed crisp maps are almost binary: the soft IoU with their own binarization is ~1.
-    assert float(losses.astar_retention_loss(kept, targets(previous=kept), 0, smooth_attentions=False)) < 0.1
+    assert float(losses.astar_retention_loss(kept, targets(), 0, previous=kept, smooth_attentions=False)) < 0.1
     # Each concept left the region it held: IoU ~ 0 for both, loss ~ 2 (smoothed or not).
-    assert float(losses.astar_retention_loss(moved, targets(previous=kept), 0)) > 1.8
+    assert float(losses.astar_retention_loss(moved, targets(), 0, previous=kept)) > 1.8
     # Smoothing softens box edges, so a kept map scores above 0, but far below a moved one.
-    assert float(losses.astar_retention_loss(kept, targets(previous=kept), 0)) < 0.5
+    assert float(losses.astar_retention_loss(kept, targets(), 0, previous=kept)) < 0.5
     # The previous maps are read at the current maps' resolution even when they do not know their latent.
     unsized = AttentionMaps([CapturedAttention(e.layer, e.kind, e.place, e.size, e.probs.detach()) for e in kept.entries])
-    assert float(losses.astar_retention_loss(moved, targets(previous=unsized), 0)) > 1.8
+    assert float(losses.astar_retention_loss(moved, targets(), 0, previous=unsized)) > 1.8
 
 
 def test_layout_guidance_is_zero_inside_and_squared_outside_share_for_uniform_maps():
@@ -319,7 +319,7 @@ def test_each_method_runs_on_exactly_the_maps_it_requests(name):
     maps = as_maps(logits, layers=requested, latent_size=None)
     for term in method.losses:
         fn = term[0] if isinstance(term, tuple) else term
-        assert torch.isfinite(fn(maps, targets(previous=maps), 0, **method.defaults))
+        assert torch.isfinite(fn(maps, targets(), 0, previous=maps, **method.defaults))
     expected_kinds = {"sar": {"self"}, "attention_refocusing": {"cross", "self", "grounding"}}.get(name, {"cross"})
     assert {kind for kind, _, _ in requested} == expected_kinds
 
@@ -374,9 +374,9 @@ FUZZ_MAPS = as_maps([x.detach() for x in random_logits(seed=21, scale=2.0)])
 )
 def test_any_layout_gives_finite_non_negative_losses(layout, step):
     boxes = torch.tensor([b for b, _ in layout], dtype=torch.float32)
-    fuzzed = targets(previous=FUZZ_MAPS, boxes=boxes, groups=[g for _, g in layout])
+    fuzzed = targets(boxes=boxes, groups=[g for _, g in layout])
     for method in METHODS.values():
         for term in method.losses:
             fn = term[0] if isinstance(term, tuple) else term
-            value = fn(FUZZ_MAPS, fuzzed, step, **method.defaults)
+            value = fn(FUZZ_MAPS, fuzzed, step, previous=FUZZ_MAPS, **method.defaults)
             assert torch.isfinite(value) and float(value) >= 0.0, (method.name, fn.__name__)

@@ -175,11 +175,11 @@ def test_non_finite_loss_skips_the_update_with_a_warning(syn, monkeypatch):
 
 
 def test_each_guided_step_sees_the_previous_steps_detached_maps(syn, monkeypatch):
-    """A-STAR's retention loss reads ``targets.previous``: the last step's maps, outside the graph."""
+    """A-STAR's retention loss is passed ``previous``: the last step's maps, outside the graph."""
     seen: list[tuple[int, object]] = []
 
-    def spy_loss(maps, targets, step, **_):
-        seen.append((step, targets.previous))
+    def spy_loss(maps, targets, step, previous=None, **_):
+        seen.append((step, previous))
         return maps.entries[0].probs[..., 2].mean()
 
     spy = registry.GuidanceMethod(
