@@ -7,25 +7,15 @@ open-vocabulary model (OWLv2, Grounding DINO) and the shapes world's exact detec
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected object: kind (singular noun), normalized xyxy box, confidence, optional mask and color."""
-
-    name: str
-    box: tuple[float, float, float, float]
-    score: float
-    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) bool
-    color: str | None = None
-
-    @property
-    def phrase(self) -> str:
-        return f"a {self.color} {self.name}" if self.color else f"a {self.name}"
+from scenewright.eval.boxes import detection_region
+from scenewright.eval.detection import Detection
+from scenewright.eval.scores import color_fits
+from scenewright.layout.schema import phrase_to_name
+from scenewright.synth.shapes.detector import ShapesDetector
 
 
 class Detector(Protocol):
@@ -34,36 +24,23 @@ class Detector(Protocol):
     def __call__(self, image: Any, names: Sequence[str]) -> list[Detection]: ...
 
 
-class ShapesDetector:
-    """The shapes world's exact detector (:func:`scenewright.eval.shapes.detector.detect`) behind the common interface."""
-
-    def __init__(self, **options: Any):
-        self.options = options
-
-    def __call__(self, image: Any, names: Sequence[str] = ()) -> list[Detection]:
-        from scenewright.eval.shapes.detector import detect
-
-        wanted = set(names)
-        return [d for d in detect(image, **self.options) if not wanted or d.name in wanted]
-
-
 def _owlv2(**options: Any) -> Detector:
     """OWLv2 (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import OwlDetector
+    from scenewright.eval.detectors import OwlDetector  # torch + transformers: only when one is built
 
     return OwlDetector.from_pretrained(version=2, **options)
 
 
 def _owlvit(**options: Any) -> Detector:
     """OWL-ViT (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import OwlDetector
+    from scenewright.eval.detectors import OwlDetector  # torch + transformers: only when one is built
 
     return OwlDetector.from_pretrained(version=1, **options)
 
 
 def _grounding_dino(**options: Any) -> Detector:
     """Grounding DINO (:class:`scenewright.eval.detectors.GroundingDinoDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import GroundingDinoDetector
+    from scenewright.eval.detectors import GroundingDinoDetector  # torch + transformers: only when one is built
 
     return GroundingDinoDetector.from_pretrained(**options)
 
@@ -92,9 +69,8 @@ def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[n
     A (H, W) bool mask per detection of the phrase's kind whose color fits the phrase, most confident
     first (its box, filled, for detectors without masks); [] when the detector finds no such object.
     """
+    # detectors imports torch: lazy, so that `--help` (which lists DETECTORS) stays light
     from scenewright.eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
-    from scenewright.eval.scores import color_fits, detection_region
-    from scenewright.layout.schema import phrase_to_name
 
     def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
         name = phrase_to_name(phrase)

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenewright.eval.shapes.detector import detect, kind_counts
-from scenewright.eval.shapes.world import CANVAS, SIZE_RANGE, Scene, sample_scene
+from scenewright.eval.scores import score_layout_image
 from scenewright.synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
+from scenewright.synth.shapes.detector import ShapesDetector, background_clean, detect, kind_counts
+from scenewright.synth.shapes.world import CANVAS, COLORS, SHAPES, SIZE_RANGE, SIZES, Scene, sample_scene
 
 LATENT_SIZE = 16  # 64 px / 4
 LATENT_GAP = 1 / LATENT_SIZE  # one latent cell, as a fraction of the canvas
@@ -758,8 +759,6 @@ def is_grounding_parameter(name: str) -> bool:
 
 def phrase_vocabulary() -> list[str]:
     """Every object phrase a shapes layout can hold: 'a red circle' and 'a small red circle' (Scene.to_layout)."""
-    from scenewright.eval.shapes.world import COLORS, SHAPES, SIZES
-
     return [" ".join(["a", *size, color, shape]) for size in ((), *((z,) for z in SIZES)) for color in COLORS
             for shape in SHAPES]  # fmt: skip
 
@@ -826,7 +825,7 @@ def train_gligen(args) -> None:
 
     run_dir = Path(args.run_dir)
     if not args.init_from:
-        raise SystemExit("--stage gligen needs --init-from DIR, an exported shapes model (e.g. synth/assets/shapes)")
+        raise SystemExit("--stage gligen needs --init-from DIR, an exported shapes model (e.g. synth/shapes/model)")
     vae = load_vae(run_dir, args.init_from)
     tokenizer = load_tokenizer()
     warm = warm_start(args.init_from)
@@ -926,9 +925,6 @@ def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, 
     """1-4 object scenes drawn from their captions and true boxes by :class:`scenewright.synth.Synthesizer` (GLIGEN on for
     the first ``beta`` of the steps), scored by the exact detector against the boxes: count accuracy, objects
     matched at IoU >= 0.5, clean background (:func:`scenewright.eval.scores.score_layout_image`, as the bench scores)."""
-    from scenewright.eval.detect import ShapesDetector
-    from scenewright.eval.scores import score_layout_image
-    from scenewright.eval.shapes.detector import background_clean
     from scenewright.synth.pipeline import Synthesizer
 
     synthesizer = Synthesizer.from_pipe(pipe)
@@ -955,7 +951,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
     p.add_argument("--init-from", default=None, metavar="DIR", help="(unet) with no checkpoint in --run-dir, start"
-                   " from an exported folder's weights and step (and its VAE), e.g. the shipped synth/assets/shapes")
+                   " from an exported folder's weights and step (and its VAE), e.g. the shipped synth/shapes/model")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: default 1)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=250)
