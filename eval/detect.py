@@ -13,6 +13,7 @@ import numpy as np
 
 from scenewright.eval.boxes import detection_region
 from scenewright.eval.detection import Detection
+from scenewright.eval.detectors import GroundingDinoDetector, OwlDetector, to_pil
 from scenewright.eval.scores import color_fits
 from scenewright.layout.schema import phrase_to_name
 from scenewright.synth.shapes.detector import ShapesDetector
@@ -26,26 +27,20 @@ class Detector(Protocol):
 
 def _owlv2(**options: Any) -> Detector:
     """OWLv2 (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import OwlDetector  # torch + transformers: only when one is built
-
     return OwlDetector.from_pretrained(version=2, **options)
 
 
 def _owlvit(**options: Any) -> Detector:
     """OWL-ViT (:class:`scenewright.eval.detectors.OwlDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import OwlDetector  # torch + transformers: only when one is built
-
     return OwlDetector.from_pretrained(version=1, **options)
 
 
 def _grounding_dino(**options: Any) -> Detector:
     """Grounding DINO (:class:`scenewright.eval.detectors.GroundingDinoDetector`); ``model=`` a hub id or local folder."""
-    from scenewright.eval.detectors import GroundingDinoDetector  # torch + transformers: only when one is built
-
     return GroundingDinoDetector.from_pretrained(**options)
 
 
-#: Detector name -> factory (transformers is imported only when an open-vocabulary one is built).
+#: Detector name -> factory (transformers is imported only when an open-vocabulary one is built, in its from_pretrained).
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "shapes": ShapesDetector,
     "owlv2": _owlv2,
@@ -69,11 +64,9 @@ def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[n
     A (H, W) bool mask per detection of the phrase's kind whose color fits the phrase, most confident
     first (its box, filled, for detectors without masks); [] when the detector finds no such object.
     """
-    # detectors imports torch: lazy, so that `--help` (which lists DETECTORS) stays light
-    from scenewright.eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
-
     def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
         name = phrase_to_name(phrase)
+        # every detector is handed PIL images, as the bench and agent do
         found = [d for d in detector(to_pil(image), [name]) if d.name == name and color_fits(d.color, phrase)]
         h, w = np.asarray(image).shape[:2]
         return [detection_region(d, h, w) for d in sorted(found, key=lambda d: -d.score)]
