@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.eval.scores import detections_layout, fitting_detections, planned_matches
 from scenewright.layout.parse import parse_prompt
 from scenewright.layout.relations import requirement_failures

@@ -33,7 +33,8 @@ from typing import Any
 from scenewright.agent.config import AgentSettings, load_settings
 from scenewright.agent.failures import image_failures
 from scenewright.eval.scores import score_layout_image
-from scenewright.eval.detect import Detection, Detector, get_detector
+from scenewright.eval.detect import Detector, get_detector
+from scenewright.eval.detection import Detection
 from scenewright.layout.size_fit import fit_object_sizes
 from scenewright.layout.planners import Planner, accepts_feedback, get_planner, plan_layout
 from scenewright.layout.parse import parse_prompt

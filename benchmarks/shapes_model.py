@@ -34,6 +34,21 @@ import time
 import numpy as np
 import torch
 
+from scenewright.synth.attention import attention_capture
+from scenewright.synth.gligen import is_gligen_unet
+from scenewright.synth.loading import load_stable_diffusion, model_defaults, resolve_model
+from scenewright.synth.maps import MapRequest, box_cell_masks
+from scenewright.synth.shapes.detector import detect
+from scenewright.synth.shapes.train import (
+    LATENT_SIZE,
+    evaluate,
+    evaluate_grounded,
+    images_to_tensor,
+    object_masks_latent,
+    word_token_spans,
+)
+from scenewright.synth.shapes.world import COLORS, SHAPES, region_of, sample_scene
+
 TARGETS = {"single_color_recall": 0.95, "single_exact": 0.9, "auc_noun": 0.8, "auc_color": 0.8, "seconds_per_image": 2.0,
            "grounded_count_acc": 0.9, "grounded_box_iou50": 0.8}
 
@@ -62,11 +77,6 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
     words find their objects whatever their shape; the box figure, which guidance needs, counts a star's
     empty box corners as cells the word should attend to.
     """
-    from scenewright.eval.shapes.world import COLORS, SHAPES, sample_scene
-    from scenewright.synth.attention import attention_capture
-    from scenewright.synth.maps import MapRequest, box_cell_masks
-    from scenewright.synth.shapes.train import LATENT_SIZE, images_to_tensor, object_masks_latent, word_token_spans
-
     rng = np.random.default_rng([seed, 7])
     scenes = [sample_scene(rng, curriculum_level=2) for _ in range(count)]
     latents = pipe.vae.encode(images_to_tensor(np.stack([s.render() for s in scenes]))).latent_dist.mean
@@ -104,9 +114,6 @@ def attention_auc(pipe, count: int, seed: int, timestep: int) -> dict[str, float
 @torch.no_grad()
 def region_following(pipe, count: int, seed: int, steps: int, guidance: float) -> dict[str, float]:
     """Fraction of images whose object lands in the caption's region: with the region words, and without them."""
-    from scenewright.eval.shapes.detector import detect
-    from scenewright.eval.shapes.world import region_of, sample_scene
-
     rng = np.random.default_rng([seed, 11])
     with_region, without_region, regions = [], [], []
     while len(with_region) < count:
@@ -156,10 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    from scenewright.synth.loading import load_stable_diffusion, model_defaults, resolve_model
-    from scenewright.synth.gligen import is_gligen_unet
-    from scenewright.synth.shapes.train import evaluate, evaluate_grounded
 
     pipe = load_stable_diffusion(args.model, safety_checker=None, requires_safety_checker=False)
     guidance = args.guidance_scale

@@ -21,14 +21,23 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scenewright.eval.detect import Detection, Detector
+from scenewright.eval.benchmarks import BENCHMARK_SCORERS
+from scenewright.eval.detect import Detector
+from scenewright.eval.detection import Detection
+# run_unit / run_bench / LayoutSource still call these by their old private names (kept unchanged in this move)
+from scenewright.eval.records import detection_dict as _detection_dict
+from scenewright.eval.records import image_path, is_finished, load_records, record_path
+from scenewright.eval.records import write_json as _write_json
+from scenewright.eval.report import write_report
+from scenewright.eval.scores import score_layout_image
 from scenewright.eval.suites import BenchItem
 from scenewright.layout.schema import Layout
+from scenewright.synth.shapes.detector import ShapesDetector, background_clean
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
 SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
@@ -114,72 +123,8 @@ def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str
     return {s.name: {k: v for k, v in options.items() if k in known[s.name]} for s in specs}
 
 
-# ----------------------------------------------------------------------------- benchmark scorers
-def _hrs_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import hrs_spatial_correct
-
-    return {"hrs_spatial": float(hrs_spatial_correct(detections, item.info["objects"], item.info["relations"]))}
-
-
-def _hrs_counting(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import hrs_counting_counts
-
-    tp, fp, fn = hrs_counting_counts(detections, item.info["expected"])
-    return {"hrs_tp": tp, "hrs_fp": fp, "hrs_fn": fn}  # pooled into precision / recall / F1 by the report
-
-
-def _geneval(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import geneval_correct
-
-    correct, _reason = geneval_correct(detections, item.info["metadata"], image_size=(image.height, image.width))
-    return {"geneval": None if correct is None else float(correct)}
-
-
-def _lmd(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import lmd_image_correct
-
-    _kind, correct = lmd_image_correct(item.prompt, detections)
-    return {"lmd": float(correct)}
-
-
-def _t2i_spatial(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import t2i_spatial_locality, t2i_spatial_score
-    from scenewright.layout.parse import parse_prompt
-
-    objects = parse_prompt(item.prompt).objects
-    if len(objects) < 2:
-        return {"t2i_spatial": None}  # the parser did not find the two objects: cannot judge
-    score = t2i_spatial_score(detections, objects[0].name, objects[1].name, t2i_spatial_locality(item.prompt),
-                              image_size=(image.height, image.width))  # fmt: skip
-    return {"t2i_spatial": score}
-
-
-def _t2i_numeracy(item: BenchItem, image, detections: list[Detection]) -> dict:
-    from scenewright.eval.scores import t2i_numeracy_score
-    from scenewright.layout.parse import parse_prompt
-
-    objects = [(o.name, o.count) for o in parse_prompt(item.prompt).objects]
-    if not objects:
-        return {"t2i_numeracy": None}
-    return {"t2i_numeracy": t2i_numeracy_score(detections, objects, image_size=(image.height, image.width))}
-
-
-#: Suite -> its benchmark's own per-image scorer (eval.scores), recorded next to score_layout_image's fields.
-BENCHMARK_SCORERS: dict[str, Callable[[BenchItem, Any, list[Detection]], dict]] = {
-    "hrs-spatial": _hrs_spatial,
-    "hrs-counting": _hrs_counting,
-    "geneval": _geneval,
-    "lmd": _lmd,
-    "t2i-spatial": _t2i_spatial,
-    "t2i-numeracy": _t2i_numeracy,
-}
-
-
 def score_image(item: BenchItem, image, layout: Layout, detector: Detector | None) -> tuple[list[Detection], dict]:
     """Detections and scores of one image: score_layout_image's fields, background_clean, the benchmark's own."""
-    from scenewright.eval.detect import ShapesDetector
-    from scenewright.eval.scores import score_layout_image
-
     scores: dict[str, Any] = {"count_acc": None, "spatial_acc": None, "box_iou50": None, "mean_iou": None,
                               "background_clean": None}  # fmt: skip
     if detector is None:
@@ -188,8 +133,6 @@ def score_image(item: BenchItem, image, layout: Layout, detector: Detector | Non
     detections = detector(image, names)
     scores.update(score_layout_image(detections, layout))
     if isinstance(detector, ShapesDetector):  # only the exact shapes detector can tell color floods from objects
-        from scenewright.eval.shapes.detector import background_clean
-
         scores["background_clean"] = background_clean(image)
     scorer = BENCHMARK_SCORERS.get(item.suite)
     if scorer is not None:
@@ -198,42 +141,6 @@ def score_image(item: BenchItem, image, layout: Layout, detector: Detector | Non
         except (ValueError, KeyError) as err:  # a prompt the benchmark's rules cannot read: that score only is null
             scores["benchmark_error"] = f"{type(err).__name__}: {err}"
     return detections, scores
-
-
-# ----------------------------------------------------------------------------- files
-def _write_json(path: Path, payload: Any) -> None:
-    """Write atomically: a reader (or a resumed run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def record_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
-    return out / "records" / spec.name / f"{item.key}-s{seed}.json"
-
-
-def image_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
-    return out / "images" / spec.name / f"{item.key}-s{seed}.png"
-
-
-def is_finished(path: Path) -> bool:
-    """A record that exists, parses and says ok: its unit is done."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
-
-
-def load_records(out: Path) -> list[dict]:
-    """Every record under ``out/records`` (unreadable ones skipped), in a stable order."""
-    records = []
-    for path in sorted((Path(out) / "records").glob("*/*.json")):
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return records
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -289,10 +196,6 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _detection_dict(d: Detection) -> dict:
-    return {"name": d.name, "box": [round(float(v), 5) for v in d.box], "score": round(float(d.score), 5), "color": d.color}
 
 
 def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
@@ -399,8 +302,6 @@ def run_bench(
         records = load_records(out)
         _write_json(out / "summary.json", summarize(records, [s.name for s in specs]))
         if report:
-            from scenewright.eval.report import write_report
-
             write_report(out, records, methods=[s.name for s in specs])
     return counts
 
@@ -422,6 +323,6 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "load_records", "parse_method_specs", "process_state",
+    "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "parse_method_specs", "process_state",
     "run_bench", "score_image", "split_method_options", "summarize",
 ]  # fmt: skip

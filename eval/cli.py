@@ -7,6 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+from scenewright.errors import ModelNotAvailableError
+from scenewright.eval.bench import parse_method_specs, process_state, run_bench, split_method_options
+from scenewright.eval.detect import DETECTORS, detector_segmenter, get_detector
+from scenewright.eval.layouts import SUITES, evaluate_suite, format_table
+from scenewright.eval.suites import SUITE_NAMES, load_prompt_file, load_suite
+from scenewright.layout.cli import planner_options
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.synth.cli import parse_options
+from scenewright.synth.composition import CompositionOptions
+from scenewright.synth.loading import device_and_dtype, quiet_loading
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the evaluation subcommands to the `scenewright` parser."""
@@ -15,8 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
-    from scenewright.eval.layouts import SUITES
-    from scenewright.layout.planners import PLANNER_NAMES
 
     parser = subparsers.add_parser(
         "eval-layouts",
@@ -42,8 +51,6 @@ def _register_eval_layouts(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval_layouts(args: argparse.Namespace) -> int:
-    from scenewright.eval.layouts import evaluate_suite, format_table, get_planner
-    from scenewright.layout.cli import planner_options
 
     if args.limit is not None and args.limit < 1:
         print(f"--limit must be >= 1, got {args.limit}", file=sys.stderr)
@@ -76,9 +83,6 @@ def _eval_layouts(args: argparse.Namespace) -> int:
 
 
 def _register_bench(subparsers: argparse._SubParsersAction) -> None:
-    from scenewright.eval.detect import DETECTORS
-    from scenewright.eval.suites import SUITE_NAMES
-    from scenewright.layout.planners import PLANNER_NAMES
 
     parser = subparsers.add_parser(
         "bench",
@@ -121,9 +125,6 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 
 def _bench_setup(args: argparse.Namespace):
     """Everything but the model, checked before the (slow) model load: raises ValueError/OSError for exit 2."""
-    from scenewright.eval.bench import parse_method_specs, split_method_options
-    from scenewright.eval.suites import load_prompt_file, load_suite
-    from scenewright.synth.cli import parse_options
 
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
@@ -138,8 +139,6 @@ def _bench_setup(args: argparse.Namespace):
                          "(with --detector-model), or none to only generate")  # fmt: skip
     planner = None
     if args.planner is not None:
-        from scenewright.layout.planners import get_planner
-
         planner = get_planner(args.planner, **({"model": args.planner_model} if args.planner_model else {}))
     elif args.planner_model:
         raise ValueError("--planner-model needs --planner llm or local")
@@ -148,13 +147,10 @@ def _bench_setup(args: argparse.Namespace):
 
 def _composition(args: argparse.Namespace, detector_name: str, detector, device):
     """The ``compose`` combinations' options: segment with the model's attention, or with a detector."""
-    from scenewright.synth.composition import CompositionOptions
 
     name = args.compose_segmenter
     if name == "attention":
         return CompositionOptions()
-    from scenewright.eval.detect import detector_segmenter
-
     if name != detector_name or detector is None:  # not the scoring detector: load its own
         detector = _load_detector(name, args, device)
     return CompositionOptions(segmenter=detector_segmenter(detector))
@@ -162,7 +158,6 @@ def _composition(args: argparse.Namespace, detector_name: str, detector, device)
 
 def _load_detector(name: str, args: argparse.Namespace, device):
     """``get_detector(name)`` with ``--detector-model`` and, for open-vocabulary models, the device."""
-    from scenewright.eval.detect import get_detector
 
     extra = {"model": args.detector_model} if args.detector_model else {}
     if name != "shapes":
@@ -171,21 +166,16 @@ def _load_detector(name: str, args: argparse.Namespace, device):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from scenewright.synth.loading import device_and_dtype, quiet_loading
 
     try:
         specs, options, items, detector_name, planner = _bench_setup(args)
         if args.device is None:
-            from scenewright.eval.bench import process_state
-
             args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
         device, dtype = device_and_dtype(args.device, args.dtype)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from scenewright.eval.bench import run_bench
-    from scenewright.synth import Synthesizer
-    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth import Synthesizer  # diffusers: loaded only when a bench runs
 
     try:
         with quiet_loading(args.quiet):

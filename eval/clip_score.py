@@ -23,9 +23,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from scenewright.errors import ModelNotAvailableError
+from scenewright.eval.benchmarks.geneval import GENEVAL_COLORS
+from scenewright.eval.detectors import to_pil
 AE_MODEL, AE_PRETRAINED = "ViT-B-16", "openai"
 
 
@@ -107,8 +111,6 @@ class ClipScorer:
     @torch.no_grad()
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
         """Unit CLIP embeddings (N, D), fp32, of PIL images / (H, W, 3) arrays / (3, H, W) tensors."""
-        from scenewright.eval.detectors import to_pil
-
         device, dtype = self._device_dtype
         out = []
         for start in range(0, len(images), self.batch_size):
@@ -176,12 +178,6 @@ class ClipScorer:
         ``background``; the classifier averages "a photo of a {c} {name}", "a photo of a {c}-colored
         {name}" and "a photo of a {c} object" per color (clip_benchmark's ``zero_shot_classifier``).
         """
-        import numpy as np
-        from PIL import Image
-
-        from scenewright.eval.detectors import to_pil
-        from scenewright.eval.scores import GENEVAL_COLORS
-
         colors = tuple(colors or GENEVAL_COLORS)
         pil = to_pil(image)
         width, height = pil.size

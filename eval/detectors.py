@@ -8,7 +8,7 @@
 
 Both return normalized xyxy boxes relative to the image (OWLv2's square padding undone), the
 asked names (not the query text), scores above ``threshold``, and a class-aware NMS
-(:func:`scenewright.eval.scores.nms`) so that one object gives one detection. Loading goes through
+(:func:`scenewright.eval.boxes.nms`) so that one object gives one detection. Loading goes through
 ``from_pretrained`` (hub id or local folder) and fails with :class:`scenewright.synth.loading.ModelNotAvailableError`
 saying how to get the weights onto an offline machine.
 """
@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenewright.eval.detect import Detection
 from scenewright.errors import ModelNotAvailableError
+from scenewright.eval.boxes import nms
+from scenewright.eval.detection import Detection
 
 OWLV2_DEFAULT = "google/owlv2-base-patch16-ensemble"
 OWLVIT_DEFAULT = "google/owlvit-base-patch32"
@@ -86,8 +87,6 @@ def _detections(
     boxes_cxcywh: torch.Tensor, name_scores: torch.Tensor, names: Sequence[str], threshold: float, nms_threshold: float | None
 ) -> list[Detection]:
     """Boxes (Q, 4 normalized cxcywh) + per-name scores (Q, K) -> detections above ``threshold``, best first, NMS'd."""
-    from scenewright.eval.scores import nms
-
     scores, labels = name_scores.float().max(dim=-1)
     cx, cy, w, h = boxes_cxcywh.float().unbind(-1)
     xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).clamp(0.0, 1.0)

@@ -309,13 +309,6 @@ def evaluate_suite(suite: str, planner, *, limit: int | None = None, seed: int =
     return SuiteResult(suite, name, list(scores.values()), len(cache), elapsed, errors)
 
 
-def get_planner(name: str, **options):
-    """The planner called ``name`` (``offline``, ``llm``, ``local``), via :func:`scenewright.layout.planners.get_planner`."""
-    from scenewright.layout.planners import get_planner as registry_get
-
-    return registry_get(name, **options)
-
-
 def format_table(results: Sequence[SuiteResult]) -> str:
     """A plain-text table: suite, task, n, accuracy, target; then prompts/second per suite."""
     lines = [f"{'suite':<16} {'task':<14} {'n':>5} {'accuracy':>9} {'target':>7}  met"]

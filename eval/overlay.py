@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.layout.schema import Layout
 
 PLANNED_RGB = (20, 170, 60)

@@ -13,8 +13,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.benchmarks.hrs import hrs_counting_prf
+from scenewright.eval.detection import Detection
 from scenewright.eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
+from scenewright.eval.records import load_records
 from scenewright.layout.schema import Layout
 
 #: Columns of the tables: (record score key, header). HRS counting P/R/F1 are pooled, not averaged.
@@ -47,8 +49,6 @@ def _row(records: Sequence[dict]) -> dict:
         values = [r["scores"][key] for r in ok if r["scores"].get(key) is not None]
         row["metrics"][key] = sum(values) / len(values) if values else None
     if any("hrs_tp" in r["scores"] for r in ok):
-        from scenewright.eval.scores import hrs_counting_prf
-
         prf = hrs_counting_prf((r["scores"]["hrs_tp"], r["scores"]["hrs_fp"], r["scores"]["hrs_fn"]) for r in ok if "hrs_tp" in r["scores"])
         row["metrics"].update({f"hrs_{k}": v for k, v in prf.items()})
     return row
@@ -172,8 +172,6 @@ Metrics are means over the images a metric could judge ("–": none could).</p>
 def write_report(out: str | os.PathLike, records: Sequence[dict] | None = None, *, methods: Sequence[str] | None = None) -> Path:
     """Write ``out/report.html`` (plus its overlays and plots) from the run's records; returns its path."""
     import jinja2
-
-    from scenewright.eval.bench import load_records
 
     out = Path(out)
     records = list(records) if records is not None else load_records(out)

@@ -18,7 +18,12 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from scenewright.layout.schema import Layout
+import numpy as np
+
+from scenewright.eval.layouts import load_lmd
+from scenewright.layout.peer_formats import parse_attention_refocusing_record, parse_lmd_answer
+from scenewright.layout.schema import Layout, LayoutError
+from scenewright.synth.shapes.world import sample_scene
 
 SUITE_NAMES = ("shapes", "hrs-spatial", "hrs-counting", "drawbench", "geneval", "lmd", "t2i-spatial", "t2i-numeracy", "ae")
 #: The ``shapes`` suite: this many scenes drawn from ``np.random.default_rng(SHAPES_SEED)``.
@@ -70,9 +75,6 @@ def _ar_records(name: str) -> dict:
 
 
 def _ar_layout(records_file: str, prompt: str) -> Layout | None:
-    from scenewright.layout.peer_formats import parse_attention_refocusing_record
-    from scenewright.layout.schema import LayoutError
-
     record = _ar_records(records_file).get(prompt)
     if record is None:
         return None
@@ -90,10 +92,6 @@ def _level(index: int, total: int) -> str:
 
 # ----------------------------------------------------------------------------- suites
 def _shapes(limit: int | None) -> list[BenchItem]:
-    import numpy as np
-
-    from scenewright.eval.shapes.world import sample_scene
-
     rng = np.random.default_rng(SHAPES_SEED)
     items = []
     for index in range(limit or SHAPES_PROMPTS):
@@ -154,9 +152,6 @@ def _geneval(limit: int | None) -> list[BenchItem]:
 
 def _lmd(limit: int | None) -> list[BenchItem]:
     """LMD's 400 prompts with LMD's cached GPT-4 layouts (one answer per occurrence: the k-th repeat takes the k-th)."""
-    from scenewright.eval.layouts import load_lmd
-    from scenewright.layout.peer_formats import parse_lmd_answer
-
     answers = json.loads(_data("lmd", "cache_lmd_v0.1_gpt-4.json").read_text(encoding="utf-8"))
     seen: dict[str, int] = {}
     items = []

@@ -16,7 +16,7 @@ from .maps import SD_ATTENTION_DOWNSCALE
 
 
 #: Models shipped inside the package (package data), by the short name users pass as ``--model``.
-EMBEDDED_MODELS: dict[str, Path] = {"shapes": Path(__file__).parent / "assets" / "shapes"}
+EMBEDDED_MODELS: dict[str, Path] = {"shapes": Path(__file__).parent / "shapes" / "model"}
 DEFAULT_MODEL = "shapes"
 
 

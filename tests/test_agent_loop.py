@@ -11,7 +11,7 @@ from scenewright.agent import run
 from scenewright.agent.loop import REMEDIES, overall_score
 from scenewright.agent.failures import image_failures
 from scenewright.eval.scores import score_layout_image
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.layout.offline import OfflinePlanner
 from scenewright.layout.planners import plan_layout
 

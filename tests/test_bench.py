@@ -142,9 +142,9 @@ def test_failing_item_is_recorded_and_the_rest_finish(model_dir, tmp_path, monke
 
 def test_shapes_scores_a_true_image_as_right_and_a_color_flood_as_dirty():
     from scenewright.eval.detect import get_detector
-    from scenewright.eval.shapes.world import PALETTE
+    from scenewright.synth.shapes.world import PALETTE
 
-    from scenewright.eval.shapes.world import sample_scene
+    from scenewright.synth.shapes.world import sample_scene
     from scenewright.eval.suites import SHAPES_SEED
 
     item = load_suite("shapes", limit=1)[0]
@@ -350,7 +350,7 @@ def test_report_in_headless_chromium_shows_tables_and_every_image_loads(served):
 
 
 def _det(name, box, score=0.95):
-    from scenewright.eval.detect import Detection
+    from scenewright.eval.detection import Detection
 
     return Detection(name=name, box=box, score=score)
 

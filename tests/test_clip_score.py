@@ -124,8 +124,8 @@ def test_loading_errors_and_a_local_checkpoint(scorer, tiny_name, tmp_path):
 def test_geneval_color_classification_plumbing(scorer):
     from PIL import Image
 
-    from scenewright.eval.detect import Detection
-    from scenewright.eval.scores import GENEVAL_COLORS
+    from scenewright.eval.detection import Detection
+    from scenewright.eval.benchmarks.geneval import GENEVAL_COLORS
 
     image = images(1)[0]
     mask = np.zeros(image.shape[:2], dtype=bool)

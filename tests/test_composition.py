@@ -208,8 +208,9 @@ def test_generate_with_composition_starts_from_the_composed_latents(syn):
 
 
 def test_composition_puts_the_shapes_models_object_in_a_box_it_did_not_draw_there():
-    from scenewright.eval.detect import ShapesDetector, detector_segmenter
-    from scenewright.eval.scores import box_iou
+    from scenewright.eval.boxes import box_iou
+    from scenewright.eval.detect import detector_segmenter
+    from scenewright.synth.shapes.detector import ShapesDetector
 
     syn = Synthesizer.from_pretrained("shapes")
     detector = ShapesDetector()
@@ -248,8 +249,9 @@ def test_composition_must_be_true_or_options(syn):
 
 
 def test_detector_segmenter_returns_the_phrase_objects_mask():
-    from scenewright.eval.detect import ShapesDetector, detector_segmenter
-    from scenewright.eval.shapes.world import sample_scene
+    from scenewright.eval.detect import detector_segmenter
+    from scenewright.synth.shapes.detector import ShapesDetector
+    from scenewright.synth.shapes.world import sample_scene
 
     scene = sample_scene(np.random.default_rng(4), curriculum_level=2)
     segment = detector_segmenter(ShapesDetector())

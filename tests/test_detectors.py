@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from scenewright.eval.detect import DETECTORS, Detection, get_detector
+from scenewright.eval.boxes import box_iou
+from scenewright.eval.detect import DETECTORS, get_detector
+from scenewright.eval.detection import Detection
 from scenewright.eval.detectors import GroundingDinoDetector, OwlDetector, to_pil
-from scenewright.eval.scores import box_iou
 from scenewright.errors import ModelNotAvailableError
 
 TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16)

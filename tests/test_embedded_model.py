@@ -12,7 +12,7 @@ from scenewright.synth.loading import EMBEDDED_MODELS, resolve_model
 
 def test_the_package_carries_the_embedded_model_folder():
     folder = EMBEDDED_MODELS["shapes"]
-    assert (folder / "model_index.json").is_file(), f"{folder} missing: is synth/assets/** package data?"
+    assert (folder / "model_index.json").is_file(), f"{folder} missing: is synth/shapes/model/** package data?"
     assert resolve_model("shapes") == str(folder)
     assert json.loads((folder / "training_state.json").read_text())["step"] > 0
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

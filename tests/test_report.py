@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
 from scenewright.eval.report import OVERLAY_SIDE, write_report
 from scenewright.layout.schema import Layout, LayoutObject

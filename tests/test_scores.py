@@ -7,12 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from scenewright.eval.detect import Detection
-from scenewright.eval.scores import (
-    box_iou,
-    geneval_correct,
-    geneval_relative_position,
-    grounding_scores,
+from scenewright.eval.benchmarks.geneval import geneval_correct, geneval_relative_position
+from scenewright.eval.benchmarks.hrs import (
     hrs_color_correct,
     hrs_counting_counts,
     hrs_counting_prf,
@@ -20,15 +16,18 @@ from scenewright.eval.scores import (
     hrs_region_color,
     hrs_size_correct,
     hrs_spatial_correct,
-    lmd_image_correct,
-    nms,
     opencv_hue,
-    score_layout_image,
+)
+from scenewright.eval.benchmarks.lmd import lmd_image_correct
+from scenewright.eval.benchmarks.t2i_compbench import (
     t2i_numeracy_score,
     t2i_position_score,
     t2i_spatial_locality,
     t2i_spatial_score,
 )
+from scenewright.eval.boxes import box_iou, nms
+from scenewright.eval.detection import Detection
+from scenewright.eval.scores import grounding_scores, score_layout_image
 from scenewright.layout.schema import Layout
 
 

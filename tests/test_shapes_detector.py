@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scenewright.eval.shapes.detector import background_clean, box_iou, detect, kind_counts
-from scenewright.eval.shapes.world import PALETTE, sample_scene
+from scenewright.eval.boxes import box_iou
+from scenewright.synth.shapes.detector import background_clean, detect, kind_counts
+from scenewright.synth.shapes.world import PALETTE, sample_scene
 
 
 def _scenes(seed: int, n: int):

@@ -107,7 +107,7 @@ def test_box_target_wants_attention_in_the_whole_box_the_mask_target_only_on_the
     # box target (what guidance and the attention benchmark read) and misses the mask target entirely.
     import numpy as np
 
-    from scenewright.eval.shapes.world import sample_scene
+    from scenewright.synth.shapes.world import sample_scene
     from scenewright.synth.maps import GuidanceTargets
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenewright.eval.shapes.world import (
+from scenewright.synth.shapes.world import (
     BACKGROUND_RGB,
     COLORS,
     PALETTE,

@@ -135,7 +135,7 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
 
 def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
     from scenewright.eval.scores import score_layout_image
-    from scenewright.eval.detect import Detection
+    from scenewright.eval.detection import Detection
 
     prompt = "a red circle to the left of a blue square"
     layout = state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt)
@@ -158,7 +158,7 @@ def synthesizer():
 
 
 def test_generate_for_layout_returns_image_overlay_and_scores(synthesizer):
-    from scenewright.eval.detect import Detection
+    from scenewright.eval.detection import Detection
 
     layout = state_to_layout(_state(_box("a red circle", 0.1, 0.1, 0.4, 0.4)), "a red circle")
     seen = {}

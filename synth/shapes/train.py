@@ -34,9 +34,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenewright.eval.shapes.detector import detect, kind_counts
-from scenewright.eval.shapes.world import CANVAS, SIZE_RANGE, Scene, sample_scene
+from scenewright.eval.scores import score_layout_image
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
+from scenewright.synth.attention import attention_capture
+from scenewright.synth.gligen import phrase_embeddings
 from scenewright.synth.loading import GUIDANCE_DEFAULTS_FILE, ModelDefaults
+from scenewright.synth.maps import MapRequest, box_cell_masks
+from scenewright.synth.shapes.detector import ShapesDetector, background_clean, detect, kind_counts
+from scenewright.synth.shapes.world import CANVAS, COLORS, SHAPES, SIZE_RANGE, SIZES, Scene, sample_scene
+from scenewright.synth.tokenizer import build_clip_tokenizer
 
 LATENT_SIZE = 16  # 64 px / 4
 LATENT_GAP = 1 / LATENT_SIZE  # one latent cell, as a fraction of the canvas
@@ -133,8 +139,6 @@ def scheduler_config() -> dict:
 
 
 def load_tokenizer():
-    from scenewright.synth.tokenizer import build_clip_tokenizer
-
     return build_clip_tokenizer()
 
 
@@ -193,8 +197,6 @@ def object_masks_latent(scene: Scene) -> np.ndarray:
 
 def object_boxes_latent(scene: Scene) -> np.ndarray:
     """(MAX_OBJECTS, 16*16) float: 1 on the latent cells inside each object's box (zeros for absent slots)."""
-    from scenewright.synth.maps import box_cell_masks
-
     out = np.zeros((MAX_OBJECTS, LATENT_SIZE * LATENT_SIZE), dtype=np.float32)
     if scene.objects:
         boxes = torch.tensor([o.box for o in scene.objects], dtype=torch.float32)
@@ -592,9 +594,6 @@ def train_unet(args) -> None:
         export(args.export, ema, unet, text_encoder, vae, tokenizer, step)
         return
 
-    from scenewright.synth.attention import attention_capture
-    from scenewright.synth.maps import MapRequest
-
     noise_scheduler, phases, cooldown, banks, empty_ids = training_setup(args, run_dir, vae, tokenizer)
     # The aux loss reads the 16x16 cross-attention maps, the maps attention control guides.
     request = MapRequest(kind="cross", resolutions=((LATENT_SIZE, LATENT_SIZE),))
@@ -758,8 +757,6 @@ def is_grounding_parameter(name: str) -> bool:
 
 def phrase_vocabulary() -> list[str]:
     """Every object phrase a shapes layout can hold: 'a red circle' and 'a small red circle' (Scene.to_layout)."""
-    from scenewright.eval.shapes.world import COLORS, SHAPES, SIZES
-
     return [" ".join(["a", *size, color, shape]) for size in ((), *((z,) for z in SIZES)) for color in COLORS
             for shape in SHAPES]  # fmt: skip
 
@@ -798,8 +795,6 @@ def grounding_batch(banks: dict[int, GroundingBank], rows: dict[int, np.ndarray]
     random (planners write both); ``dropped`` rows ground nothing (GLIGEN's null-token dropout, and the
     unconditional branch of classifier-free guidance).
     """
-    from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
-
     boxes = torch.cat([banks[lv].boxes[idx] for lv, idx in rows.items()])
     ids = torch.cat([banks[lv].phrases[idx] for lv, idx in rows.items()])
     counts = torch.cat([banks[lv].counts[idx] for lv, idx in rows.items()])
@@ -822,11 +817,9 @@ def train_gligen(args) -> None:
     Frozen as in GLIGEN: without grounding tokens the UNet is the base model exactly, so one shipped folder
     is both the plain SD model and the GLIGEN one. ``--base-lr`` > 0 also fine-tunes the base UNet.
     """
-    from scenewright.synth.gligen import phrase_embeddings
-
     run_dir = Path(args.run_dir)
     if not args.init_from:
-        raise SystemExit("--stage gligen needs --init-from DIR, an exported shapes model (e.g. synth/assets/shapes)")
+        raise SystemExit("--stage gligen needs --init-from DIR, an exported shapes model (e.g. synth/shapes/model)")
     vae = load_vae(run_dir, args.init_from)
     tokenizer = load_tokenizer()
     warm = warm_start(args.init_from)
@@ -926,10 +919,7 @@ def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, 
     """1-4 object scenes drawn from their captions and true boxes by :class:`scenewright.synth.Synthesizer` (GLIGEN on for
     the first ``beta`` of the steps), scored by the exact detector against the boxes: count accuracy, objects
     matched at IoU >= 0.5, clean background (:func:`scenewright.eval.scores.score_layout_image`, as the bench scores)."""
-    from scenewright.eval.detect import ShapesDetector
-    from scenewright.eval.scores import score_layout_image
-    from scenewright.eval.shapes.detector import background_clean
-    from scenewright.synth.pipeline import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer  # diffusers, as the other diffusers imports here: only when used
 
     synthesizer = Synthesizer.from_pipe(pipe)
     rng = np.random.default_rng([seed, 98])
@@ -955,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
     p.add_argument("--init-from", default=None, metavar="DIR", help="(unet) with no checkpoint in --run-dir, start"
-                   " from an exported folder's weights and step (and its VAE), e.g. the shipped synth/assets/shapes")
+                   " from an exported folder's weights and step (and its VAE), e.g. the shipped synth/shapes/model")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: default 1)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=250)

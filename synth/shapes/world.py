@@ -4,7 +4,7 @@ A scene is 1-4 flat shapes (circle, square, triangle, star) in one of six well-s
 colors on a white 64x64 canvas. Objects come in groups of identical instances (same color,
 shape and size) so that captions can use counts ("two red circles"). The renderer is exact
 (no anti-aliasing): every pixel is either background or one object's palette color, which
-is what lets :mod:`scenewright.eval.shapes.detector` recover the scene exactly.
+is what lets :mod:`scenewright.synth.shapes.detector` recover the scene exactly.
 
 Captions describe every object of the scene and only what is true of it: counts, colors,
 sizes, an absolute region ("in the top left") or a relation between two groups

@@ -18,11 +18,13 @@ On rendered scenes this recovers every object exactly (tests/test_shapes_detecto
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from scenewright.eval.detect import Detection
-from scenewright.eval.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, SIZE_RANGE, shape_mask_at
+from scenewright.eval.detection import Detection
+from scenewright.synth.shapes.world import BACKGROUND_RGB, CANVAS, COLORS, PALETTE, SHAPES, SIZE_RANGE, shape_mask_at
 
 #: Palette colors first, then the background: row k of this table is color label k.
 _COLOR_TABLE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND_RGB], dtype=np.float32)  # (7, 3)
@@ -207,15 +209,17 @@ def background_clean(image, detections: list[Detection] | None = None, color_thr
     return float((labels[rest] == _BACKGROUND_LABEL).mean())
 
 
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over union of two xyxy boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def kind_counts(items) -> Counter:
     """Multiset of (color, shape kind) over detections or world objects."""
     return Counter((item.color, item.name if isinstance(item, Detection) else item.shape) for item in items)
+
+
+class ShapesDetector:
+    """The shapes world's exact detector (:func:`detect`) behind :class:`scenewright.eval.detect.Detector`."""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def __call__(self, image: Any, names: Sequence[str] = ()) -> list[Detection]:
+        wanted = set(names)
+        return [d for d in detect(image, **self.options) if not wanted or d.name in wanted]
