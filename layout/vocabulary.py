@@ -65,7 +65,7 @@ COMMON_OBJECTS = (
     "croissant", "cookie", "muffin", "cupcake", "pie", "doughnut", "burger", "hamburger",
     "sausage", "steak", "taco", "burrito", "noodle", "cheese", "ice cream", "candy", "lollipop",
     "wine bottle", "beer", "teacup", "coffee cup", "coffee mug", "slice",
-    # flat shapes (the embedded shapes world's kinds, eval/shapes/world.py, and their neighbours)
+    # flat shapes (the embedded shapes world's kinds, synth/shapes/world.py, and their neighbours)
     "circle", "square", "triangle", "star", "rectangle", "heart", "diamond", "hexagon", "oval",
 )  # fmt: skip
 

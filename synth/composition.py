@@ -181,12 +181,13 @@ def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str
     size = options.attention_res or downscaled_size((h, w), synthesizer.defaults.attention_downscale)
     group = token_groups_for_layout(synthesizer.tokenizer, phrase, [phrase], names=[name], include_attributes=True)
     tokens = group.token_groups[0]
-    embeds, _ = synthesizer.pipe.encode_prompt([phrase] * len(latents), synthesizer.device, 1, False)
+    conditioning = synthesizer.backbone.encode([phrase] * len(latents), None, False, synthesizer.device,
+                                               *synthesizer.image_size(latents))  # fmt: skip
     t = torch.full((len(latents),), options.mask_timestep, device=synthesizer.device, dtype=torch.long)
     noise = torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(0)).to(latents)
     noisy = synthesizer.scheduler.add_noise(latents, noise, t)
     with synthesizer._capture([MapRequest("cross", (size,))]) as capture:
-        capture.guidance_forward(lambda: synthesizer.unet(noisy, t, encoder_hidden_states=embeds), (h, w))
+        capture.guidance_forward(lambda: synthesizer.unet(noisy, t, **conditioning.unet_kwargs()), (h, w))
         probs = torch.stack([layer.probs.float() for layer in capture.layers.values()]).mean(dim=(0, 2))  # (N, hw, 77)
     maps = probs[..., tokens].mean(-1).reshape(-1, 1, *size)
     maps = torch.nn.functional.interpolate(maps, size=(h, w), mode="nearest")[:, 0]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backbones import Conditioning
 from .attention import AttentionCapture
 from .controllers import StepController
 from .losses import weakest_inside_peak
@@ -59,7 +60,7 @@ class GuidancePass:
     scheduler: Any  # diffusers scheduler, timesteps set
     capture: AttentionCapture
     active: list  # synth.pipeline's active methods: .name, .method (synth.methods.GuidanceMethod), .options
-    cond_embeds: torch.Tensor  # (B, 77, D): the guidance forward is conditional only
+    conditioning: Conditioning  # the conditional rows only: the guidance forward is conditional
     targets: list[GuidanceTargets]  # per sample
     latent_hw: tuple[int, int]
     cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
@@ -115,7 +116,7 @@ def loss_and_grad(
         model_input = guidance.scheduler.scale_model_input(z, t).to(guidance.unet.dtype)
         capture.guidance_forward(
             lambda: guidance.unet(
-                model_input, t, encoder_hidden_states=guidance.cond_embeds,
+                model_input, t, **guidance.conditioning.unet_kwargs(cond_only=True),
                 cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
             ),
             guidance.latent_hw,

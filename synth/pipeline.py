@@ -35,6 +35,7 @@ import torch
 from scenewright.layout.schema import Layout
 
 from .attention import CrossAttentionBlend, attention_capture
+from .backbones import backbone_for
 from .composition import CompositionOptions, LatentComposition, compose_layout
 from .controllers import GligenScheduledSampling, LatentCompositionPaste, StepController, run_guides
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
@@ -94,16 +95,19 @@ class _ActiveMethod:
 
 
 class Synthesizer:
-    """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion pipeline."""
+    """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion (XL) pipeline."""
 
     def __init__(self, pipe, defaults: ModelDefaults | None = None):
         required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
         missing = [name for name in required if getattr(pipe, name, None) is None]
         if missing:
             raise TypeError(
-                f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline (or one with the same components)"
+                f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline, StableDiffusionGLIGENPipeline or "
+                "StableDiffusionXLPipeline (or one with the same components)"
             )
         self.pipe = pipe
+        #: What differs between SD 1.x/2.x and SDXL: text conditioning, decoding, native size.
+        self.backbone = backbone_for(pipe)
         if defaults is None:  # what the folder the pipe was loaded from declares (scenewright.json), else SD's
             source = getattr(getattr(pipe, "config", None), "_name_or_path", None)
             defaults = model_defaults(source if source and Path(str(source)).is_dir() else None)
@@ -116,7 +120,9 @@ class Synthesizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pipe(cls, pipe, defaults: ModelDefaults | None = None) -> Synthesizer:
-        """Wrap a loaded ``StableDiffusionPipeline`` or ``StableDiffusionGLIGENPipeline`` (components shared).
+        """Wrap a loaded ``StableDiffusionPipeline``, ``StableDiffusionGLIGENPipeline`` or ``StableDiffusionXLPipeline``.
+
+        Components are shared, not copied. An SDXL refiner (no first text encoder) is refused, naming the base.
 
         ``defaults`` (:class:`scenewright.synth.loading.ModelDefaults`): the model's default attention-map size and CFG
         scale; None reads what the pipe's folder declares in ``scenewright.json``, else SD's.
@@ -160,6 +166,11 @@ class Synthesizer:
     def device(self) -> torch.device:
         return self.pipe._execution_device
 
+    def image_size(self, latents: torch.Tensor | tuple[int, int]) -> tuple[int, int]:
+        """(height, width) in pixels of latents (B, C, h, w), or of a latent grid (h, w)."""
+        h, w = latents.shape[-2:] if isinstance(latents, torch.Tensor) else latents
+        return int(h) * self.pipe.vae_scale_factor, int(w) * self.pipe.vae_scale_factor
+
     # ------------------------------------------------------------------ the loop
     @torch.no_grad()
     def generate(
@@ -187,6 +198,7 @@ class Synthesizer:
         composition: CompositionOptions | bool | None = None,
         return_trajectory: bool = False,
         controllers: Sequence[StepController] = (),
+        guidance_rescale: float = 0.0,
         **method_options: Any,
     ) -> SynthesisOutput:
         """Generate ``batch_size`` images per layout/prompt, guided by ``methods`` (any combination).
@@ -214,10 +226,12 @@ class Synthesizer:
         ``controllers``: extra :class:`scenewright.synth.controllers.StepController` objects, run after the
         built-in ones at every step (their ``before_step``, then their ``guide``).
         """
-        # 0. Default height and width to the UNet's
+        # 0. Default height and width to the model's native size (512 px for SD 1.x, 1024 px for SDXL)
         vae_scale = self.pipe.vae_scale_factor
-        height = height or self.unet.config.sample_size * vae_scale
-        width = width or self.unet.config.sample_size * vae_scale
+        height = height or self.backbone.native_size[0]
+        width = width or self.backbone.native_size[1]
+        if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
+            raise ValueError(f"`guidance_rescale` must be a number in [0, 1] (diffusers' phi; 0.7 suggested), got {guidance_rescale!r}")
 
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
@@ -255,10 +269,8 @@ class Synthesizer:
         # 3. Encode the prompts; for classifier-free guidance the batch is [uncond, cond]
         guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
         do_cfg = guidance_scale > 1.0
-        prompt_embeds, negative_embeds = self.pipe.encode_prompt(prompts, device, 1, do_cfg, negative_prompt)
-        cond_embeds = prompt_embeds  # (B, 77, D): the guidance forward is conditional only
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+        conditioning = self.backbone.encode(prompts, negative_prompt, do_cfg, device, height, width)
+        prompt_embeds = conditioning.embeds  # (2B, 77, D) [uncond, cond] with CFG; the guided forward reads cond rows
 
         # 3.1 GLIGEN: each layout object's phrase and box -> a grounding token; the unconditional half
         # and empty slots get the position net's null tokens (StableDiffusionGLIGENPipeline, step 5.1)
@@ -280,7 +292,7 @@ class Synthesizer:
 
         # 4.1 Spatial-temporal control: each object's phrase is its local description, blended into its box
         latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
-        clip_tuning = ClipTuning(self, cond_embeds, prompts, layouts, guide_kwargs)
+        clip_tuning = ClipTuning(self, conditioning, prompts, layouts, guide_kwargs)
         blend = self._spatial_temporal(spatial_temporal, layouts, len(timesteps), latent_hw, device, clip_tuning)
 
         # 5. Prepare latents exactly as diffusers' prepare_latents
@@ -297,7 +309,7 @@ class Synthesizer:
         with self._capture(requests, blend) as capture, fuser_enabled(self.unet) as set_fuser:
             # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
-            guidance = GuidancePass(self.unet, self.scheduler, capture, active, cond_embeds, targets, latent_hw,
+            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw,
                                     guide_kwargs)  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
@@ -312,13 +324,13 @@ class Synthesizer:
                 latents, record = run_guides(steppers, i, t, latents)
                 if record is not None:
                     records.append(record)
-                latents = cfg_step(self.unet, self.scheduler, latents, t, prompt_embeds, guidance_scale,
-                                   cfg_kwargs, step_kwargs)  # fmt: skip
+                latents = cfg_step(self.unet, self.scheduler, latents, t, conditioning, guidance_scale,
+                                   cfg_kwargs, step_kwargs, guidance_rescale)  # fmt: skip
                 if callback is not None:
                     callback(i, len(timesteps), record)
 
-        # 8. Decode and post-process as StableDiffusionPipeline
-        images, has_nsfw = decode_latents(self.pipe, latents, output_type, generator, device, prompt_embeds.dtype)
+        # 8. Decode and post-process as the backbone's diffusers pipeline
+        images, has_nsfw = decode_latents(self.backbone, latents, output_type, generator, device, prompt_embeds.dtype)
         self.pipe.maybe_free_model_hooks()
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
@@ -352,7 +364,7 @@ class Synthesizer:
         if not active:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
-        cond_embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        conditioning = self.backbone.encode(prompts, None, False, self.device, *self.image_size(latents))
         kwargs = None
         layouts = [item if isinstance(item, Layout) else None for item in items]
         if self._use_gligen(gligen, layouts):
@@ -364,7 +376,7 @@ class Synthesizer:
         t = torch.as_tensor(timestep, device=self.device)
         with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
             set_fuser(True)
-            guidance = GuidancePass(self.unet, self.scheduler, capture, active, cond_embeds, targets, latent_hw, kwargs)
+            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw, kwargs)
             measured = loss_and_grad(guidance, latents.to(self.device), t, step)
         measured.targets = targets
         return measured
@@ -598,7 +610,7 @@ class Synthesizer:
         present = torch.zeros(batch, n)
         for b, lay in enumerate(layouts):
             if lay is not None and lay.objects:
-                embeds, _ = self.pipe.encode_prompt(lay.phrases, device, 1, False)  # (N_b, 77, D)
+                embeds = self.backbone.encode(lay.phrases, None, False, device, *self.image_size(latent_hw)).cond_embeds
                 local[b, : len(lay.objects)] = embeds.float()
                 boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32, device=device)
                 present[b, : len(lay.objects)] = 1

@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
+
+from .backbones import Conditioning
 
 
 def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Generator | list[torch.Generator] | None:
@@ -57,36 +60,38 @@ def cfg_step(
     scheduler,
     latents: torch.Tensor,
     t: torch.Tensor,
-    prompt_embeds: torch.Tensor,
+    conditioning: Conditioning,
     guidance_scale: float,
     cross_attention_kwargs: dict[str, Any] | None,
     step_kwargs: dict[str, Any],
+    guidance_rescale: float = 0.0,
 ) -> torch.Tensor:
-    """One classifier-free-guidance denoising step (Ho & Salimans 2022), as StableDiffusionPipeline (no grad).
+    """One classifier-free-guidance denoising step (Ho & Salimans 2022), as StableDiffusion(XL)Pipeline (no grad).
 
-    ``prompt_embeds`` is (2B, 77, D) ``[uncond, cond]`` when ``guidance_scale > 1``, else (B, 77, D).
+    ``conditioning.embeds`` is (2B, 77, D) ``[uncond, cond]`` when ``guidance_scale > 1``, else (B, 77, D).
+    ``guidance_rescale`` > 0 rescales the guided prediction toward the text prediction's std (Lin et al. 2023,
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed", section 3.4), as diffusers does.
     """
     do_cfg = guidance_scale > 1.0
     latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
     latent_model_input = scheduler.scale_model_input(latent_model_input, t)
     noise_pred = unet(
-        latent_model_input, t, encoder_hidden_states=prompt_embeds,
+        latent_model_input, t, **conditioning.unet_kwargs(),
         cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
     )[0]  # fmt: skip
     if do_cfg:
         noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
         noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+        if guidance_rescale > 0.0:
+            noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
     return scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
 
-def decode_latents(pipe, latents: torch.Tensor, output_type: str, generator, device, dtype) -> tuple[Any, list | None]:
-    """(images, nsfw flags) from final latents, decoded and post-processed as StableDiffusionPipeline."""
+def decode_latents(backbone, latents: torch.Tensor, output_type: str, generator, device, dtype) -> tuple[Any, list | None]:
+    """(images, nsfw flags) from final latents, decoded and post-processed as the backbone's pipeline does."""
     if output_type == "latent":
         return latents, None
-    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False, generator=generator)[0]
-    images, has_nsfw = pipe.run_safety_checker(images, device, dtype)
-    denormalize = [True] * images.shape[0] if has_nsfw is None else [not n for n in has_nsfw]
-    return pipe.image_processor.postprocess(images, output_type=output_type, do_denormalize=denormalize), has_nsfw
+    return backbone.decode(latents, output_type, generator, device, dtype)
 
 
 @dataclass
@@ -117,9 +122,8 @@ def sample_unguided(
     pipe, unet, scheduler, device = synthesizer.pipe, synthesizer.unet, synthesizer.scheduler, synthesizer.device
     guidance_scale = synthesizer.defaults.guidance_scale if guidance_scale is None else guidance_scale
     generator = make_generators(seeds, len(prompts))
-    prompt_embeds, negative_embeds = pipe.encode_prompt(prompts, device, 1, guidance_scale > 1.0, None)
-    if guidance_scale > 1.0:
-        prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+    conditioning = synthesizer.backbone.encode(prompts, None, guidance_scale > 1.0, device, height, width)
+    prompt_embeds = conditioning.embeds
     scheduler.set_timesteps(num_inference_steps, device=device)
     vae_scale = pipe.vae_scale_factor
     shape = (len(prompts), unet.config.in_channels, int(height) // vae_scale, int(width) // vae_scale)
@@ -129,8 +133,8 @@ def sample_unguided(
     with synthesizer._capture([]):  # generate's processors, so a drawing equals generate's bit for bit
         for t in scheduler.timesteps:
             trajectory.append(latents.clone())
-            latents = cfg_step(unet, scheduler, latents, t, prompt_embeds, guidance_scale, None, step_kwargs)
-    images, _ = decode_latents(pipe, latents, output_type, generator, device, prompt_embeds.dtype)
+            latents = cfg_step(unet, scheduler, latents, t, conditioning, guidance_scale, None, step_kwargs)
+    images, _ = decode_latents(synthesizer.backbone, latents, output_type, generator, device, prompt_embeds.dtype)
     pipe.maybe_free_model_hooks()
     return UnguidedSample(latents=latents, trajectory=trajectory, images=images)
 

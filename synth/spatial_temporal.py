@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .backbones import Conditioning
 from .controllers import StepController
 
 
@@ -126,7 +127,7 @@ class ClipTuning:
     """What tuning a step's weights on CLIP needs besides the blend: the model and the images' conditioning."""
 
     synthesizer: Any  # synth.pipeline.Synthesizer: its UNet, VAE and scheduler
-    cond_embeds: torch.Tensor  # (B, 77, D) the global prompts' embeddings, conditional half
+    conditioning: Conditioning  # the global prompts' conditioning (its conditional rows are read)
     prompts: list[str]  # per image
     layouts: list  # per image: layout.Layout | None
     cross_attention_kwargs: dict | None  # GLIGEN: the conditional half's grounding tokens
@@ -203,7 +204,7 @@ def optimize_step_weights(
     def denoise(weights: torch.Tensor) -> torch.Tensor:
         blend.step_weights = weights
         return syn.unet(
-            model_input, t, encoder_hidden_states=tuning.cond_embeds,
+            model_input, t, **tuning.conditioning.unet_kwargs(cond_only=True),
             cross_attention_kwargs=tuning.cross_attention_kwargs, return_dict=False,
         )[0]  # fmt: skip
 
