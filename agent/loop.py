@@ -1,9 +1,10 @@
 """The agent loop: text -> plan -> check -> synthesize -> detect -> score -> retry, keeping every attempt.
 
-Read :func:`run` top to bottom. Each attempt draws the current layout with the current seed and
-guidance, detects what the image shows (:mod:`scenewright.eval.detect`) and scores it against the layout
-(:func:`scenewright.eval.scores.score_layout_image`). An attempt passes when every count and relation of the prompt holds in the
-image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until one passes, and within
+Read :func:`run` top to bottom. The prompt is planned once into a :class:`~scenewright.layout.plan.Plan` (parsed
+once; re-plans reuse its spec). Each attempt draws the plan's layout with the current seed and guidance, detects
+what the image shows (:mod:`scenewright.eval.detect`) and verifies it against the plan
+(:func:`scenewright.eval.verify.verify`). An attempt passes when every count and relation of the prompt holds in the
+image and the planned boxes are drawn with mean IoU >= ``min_mean_iou`` (:attr:`~scenewright.eval.verify.Verdict.passed`). Until one passes, and within
 ``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
 
 1. ``"new seed"`` -- the same layout and guidance from other initial noise;
@@ -27,27 +28,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from scenewright.agent.config import AgentSettings, load_settings
-from scenewright.agent.failures import image_failures
-from scenewright.eval.scores import score_layout_image
 from scenewright.eval.detect import Detection, Detector, get_detector
-from scenewright.layout.geometry import fit_object_sizes
-from scenewright.layout.planners import Planner, accepts_feedback, get_planner, plan_layout
-from scenewright.layout.parse import parse_prompt
+from scenewright.eval.verify import SCORE_KEYS, Verdict, verify
+from scenewright.layout.plan import Plan, fit_to_model, plan
+from scenewright.layout.planners import Planner, accepts_feedback, get_planner
 from scenewright.layout.schema import Layout, LayoutError
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
 REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
-#: The keys every scorer returns (the eval stage's ``score_layout_image`` too).
-SCORE_KEYS = ("count_acc", "spatial_acc", "box_iou50", "mean_iou")
 
 #: ``progress(stage, attempt, step, total)``: stage is "load", "plan", "synthesize", "detect", "score" or
 #: "done"; attempt counts from 1 (0 while loading); step/total are the denoising step during "synthesize".
 ProgressCallback = Callable[[str, int, int | None, int | None], None]
-Scorer = Callable[[Sequence[Detection], Layout], Mapping[str, float]]
+#: ``verifier(plan, detections)``: :func:`scenewright.eval.verify.verify` with the settings' ``min_mean_iou``, or a stand-in.
+Verifier = Callable[[Plan, Sequence[Detection]], Verdict]
 
 
 class AgentError(RuntimeError):
@@ -64,7 +63,7 @@ class Attempt:
     planner_seed: int
     methods: list[str]
     options: dict[str, Any]  # the method/engine options given to Synthesizer.generate
-    layout: Layout
+    plan: Plan  # the prompt's spec and the layout drawn
     image: Any = None  # PIL image; None when synthesis failed
     detections: list[Detection] = field(default_factory=list)
     scores: dict[str, float | None] | None = None
@@ -75,6 +74,11 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     guidance_scale: float | None = None  # the CFG scale drawn with (the model's default unless set)
     composed: bool = False  # objects drawn alone and composed into their boxes (synth.composition)
+    verdict: Verdict | None = None  # every requirement, judged (None until verified)
+
+    @property
+    def layout(self) -> Layout:
+        return self.plan.layout
 
     @property
     def score(self) -> float | None:
@@ -187,14 +191,6 @@ def overall_score(scores: Mapping[str, float | None]) -> float:
     return float(sum(judged) / len(judged)) if judged else 1.0
 
 
-def passes(scores: Mapping[str, float | None], min_mean_iou: float) -> bool:
-    """Exact counts and relations, and the planned boxes drawn with mean IoU >= ``min_mean_iou`` (None: nothing to miss)."""
-    def at_least(key: str, bound: float) -> bool:
-        return scores[key] is None or float(scores[key]) >= bound
-
-    return at_least("count_acc", 1.0) and at_least("spatial_acc", 1.0) and at_least("mean_iou", min_mean_iou)
-
-
 def run(
     prompt: str,
     *,
@@ -203,7 +199,7 @@ def run(
     synthesizer=None,
     planner: Planner | str | None = None,
     detector: Detector | str | None = None,
-    scorer: Scorer = score_layout_image,
+    verifier: Verifier | None = None,
     progress: ProgressCallback | None = None,
     **options: Any,
 ) -> RunResult:
@@ -214,7 +210,8 @@ def run(
     environment and ``config_file`` as on the command line. ``synthesizer`` (a
     :class:`scenewright.synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
     (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting).
-    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
+    ``verifier(plan, detections)`` returns a :class:`~scenewright.eval.verify.Verdict` (default: :func:`~scenewright.eval.verify.verify`
+    with the settings' ``min_mean_iou``). ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
     cannot be loaded, :class:`~scenewright.layout.schema.LayoutError` / :class:`AgentError` when the prompt
     cannot be planned; a failure inside an attempt is recorded in it instead.
     """
@@ -228,6 +225,8 @@ def run(
     elif options:
         settings = load_settings({**_given_fields(settings), **options})
     report = progress or (lambda stage, attempt, step, total: None)
+    if verifier is None:
+        verifier = partial(verify, min_mean_iou=settings.min_mean_iou)
     if not isinstance(prompt, str) or not prompt.strip():
         raise LayoutError("`prompt` is empty; give the text the image should show")
     prompt = prompt.strip()
@@ -238,8 +237,8 @@ def run(
     started = time.perf_counter()
     report("plan", 1, None, None)
     planner_seed = 0
-    layout, changes = plan_layout(prompt, planner, seed=planner_seed)
-    if not layout.objects:
+    current = plan(prompt, planner, seed=planner_seed)
+    if not current.layout.objects:
         raise AgentError(
             f"the {getattr(planner, 'name', 'given')} planner found no objects in {prompt!r} to place and verify; "
             "name the objects, e.g. 'two red circles to the left of a blue square'"
@@ -256,9 +255,7 @@ def run(
     defaults = getattr(synthesizer, "defaults", None)  # a stand-in synthesizer may declare nothing
     fit = defaults.layout_fit() if defaults is not None else {}
     if fit:
-        fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"],
-                                  size_sides=fit.get("size_sides"))  # fmt: skip
-        layout, changes = fitted.layout, [*changes, *fitted.changes]
+        current = fit_to_model(current, object_sides=fit["object_sides"], object_gap=fit["object_gap"], size_sides=fit.get("size_sides"))
     seed = settings.seed
     methods = list(settings.methods)
     engine_options = dict(settings.options)
@@ -267,7 +264,7 @@ def run(
     # 3. Attempts: draw, verify, and apply the next remedy until one passes or the budget ends
     attempts: list[Attempt] = []
     remedy = "first"
-    notes = [f"plan repaired: {change}" for change in changes]
+    notes = [f"plan repaired: {change}" for change in current.notes]
     for index in range(1, settings.attempts + 1):
         if index > 1:
             remedy, notes = _next_remedy(attempts, settings, methods, composed)
@@ -286,17 +283,17 @@ def run(
                 report("plan", index, None, None)
                 started = time.perf_counter()
                 try:
-                    layout, notes = _replan(prompt, planner, planner_seed, attempts[-1], notes, fit)
+                    current, notes = _replan(current, planner, planner_seed, attempts[-1], notes, fit)
                 except Exception as err:  # the planner's server may be down: keep the last layout, go on
                     notes.append(f"re-plan failed ({type(err).__name__}: {err}); kept the previous layout")
                 plan_seconds = time.perf_counter() - started
         attempt = Attempt(
             index=index, remedy=remedy, seed=seed, planner_seed=planner_seed, methods=list(methods),
-            options=dict(engine_options), layout=layout, notes=list(notes), timings={"plan": plan_seconds},
+            options=dict(engine_options), plan=current, notes=list(notes), timings={"plan": plan_seconds},
             composed=composed,
         )  # fmt: skip
         plan_seconds = 0.0
-        _draw_and_verify(attempt, synthesizer, detector, scorer, settings, report)
+        _draw_and_verify(attempt, synthesizer, detector, verifier, settings, report)
         attempts.append(attempt)
         if attempt.passed:
             break
@@ -304,8 +301,8 @@ def run(
     return RunResult(prompt=prompt, attempts=attempts, settings=settings)
 
 
-def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: AgentSettings, report) -> None:
-    """Synthesize, detect and score one attempt in place; an exception is recorded, not raised."""
+def _draw_and_verify(attempt: Attempt, synthesizer, detector, verifier: Verifier, settings: AgentSettings, report) -> None:
+    """Synthesize, detect and verify one attempt in place; an exception is recorded, not raised."""
     stage = "synthesize"
     try:
         started = time.perf_counter()
@@ -348,15 +345,14 @@ def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: 
         stage = "score"
         started = time.perf_counter()
         report(stage, attempt.index, None, None)
-        scores = {key: (None if value is None else float(value)) for key, value in scorer(attempt.detections, attempt.layout).items()}
-        missing = [key for key in SCORE_KEYS if key not in scores]
-        if missing:
-            raise ValueError(f"the scorer returned no {', '.join(missing)}; a scorer returns {', '.join(SCORE_KEYS)}")
-        attempt.scores = scores
-        attempt.passed = passes(scores, settings.min_mean_iou)
-        attempt.failures = image_failures(attempt.detections, attempt.layout)
-        if not attempt.passed and not attempt.failures:
-            attempt.failures = [f"the planned boxes were drawn with mean IoU {scores['mean_iou']:.2f} < {settings.min_mean_iou}"]
+        verdict = verifier(attempt.plan, attempt.detections)
+        missing = [key for key in SCORE_KEYS if key not in verdict.scores]
+        if missing:  # a stand-in verifier's verdict: the ranking (overall_score) needs every figure
+            raise ValueError(f"the scorer returned no {', '.join(missing)}; a verdict's scores hold {', '.join(SCORE_KEYS)}")
+        attempt.verdict = verdict
+        attempt.scores = {key: (None if value is None else float(value)) for key, value in verdict.scores.items()}
+        attempt.passed = verdict.passed
+        attempt.failures = verdict.failures
         attempt.timings[stage] = time.perf_counter() - started
     except KeyboardInterrupt:
         raise
@@ -382,17 +378,17 @@ def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list
 
 
 def _replan(
-    prompt: str, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
-) -> tuple[Layout, list[str]]:
-    """Plan again (fitted to the model's object sizes, ``fit``); a planner that takes feedback hears what the
-    last image got wrong."""
+    previous: Plan, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
+) -> tuple[Plan, list[str]]:
+    """Plan again with the same spec (fitted to the model's object sizes, ``fit``); a planner that takes feedback
+    hears what the last image got wrong."""
     feedback = None
     if accepts_feedback(planner):
         problems = last.failures or ([last.error] if last.error else [])
         feedback = "; ".join(problems) or None
-    layout, changes = plan_layout(prompt, planner, seed=planner_seed, feedback=feedback, **fit)
+    replanned = plan(previous.prompt, planner, seed=planner_seed, feedback=feedback, spec=previous.spec, **fit)
     said = f"with feedback: {feedback}" if feedback else "(this planner takes no feedback)"
-    return layout, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in changes)]
+    return replanned, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in replanned.notes)]
 
 
 def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
@@ -435,4 +431,4 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "overall_score", "passes", "run"]
+__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "Verifier", "overall_score", "run"]

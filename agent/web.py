@@ -31,6 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scenewright.eval.detect import get_detector
+from scenewright.eval.overlay import draw_overlay
+from scenewright.eval.verify import verify
+from scenewright.layout.plan import plan, plan_for_layout
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.layout.schema import Layout, LayoutError, phrase_to_name
 
@@ -140,11 +144,10 @@ def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
     Raises :class:`EditorError` for an empty text and :class:`~scenewright.layout.schema.LayoutError` for a plan the
     checker cannot repair. A plan without objects is returned with a message saying how to add some.
     """
-    from scenewright.layout.planners import plan_layout
-
     if not isinstance(text, str) or not text.strip():
         raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
-    layout, changes = plan_layout(text, planner)
+    planned = plan(text, planner)
+    layout, changes = planned.layout, planned.notes
     name = planner if isinstance(planner, str) else getattr(planner, "name", "the")
     if not layout.objects:
         return layout, f"The {name} planner found no objects in the text; add boxes with 'Add box' or name objects in the text."
@@ -167,8 +170,6 @@ def generate_for_layout(
     boxes, and ``{"count_acc", "spatial_acc", "box_iou50", "mean_iou", "detections"}``. ``detector`` is a
     name for :func:`scenewright.eval.detect.get_detector` or a detector. ``methods`` empty means plain Stable Diffusion.
     """
-    from scenewright.eval.detect import get_detector
-
     find = get_detector(detector) if isinstance(detector, str) else detector
     methods = list(methods) or ["none"]
     output = synthesizer.generate(
@@ -176,13 +177,9 @@ def generate_for_layout(
     )
     image = output.images[0]
     detections = find(image, layout.names)
-    from scenewright.eval.scores import score_layout_image
-
-    scores: dict[str, Any] = dict(score_layout_image(detections, layout))
+    scores: dict[str, Any] = dict(verify(plan_for_layout(layout), detections).scores)
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
                             for d in detections]  # fmt: skip
-    from scenewright.eval.overlay import draw_overlay
-
     return image, draw_overlay(image, layout, detections), scores
 
 
@@ -298,7 +295,7 @@ def build_app(
         gr.Markdown("## scenewright: text → layout → image")
         with gr.Row():
             text = gr.Textbox(label="Text", placeholder="two cats to the left of a dog", elem_id="sw-text", scale=4)
-            plan = gr.Button("Plan layout", variant="primary", elem_id="sw-plan", scale=1)
+            plan_button = gr.Button("Plan layout", variant="primary", elem_id="sw-plan", scale=1)
         message = gr.Markdown("Type a text and press 'Plan layout'.", elem_id="sw-message")
         with gr.Row():
             with gr.Column():
@@ -327,7 +324,7 @@ def build_app(
                 overlay = gr.Image(label="Planned (green) and detected (red) boxes", type="pil", elem_id="sw-overlay",
                                    interactive=False)  # fmt: skip
                 scores = gr.JSON(label="Scores", elem_id="sw-scores")
-        plan.click(on_plan, inputs=[text], outputs=[state, message, download])
+        plan_button.click(on_plan, inputs=[text], outputs=[state, message, download])
         text.submit(on_plan, inputs=[text], outputs=[state, message, download])
         save.click(on_save, inputs=[text, state], outputs=[download, message])
         generate.click(on_generate, inputs=[text, state, methods, seed, steps],

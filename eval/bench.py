@@ -28,6 +28,9 @@ from typing import Any
 
 from scenewright.eval.detect import Detection, Detector
 from scenewright.eval.suites import BenchItem
+from scenewright.eval.verify import verify
+from scenewright.layout.plan import Plan, plan, plan_for_layout
+from scenewright.layout.planners import get_planner
 from scenewright.layout.schema import Layout
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
@@ -253,8 +256,12 @@ class LayoutSource:
         self.fit = {"object_sides": object_sides, "object_gap": object_gap, "size_sides": size_sides} if object_sides else {}
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
-        from scenewright.layout.planners import get_planner, plan_layout
+        """The item's layout and where it came from (:meth:`plan_for` without the spec)."""
+        planned, source = self.plan_for(item)
+        return planned.layout, source
 
+    def plan_for(self, item: BenchItem) -> tuple[Plan, str]:
+        """The item's :class:`~scenewright.layout.plan.Plan` (its prompt parsed once) and where its layout came from."""
         shipped = self.use_shipped and item.layout is not None
         if not shipped and self.planner is None:
             self.planner = get_planner("offline")
@@ -271,10 +278,10 @@ class LayoutSource:
             if saved["source"] != source:  # resuming with another --planner would mix layouts in one table
                 raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
                                  "use a new --out (or the first run's --planner)")  # fmt: skip
-            return Layout.parse(saved["layout"]), source
-        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0, **self.fit)[0]
-        _write_json(path, {"prompt": item.prompt, "source": source, "layout": layout.to_dict()})
-        return layout, source
+            return plan_for_layout(Layout.parse(saved["layout"])), source
+        planned = plan_for_layout(item.layout) if shipped else plan(item.prompt, planner, seed=0, **self.fit)
+        _write_json(path, {"prompt": item.prompt, "source": source, "layout": planned.layout.to_dict()})
+        return planned, source
 
 
 # ----------------------------------------------------------------------------- the run
@@ -306,7 +313,8 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     :class:`scenewright.synth.composition.CompositionOptions` of ``compose`` combinations (default ones when None).
     """
     started = time.perf_counter()
-    layout, source = layouts(item)
+    planned, source = layouts.plan_for(item)
+    layout = planned.layout
     guided = spec.guided and bool(layout.objects)
     if guided:
         compose = (composition or True) if spec.compose else None
@@ -325,6 +333,9 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     detections, scores = score_image(item, image, layout, detector)
+    verdict = verify(planned, detections) if detector is not None else None
+    if verdict is not None:  # the figures the agent and the web editor read too (eval.verify)
+        scores.update(verdict.scores)
     return {
         "status": "ok",
         "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,
@@ -332,6 +343,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
         "image": path.relative_to(out).as_posix(), "layout": layout.to_dict(), "layout_source": source,
         "encoded_prompt": output.prompts[0],
         "detections": [_detection_dict(d) for d in detections], "scores": scores,
+        "failures": verdict.failures if verdict is not None else [],
         "seconds": round(time.perf_counter() - started, 3),
     }  # fmt: skip
 

@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, planner, prompt: str):
-    from scenewright.layout.planners import plan_layout
+    from scenewright.layout.plan import plan_layout
 
     return plan_layout(prompt, planner, seed=args.seed, check=not args.no_check)
 

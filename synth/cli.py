@@ -129,7 +129,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
     """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
-    from scenewright.layout.planners import get_planner, plan_layout
+    from scenewright.layout.plan import plan
+    from scenewright.layout.planners import get_planner
     from scenewright.layout.schema import Layout
 
     if args.layout is not None:
@@ -139,8 +140,9 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
-    layout, changes = plan_layout(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
-    for change in changes:
+    planned = plan(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
+    layout = planned.layout
+    for change in planned.notes:
         print(f"layout changed: {change}", file=sys.stderr)
     placed = ", ".join(f"{o.phrase} {[round(v, 2) for v in o.box]}" for o in layout.objects) or "no objects"
     print(f"planned layout: {placed}", file=sys.stderr)

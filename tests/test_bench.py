@@ -375,7 +375,7 @@ LEFT, RIGHT = (0.05, 0.3, 0.4, 0.7), (0.6, 0.3, 0.95, 0.7)
     ],
 )
 def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right, wrong, key, scores):
-    from scenewright.layout.planners import plan_layout
+    from scenewright.layout.plan import plan_layout
 
     item = load_suite(suite, limit=index + 1)[index]
     layout = item.layout or plan_layout(item.prompt, "offline")[0]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from scenewright.agent.cli import main
 from scenewright.agent.web import EditorError, generate_for_layout, layout_to_state, plan_for_editor, state_to_layout
-from scenewright.layout.planners import plan_layout
+from scenewright.layout.plan import plan_for_layout, plan_layout
 from scenewright.layout.schema import Layout
 
 TINY_OPTIONS = dict(car_res=[16, 16], sar_res=[16, 16], max_refinement_steps=1)
@@ -134,19 +134,19 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
 
 
 def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
-    from scenewright.eval.scores import score_layout_image
     from scenewright.eval.detect import Detection
+    from scenewright.eval.verify import verify
 
     prompt = "a red circle to the left of a blue square"
-    layout = state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt)
+    plan = plan_for_layout(state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt))
     circle, square = (0.05, 0.3, 0.35, 0.6), (0.6, 0.3, 0.9, 0.6)
     right = [Detection("circle", circle, 0.9, color="red"), Detection("square", square, 0.9, color="blue")]
     swapped = [Detection("circle", square, 0.9, color="red"), Detection("square", (-0.01, 0.3, 0.35, 1.02), 0.9, color="blue")]
-    assert score_layout_image(right, layout) == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0,
-                                                 "mean_iou": pytest.approx(1.0)}  # fmt: skip
-    wrong = score_layout_image(swapped, layout)
+    assert verify(plan, right).scores == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0,
+                                           "mean_iou": pytest.approx(1.0)}  # fmt: skip
+    wrong = verify(plan, swapped).scores
     assert wrong["count_acc"] == 1.0 and wrong["spatial_acc"] == 0.0 and wrong["box_iou50"] == 0.0
-    assert score_layout_image(right[:1], layout)["count_acc"] == 0.0
+    assert verify(plan, right[:1]).scores["count_acc"] == 0.0
 
 
 @pytest.fixture(scope="module")
