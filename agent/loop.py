@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from scenewright.agent.config import AgentSettings, load_settings
+from scenewright.eval.attempt import AttemptError, Verifier, attempt
 from scenewright.eval.detect import Detection, Detector, get_detector
 from scenewright.eval.verify import SCORE_KEYS, Verdict, verify
 from scenewright.layout.plan import Plan, fit_to_model, plan
 from scenewright.layout.planners import Planner, accepts_feedback, get_planner
 from scenewright.layout.schema import Layout, LayoutError
+from scenewright.synth.recipe import Recipe
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
 REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
@@ -45,8 +47,6 @@ REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
 #: ``progress(stage, attempt, step, total)``: stage is "load", "plan", "synthesize", "detect", "score" or
 #: "done"; attempt counts from 1 (0 while loading); step/total are the denoising step during "synthesize".
 ProgressCallback = Callable[[str, int, int | None, int | None], None]
-#: ``verifier(plan, detections)``: :func:`scenewright.eval.verify.verify` with the settings' ``min_mean_iou``, or a stand-in.
-Verifier = Callable[[Plan, Sequence[Detection]], Verdict]
 
 
 class AgentError(RuntimeError):
@@ -256,10 +256,10 @@ def run(
     fit = defaults.layout_fit() if defaults is not None else {}
     if fit:
         current = fit_to_model(current, object_sides=fit["object_sides"], object_gap=fit["object_gap"], size_sides=fit.get("size_sides"))
-    seed = settings.seed
-    methods = list(settings.methods)
-    engine_options = dict(settings.options)
-    composed = settings.compose
+    recipe = Recipe(tuple(settings.methods), settings.options, seed=settings.seed, steps=settings.steps,
+                    guidance_scale=settings.guidance_scale)  # fmt: skip
+    if settings.compose:
+        recipe = composed(recipe, settings.compose_spatial_temporal)
 
     # 3. Attempts: draw, verify, and apply the next remedy until one passes or the budget ends
     attempts: list[Attempt] = []
@@ -267,98 +267,87 @@ def run(
     notes = [f"plan repaired: {change}" for change in current.notes]
     for index in range(1, settings.attempts + 1):
         if index > 1:
-            remedy, notes = _next_remedy(attempts, settings, methods, composed)
+            remedy, notes = _next_remedy(attempts, settings, list(recipe.methods), recipe.compose)
             if remedy == "new seed":
-                seed += 1
+                recipe = new_seed(recipe)
             elif remedy == "compose":
-                composed = True
+                recipe = composed(recipe, settings.compose_spatial_temporal)
             elif remedy == "stronger guidance":
                 try:
-                    engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
-                except (TypeError, ValueError):  # a non-numeric option: the engine will reject it and say so
-                    notes.append(f"scale_factor {engine_options.get('scale_factor')!r} is not a number; not boosted")
-                methods = [m for m in methods if m != "none"] + [m for m in settings.extra_methods if m not in methods]
+                    recipe = boosted_scale(recipe, settings.guidance_boost)
+                except (TypeError, ValueError) as err:  # options the engine rejects: it will say so when drawing
+                    notes.append(f"scale_factor not boosted: {err}")
+                recipe = with_extra_methods(recipe, settings.extra_methods)
             elif remedy == "re-plan":
                 planner_seed += 1
                 report("plan", index, None, None)
                 started = time.perf_counter()
                 try:
-                    current, notes = _replan(current, planner, planner_seed, attempts[-1], notes, fit)
+                    current, notes = replanned(current, planner, planner_seed, attempts[-1], notes, fit)
                 except Exception as err:  # the planner's server may be down: keep the last layout, go on
                     notes.append(f"re-plan failed ({type(err).__name__}: {err}); kept the previous layout")
                 plan_seconds = time.perf_counter() - started
-        attempt = Attempt(
-            index=index, remedy=remedy, seed=seed, planner_seed=planner_seed, methods=list(methods),
-            options=dict(engine_options), plan=current, notes=list(notes), timings={"plan": plan_seconds},
-            composed=composed,
+        record = Attempt(
+            index=index, remedy=remedy, seed=recipe.seed, planner_seed=planner_seed, methods=list(recipe.methods),
+            options=dict(recipe.options), plan=current, notes=list(notes), timings={"plan": plan_seconds},
+            composed=recipe.compose,
         )  # fmt: skip
         plan_seconds = 0.0
-        _draw_and_verify(attempt, synthesizer, detector, verifier, settings, report)
-        attempts.append(attempt)
-        if attempt.passed:
+        _draw_and_verify(record, recipe, synthesizer, detector, verifier, report)
+        attempts.append(record)
+        if record.passed:
             break
     report("done", len(attempts), None, None)
     return RunResult(prompt=prompt, attempts=attempts, settings=settings)
 
 
-def _draw_and_verify(attempt: Attempt, synthesizer, detector, verifier: Verifier, settings: AgentSettings, report) -> None:
-    """Synthesize, detect and verify one attempt in place; an exception is recorded, not raised."""
-    stage = "synthesize"
+def _draw_and_verify(record: Attempt, recipe: Recipe, synthesizer, detector, verifier: Verifier, report) -> None:
+    """Draw, detect and verify one attempt (:func:`scenewright.eval.attempt.attempt`) into ``record``; an exception
+    is recorded, not raised."""
     try:
-        started = time.perf_counter()
-        report(stage, attempt.index, 0, settings.steps)
-        attempt.guidance_scale = settings.guidance_scale
-        if attempt.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults)
-            attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
-        composition = regional = None
-        if attempt.composed:  # the detector that verifies also finds each object drawn alone (LMD: SAM)
-            from scenewright.eval.detect import detector_segmenter
-            from scenewright.synth.composition import CompositionOptions
-            from scenewright.synth.spatial_temporal import SpatialTemporalControl
+        result = attempt(synthesizer, record.plan, recipe, detector, verifier=verifier,
+                         progress=lambda stage, step, total: report(stage, record.index, step, total))  # fmt: skip
+    except AttemptError as err:  # recorded: the next attempt may well succeed (other seed, layout, guidance)
+        record.error, result = str(err), err.result
+    record.guidance_scale = result.recipe.guidance_scale
+    record.image, record.detections, record.timings = result.image, result.detections, {**record.timings, **result.timings}
+    if result.appended_phrases:
+        record.notes.append(f"appended to the prompt (not in it): {', '.join(result.appended_phrases)}")
+    if record.error is not None or result.verdict is None:
+        return
+    verdict = result.verdict
+    missing = [key for key in SCORE_KEYS if key not in verdict.scores]
+    if missing:  # a stand-in verifier's verdict: the ranking (overall_score) needs every figure
+        record.error = f"score failed: ValueError: the scorer returned no {', '.join(missing)}; a verdict's scores hold {', '.join(SCORE_KEYS)}"
+        return
+    record.verdict = verdict
+    record.scores = {key: (None if value is None else float(value)) for key, value in verdict.scores.items()}
+    record.passed = verdict.passed
+    record.failures = verdict.failures
 
-            composition = CompositionOptions(segmenter=detector_segmenter(detector))
-            if settings.compose_spatial_temporal > 0:  # the whole caption's later steps mix objects' colors
-                regional = SpatialTemporalControl(local_weight=settings.compose_spatial_temporal)
-        output = synthesizer.generate(
-            attempt.layout,
-            methods=attempt.methods,
-            composition=composition,
-            spatial_temporal=regional,
-            num_inference_steps=settings.steps,
-            guidance_scale=attempt.guidance_scale,
-            seed=attempt.seed,
-            output_type="pil",
-            callback=lambda step, total, record: report("synthesize", attempt.index, step + 1, total),
-            **attempt.options,
-        )
-        attempt.image = output.images[0]
-        attempt.timings[stage] = time.perf_counter() - started
-        if output.appended_phrases and output.appended_phrases[0]:
-            attempt.notes.append(f"appended to the prompt (not in it): {', '.join(output.appended_phrases[0])}")
 
-        stage = "detect"
-        started = time.perf_counter()
-        report(stage, attempt.index, None, None)
-        attempt.detections = list(detector(attempt.image, list(dict.fromkeys(attempt.layout.names))))
-        attempt.timings[stage] = time.perf_counter() - started
+# ------------------------------------------------------------------ remedies: Recipe -> Recipe, Plan -> Plan
+def new_seed(recipe: Recipe) -> Recipe:
+    """The same plan and guidance from other initial noise."""
+    return replace(recipe, seed=recipe.seed + 1)
 
-        stage = "score"
-        started = time.perf_counter()
-        report(stage, attempt.index, None, None)
-        verdict = verifier(attempt.plan, attempt.detections)
-        missing = [key for key in SCORE_KEYS if key not in verdict.scores]
-        if missing:  # a stand-in verifier's verdict: the ranking (overall_score) needs every figure
-            raise ValueError(f"the scorer returned no {', '.join(missing)}; a verdict's scores hold {', '.join(SCORE_KEYS)}")
-        attempt.verdict = verdict
-        attempt.scores = {key: (None if value is None else float(value)) for key, value in verdict.scores.items()}
-        attempt.passed = verdict.passed
-        attempt.failures = verdict.failures
-        attempt.timings[stage] = time.perf_counter() - started
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # recorded: the next attempt may well succeed (other seed, layout, guidance)
-        attempt.error = f"{stage} failed: {type(err).__name__}: {err}"
-        attempt.passed = False
+
+def composed(recipe: Recipe, spatial_temporal: float) -> Recipe:
+    """Each object drawn alone and composed into its box for the first steps (LMD, Lian et al. 2024), its phrase
+    blended into its box throughout with local weight ``spatial_temporal`` (Wu et al. 2023; 0: off) so that the
+    caption's later steps keep each object's own color."""
+    return replace(recipe, compose=True, spatial_temporal=spatial_temporal if spatial_temporal > 0 else None, name="")
+
+
+def boosted_scale(recipe: Recipe, boost: float) -> Recipe:
+    """The ``scale_factor`` the engine would have used (:meth:`Recipe.engine_options`), times ``boost``."""
+    return recipe.with_options(scale_factor=float(recipe.engine_options()["scale_factor"]) * boost)
+
+
+def with_extra_methods(recipe: Recipe, extra_methods: Sequence[str]) -> Recipe:
+    """``extra_methods`` added to the recipe's guidance methods (plain SD's "none" dropped)."""
+    methods = [m for m in recipe.methods if m != "none"] + [m for m in extra_methods if m not in recipe.methods]
+    return replace(recipe, methods=tuple(methods) or ("none",), name="")
 
 
 def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list[str], composed: bool) -> tuple[str, list[str]]:
@@ -377,7 +366,7 @@ def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list
     raise AssertionError("unreachable: 'new seed' always applies")  # pragma: no cover
 
 
-def _replan(
+def replanned(
     previous: Plan, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
 ) -> tuple[Plan, list[str]]:
     """Plan again with the same spec (fitted to the model's object sizes, ``fit``); a planner that takes feedback
@@ -389,19 +378,6 @@ def _replan(
     replanned = plan(previous.prompt, planner, seed=planner_seed, feedback=feedback, spec=previous.spec, **fit)
     said = f"with feedback: {feedback}" if feedback else "(this planner takes no feedback)"
     return replanned, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in replanned.notes)]
-
-
-def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
-    """The ``scale_factor`` the engine would use: the option, else the first method's default, else A&E's."""
-    from scenewright.synth.methods import get_method
-    from scenewright.synth.pipeline import ENGINE_DEFAULTS
-
-    if "scale_factor" in options:
-        return float(options["scale_factor"])
-    for name in methods:  # as Synthesizer._resolve_methods: the first method listed that sets it wins
-        if name != "none" and "scale_factor" in get_method(name).defaults:
-            return float(get_method(name).defaults["scale_factor"])
-    return float(ENGINE_DEFAULTS["scale_factor"])
 
 
 def _load_synthesizer(settings: AgentSettings):
@@ -431,4 +407,5 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "Verifier", "overall_score", "run"]
+__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "boosted_scale", "composed", "new_seed", "overall_score",
+           "replanned", "run", "with_extra_methods"]

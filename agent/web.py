@@ -356,7 +356,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import sys
 
-    from scenewright.synth.cli import parse_options
+    from scenewright.synth.recipe import parse_options
 
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)

@@ -17,104 +17,25 @@ processes with :meth:`accelerate.PartialState.split_between_processes`; the main
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scenewright.eval.attempt import attempt
 from scenewright.eval.detect import Detection, Detector
 from scenewright.eval.suites import BenchItem
 from scenewright.eval.verify import verify
 from scenewright.layout.plan import Plan, plan, plan_for_layout
 from scenewright.layout.planners import get_planner
 from scenewright.layout.schema import Layout
+from scenewright.synth.recipe import Recipe, split_options
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
 SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar").
-
-    ``compose`` joins a combination as a loop variation, not a loss: ``"compose+car+sar"`` draws each object
-    alone and composes it into its box first (:mod:`scenewright.synth.composition`, LMD), then guides with CAR + SAR.
-    So does ``spatial_temporal`` (or ``spatial_temporal:W``): box-confined spatial-temporal control
-    (:mod:`scenewright.synth.spatial_temporal`), each object's phrase blended into its box with local weight W (1).
-    """
-
-    name: str
-    methods: tuple[str, ...]
-    compose: bool = False
-    spatial_temporal: float | None = None  # local weight; None: off
-
-    @property
-    def guided(self) -> bool:
-        return self.methods != ("none",) or self.compose or self.spatial_temporal is not None
-
-
-_SPATIAL_TEMPORAL = "spatial_temporal"
-
-
-def _spatial_temporal_weight(token: str, part: str) -> float:
-    """``"spatial_temporal"`` -> 1.0, ``"spatial_temporal:3"`` -> 3.0; a bad weight names the combination."""
-    _, _, text = token.partition(":")
-    try:
-        weight = float(text) if text else 1.0
-    except ValueError:
-        weight = -1.0  # not a number: the same error as a negative one
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
-                         f"e.g. spatial_temporal:3, got {text!r}")  # fmt: skip
-    return weight
-
-
-def parse_method_specs(text: str) -> list[MethodSpec]:
-    """``"none,attend_excite,car+sar"`` -> three :class:`MethodSpec`; each name checked against the registry."""
-    from scenewright.synth.cli import parse_methods
-
-    specs = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        tokens = [t.strip() for t in part.split("+")]
-        compose = "compose" in tokens
-        regional = [t for t in tokens if t.partition(":")[0] == _SPATIAL_TEMPORAL]
-        if len(regional) > 1:
-            raise ValueError(f"--methods {part!r} names spatial_temporal twice; give it once, e.g. compose+spatial_temporal:3")
-        weight = _spatial_temporal_weight(regional[0], part) if regional else None
-        rest = [t for t in tokens if t != "compose" and t not in regional] or ["none"]
-        methods = parse_methods(",".join(rest))  # CLIError (a ValueError) names the unknown method
-        variations = (["compose"] if compose else []) + regional
-        shown = [] if variations and methods == ["none"] else methods
-        specs.append(MethodSpec("+".join(variations + shown), tuple(methods), compose, weight))
-    if not specs:
-        raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"--methods lists a combination twice: {text!r}")
-    return specs
-
-
-def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str, dict]:
-    """Per combination, the ``--option``s its methods (or the engine) take; an option none takes is an error.
-
-    ``--option car_res=[16,16]`` with ``--methods none,car+sar`` goes to car+sar only: plain SD
-    rejects method options, and one flag list serves every combination of the run.
-    """
-    from scenewright.synth.methods import METHODS
-    from scenewright.synth.pipeline import ENGINE_DEFAULTS
-
-    known = {s.name: set(ENGINE_DEFAULTS).union(*(METHODS[m].defaults for m in s.methods if m in METHODS)) for s in specs}
-    unused = sorted(set(options) - set().union(*known.values()))
-    if unused:
-        valid = sorted(set().union(*known.values()))
-        raise ValueError(f"--option {', '.join(unused)}: no method of --methods takes it; valid: {', '.join(valid)}")
-    return {s.name: {k: v for k, v in options.items() if k in known[s.name]} for s in specs}
 
 
 # ----------------------------------------------------------------------------- benchmark scorers
@@ -212,11 +133,11 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def record_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
+def record_path(out: Path, spec: Recipe, item: BenchItem, seed: int) -> Path:
     return out / "records" / spec.name / f"{item.key}-s{seed}.json"
 
 
-def image_path(out: Path, spec: MethodSpec, item: BenchItem, seed: int) -> Path:
+def image_path(out: Path, spec: Recipe, item: BenchItem, seed: int) -> Path:
     return out / "images" / spec.name / f"{item.key}-s{seed}.png"
 
 
@@ -302,11 +223,13 @@ def _detection_dict(d: Detection) -> dict:
     return {"name": d.name, "box": [round(float(v), 5) for v in d.box], "score": round(float(d.score), 5), "color": d.color}
 
 
-def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
+def run_unit(synthesizer, item: BenchItem, spec: Recipe, seed: int, *, out: Path, layouts: LayoutSource,
              detector: Detector | None, generate_options: dict, method_options: dict | None = None,
              composition=None) -> dict:  # fmt: skip
     """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure.
 
+    ``spec`` is the combination's :class:`~scenewright.synth.recipe.Recipe`, drawn with ``seed``,
+    ``method_options`` over its own options and ``generate_options`` (``num_inference_steps``, ``guidance_scale``).
     A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
     only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
     negative prompt, and the record says so (``"guided": false``). ``composition``: the
@@ -317,18 +240,14 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
     layout = planned.layout
     guided = spec.guided and bool(layout.objects)
     if guided:
-        compose = (composition or True) if spec.compose else None
-        regional = None
-        if spec.spatial_temporal is not None:
-            from scenewright.synth.spatial_temporal import SpatialTemporalControl
-
-            regional = SpatialTemporalControl(local_weight=spec.spatial_temporal)
-        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil", composition=compose,
-                                      spatial_temporal=regional, **generate_options, **(method_options or {}))  # fmt: skip
+        # the run's steps and CFG scale (generate_options) over the recipe's defaults
+        recipe = replace(spec, seed=seed).with_options(**(method_options or {}))
+        drawn = attempt(synthesizer, planned, recipe, composition=composition, **generate_options)
+        image, encoded_prompt = drawn.image, drawn.encoded_prompt
     else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
         target = layout if spec.guided else item.prompt
         output = synthesizer.generate(target, methods=["none"], seed=seed, output_type="pil", **generate_options)
-    image = output.images[0]
+        image, encoded_prompt = output.images[0], output.prompts[0]
     path = image_path(out, spec, item, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
@@ -341,7 +260,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
         "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,
         "method": spec.name, "methods": list(spec.methods), "seed": seed, "guided": guided,
         "image": path.relative_to(out).as_posix(), "layout": layout.to_dict(), "layout_source": source,
-        "encoded_prompt": output.prompts[0],
+        "encoded_prompt": encoded_prompt,
         "detections": [_detection_dict(d) for d in detections], "scores": scores,
         "failures": verdict.failures if verdict is not None else [],
         "seconds": round(time.perf_counter() - started, 3),
@@ -351,7 +270,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
 def run_bench(
     items: Sequence[BenchItem],
     synthesizer,
-    specs: Sequence[MethodSpec],
+    specs: Sequence[Recipe],
     *,
     out: str | os.PathLike,
     seeds: int = 1,
@@ -368,7 +287,7 @@ def run_bench(
 
     ``generate_options`` go to every :meth:`scenewright.synth.Synthesizer.generate` call (``num_inference_steps``,
     ``guidance_scale``); ``method_options`` to the combinations that take them
-    (:func:`split_method_options`); ``composition`` (:class:`scenewright.synth.composition.CompositionOptions`) to the
+    (:func:`scenewright.synth.recipe.split_options`); ``composition`` (:class:`scenewright.synth.composition.CompositionOptions`) to the
     ``compose`` combinations. A unit that raises is recorded with its error and the run
     continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
     (with ``report``) report.html.
@@ -381,7 +300,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     defaults = getattr(synthesizer, "defaults", None)  # what the model declares (scenewright.json), if anything
     layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, **(defaults.layout_fit() if defaults else {}))
-    per_spec = split_method_options(specs, method_options or {})
+    per_spec = split_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
     state = process_state()
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -434,6 +353,6 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "load_records", "parse_method_specs", "process_state",
-    "run_bench", "score_image", "split_method_options", "summarize",
+    "BENCHMARK_SCORERS", "SUMMARY_METRICS", "LayoutSource", "load_records", "process_state", "run_bench", "score_image",
+    "summarize",
 ]  # fmt: skip

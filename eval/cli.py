@@ -121,16 +121,15 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 
 def _bench_setup(args: argparse.Namespace):
     """Everything but the model, checked before the (slow) model load: raises ValueError/OSError for exit 2."""
-    from scenewright.eval.bench import parse_method_specs, split_method_options
     from scenewright.eval.suites import load_prompt_file, load_suite
-    from scenewright.synth.cli import parse_options
+    from scenewright.synth.recipe import parse_options, parse_recipes, split_options
 
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
-    specs = parse_method_specs(args.methods)
+    specs = parse_recipes(args.methods)
     options = parse_options(args.option)
-    split_method_options(specs, options)  # an option no method takes: exit 2 before loading the model
+    split_options(specs, options)  # an option no method takes: exit 2 before loading the model
     items = load_suite(args.suite, limit=args.limit) if args.suite else load_prompt_file(args.prompts, limit=args.limit)
     detector_name = args.detector or ("shapes" if args.suite == "shapes" else None)
     if detector_name is None:

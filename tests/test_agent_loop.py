@@ -90,7 +90,7 @@ class FeedbackPlanner(OfflinePlanner):
 
 
 def test_remedies_come_in_order_and_accumulate(synthesizer):
-    from scenewright.synth.pipeline import ENGINE_DEFAULTS
+    from scenewright.synth.recipe import ENGINE_DEFAULTS
 
     recorder, script, planner = Recorder(synthesizer), Scripted([FAILING]), FeedbackPlanner()
     result = run(PROMPT, synthesizer=recorder, planner=planner, detector=script.detector, verifier=script.verifier,
