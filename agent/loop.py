@@ -201,6 +201,7 @@ def run(
     detector: Detector | str | None = None,
     verifier: Verifier | None = None,
     progress: ProgressCallback | None = None,
+    start: Plan | None = None,
     **options: Any,
 ) -> RunResult:
     """Draw ``prompt`` until the image shows what it asks, within ``attempts``; every attempt is kept.
@@ -213,7 +214,8 @@ def run(
     ``verifier(plan, detections)`` returns a :class:`~scenewright.eval.verify.Verdict` (default: :func:`~scenewright.eval.verify.verify`
     with the settings' ``min_mean_iou``). ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
     cannot be loaded, :class:`~scenewright.layout.schema.LayoutError` / :class:`AgentError` when the prompt
-    cannot be planned; a failure inside an attempt is recorded in it instead.
+    cannot be planned; a failure inside an attempt is recorded in it instead. ``start`` is a plan to draw first
+    as it is (the web editor's edited boxes: not re-planned, not fitted); a re-plan remedy plans ``prompt`` anew.
     """
     # `planner="llm"` / `detector="shapes"` name the settings' choice; an object is used as it is.
     if isinstance(planner, str):
@@ -237,7 +239,7 @@ def run(
     started = time.perf_counter()
     report("plan", 1, None, None)
     planner_seed = 0
-    current = plan(prompt, planner, seed=planner_seed)
+    current = start if start is not None else plan(prompt, planner, seed=planner_seed)
     if not current.layout.objects:
         raise AgentError(
             f"the {getattr(planner, 'name', 'given')} planner found no objects in {prompt!r} to place and verify; "
@@ -254,7 +256,7 @@ def run(
     # The plan's boxes fitted to the object sizes the model draws, where it declares them (scenewright.json)
     defaults = getattr(synthesizer, "defaults", None)  # a stand-in synthesizer may declare nothing
     fit = defaults.layout_fit() if defaults is not None else {}
-    if fit:
+    if fit and start is None:
         current = fit_to_model(current, object_sides=fit["object_sides"], object_gap=fit["object_gap"], size_sides=fit.get("size_sides"))
     recipe = Recipe(tuple(settings.methods), settings.options, seed=settings.seed, steps=settings.steps,
                     guidance_scale=settings.guidance_scale)  # fmt: skip

@@ -179,6 +179,30 @@ def test_generate_for_layout_returns_image_overlay_and_scores(synthesizer):
     assert missed["count_acc"] == 0.0 and missed["mean_iou"] == 0.0
 
 
+def test_generate_uses_the_run_loops_attempts_and_remedies_and_shows_a_readable_verdict(synthesizer):
+    from scenewright.agent.web import shown_on_canvas, verdict_markdown
+
+    layout = state_to_layout(_state(_box("a red circle", 0.1, 0.1, 0.4, 0.4)), "a red circle")
+    drawn = []
+
+    def detector(image, names):  # finds nothing: every attempt fails, so the loop's remedies run
+        drawn.append(image)
+        return []
+
+    image, _, scores = generate_for_layout(layout, synthesizer, methods=(), seed=1, steps=1, detector=detector, attempts=2)
+    assert scores["attempts"] == 2 and scores["passed"] is False and len(drawn) == 2
+    assert image is drawn[0]  # ties go to the first attempt
+    keys = [r["key"] for r in scores["requirements"]]
+    assert keys == ["count:circle", "color:circle:red", "box:0", "mean_iou"]
+    page = verdict_markdown(scores)
+    assert page.startswith("**Not passed** (best of 2 attempt(s))")
+    assert "- ✘ expected 1 x 'a red circle' (circle), the image has 0 — 0.00" in page
+    assert page.endswith("count_acc 0.00, spatial_acc n/a, box_iou50 0.00, mean_iou 0.00")
+    shown = shown_on_canvas(image)
+    assert shown.size == (512, 512)
+    assert shown.getpixel((0, 0)) == shown.getpixel((7, 7)) == image.getpixel((0, 0))  # nearest: 8x8 blocks of one pixel
+
+
 def test_generate_for_layout_is_the_synthesizers_image(synthesizer):
     import numpy as np
 
