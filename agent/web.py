@@ -36,8 +36,9 @@ from scenewright.agent.loop import run
 from scenewright.eval.detect import get_detector
 from scenewright.eval.verify import SCORE_KEYS
 from scenewright.layout.plan import plan, plan_for_layout
+from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.planners import PLANNER_NAMES
-from scenewright.layout.schema import Layout, LayoutError, phrase_to_name
+from scenewright.layout.schema import Layout, LayoutError
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         raise EditorError('the box state must be {"boxes": [...]}; press \'Plan layout\' to start again')
     if not state["boxes"]:
         raise EditorError("the canvas has no boxes; press 'Plan layout' or 'Add box'")
-    from scenewright.layout.parse import parse_prompt
-
     prompt_names = {o.name for o in parse_prompt(prompt).objects}
     objects = []
     for i, item in enumerate(state["boxes"]):
@@ -128,7 +127,7 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         if x < -_EDGE or y < -_EDGE or x + w > 1 + _EDGE or y + h > 1 + _EDGE:
             raise EditorError(f"{where} leaves the canvas; drag it back inside")
         name = item.get("name")
-        name = name if isinstance(name, str) and name.strip() else phrase_to_name(phrase)
+        name = name if isinstance(name, str) and name.strip() else name_of_phrase(phrase)
         if not _in_text(name, prompt, prompt_names):
             raise EditorError(
                 f"{where}: its label {name!r} is not in the text {prompt.strip()!r}; "

@@ -94,10 +94,10 @@ def detector_segmenter(detector: Detector) -> Callable[[np.ndarray, str], list[n
     """
     from scenewright.eval.detectors import to_pil  # every detector is handed PIL images, as the bench and agent do
     from scenewright.eval.scores import color_fits, detection_region
-    from scenewright.layout.schema import phrase_to_name
+    from scenewright.layout.parse import name_of_phrase
 
     def segment(image: np.ndarray, phrase: str) -> list[np.ndarray]:
-        name = phrase_to_name(phrase)
+        name = name_of_phrase(phrase)
         found = [d for d in detector(to_pil(image), [name]) if d.name == name and color_fits(d.color, phrase)]
         h, w = np.asarray(image).shape[:2]
         return [detection_region(d, h, w) for d in sorted(found, key=lambda d: -d.score)]

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from scenewright.layout.parse import singularize
 from scenewright.layout.schema import Layout
+from scenewright.layout.vocabulary import singularize
 
 SUITES = ("lmd", "nsr1k-counting", "nsr1k-spatial")
 

@@ -57,7 +57,7 @@ def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
 # ------------------------------------------------------------------------ scenewright
 def named_color(phrase: str) -> str | None:
     """The first color word of ``phrase`` ("a red circle" -> "red"), None when it names none."""
-    from scenewright.layout.parse import COLORS
+    from scenewright.layout.vocabulary import COLORS
 
     return next((word for word in phrase.lower().split() if word in COLORS), None)
 

@@ -21,7 +21,9 @@ import re
 import sys
 from pathlib import Path
 
-from scenewright.layout.planners import PLANNER_NAMES
+from scenewright.layout.plan import plan_layout
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.render import save_layout_png
 
 
 class _StderrHandler(logging.Handler):
@@ -116,8 +118,6 @@ def _run(args: argparse.Namespace) -> int:
         print("error: give exactly one of PROMPT or --input FILE", file=sys.stderr)
         return 2
     try:
-        from scenewright.layout.planners import get_planner
-
         planner = get_planner(args.planner, **planner_options(args))
     except (ValueError, TypeError, OSError) as err:  # OSError: the local model is not available
         print(f"error: {err}", file=sys.stderr)
@@ -128,8 +128,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, planner, prompt: str):
-    from scenewright.layout.plan import plan_layout
-
     return plan_layout(prompt, planner, seed=args.seed, check=not args.no_check)
 
 
@@ -152,8 +150,6 @@ def _run_one(args: argparse.Namespace, planner) -> int:
     else:
         print(text)
     if args.png is not None:
-        from scenewright.layout.render import save_layout_png
-
         try:
             save_layout_png(layout, args.png)
         except (OSError, ValueError) as err:
@@ -196,8 +192,6 @@ def _run_batch(args: argparse.Namespace, planner) -> int:
             out.write(layout.to_json() + "\n")
             out.flush()
             if args.png is not None:
-                from scenewright.layout.render import save_layout_png
-
                 try:
                     save_layout_png(layout, args.png / f"{number:04d}.png")
                 except (OSError, ValueError) as err:

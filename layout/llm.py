@@ -27,19 +27,35 @@ import math
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from scenewright import prompts
 from scenewright.layout.cache import AnswerCache, cache_key
 from scenewright.layout.geometry import clip_to_canvas
+from scenewright.layout.parse import name_of_phrase
 from scenewright.layout.peer_formats import parse_peer_answer
-from scenewright.layout.schema import Layout, LayoutError, LayoutObject, phrase_to_name
+from scenewright.layout.schema import Layout, LayoutError, LayoutObject
 
 logger = logging.getLogger(__name__)
 
 #: Model used on hosted OpenAI when neither ``model`` nor ``SCENEWRIGHT_LLM_MODEL`` is given.
 DEFAULT_MODEL = "gpt-4o-mini"
+def redact_url(url: str | None) -> str | None:
+    """``url`` with any credentials in it hidden: ``http://user:pw@host/v1`` -> ``http://***@host/v1``.
+
+    Base URLs are printed by ``scenewright config``, in error messages and in reports; a password written
+    into one must not follow it there.
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 #: Key sent to a server given by ``base_url`` when no key is configured (local servers ignore it).
 PLACEHOLDER_API_KEY = "EMPTY"
 #: ``response_format`` modes, most to least constrained; a 400 moves to the next.
@@ -100,6 +116,8 @@ def _json_object(text: str) -> dict | list | None:
             value, _ = decoder.raw_decode(text, match.start())
         except ValueError:
             continue
+        except RecursionError:  # "[[[[..." nested deeper than Python's stack: no layout, say so below
+            return None
         if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
             return value
     return None
@@ -121,7 +139,7 @@ def _layout_from_json(value: dict | list, prompt: str) -> tuple[Layout, list[str
         if "phrase" not in obj and isinstance(obj.get("name"), str):
             obj["phrase"] = obj["name"]  # a bare kind is its own phrase
         if "name" not in obj and isinstance(obj.get("phrase"), str):
-            obj["name"] = phrase_to_name(obj["phrase"])
+            obj["name"] = name_of_phrase(obj["phrase"])
         filled.append(obj)
     negative = data.get("negative", "")
     if isinstance(negative, list):
@@ -136,6 +154,13 @@ def _layout_from_json(value: dict | list, prompt: str) -> tuple[Layout, list[str
     return Layout.parse(layout_dict), changes
 
 
+#: Longest answer read: a layout of 30 objects is ~4,000 characters; a model stuck in a loop writes until its
+#: token limit, and every retry would parse that again.
+MAX_ANSWER_CHARS = 32_000
+#: The LLM planner's default ``max_tokens``: room for 30 objects' JSON (~1,500 tokens), not for a loop.
+DEFAULT_MAX_TOKENS = 4096
+
+
 def answer_to_layout(answer: str, prompt: str) -> tuple[Layout, list[str]]:
     """A raw model answer -> ``(layout, changes)``: the JSON schema, else the LMD or Attention Refocusing text format.
 
@@ -143,6 +168,11 @@ def answer_to_layout(answer: str, prompt: str) -> tuple[Layout, list[str]]:
     """
     if not isinstance(answer, str) or not answer.strip():
         raise LayoutError('the answer is empty; answer with the JSON object {"objects": [...], "background": ..., "negative": ...}')
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise LayoutError(
+            f"the answer is {len(answer):,} characters long, more than any layout needs ({MAX_ANSWER_CHARS:,}); "
+            'answer with the JSON object {"objects": [...], "background": ..., "negative": ...} alone'
+        )
     fenced = _FENCE_RE.findall(answer)
     texts = [*fenced, answer] if fenced else [answer]
     for text in texts:
@@ -223,14 +253,14 @@ class LLMPlanner:
         cache_dir: str | os.PathLike | None = None,
         timeout: float = 60.0,
         client_retries: int = 2,
-        max_tokens: int | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         structured_output: bool = True,
     ):
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         model = model or os.environ.get("SCENEWRIGHT_LLM_MODEL") or (None if self.base_url else DEFAULT_MODEL)
         if not model:
             raise ValueError(
-                f"no model name for the server at {self.base_url}: pass `model` (--model) or set SCENEWRIGHT_LLM_MODEL "
+                f"no model name for the server at {redact_url(self.base_url)}: pass `model` (--model) or set SCENEWRIGHT_LLM_MODEL "
                 "to a model the server serves (e.g. the name `ollama list` or vLLM's --model shows)"
             )
         self.model = model
@@ -252,11 +282,12 @@ class LLMPlanner:
         self._client = None
 
     def __repr__(self) -> str:
-        return f"LLMPlanner(model={self.model!r}, base_url={self.base_url!r}, temperature={self.temperature})"
+        return f"LLMPlanner(model={self.model!r}, base_url={redact_url(self.base_url)!r}, temperature={self.temperature})"
 
     @property
     def server(self) -> str:
-        return self.base_url or "https://api.openai.com/v1"
+        """The server's URL as shown to people: credentials in it are redacted (:func:`redact_url`)."""
+        return redact_url(self.base_url) or "https://api.openai.com/v1"
 
     # -------------------------------------------------------------- planning
     def plan(self, prompt: str, *, seed: int = 0, feedback: str | None = None) -> Layout:
@@ -337,9 +368,14 @@ class LLMPlanner:
         return self._client
 
     def _scrub(self, text: str) -> str:
+        """What the server or client said, without the API key or the base URL's credentials."""
         key = self.__api_key
         if key and key != PLACEHOLDER_API_KEY and len(key) >= 4:
             text = text.replace(key, "***")
+        if self.base_url and redact_url(self.base_url) != self.base_url:
+            text = text.replace(self.base_url, redact_url(self.base_url))
+            userinfo = urlsplit(self.base_url).netloc.rpartition("@")[0]
+            text = text.replace(userinfo, "***")
         return text
 
     def _server_error(self, err: Exception) -> LLMServerError:

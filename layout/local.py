@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from scenewright.errors import ModelNotAvailableError
 from scenewright.layout.llm import check_feedback, check_prompt, check_temperature, plan_with_retries
 from scenewright.layout.schema import Layout
 
@@ -124,8 +125,6 @@ class LocalPlanner:
 
 
 def _not_available(name: str, reason: str) -> OSError:
-    from scenewright.errors import ModelNotAvailableError
-
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
     return ModelNotAvailableError(
         f"cannot load the local planner's model {name!r} ({reason}{'; HF_HUB_OFFLINE is set' if offline else ''}). "

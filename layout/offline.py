@@ -27,7 +27,7 @@ How boxes are placed (every step is a pure function of the spec and the seed):
    ``next_to`` subjects are stacked level with (or, in a row, packed against) their reference.
 5. ``between`` with one plural reference ("a cat between two trees") spreads the reference's
    instances on both sides of the subject along its ground line.
-6. ``above(X, Y)`` with Y a support (:data:`scenewright.layout.parse.SUPPORT_KINDS`, one instance: "a cat on
+6. ``above(X, Y)`` with Y a support (:data:`scenewright.layout.vocabulary.SUPPORT_KINDS`, one instance: "a cat on
    a sofa") rests X on Y: the lowest X boxes come down onto Y's top, sinking :data:`REST_DEPTH`
    of their height into it (X's bottom edge in Y's upper half, X's centre above Y's), and Y
    widens to span them (or, when widening breaks Y's region, they slide over Y, shrinking if they
@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scenewright.layout.parse import SUPPORT_KINDS, parse_prompt
+from scenewright.layout.parse import parse_prompt
 from scenewright.layout.relations import NEXT_TO_MAX_GAP, requirement_failures
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError, LayoutObject
 from scenewright.layout.spec import ObjectSpec, PromptSpec
+from scenewright.layout.vocabulary import SUPPORT_KINDS
 
 #: Smallest box side the planner produces (normalized units).
 MIN_SIDE = 0.05
@@ -748,7 +750,7 @@ def _flank_between(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> 
             continue
         spans = [(min(subject.cell[0], reference.cell[0]), max(subject.cell[2], reference.cell[2])),
                  (reference.cell[0], reference.cell[2])]  # fmt: skip
-        if not any(_try(spec, groups, lambda span=span: _spread(subject, reference, span)) for span in spans):
+        if not any(_keep_unless_broken(spec, groups, lambda span=span: _spread(subject, reference, span)) for span in spans):
             notes.append(f"'{spec.objects[rel.subject].phrase}' could not be placed between the "
                          f"'{spec.objects[rel.references[0]].phrase}' instances without breaking another requirement")
 
@@ -773,7 +775,7 @@ def _spread(subject: _Group, reference: _Group, span: tuple[float, float]) -> No
         g.slots = [tuple(b) for b in g.boxes]  # type: ignore[misc]
 
 
-def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
+def _keep_unless_broken(spec: PromptSpec, groups: list[_Group], move: Callable[[], bool | None]) -> bool:
     """Apply ``move()`` to the groups' boxes; undo it and return False when it breaks a requirement that held.
 
     ``move`` may also return False itself to refuse (nothing it changed is kept).
@@ -792,7 +794,7 @@ def _try(spec: PromptSpec, groups: list[_Group], move) -> bool:
 def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) -> None:
     """'X on a sofa': X's bottom edge sinks :data:`REST_DEPTH` of its height into the support's top.
 
-    For ``above(X, Y)`` with Y one instance of a :data:`scenewright.layout.parse.SUPPORT_KINDS` kind, the X
+    For ``above(X, Y)`` with Y one instance of a :data:`scenewright.layout.vocabulary.SUPPORT_KINDS` kind, the X
     boxes standing lowest (X's ground line) are put on one ground line on Y's top, and Y is
     widened to span them and its own box (or, when that breaks a requirement such as Y's region,
     the X boxes slide over Y instead), so every resting X lies within Y's width with its centre
@@ -806,12 +808,12 @@ def _rest_on_supports(spec: PromptSpec, groups: list[_Group], notes: list[str]) 
         if rel.kind == "above" and y != rel.subject and spec.objects[y].name in SUPPORT_KINDS and groups[y].count == 1:
             supported.setdefault(y, []).append(rel.subject)
     for y, held in supported.items():
-        if not any(_try(spec, groups, lambda widen=widen: _rest(spec, groups, y, held, widen)) for widen in (True, False)):
+        if not any(_keep_unless_broken(spec, groups, lambda widen=widen: _rest_on_support(spec, groups, y, held, widen)) for widen in (True, False)):
             notes.append(f"'{spec.objects[y].phrase}' could not be placed under what rests on it; kept apart")
 
 
-def _rest(spec: PromptSpec, groups: list[_Group], y: int, held: list[int], widen: bool) -> bool:
-    """One try of :func:`_rest_on_supports`: widen the support, or (``widen=False``) slide what it holds over it."""
+def _rest_on_support(spec: PromptSpec, groups: list[_Group], y: int, held: list[int], widen: bool) -> bool:
+    """One attempt of :func:`_rest_on_supports`: widen the support, or (``widen=False``) slide what it holds over it."""
     support = groups[y]
     boxes = [b for x in held for b in groups[x].boxes]
     ground = max(b[3] for b in boxes)

@@ -38,7 +38,8 @@ import re
 from collections.abc import Sequence
 
 from scenewright.layout.geometry import clip_to_canvas
-from scenewright.layout.schema import PEER_CANVAS, Layout, LayoutError, phrase_to_name
+from scenewright.layout.parse import name_of_phrase
+from scenewright.layout.schema import PEER_CANVAS, Layout, LayoutError
 
 #: A box keeping less than this fraction of its area after clipping triggers a fit-to-canvas rescale.
 MIN_KEPT_FRACTION = 0.5
@@ -47,7 +48,11 @@ _NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 # ('a cat', [1, 2, 3, 4]) or ("a cat", (1, 2, 3, 4)) anywhere in the text: the fallback when the list
 # as a whole is not a Python literal (a truncated answer, a stray quote).
-_TUPLE_RE = re.compile(r"""\(\s*(['"])(?P<phrase>.+?)\1\s*,\s*(?P<open>[\[(])(?P<numbers>[^\])]*)[\])]\s*\)""")
+# The phrase stops at its closing quote and the numbers at the first character no number list holds, so a
+# failed match gives up after its own span: a looping model's "('a', [('a', [..." is read in linear time.
+_TUPLE_RE = re.compile(
+    r"""\(\s*(?:'(?P<single>[^'\n]+)'|"(?P<double>[^"\n]+)")\s*,\s*(?P<open>[\[(])(?P<numbers>[-+0-9.eE,\s]*)[\])]\s*\)"""
+)
 # cat: (1, 2, 3, 4) -- an Attention Refocusing line; list markers ("1.", "-") before the name are skipped.
 _AR_LINE_RE = re.compile(r"^\s*(?:[-*\u2022]\s*|\d+[.)]\s*)?(?P<name>[^:()\[\]{}]+?)\s*:\s*\((?P<numbers>[^)]*)\)?")
 _BACKGROUND_RE = re.compile(r"^\s*background(?:\s+prompt)?\s*:\s*(?P<text>.*)$", re.IGNORECASE | re.MULTILINE)
@@ -73,7 +78,8 @@ def parse_lmd_answer(text: str, prompt: str, canvas: int = PEER_CANVAS) -> tuple
     if items is None:  # not a literal: take the tuples one by one
         items, kinds = [], []
         for match in _TUPLE_RE.finditer(text):
-            items.append((match["phrase"], [float(v) for v in _NUMBER_RE.findall(match["numbers"])]))
+            phrase = match["single"] if match["single"] is not None else match["double"]
+            items.append((phrase, [float(v) for v in _NUMBER_RE.findall(match["numbers"])]))
             kinds.append("xyxy" if match["open"] == "(" else "xywh")
     if not items and not re.search(r"\[\s*\]", text):
         raise LayoutError(
@@ -172,7 +178,7 @@ def layout_from_pixel_boxes(
         "background": background,
         "negative": negative,
         "objects": [
-            {"name": phrase_to_name(phrase), "phrase": phrase, "box": [v / canvas for v in box]} for phrase, box in kept
+            {"name": name_of_phrase(phrase), "phrase": phrase, "box": [v / canvas for v in box]} for phrase, box in kept
         ],
     }
     data, clip_changes = clip_to_canvas(data)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from scenewright.layout.geometry import check_layout, fit_object_sizes
+from scenewright.layout.geometry import check_layout
 from scenewright.layout.offline import OfflinePlanner, plan_spec
 from scenewright.layout.parse import parse_prompt
 from scenewright.layout.planners import PLANNER_NAMES, Planner, accepts_feedback, get_planner
 from scenewright.layout.schema import Layout, LayoutError
+from scenewright.layout.size_fit import fit_object_sizes
 from scenewright.layout.spec import PromptSpec
 
 
@@ -93,7 +94,7 @@ def fit_to_model(
     size_sides: dict[str, tuple[float, float]] | None = None,
     margin: float = 0.0,
 ) -> Plan:
-    """``plan`` with its boxes fitted to the object sizes a model draws (:func:`scenewright.layout.geometry.fit_object_sizes`)."""
+    """``plan`` with its boxes fitted to the object sizes a model draws (:func:`scenewright.layout.size_fit.fit_object_sizes`)."""
     fitted = fit_object_sizes(plan.layout, plan.spec, sides=object_sides, min_gap=object_gap, margin=margin, size_sides=size_sides)
     return replace(plan, layout=fitted.layout, notes=(*plan.notes, *fitted.changes))
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scenewright.layout.parse import name_of_phrase
+
 #: Largest number of grounded objects GLIGEN's position net accepts.
 GLIGEN_MAX_OBJECTS = 30
 #: The canvas the LMD and Attention Refocusing formats are written on.
@@ -42,6 +44,16 @@ def _format_validation_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _check_text(value: str, field: str) -> str:
+    """``value`` unless it holds a lone surrogate, which no UTF-8 file or JSON reader can carry back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.end].encode("unicode_escape").decode()
+        raise ValueError(f"`{field}` holds {bad} at {err.start}, half of a UTF-16 pair, not text; remove it") from None
+    return value
+
+
 class LayoutObject(BaseModel):
     """One object instance: its kind, the text that grounds it, and where it goes."""
 
@@ -56,7 +68,7 @@ class LayoutObject(BaseModel):
     @field_validator("name", "phrase")
     @classmethod
     def _non_empty(cls, value: str, info) -> str:
-        value = " ".join(value.split())
+        value = " ".join(_check_text(value, info.field_name).split())
         if not value:
             raise ValueError(f"`{info.field_name}` is empty; give the object's kind (e.g. 'cat') and its phrase (e.g. 'a black cat')")
         return value
@@ -119,14 +131,14 @@ class Layout(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_non_empty(cls, value: str) -> str:
-        if not value.strip():
+        if not _check_text(value, "prompt").strip():
             raise ValueError("`prompt` is empty; give the text the image should show")
         return value.strip()
 
     @field_validator("background", "negative")
     @classmethod
-    def _strip(cls, value: str) -> str:
-        return " ".join(value.split())
+    def _strip(cls, value: str, info) -> str:
+        return " ".join(_check_text(value, info.field_name).split())
 
     # ----------------------------------------------------------------- i/o
     @classmethod
@@ -146,6 +158,11 @@ class Layout(BaseModel):
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise LayoutError(f"cannot read layout file {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise LayoutError(
+                f"layout file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                "give a JSON layout file as `scenewright plan ... --output layout.json` writes it"
+            ) from None
         try:
             return cls.parse(text)
         except LayoutError as err:
@@ -211,7 +228,7 @@ class Layout(BaseModel):
                 raise LayoutError(f"objects[{i}]: LMD boxes are [x, y, w, h], got {list(xywh)!r}")
             x, y, w, h = (float(v) for v in xywh)
             box = [x / canvas, y / canvas, (x + w) / canvas, (y + h) / canvas]
-            name = names[i] if names is not None else phrase_to_name(phrase)
+            name = names[i] if names is not None else name_of_phrase(phrase)
             objects.append({"name": name, "phrase": phrase, "box": box})
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
 
@@ -234,7 +251,7 @@ class Layout(BaseModel):
             if len(xyxy) != 4:
                 raise LayoutError(f"objects[{i}]: Attention Refocusing boxes are (x0, y0, x1, y1), got {list(xyxy)!r}")
             objects.append(
-                {"name": phrase_to_name(phrase), "phrase": phrase, "box": [float(v) / canvas for v in xyxy]}
+                {"name": name_of_phrase(phrase), "phrase": phrase, "box": [float(v) / canvas for v in xyxy]}
             )
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
 
@@ -250,23 +267,5 @@ class Layout(BaseModel):
             raise LayoutError(
                 f"`gligen_phrases` and `gligen_boxes` must have the same length, got {len(phrases)} and {len(boxes)}"
             )
-        objects = [{"name": phrase_to_name(p), "phrase": p, "box": list(b)} for p, b in zip(phrases, boxes)]
+        objects = [{"name": name_of_phrase(p), "phrase": p, "box": list(b)} for p, b in zip(phrases, boxes)]
         return cls.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
-
-
-_ARTICLES = {"a", "an", "the", "one", "some", "this", "that"}
-
-
-def phrase_to_name(phrase: str) -> str:
-    """A best-effort object kind for a peer phrase ('a red apple' -> 'apple').
-
-    Peers' formats carry only phrases; the name is the last word of the phrase,
-    singularized. The offline parser knows multiword kinds ('teddy bear') and
-    attribute words; it is used when available so that both agree.
-    """
-    try:  # the parser knows the vocabulary of multiword kinds and attributes
-        from scenewright.layout.parse import name_of_phrase
-    except ImportError:  # pragma: no cover - during bootstrap only
-        words = [w for w in phrase.lower().split() if w not in _ARTICLES]
-        return words[-1] if words else phrase.strip().lower()
-    return name_of_phrase(phrase)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class ModelDefaults:
     #: classifier-free guidance scale when the caller gives none; SD's usual 7.5.
     guidance_scale: float = 7.5
     #: ``(low, high)``: the longer side of the objects the model draws, as fractions of the canvas; planned
-    #: layouts are fitted to it (:func:`scenewright.layout.geometry.fit_object_sizes`). None (SD): any size.
+    #: layouts are fitted to it (:func:`scenewright.layout.size_fit.fit_object_sizes`). None (SD): any size.
     object_sides: tuple[float, float] | None = None
     #: ``{size word: (low, high)}``: the longer side of the objects the model draws for each size word
     #: ("small", "large"); a fitted box aims at the middle of its word's range. None: ``object_sides`` only.
@@ -81,8 +82,6 @@ def model_defaults(folder: str | os.PathLike | None) -> ModelDefaults:
     path = None if folder is None else Path(folder).expanduser() / GUIDANCE_DEFAULTS_FILE
     if path is None or not path.is_file():
         return ModelDefaults()
-    import json
-
     try:
         declared = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(declared, dict):
@@ -142,6 +141,38 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
+#: model_index.json ``_class_name`` -> the pipeline class we load it with (text-to-image base models only).
+PIPELINE_CLASSES = {
+    "StableDiffusionPipeline": "StableDiffusionPipeline",
+    "StableDiffusionGLIGENPipeline": "StableDiffusionGLIGENPipeline",
+    "StableDiffusionXLPipeline": "StableDiffusionXLPipeline",
+}
+
+
+def _pipeline_class(source: str, gligen: bool | None):
+    """The diffusers pipeline class for ``source``'s model_index.json (read from the folder or the hub)."""
+    import diffusers  # heavy: loaded when a model is, so that `scenewright --help` stays fast
+
+    if gligen:
+        return diffusers.StableDiffusionGLIGENPipeline
+    index = Path(source) / "model_index.json"
+    if index.is_file():
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "StableDiffusionPipeline")
+    else:
+        class_name = diffusers.DiffusionPipeline.load_config(source).get("_class_name", "StableDiffusionPipeline")
+    if class_name == "StableDiffusionXLImg2ImgPipeline":
+        raise ModelNotAvailableError(
+            f"{source!r} is an SDXL refiner (StableDiffusionXLImg2ImgPipeline), which only denoises the last steps of "
+            "an image; pass the base model (e.g. stabilityai/stable-diffusion-xl-base-1.0) as --model, and refine its "
+            "output with StableDiffusionXLImg2ImgPipeline as a second stage if you want"
+        )
+    if class_name not in PIPELINE_CLASSES:
+        raise ModelNotAvailableError(
+            f"{source!r} is a {class_name}; scenewright draws with {', '.join(PIPELINE_CLASSES)} weights"
+        )
+    return getattr(diffusers, PIPELINE_CLASSES[class_name])
+
+
 def load_stable_diffusion(
     model: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
@@ -149,17 +180,16 @@ def load_stable_diffusion(
     gligen: bool | None = None,
     **kwargs,
 ):
-    """``StableDiffusionPipeline.from_pretrained`` (hub id, local folder or embedded name) moved to ``device``.
+    """The pipeline of a hub id, local folder or embedded name, moved to ``device``.
 
+    The class is the one ``model_index.json`` names: ``StableDiffusionPipeline`` (SD 1.x/2.x),
+    ``StableDiffusionGLIGENPipeline`` or ``StableDiffusionXLPipeline``; an SDXL refiner is an error naming the base.
     ``gligen=True`` loads ``StableDiffusionGLIGENPipeline`` and requires the UNet's gated layers
     (``position_net``), raising :class:`scenewright.synth.gligen.GligenError` naming a GLIGEN checkpoint when they
     are missing; ``None`` takes whatever UNet the folder has (GLIGEN is then used when it is gated).
     Failures (no internet, unknown repo, incomplete folder) raise :class:`ModelNotAvailableError`
     naming the model, the underlying reason and the fix, never a raw huggingface_hub traceback.
     """
-    from diffusers import StableDiffusionGLIGENPipeline, StableDiffusionPipeline
-
-    pipeline_class = StableDiffusionGLIGENPipeline if gligen else StableDiffusionPipeline
     name = resolve_model(model)
     path = Path(name).expanduser()
     if _looks_like_path(name) and not path.exists():
@@ -175,7 +205,10 @@ def load_stable_diffusion(
         )
     try:
         source = str(path) if path.is_dir() else name
+        pipeline_class = _pipeline_class(source, gligen)
         pipe = pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+    except ModelNotAvailableError:
+        raise
     except Exception as err:  # huggingface_hub / requests / OSError: turn them into one actionable message
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         reason = f"{type(err).__name__}: {first_line}"

@@ -123,4 +123,89 @@ def get_dummy_pipe(seed: int = 0, cross_attention_dim: int = 32, gligen: bool = 
     return pipe
 
 
-__all__ = ["get_dummy_components", "get_dummy_pipe"]
+def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
+    """Components for ``StableDiffusionXLPipeline(**components)``: diffusers' own SDXL test config, wider.
+
+    As ``tests/pipelines/stable_diffusion_xl/test_stable_diffusion_xl.py::get_dummy_components``:
+    ``addition_embed_type="text_time"`` (pooled text + 6 time ids of 8 dims: 6 * 8 + 32 = 80 inputs),
+    ``transformer_layers_per_block=(1, 2)``, linear projections, two CLIP text encoders of width 32 whose
+    hidden states are concatenated (cross-attention width 64), the second with a 32-dim projection.
+    Blocks are (32, 64) wide instead of (2, 4), so attention maps are not degenerate; cross-attention runs at
+    16x16 (2 transformer blocks down, 2 x 3 up) and 8x8 (mid), none at the latent's 32x32, as in SDXL.
+    Both tokenizers are SD's real CLIP BPE. Images are 64x64 px.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + the 32-dim pooled text embedding
+        cross_attention_dim=64,  # text_encoder (32) and text_encoder_2 (32) hidden states, concatenated
+    )
+    # SDXL's scheduler config (stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json).
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=128,
+    )
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(config)
+    torch.manual_seed(seed + 1)  # a second tower, not a copy of the first
+    text_encoder_2 = CLIPTextModelWithProjection(config)
+    return {
+        "unet": unet,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": _clip_tokenizer(),
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": _clip_tokenizer(),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def get_dummy_sdxl_pipe(seed: int = 0):
+    """A tiny ``StableDiffusionXLPipeline`` on CPU (no invisible watermark, so outputs compare exactly)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline(**get_dummy_sdxl_components(seed), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+__all__ = ["get_dummy_components", "get_dummy_pipe", "get_dummy_sdxl_components", "get_dummy_sdxl_pipe"]

@@ -10,7 +10,7 @@ Rules (documented choices):
   "hydrant" may be 2 tokens); Attend-and-Excite (Chefer et al. 2023) and Attention Refocusing
   (Phung et al. 2024) attend to the noun. ``include_attributes=True`` adds the phrase's modifiers
   found just before the noun in the prompt ("red" of "a red car").
-- Plurals match singulars ("three cats" grounds each "a cat"), via :func:`scenewright.layout.parse.singularize`.
+- Plurals match singulars ("three cats" grounds each "a cat"), via :func:`scenewright.layout.vocabulary.singularize`.
 - Repeated kinds: with at least as many mentions as instances, instances take mentions in order,
   preferring a mention whose modifiers match the phrase ("a cat and a cat": the 1st instance gets
   the 1st "cat", the 2nd the 2nd); with fewer mentions, instances share them ("three cats": all
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Literal
 
-from scenewright.layout.parse import NUMBER_WORDS, name_of_phrase, singularize
+from scenewright.layout.parse import name_of_phrase
+from scenewright.layout.vocabulary import NUMBER_WORDS, singularize
 
 MAX_LENGTH = 77  # CLIP's context: <|startoftext|> + 75 tokens + <|endoftext|>
 MAX_PROMPT_TOKENS = MAX_LENGTH - 2

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scenewright.layout import Layout, LayoutError, ObjectSpec, PromptSpec, RelationSpec
-from scenewright.layout.geometry import check_layout, fit_object_sizes
+from scenewright.layout.geometry import check_layout
 from scenewright.layout.relations import group_members, relation_holds, size_holds
+from scenewright.layout.size_fit import fit_object_sizes
 
 
 def raw(*boxes, names=None) -> dict:

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenewright.layout.parse import COCO_CLASSES, name_of_phrase, parse_prompt, singularize
+from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.relations import requirement_failures
 from scenewright.layout.schema import Layout
+from scenewright.layout.vocabulary import COCO_CLASSES, singularize
 
 
 def _objects(text: str) -> list[tuple[str, int]]:

@@ -7,6 +7,7 @@ commands it documents work and that a later session can continue from the export
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -128,12 +129,12 @@ def test_box_target_wants_attention_in_the_whole_box_the_mask_target_only_on_the
 def test_a_bank_built_before_boxes_existed_gets_them_from_its_seeded_scenes(exported):
     run, _ = exported
     path = run / "bank_seed0_level2_n4.pt"
-    built = torch.load(path, weights_only=False)
+    built = torch.load(path, weights_only=True)
     old = {k: v for k, v in built.items() if k != "object_boxes"}
     torch.save(old, path)
     bank = train.load_or_build_bank(run, None, None, 0, 4, 2)  # no VAE needed: nothing is encoded again
     assert torch.equal(bank.object_boxes, built["object_boxes"]) and bank.object_boxes.sum() > 0
-    assert "object_boxes" in torch.load(path, weights_only=False)  # upgraded once, on disk
+    assert "object_boxes" in torch.load(path, weights_only=True)  # upgraded once, on disk
 
 
 def test_aux_target_chooses_what_the_training_loss_aims_at(exported, tmp_path, monkeypatch):
@@ -151,7 +152,7 @@ def test_aux_target_chooses_what_the_training_loss_aims_at(exported, tmp_path, m
         run = tmp_path / target
         train.main(["--stage", "unet", "--run-dir", str(run), "--init-from", str(out), "--steps", "4", "--bank-size", "4",
                     "--eval-every", "0", "--aux-target", target, *TOY])  # fmt: skip
-        banks = [torch.load(f, weights_only=False) for f in sorted(run.glob("bank_*.pt"))]
+        banks = [torch.load(f, weights_only=True) for f in sorted(run.glob("bank_*.pt"))]
         field = "object_boxes" if target == "box" else "object_masks"
         rows = torch.cat([b[field] for b in banks])
         assert all(any(torch.equal(r, row) for row in rows) for r in seen[target])
@@ -229,3 +230,14 @@ def test_phrase_vocabulary_holds_every_phrase_a_shapes_layout_can_have():
     for level in (0, 1, 2):
         for scene in train.bank_scenes(1, 40, level):
             assert {o.phrase for o in scene.to_layout().objects} <= vocabulary
+
+
+def test_checkpoints_resume_through_weights_only_loading(exported, tmp_path, capsys):
+    # torch.load(weights_only=True) refuses pickled code: every checkpoint the trainer writes (weights, optimizer,
+    # step, the three RNG states) must be plain tensors and containers, or resuming fails here.
+    run = shutil.copytree(exported[0], tmp_path / "run")  # a copy: the module's run stays as other tests read it
+    capsys.readouterr()
+    train.main(["--stage", "unet", "--run-dir", str(run), "--steps", "4", "--bank-size", "4", "--eval-every", "0", *TOY])
+    assert "resumed" in capsys.readouterr().out
+    logged = [json.loads(line) for line in (run / train.LOG).read_text().splitlines()]
+    assert [r["step"] for r in logged if r["stage"] == "unet" and "loss" in r][-2:] == [3, 4]

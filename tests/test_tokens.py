@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenewright.layout.parse import singularize
+from scenewright.layout.vocabulary import singularize
 from scenewright.synth.tokens import (
     APPEND_SEPARATOR,
     TokenMappingError,

@@ -20,7 +20,7 @@ def layout(prompt, *objects):
     return Layout.parse({"prompt": prompt, "objects": [{"name": n, "phrase": f"a {n}", "box": list(b)} for n, b in objects]})
 
 
-def score_layout_image(detections, planned, **options):
+def verdict_scores(detections, planned, **options):
     """The verdict's summary figures, as the bench records them."""
     return verify(plan_for_layout(planned), detections, **options).scores
 
@@ -33,30 +33,30 @@ _names = st.sampled_from(["cat", "dog", "apple"])
 
 def test_verify_perfect_and_swapped():
     plan = layout("a cat to the left of a dog", ("cat", CAT_LEFT), ("dog", DOG_RIGHT))
-    good = score_layout_image([det("cat", CAT_LEFT), det("dog", DOG_RIGHT)], plan)
+    good = verdict_scores([det("cat", CAT_LEFT), det("dog", DOG_RIGHT)], plan)
     assert good == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0, "mean_iou": 1.0}
-    swapped = score_layout_image([det("dog", CAT_LEFT), det("cat", DOG_RIGHT)], plan)
+    swapped = verdict_scores([det("dog", CAT_LEFT), det("cat", DOG_RIGHT)], plan)
     assert swapped == {"count_acc": 1.0, "spatial_acc": 0.0, "box_iou50": 0.0, "mean_iou": 0.0}
 
 
 def test_verify_counts_extra_missing_and_negation():
     plan = layout("two apples", ("apple", (0.1, 0.1, 0.3, 0.3)), ("apple", (0.6, 0.6, 0.8, 0.8)))
     two = [det("apple", (0.1, 0.1, 0.3, 0.3)), det("apple", (0.6, 0.6, 0.8, 0.8))]
-    assert score_layout_image(two, plan)["count_acc"] == 1.0
-    assert score_layout_image(two + [det("apple", (0.4, 0.0, 0.5, 0.1))], plan)["count_acc"] == 0.0  # N+1
-    one = score_layout_image(two[:1], plan)
+    assert verdict_scores(two, plan)["count_acc"] == 1.0
+    assert verdict_scores(two + [det("apple", (0.4, 0.0, 0.5, 0.1))], plan)["count_acc"] == 0.0  # N+1
+    one = verdict_scores(two[:1], plan)
     assert one["count_acc"] == 0.0 and one["box_iou50"] == 0.5 and one["spatial_acc"] is None
     negated = layout("a table without cats", ("table", (0.2, 0.5, 0.8, 0.9)))
-    assert score_layout_image([det("table", (0.2, 0.5, 0.8, 0.9))], negated)["count_acc"] == 1.0
-    assert score_layout_image([det("table", (0.2, 0.5, 0.8, 0.9)), det("cat", (0.1, 0.1, 0.2, 0.2))], negated)["count_acc"] == 0.0
+    assert verdict_scores([det("table", (0.2, 0.5, 0.8, 0.9))], negated)["count_acc"] == 1.0
+    assert verdict_scores([det("table", (0.2, 0.5, 0.8, 0.9)), det("cat", (0.1, 0.1, 0.2, 0.2))], negated)["count_acc"] == 0.0
 
 
 def test_verify_rejects_bad_threshold_and_empty_layout_is_none():
     plan = Layout.parse({"prompt": "an empty room"})
-    scores = score_layout_image([], plan)
+    scores = verdict_scores([], plan)
     assert scores["box_iou50"] is None and scores["mean_iou"] is None
     with pytest.raises(ValueError, match="iou_threshold"):
-        score_layout_image([], plan, iou_threshold=0.0)
+        verdict_scores([], plan, iou_threshold=0.0)
 
 
 @settings(max_examples=60, deadline=None)
@@ -72,7 +72,7 @@ def test_verify_never_crashes_on_any_prompt_or_boxes(prompt, planned, found):
         if x1 - x0 > 1e-3 and y1 - y0 > 1e-3:
             objects.append({"name": name, "phrase": f"a {name}", "box": [x0, y0, x1, y1]})
     plan = Layout.parse({"prompt": prompt, "objects": objects})
-    scores = score_layout_image([det(n, b, s) for n, b, s in found], plan)  # degenerate detected boxes allowed
+    scores = verdict_scores([det(n, b, s) for n, b, s in found], plan)  # degenerate detected boxes allowed
     assert set(scores) == {"count_acc", "spatial_acc", "box_iou50", "mean_iou"}
     assert scores["count_acc"] in (0.0, 1.0)
     for key in ("spatial_acc", "box_iou50", "mean_iou"):

@@ -237,7 +237,7 @@ def load_or_build_bank(run_dir: Path, vae, tokenizer, seed: int, count: int, lev
     """Banks are cached in the run dir so that a resumed run trains on the same data."""
     path = run_dir / f"bank_seed{seed}_level{level}_n{count}.pt"
     if path.exists():
-        bank = Bank(**torch.load(path, weights_only=False))
+        bank = Bank(**torch.load(path, weights_only=True))
         if bank.object_boxes is None:  # an older bank: its scenes are seeded, so their boxes can be added
             scenes = bank_scenes(seed, count, level)
             bank.object_boxes = torch.from_numpy(np.stack([object_boxes_latent(s) for s in scenes]))
@@ -308,7 +308,7 @@ def train_vae(args) -> None:
     step = 0
     ckpt_path = run_dir / "vae_ckpt.pt"
     if ckpt_path.exists() and not args.fresh:
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=True)
         vae.load_state_dict(state["vae"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
@@ -556,7 +556,7 @@ def train_unet(args) -> None:
     vae = load_vae(run_dir, args.init_from)
     tokenizer = load_tokenizer()
     ckpt_path = run_dir / CKPT
-    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() and not args.fresh else None
+    state = torch.load(ckpt_path, weights_only=True) if ckpt_path.exists() and not args.fresh else None
     warm = warm_start(args.init_from) if state is None and args.init_from else None
     if warm is not None:
         args.text_dim = warm["text_dim"]  # the exported architecture wins
@@ -776,7 +776,7 @@ class GroundingBank:
 def load_or_build_grounding_bank(run_dir: Path, seed: int, count: int, level: int) -> GroundingBank:
     path = run_dir / f"grounding_seed{seed}_level{level}_n{count}.pt"
     if path.exists():
-        return GroundingBank(**torch.load(path, weights_only=False))
+        return GroundingBank(**torch.load(path, weights_only=True))
     index = {phrase: i for i, phrase in enumerate(phrase_vocabulary())}
     scenes = bank_scenes(seed, count, level)
     boxes = torch.zeros(count, MAX_OBJECTS, 4)
@@ -852,7 +852,7 @@ def train_gligen(args) -> None:
     step = 0
     ckpt_path = run_dir / GLIGEN_CKPT
     if ckpt_path.exists() and not args.fresh:
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=True)
         unet.load_state_dict(state["unet"])
         optimizer.load_state_dict(state["optimizer"])
         ema.shadow = state["ema"]
