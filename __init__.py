@@ -6,7 +6,7 @@ The repository root is the ``scenewright`` package: its folders install as ``sce
 
     from scenewright import Layout, Synthesizer, plan, run
     result = run("two red circles to the left of a blue square")   # plan -> draw -> verify -> retry
-    layout = plan("three cats on a sofa")                           # the layout stage alone
+    layout = plan("three cats on a sofa").layout                    # the layout stage alone: a Plan
 
 Names load on first use, so ``import scenewright`` (and ``scenewright --help``) stays fast.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scenewright.agent.loop import run
-    from scenewright.layout.planners import plan_layout as plan
+    from scenewright.layout.plan import plan
     from scenewright.layout.schema import Layout
     from scenewright.synth.pipeline import Synthesizer
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Layout": ("scenewright.layout.schema", "Layout"),
     "Synthesizer": ("scenewright.synth.pipeline", "Synthesizer"),
-    "plan": ("scenewright.layout.planners", "plan_layout"),
+    "plan": ("scenewright.layout.plan", "plan"),
     "run": ("scenewright.agent.loop", "run"),
 }
 __all__ = sorted(_EXPORTS)

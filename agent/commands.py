@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     """The :class:`~scenewright.agent.config.AgentSettings` for parsed flags (raises ConfigError / CLIError)."""
     from scenewright.agent.config import AgentSettings, load_settings
-    from scenewright.synth.cli import parse_options
+    from scenewright.synth.recipe import parse_options
 
     flags = {name: getattr(args, name) for name in AgentSettings.model_fields if hasattr(args, name)}
     if args.option:

@@ -1,9 +1,10 @@
 """The agent loop: text -> plan -> check -> synthesize -> detect -> score -> retry, keeping every attempt.
 
-Read :func:`run` top to bottom. Each attempt draws the current layout with the current seed and
-guidance, detects what the image shows (:mod:`scenewright.eval.detect`) and scores it against the layout
-(:func:`scenewright.eval.scores.score_layout_image`). An attempt passes when every count and relation of the prompt holds in the
-image and the planned boxes are drawn with mean IoU >= ``min_mean_iou``. Until one passes, and within
+Read :func:`run` top to bottom. The prompt is planned once into a :class:`~scenewright.layout.plan.Plan` (parsed
+once; re-plans reuse its spec). Each attempt draws the plan's layout with the current seed and guidance, detects
+what the image shows (:mod:`scenewright.eval.detect`) and verifies it against the plan
+(:func:`scenewright.eval.verify.verify`). An attempt passes when every count and relation of the prompt holds in the
+image and the planned boxes are drawn with mean IoU >= ``min_mean_iou`` (:attr:`~scenewright.eval.verify.Verdict.passed`). Until one passes, and within
 ``attempts``, the next attempt applies the next remedy of :data:`REMEDIES`, in turn:
 
 1. ``"new seed"`` -- the same layout and guidance from other initial noise;
@@ -26,29 +27,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from scenewright.agent.config import AgentSettings, load_settings
-from scenewright.agent.failures import image_failures
-from scenewright.eval.scores import score_layout_image
+from scenewright.eval.attempt import AttemptError, Verifier, attempt
 from scenewright.eval.detect import Detector, get_detector
 from scenewright.eval.detection import Detection
-from scenewright.layout.size_fit import fit_object_sizes
-from scenewright.layout.planners import Planner, accepts_feedback, get_planner, plan_layout
-from scenewright.layout.parse import parse_prompt
+from scenewright.eval.verify import SCORE_KEYS, Verdict, verify
+from scenewright.layout.plan import Plan, fit_to_model, plan
+from scenewright.layout.planners import Planner, accepts_feedback, get_planner
 from scenewright.layout.schema import Layout, LayoutError
+from scenewright.synth.recipe import Recipe
 
 #: The remedies tried after a failed attempt, in this order, cycling while the budget lasts.
 REMEDIES = ("new seed", "compose", "stronger guidance", "re-plan")
-#: The keys every scorer returns (the eval stage's ``score_layout_image`` too).
-SCORE_KEYS = ("count_acc", "spatial_acc", "box_iou50", "mean_iou")
 
 #: ``progress(stage, attempt, step, total)``: stage is "load", "plan", "synthesize", "detect", "score" or
 #: "done"; attempt counts from 1 (0 while loading); step/total are the denoising step during "synthesize".
 ProgressCallback = Callable[[str, int, int | None, int | None], None]
-Scorer = Callable[[Sequence[Detection], Layout], Mapping[str, float]]
 
 
 class AgentError(RuntimeError):
@@ -65,7 +64,7 @@ class Attempt:
     planner_seed: int
     methods: list[str]
     options: dict[str, Any]  # the method/engine options given to Synthesizer.generate
-    layout: Layout
+    plan: Plan  # the prompt's spec and the layout drawn
     image: Any = None  # PIL image; None when synthesis failed
     detections: list[Detection] = field(default_factory=list)
     scores: dict[str, float | None] | None = None
@@ -76,6 +75,11 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     guidance_scale: float | None = None  # the CFG scale drawn with (the model's default unless set)
     composed: bool = False  # objects drawn alone and composed into their boxes (synth.composition)
+    verdict: Verdict | None = None  # every requirement, judged (None until verified)
+
+    @property
+    def layout(self) -> Layout:
+        return self.plan.layout
 
     @property
     def score(self) -> float | None:
@@ -188,14 +192,6 @@ def overall_score(scores: Mapping[str, float | None]) -> float:
     return float(sum(judged) / len(judged)) if judged else 1.0
 
 
-def passes(scores: Mapping[str, float | None], min_mean_iou: float) -> bool:
-    """Exact counts and relations, and the planned boxes drawn with mean IoU >= ``min_mean_iou`` (None: nothing to miss)."""
-    def at_least(key: str, bound: float) -> bool:
-        return scores[key] is None or float(scores[key]) >= bound
-
-    return at_least("count_acc", 1.0) and at_least("spatial_acc", 1.0) and at_least("mean_iou", min_mean_iou)
-
-
 def run(
     prompt: str,
     *,
@@ -204,8 +200,9 @@ def run(
     synthesizer=None,
     planner: Planner | str | None = None,
     detector: Detector | str | None = None,
-    scorer: Scorer = score_layout_image,
+    verifier: Verifier | None = None,
     progress: ProgressCallback | None = None,
+    start: Plan | None = None,
     **options: Any,
 ) -> RunResult:
     """Draw ``prompt`` until the image shows what it asks, within ``attempts``; every attempt is kept.
@@ -215,9 +212,11 @@ def run(
     environment and ``config_file`` as on the command line. ``synthesizer`` (a
     :class:`scenewright.synth.Synthesizer`), ``planner`` (anything with ``.plan``) and ``detector``
     (``detector(image, names)``) replace the ones the settings name (a str names one, as the setting).
-    ``scorer(detections, layout)`` returns :data:`SCORE_KEYS`. ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
+    ``verifier(plan, detections)`` returns a :class:`~scenewright.eval.verify.Verdict` (default: :func:`~scenewright.eval.verify.verify`
+    with the settings' ``min_mean_iou``). ``progress`` is a :data:`ProgressCallback`. Raises :class:`~scenewright.synth.loading.ModelNotAvailableError` when the model
     cannot be loaded, :class:`~scenewright.layout.schema.LayoutError` / :class:`AgentError` when the prompt
-    cannot be planned; a failure inside an attempt is recorded in it instead.
+    cannot be planned; a failure inside an attempt is recorded in it instead. ``start`` is a plan to draw first
+    as it is (the web editor's edited boxes: not re-planned, not fitted); a re-plan remedy plans ``prompt`` anew.
     """
     # `planner="llm"` / `detector="shapes"` name the settings' choice; an object is used as it is.
     if isinstance(planner, str):
@@ -229,6 +228,8 @@ def run(
     elif options:
         settings = load_settings({**_given_fields(settings), **options})
     report = progress or (lambda stage, attempt, step, total: None)
+    if verifier is None:
+        verifier = partial(verify, min_mean_iou=settings.min_mean_iou)
     if not isinstance(prompt, str) or not prompt.strip():
         raise LayoutError("`prompt` is empty; give the text the image should show")
     prompt = prompt.strip()
@@ -239,8 +240,8 @@ def run(
     started = time.perf_counter()
     report("plan", 1, None, None)
     planner_seed = 0
-    layout, changes = plan_layout(prompt, planner, seed=planner_seed)
-    if not layout.objects:
+    current = start if start is not None else plan(prompt, planner, seed=planner_seed)
+    if not current.layout.objects:
         raise AgentError(
             f"the {getattr(planner, 'name', 'given')} planner found no objects in {prompt!r} to place and verify; "
             "name the objects, e.g. 'two red circles to the left of a blue square'"
@@ -256,114 +257,100 @@ def run(
     # The plan's boxes fitted to the object sizes the model draws, where it declares them (scenewright.json)
     defaults = getattr(synthesizer, "defaults", None)  # a stand-in synthesizer may declare nothing
     fit = defaults.layout_fit() if defaults is not None else {}
-    if fit:
-        fitted = fit_object_sizes(layout, parse_prompt(prompt), sides=fit["object_sides"], min_gap=fit["object_gap"],
-                                  size_sides=fit.get("size_sides"))  # fmt: skip
-        layout, changes = fitted.layout, [*changes, *fitted.changes]
-    seed = settings.seed
-    methods = list(settings.methods)
-    engine_options = dict(settings.options)
-    composed = settings.compose
+    if fit and start is None:
+        current = fit_to_model(current, object_sides=fit["object_sides"], object_gap=fit["object_gap"], size_sides=fit.get("size_sides"))
+    recipe = Recipe(tuple(settings.methods), settings.options, seed=settings.seed, steps=settings.steps,
+                    guidance_scale=settings.guidance_scale)  # fmt: skip
+    if settings.compose:
+        recipe = composed(recipe, settings.compose_spatial_temporal)
 
     # 3. Attempts: draw, verify, and apply the next remedy until one passes or the budget ends
     attempts: list[Attempt] = []
     remedy = "first"
-    notes = [f"plan repaired: {change}" for change in changes]
+    notes = [f"plan repaired: {change}" for change in current.notes]
     for index in range(1, settings.attempts + 1):
         if index > 1:
-            remedy, notes = _next_remedy(attempts, settings, methods, composed)
+            remedy, notes = _next_remedy(attempts, settings, list(recipe.methods), recipe.compose)
             if remedy == "new seed":
-                seed += 1
+                recipe = new_seed(recipe)
             elif remedy == "compose":
-                composed = True
+                recipe = composed(recipe, settings.compose_spatial_temporal)
             elif remedy == "stronger guidance":
                 try:
-                    engine_options["scale_factor"] = _scale_factor(methods, engine_options) * settings.guidance_boost
-                except (TypeError, ValueError):  # a non-numeric option: the engine will reject it and say so
-                    notes.append(f"scale_factor {engine_options.get('scale_factor')!r} is not a number; not boosted")
-                methods = [m for m in methods if m != "none"] + [m for m in settings.extra_methods if m not in methods]
+                    recipe = boosted_scale(recipe, settings.guidance_boost)
+                except (TypeError, ValueError) as err:  # options the engine rejects: it will say so when drawing
+                    notes.append(f"scale_factor not boosted: {err}")
+                recipe = with_extra_methods(recipe, settings.extra_methods)
             elif remedy == "re-plan":
                 planner_seed += 1
                 report("plan", index, None, None)
                 started = time.perf_counter()
                 try:
-                    layout, notes = _replan(prompt, planner, planner_seed, attempts[-1], notes, fit)
+                    current, notes = replanned(current, planner, planner_seed, attempts[-1], notes, fit)
                 except Exception as err:  # the planner's server may be down: keep the last layout, go on
                     notes.append(f"re-plan failed ({type(err).__name__}: {err}); kept the previous layout")
                 plan_seconds = time.perf_counter() - started
-        attempt = Attempt(
-            index=index, remedy=remedy, seed=seed, planner_seed=planner_seed, methods=list(methods),
-            options=dict(engine_options), layout=layout, notes=list(notes), timings={"plan": plan_seconds},
-            composed=composed,
+        record = Attempt(
+            index=index, remedy=remedy, seed=recipe.seed, planner_seed=planner_seed, methods=list(recipe.methods),
+            options=dict(recipe.options), plan=current, notes=list(notes), timings={"plan": plan_seconds},
+            composed=recipe.compose,
         )  # fmt: skip
         plan_seconds = 0.0
-        _draw_and_verify(attempt, synthesizer, detector, scorer, settings, report)
-        attempts.append(attempt)
-        if attempt.passed:
+        _draw_and_verify(record, recipe, synthesizer, detector, verifier, report)
+        attempts.append(record)
+        if record.passed:
             break
     report("done", len(attempts), None, None)
     return RunResult(prompt=prompt, attempts=attempts, settings=settings)
 
 
-def _draw_and_verify(attempt: Attempt, synthesizer, detector, scorer, settings: AgentSettings, report) -> None:
-    """Synthesize, detect and score one attempt in place; an exception is recorded, not raised."""
-    stage = "synthesize"
+def _draw_and_verify(record: Attempt, recipe: Recipe, synthesizer, detector, verifier: Verifier, report) -> None:
+    """Draw, detect and verify one attempt (:func:`scenewright.eval.attempt.attempt`) into ``record``; an exception
+    is recorded, not raised."""
     try:
-        started = time.perf_counter()
-        report(stage, attempt.index, 0, settings.steps)
-        attempt.guidance_scale = settings.guidance_scale
-        if attempt.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults)
-            attempt.guidance_scale = getattr(getattr(synthesizer, "defaults", None), "guidance_scale", None)
-        composition = regional = None
-        if attempt.composed:  # the detector that verifies also finds each object drawn alone (LMD: SAM)
-            from scenewright.eval.detect import detector_segmenter
-            from scenewright.synth.composition import CompositionOptions
-            from scenewright.synth.spatial_temporal import SpatialTemporalControl
+        result = attempt(synthesizer, record.plan, recipe, detector, verifier=verifier,
+                         progress=lambda stage, step, total: report(stage, record.index, step, total))  # fmt: skip
+    except AttemptError as err:  # recorded: the next attempt may well succeed (other seed, layout, guidance)
+        record.error, result = str(err), err.result
+    record.guidance_scale = result.recipe.guidance_scale
+    record.image, record.detections, record.timings = result.image, result.detections, {**record.timings, **result.timings}
+    if result.appended_phrases:
+        record.notes.append(f"appended to the prompt (not in it): {', '.join(result.appended_phrases)}")
+    if record.error is not None or result.verdict is None:
+        return
+    verdict = result.verdict
+    missing = [key for key in SCORE_KEYS if key not in verdict.scores]
+    if missing:  # a stand-in verifier's verdict: the ranking (overall_score) needs every figure
+        record.error = f"score failed: ValueError: the scorer returned no {', '.join(missing)}; a verdict's scores hold {', '.join(SCORE_KEYS)}"
+        return
+    record.verdict = verdict
+    record.scores = {key: (None if value is None else float(value)) for key, value in verdict.scores.items()}
+    record.passed = verdict.passed
+    record.failures = verdict.failures
 
-            composition = CompositionOptions(segmenter=detector_segmenter(detector))
-            if settings.compose_spatial_temporal > 0:  # the whole caption's later steps mix objects' colors
-                regional = SpatialTemporalControl(local_weight=settings.compose_spatial_temporal)
-        output = synthesizer.generate(
-            attempt.layout,
-            methods=attempt.methods,
-            composition=composition,
-            spatial_temporal=regional,
-            num_inference_steps=settings.steps,
-            guidance_scale=attempt.guidance_scale,
-            seed=attempt.seed,
-            output_type="pil",
-            callback=lambda step, total, record: report("synthesize", attempt.index, step + 1, total),
-            **attempt.options,
-        )
-        attempt.image = output.images[0]
-        attempt.timings[stage] = time.perf_counter() - started
-        if output.appended_phrases and output.appended_phrases[0]:
-            attempt.notes.append(f"appended to the prompt (not in it): {', '.join(output.appended_phrases[0])}")
 
-        stage = "detect"
-        started = time.perf_counter()
-        report(stage, attempt.index, None, None)
-        attempt.detections = list(detector(attempt.image, list(dict.fromkeys(attempt.layout.names))))
-        attempt.timings[stage] = time.perf_counter() - started
+# ------------------------------------------------------------------ remedies: Recipe -> Recipe, Plan -> Plan
+def new_seed(recipe: Recipe) -> Recipe:
+    """The same plan and guidance from other initial noise."""
+    return replace(recipe, seed=recipe.seed + 1)
 
-        stage = "score"
-        started = time.perf_counter()
-        report(stage, attempt.index, None, None)
-        scores = {key: (None if value is None else float(value)) for key, value in scorer(attempt.detections, attempt.layout).items()}
-        missing = [key for key in SCORE_KEYS if key not in scores]
-        if missing:
-            raise ValueError(f"the scorer returned no {', '.join(missing)}; a scorer returns {', '.join(SCORE_KEYS)}")
-        attempt.scores = scores
-        attempt.passed = passes(scores, settings.min_mean_iou)
-        attempt.failures = image_failures(attempt.detections, attempt.layout)
-        if not attempt.passed and not attempt.failures:
-            attempt.failures = [f"the planned boxes were drawn with mean IoU {scores['mean_iou']:.2f} < {settings.min_mean_iou}"]
-        attempt.timings[stage] = time.perf_counter() - started
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # recorded: the next attempt may well succeed (other seed, layout, guidance)
-        attempt.error = f"{stage} failed: {type(err).__name__}: {err}"
-        attempt.passed = False
+
+def composed(recipe: Recipe, spatial_temporal: float) -> Recipe:
+    """Each object drawn alone and composed into its box for the first steps (LMD, Lian et al. 2024), its phrase
+    blended into its box throughout with local weight ``spatial_temporal`` (Wu et al. 2023; 0: off) so that the
+    caption's later steps keep each object's own color."""
+    return replace(recipe, compose=True, spatial_temporal=spatial_temporal if spatial_temporal > 0 else None, name="")
+
+
+def boosted_scale(recipe: Recipe, boost: float) -> Recipe:
+    """The ``scale_factor`` the engine would have used (:meth:`Recipe.engine_options`), times ``boost``."""
+    return recipe.with_options(scale_factor=float(recipe.engine_options()["scale_factor"]) * boost)
+
+
+def with_extra_methods(recipe: Recipe, extra_methods: Sequence[str]) -> Recipe:
+    """``extra_methods`` added to the recipe's guidance methods (plain SD's "none" dropped)."""
+    methods = [m for m in recipe.methods if m != "none"] + [m for m in extra_methods if m not in recipe.methods]
+    return replace(recipe, methods=tuple(methods) or ("none",), name="")
 
 
 def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list[str], composed: bool) -> tuple[str, list[str]]:
@@ -382,31 +369,18 @@ def _next_remedy(attempts: list[Attempt], settings: AgentSettings, methods: list
     raise AssertionError("unreachable: 'new seed' always applies")  # pragma: no cover
 
 
-def _replan(
-    prompt: str, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
-) -> tuple[Layout, list[str]]:
-    """Plan again (fitted to the model's object sizes, ``fit``); a planner that takes feedback hears what the
-    last image got wrong."""
+def replanned(
+    previous: Plan, planner: Planner, planner_seed: int, last: Attempt, notes: list[str], fit: dict[str, Any]
+) -> tuple[Plan, list[str]]:
+    """Plan again with the same spec (fitted to the model's object sizes, ``fit``); a planner that takes feedback
+    hears what the last image got wrong."""
     feedback = None
     if accepts_feedback(planner):
         problems = last.failures or ([last.error] if last.error else [])
         feedback = "; ".join(problems) or None
-    layout, changes = plan_layout(prompt, planner, seed=planner_seed, feedback=feedback, **fit)
+    replanned = plan(previous.prompt, planner, seed=planner_seed, feedback=feedback, spec=previous.spec, **fit)
     said = f"with feedback: {feedback}" if feedback else "(this planner takes no feedback)"
-    return layout, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in changes)]
-
-
-def _scale_factor(methods: Sequence[str], options: Mapping[str, Any]) -> float:
-    """The ``scale_factor`` the engine would use: the option, else the first method's default, else A&E's."""
-    from scenewright.synth.methods import get_method
-    from scenewright.synth.pipeline import ENGINE_DEFAULTS
-
-    if "scale_factor" in options:
-        return float(options["scale_factor"])
-    for name in methods:  # as Synthesizer._resolve_methods: the first method listed that sets it wins
-        if name != "none" and "scale_factor" in get_method(name).defaults:
-            return float(get_method(name).defaults["scale_factor"])
-    return float(ENGINE_DEFAULTS["scale_factor"])
+    return replanned, [*notes, f"re-planned with planner seed {planner_seed} {said}", *(f"plan repaired: {c}" for c in replanned.notes)]
 
 
 def _load_synthesizer(settings: AgentSettings):
@@ -436,4 +410,5 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "overall_score", "passes", "run"]
+__all__ = ["REMEDIES", "SCORE_KEYS", "AgentError", "Attempt", "ProgressCallback", "RunResult", "boosted_scale", "composed", "new_seed", "overall_score",
+           "replanned", "run", "with_extra_methods"]

@@ -31,6 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scenewright.agent.config import AgentSettings
+from scenewright.agent.loop import run
+from scenewright.eval.detect import get_detector
+from scenewright.eval.verify import SCORE_KEYS
+from scenewright.layout.plan import plan, plan_for_layout
 from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.layout.schema import Layout, LayoutError
@@ -40,6 +45,10 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Denoising steps the page starts with (the embedded shapes model is small; SD wants ~50).
 DEFAULT_STEPS = 25
+#: The attempts budget the page starts with: `scenewright run`'s.
+DEFAULT_ATTEMPTS = AgentSettings.model_fields["attempts"].default
+#: Side in px of the canvas the image is shown on (box_editor.css: max-width 512px).
+CANVAS_SIDE = 512
 #: Float slack on the canvas edges (a box dragged to the edge may land at 1.0000001).
 _EDGE = 1e-6
 
@@ -139,11 +148,10 @@ def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
     Raises :class:`EditorError` for an empty text and :class:`~scenewright.layout.schema.LayoutError` for a plan the
     checker cannot repair. A plan without objects is returned with a message saying how to add some.
     """
-    from scenewright.layout.planners import plan_layout
-
     if not isinstance(text, str) or not text.strip():
         raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
-    layout, changes = plan_layout(text, planner)
+    planned = plan(text, planner)
+    layout, changes = planned.layout, planned.notes
     name = planner if isinstance(planner, str) else getattr(planner, "name", "the")
     if not layout.objects:
         return layout, f"The {name} planner found no objects in the text; add boxes with 'Add box' or name objects in the text."
@@ -158,31 +166,51 @@ def generate_for_layout(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     detector: str | Any = "shapes",
+    attempts: int = 1,
+    planner: str | Any = "offline",
     **method_options: Any,
 ):
-    """Draw ``layout`` with ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect, and score against the layout.
+    """Draw ``layout`` with ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect and verify, and within
+    ``attempts`` apply the remedies of `scenewright run` (:func:`scenewright.agent.loop.run`, started on this layout).
 
-    Returns ``(image, overlay, scores)``: the PIL image, the image with planned (green) and detected (red)
-    boxes, and ``{"count_acc", "spatial_acc", "box_iou50", "mean_iou", "detections"}``. ``detector`` is a
-    name for :func:`scenewright.eval.detect.get_detector` or a detector. ``methods`` empty means plain Stable Diffusion.
+    Returns ``(image, overlay, scores)`` of the best attempt: the PIL image, the image with planned (green) and
+    detected (red) boxes, and ``{"count_acc", "spatial_acc", "box_iou50", "mean_iou", "passed", "attempts",
+    "requirements", "detections"}`` (``requirements``: the verdict, :mod:`scenewright.eval.verify`). ``detector`` is a
+    name for :func:`scenewright.eval.detect.get_detector` or a detector; ``planner`` re-plans (the last remedy).
+    ``methods`` empty means plain Stable Diffusion. Raises RuntimeError when no attempt drew an image.
     """
-    from scenewright.eval.detect import get_detector
-
     find = get_detector(detector) if isinstance(detector, str) else detector
-    methods = list(methods) or ["none"]
-    output = synthesizer.generate(
-        layout, methods=methods, num_inference_steps=steps, seed=seed, output_type="pil", **method_options
-    )
-    image = output.images[0]
-    detections = find(image, layout.names)
-    from scenewright.eval.scores import score_layout_image
-
-    scores: dict[str, Any] = dict(score_layout_image(detections, layout))
+    result = run(layout.prompt, synthesizer=synthesizer, detector=find, planner=planner, start=plan_for_layout(layout),
+                 methods=list(methods) or ["none"], seed=seed, steps=steps, attempts=attempts, options=method_options)  # fmt: skip
+    best = result.best
+    if best is None:
+        raise RuntimeError("no attempt drew an image: " + "; ".join(a.error or "" for a in result.attempts))
+    scores: dict[str, Any] = dict(best.scores or {})
+    scores["passed"], scores["attempts"] = best.passed, len(result.attempts)
+    scores["requirements"] = [{"key": r.key, "passed": r.passed, "figure": r.figure, "sentence": r.sentence}
+                              for r in (best.verdict.requirements if best.verdict is not None else ())]  # fmt: skip
     scores["detections"] = [{"name": d.name, "box": [round(v, 3) for v in d.box], "score": round(d.score, 3)}
-                            for d in detections]  # fmt: skip
-    from scenewright.eval.overlay import draw_overlay
+                            for d in best.detections]  # fmt: skip
+    return best.image, result.overlay(), scores
 
-    return image, draw_overlay(image, layout, detections), scores
+
+def verdict_markdown(scores: dict) -> str:
+    """The verdict as a readable list: a mark (✔/✘), each requirement's sentence and figure, then the summary figures."""
+    lines = [f"**{'Passed' if scores.get('passed') else 'Not passed'}** (best of {scores.get('attempts', 1)} attempt(s))", ""]
+    for r in scores.get("requirements", []):
+        figure = "" if r["figure"] is None else f" — {r['figure']:.2f}"
+        lines.append(f"- {'✔' if r['passed'] else '✘'} {r['sentence']}{figure}")
+    figures = ", ".join(f"{key} {'n/a' if scores.get(key) is None else format(scores[key], '.2f')}" for key in SCORE_KEYS)
+    return "\n".join([*lines, "", figures])
+
+
+def shown_on_canvas(image, side: int = CANVAS_SIDE):
+    """``image`` scaled up to the canvas with nearest-neighbour, so a small model's pixels stay crisp."""
+    from PIL import Image
+
+    if image.width >= side:
+        return image
+    return image.resize((side, round(side * image.height / image.width)), Image.Resampling.NEAREST)
 
 
 # ------------------------------------------------------------------ the app
@@ -272,16 +300,21 @@ def build_app(
             return gr.update(), _error(err)
         return _write_layout_file(layout), "Layout saved: download it below."
 
-    def on_generate(text: str, state: str, chosen: list[str], seed: float, steps: float):
+    def on_generate(text: str, state: str, chosen: list[str], seed: float, steps: float, attempts: float):
         nothing = (None, None, None, gr.update())
         try:
             layout = state_to_layout(state, text)
             if steps is None or int(steps) < 1 or seed is None:
                 raise EditorError("steps must be at least 1 and seed a whole number")
+            if attempts is None or int(attempts) < 1:
+                raise EditorError("attempts must be at least 1: the first try, then the remedies of `scenewright run`")
+            if "planner" not in planners:
+                planners["planner"] = get_planner(planner, **(planner_options or {}))
             synth = models.get()
             image, overlay, scores = generate_for_layout(
-                layout, synth, methods=chosen or (), seed=int(seed), steps=int(steps), detector=detector, **method_options
-            )
+                layout, synth, methods=chosen or (), seed=int(seed), steps=int(steps), detector=detector,
+                attempts=int(attempts), planner=planners["planner"], **method_options,
+            )  # fmt: skip
         except (EditorError, ModelNotAvailableError) as err:
             return (*nothing, _error(err))
         except (ValueError, TypeError) as err:  # bad options for this model, sizes: the user's to fix
@@ -289,7 +322,9 @@ def build_app(
         except Exception as err:  # noqa: BLE001 -- the page shows one line; the server log keeps the traceback
             logger.exception("generation failed")
             return (*nothing, _error(f"generation failed ({type(err).__name__}: {err}); see the server log"))
-        return image, overlay, scores, _write_layout_file(layout), f"Generated with {', '.join(chosen or ['none'])}, seed {int(seed)}."
+        outcome = "passed" if scores["passed"] else "not passed, the best shown"
+        return (shown_on_canvas(image), overlay, verdict_markdown(scores), _write_layout_file(layout),
+                f"Generated with {', '.join(chosen or ['none'])}, seed {int(seed)}: {scores['attempts']} attempt(s), {outcome}.")  # fmt: skip
 
     editor = (STATIC / "box_editor.js").read_text(encoding="utf-8")
     # delete_cache: Gradio's own copies of served files (images, layout.json) go after an hour, checked hourly.
@@ -297,7 +332,7 @@ def build_app(
         gr.Markdown("## scenewright: text → layout → image")
         with gr.Row():
             text = gr.Textbox(label="Text", placeholder="two cats to the left of a dog", elem_id="sw-text", scale=4)
-            plan = gr.Button("Plan layout", variant="primary", elem_id="sw-plan", scale=1)
+            plan_button = gr.Button("Plan layout", variant="primary", elem_id="sw-plan", scale=1)
         message = gr.Markdown("Type a text and press 'Plan layout'.", elem_id="sw-message")
         with gr.Row():
             with gr.Column():
@@ -317,6 +352,7 @@ def build_app(
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="sw-seed")
                     steps = gr.Number(value=DEFAULT_STEPS, precision=0, minimum=1, label="Steps", elem_id="sw-steps")
+                    attempts = gr.Number(value=DEFAULT_ATTEMPTS, precision=0, minimum=1, label="Attempts", elem_id="sw-attempts")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="sw-generate")
                     save = gr.Button("Save layout JSON", elem_id="sw-save")
@@ -325,11 +361,11 @@ def build_app(
                 image = gr.Image(label="Image", type="pil", elem_id="sw-image", interactive=False)
                 overlay = gr.Image(label="Planned (green) and detected (red) boxes", type="pil", elem_id="sw-overlay",
                                    interactive=False)  # fmt: skip
-                scores = gr.JSON(label="Scores", elem_id="sw-scores")
-        plan.click(on_plan, inputs=[text], outputs=[state, message, download])
+                scores = gr.Markdown("", label="Verdict", elem_id="sw-scores")
+        plan_button.click(on_plan, inputs=[text], outputs=[state, message, download])
         text.submit(on_plan, inputs=[text], outputs=[state, message, download])
         save.click(on_save, inputs=[text, state], outputs=[download, message])
-        generate.click(on_generate, inputs=[text, state, methods, seed, steps],
+        generate.click(on_generate, inputs=[text, state, methods, seed, steps, attempts],
                        outputs=[image, overlay, scores, download, message])  # fmt: skip
     return app
 
@@ -358,7 +394,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import sys
 
-    from scenewright.synth.cli import parse_options
+    from scenewright.synth.recipe import parse_options
 
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
@@ -381,4 +417,5 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["EditorError", "build_app", "generate_for_layout", "layout_to_state", "plan_for_editor", "register", "state_to_layout"]
+__all__ = ["EditorError", "build_app", "generate_for_layout", "layout_to_state", "plan_for_editor", "register", "shown_on_canvas",
+           "state_to_layout", "verdict_markdown"]

@@ -17,121 +17,46 @@ processes with :meth:`accelerate.PartialState.split_between_processes`; the main
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scenewright.eval.attempt import attempt
 from scenewright.eval.benchmarks import BENCHMARK_SCORERS
 from scenewright.eval.detect import Detector
 from scenewright.eval.detection import Detection
-# run_unit / run_bench / LayoutSource still call these by their old private names (kept unchanged in this move)
-from scenewright.eval.records import detection_dict as _detection_dict
-from scenewright.eval.records import image_path, is_finished, load_records, record_path
-from scenewright.eval.records import write_json as _write_json
+from scenewright.eval.records import detection_dict, image_path, is_finished, load_records, record_path, write_json
 from scenewright.eval.report import write_report
-from scenewright.eval.scores import score_layout_image
 from scenewright.eval.suites import BenchItem
+from scenewright.eval.verify import verify
+from scenewright.layout.plan import Plan, plan, plan_for_layout
+from scenewright.layout.planners import get_planner
 from scenewright.layout.schema import Layout
+from scenewright.synth.recipe import Recipe, split_options
 from scenewright.synth.shapes.detector import ShapesDetector, background_clean
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
 SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """One method combination of ``--methods``: ``"car+sar"`` -> name "car+sar", methods ("car", "sar").
-
-    ``compose`` joins a combination as a loop variation, not a loss: ``"compose+car+sar"`` draws each object
-    alone and composes it into its box first (:mod:`scenewright.synth.composition`, LMD), then guides with CAR + SAR.
-    So does ``spatial_temporal`` (or ``spatial_temporal:W``): box-confined spatial-temporal control
-    (:mod:`scenewright.synth.spatial_temporal`), each object's phrase blended into its box with local weight W (1).
-    """
-
-    name: str
-    methods: tuple[str, ...]
-    compose: bool = False
-    spatial_temporal: float | None = None  # local weight; None: off
-
-    @property
-    def guided(self) -> bool:
-        return self.methods != ("none",) or self.compose or self.spatial_temporal is not None
-
-
-_SPATIAL_TEMPORAL = "spatial_temporal"
-
-
-def _spatial_temporal_weight(token: str, part: str) -> float:
-    """``"spatial_temporal"`` -> 1.0, ``"spatial_temporal:3"`` -> 3.0; a bad weight names the combination."""
-    _, _, text = token.partition(":")
-    try:
-        weight = float(text) if text else 1.0
-    except ValueError:
-        weight = -1.0  # not a number: the same error as a negative one
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
-                         f"e.g. spatial_temporal:3, got {text!r}")  # fmt: skip
-    return weight
-
-
-def parse_method_specs(text: str) -> list[MethodSpec]:
-    """``"none,attend_excite,car+sar"`` -> three :class:`MethodSpec`; each name checked against the registry."""
-    from scenewright.synth.cli import parse_methods
-
-    specs = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        tokens = [t.strip() for t in part.split("+")]
-        compose = "compose" in tokens
-        regional = [t for t in tokens if t.partition(":")[0] == _SPATIAL_TEMPORAL]
-        if len(regional) > 1:
-            raise ValueError(f"--methods {part!r} names spatial_temporal twice; give it once, e.g. compose+spatial_temporal:3")
-        weight = _spatial_temporal_weight(regional[0], part) if regional else None
-        rest = [t for t in tokens if t != "compose" and t not in regional] or ["none"]
-        methods = parse_methods(",".join(rest))  # CLIError (a ValueError) names the unknown method
-        variations = (["compose"] if compose else []) + regional
-        shown = [] if variations and methods == ["none"] else methods
-        specs.append(MethodSpec("+".join(variations + shown), tuple(methods), compose, weight))
-    if not specs:
-        raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"--methods lists a combination twice: {text!r}")
-    return specs
-
-
-def split_method_options(specs: Sequence[MethodSpec], options: dict) -> dict[str, dict]:
-    """Per combination, the ``--option``s its methods (or the engine) take; an option none takes is an error.
-
-    ``--option car_res=[16,16]`` with ``--methods none,car+sar`` goes to car+sar only: plain SD
-    rejects method options, and one flag list serves every combination of the run.
-    """
-    from scenewright.synth.methods import METHODS
-    from scenewright.synth.pipeline import ENGINE_DEFAULTS
-
-    known = {s.name: set(ENGINE_DEFAULTS).union(*(METHODS[m].defaults for m in s.methods if m in METHODS)) for s in specs}
-    unused = sorted(set(options) - set().union(*known.values()))
-    if unused:
-        valid = sorted(set().union(*known.values()))
-        raise ValueError(f"--option {', '.join(unused)}: no method of --methods takes it; valid: {', '.join(valid)}")
-    return {s.name: {k: v for k, v in options.items() if k in known[s.name]} for s in specs}
 
 
 def score_image(item: BenchItem, image, layout: Layout, detector: Detector | None) -> tuple[list[Detection], dict]:
-    """Detections and scores of one image: score_layout_image's fields, background_clean, the benchmark's own."""
+    """Detections and the scores beside the verdict's: background_clean and the benchmark's own.
+
+    The layout figures (``count_acc``, ``spatial_acc``, ``box_iou50``, ``mean_iou``) start as None here and are
+    filled by :func:`scenewright.eval.verify.verify` in :func:`run_unit`, the one judge of a plan.
+    """
     scores: dict[str, Any] = {"count_acc": None, "spatial_acc": None, "box_iou50": None, "mean_iou": None,
                               "background_clean": None}  # fmt: skip
     if detector is None:
         return [], scores
     names = sorted({*layout.names, *item.info.get("expected", {})})
     detections = detector(image, names)
-    scores.update(score_layout_image(detections, layout))
     if isinstance(detector, ShapesDetector):  # only the exact shapes detector can tell color floods from objects
         scores["background_clean"] = background_clean(image)
     scorer = BENCHMARK_SCORERS.get(item.suite)
@@ -160,8 +85,12 @@ class LayoutSource:
         self.fit = {"object_sides": object_sides, "object_gap": object_gap, "size_sides": size_sides} if object_sides else {}
 
     def __call__(self, item: BenchItem) -> tuple[Layout, str]:
-        from scenewright.layout.planners import get_planner, plan_layout
+        """The item's layout and where it came from (:meth:`plan_for` without the spec)."""
+        planned, source = self.plan_for(item)
+        return planned.layout, source
 
+    def plan_for(self, item: BenchItem) -> tuple[Plan, str]:
+        """The item's :class:`~scenewright.layout.plan.Plan` (its prompt parsed once) and where its layout came from."""
         shipped = self.use_shipped and item.layout is not None
         if not shipped and self.planner is None:
             self.planner = get_planner("offline")
@@ -178,10 +107,10 @@ class LayoutSource:
             if saved["source"] != source:  # resuming with another --planner would mix layouts in one table
                 raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
                                  "use a new --out (or the first run's --planner)")  # fmt: skip
-            return Layout.parse(saved["layout"]), source
-        layout = item.layout if shipped else plan_layout(item.prompt, planner, seed=0, **self.fit)[0]
-        _write_json(path, {"prompt": item.prompt, "source": source, "layout": layout.to_dict()})
-        return layout, source
+            return plan_for_layout(Layout.parse(saved["layout"])), source
+        planned = plan_for_layout(item.layout) if shipped else plan(item.prompt, planner, seed=0, **self.fit)
+        write_json(path, {"prompt": item.prompt, "source": source, "layout": planned.layout.to_dict()})
+        return planned, source
 
 
 # ----------------------------------------------------------------------------- the run
@@ -198,43 +127,46 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: Path, layouts: LayoutSource,
+def run_unit(synthesizer, item: BenchItem, spec: Recipe, seed: int, *, out: Path, layouts: LayoutSource,
              detector: Detector | None, generate_options: dict, method_options: dict | None = None,
              composition=None) -> dict:  # fmt: skip
     """Generate, save, detect and score one unit; returns its (ok) record. Raises on failure.
 
+    ``spec`` is the combination's :class:`~scenewright.synth.recipe.Recipe`, drawn with ``seed``,
+    ``method_options`` over its own options and ``generate_options`` (``num_inference_steps``, ``guidance_scale``).
     A guided combination given a layout without objects (LMD's negation prompts: GPT-4 plans no box,
     only a negative prompt) has nothing to steer; as in LMD, the layout is drawn unguided with its
     negative prompt, and the record says so (``"guided": false``). ``composition``: the
     :class:`scenewright.synth.composition.CompositionOptions` of ``compose`` combinations (default ones when None).
     """
     started = time.perf_counter()
-    layout, source = layouts(item)
+    planned, source = layouts.plan_for(item)
+    layout = planned.layout
     guided = spec.guided and bool(layout.objects)
     if guided:
-        compose = (composition or True) if spec.compose else None
-        regional = None
-        if spec.spatial_temporal is not None:
-            from scenewright.synth.spatial_temporal import SpatialTemporalControl
-
-            regional = SpatialTemporalControl(local_weight=spec.spatial_temporal)
-        output = synthesizer.generate(layout, methods=list(spec.methods), seed=seed, output_type="pil", composition=compose,
-                                      spatial_temporal=regional, **generate_options, **(method_options or {}))  # fmt: skip
+        # the run's steps and CFG scale (generate_options) over the recipe's defaults
+        recipe = replace(spec, seed=seed).with_options(**(method_options or {}))
+        drawn = attempt(synthesizer, planned, recipe, composition=composition, **generate_options)
+        image, encoded_prompt = drawn.image, drawn.encoded_prompt
     else:  # plain SD on the prompt; a guided combination without boxes still gets the layout's negative prompt
         target = layout if spec.guided else item.prompt
         output = synthesizer.generate(target, methods=["none"], seed=seed, output_type="pil", **generate_options)
-    image = output.images[0]
+        image, encoded_prompt = output.images[0], output.prompts[0]
     path = image_path(out, spec, item, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     detections, scores = score_image(item, image, layout, detector)
+    verdict = verify(planned, detections) if detector is not None else None
+    if verdict is not None:  # the figures the agent and the web editor read too (eval.verify)
+        scores.update(verdict.scores)
     return {
         "status": "ok",
         "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,
         "method": spec.name, "methods": list(spec.methods), "seed": seed, "guided": guided,
         "image": path.relative_to(out).as_posix(), "layout": layout.to_dict(), "layout_source": source,
-        "encoded_prompt": output.prompts[0],
-        "detections": [_detection_dict(d) for d in detections], "scores": scores,
+        "encoded_prompt": encoded_prompt,
+        "detections": [detection_dict(d) for d in detections], "scores": scores,
+        "failures": verdict.failures if verdict is not None else [],
         "seconds": round(time.perf_counter() - started, 3),
     }  # fmt: skip
 
@@ -242,7 +174,7 @@ def run_unit(synthesizer, item: BenchItem, spec: MethodSpec, seed: int, *, out: 
 def run_bench(
     items: Sequence[BenchItem],
     synthesizer,
-    specs: Sequence[MethodSpec],
+    specs: Sequence[Recipe],
     *,
     out: str | os.PathLike,
     seeds: int = 1,
@@ -259,7 +191,7 @@ def run_bench(
 
     ``generate_options`` go to every :meth:`scenewright.synth.Synthesizer.generate` call (``num_inference_steps``,
     ``guidance_scale``); ``method_options`` to the combinations that take them
-    (:func:`split_method_options`); ``composition`` (:class:`scenewright.synth.composition.CompositionOptions`) to the
+    (:func:`scenewright.synth.recipe.split_options`); ``composition`` (:class:`scenewright.synth.composition.CompositionOptions`) to the
     ``compose`` combinations. A unit that raises is recorded with its error and the run
     continues. Shards over ``accelerate`` processes; the main process then writes summary.json and
     (with ``report``) report.html.
@@ -272,7 +204,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     defaults = getattr(synthesizer, "defaults", None)  # what the model declares (scenewright.json), if anything
     layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, **(defaults.layout_fit() if defaults else {}))
-    per_spec = split_method_options(specs, method_options or {})
+    per_spec = split_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
     state = process_state()
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -295,12 +227,12 @@ def run_bench(
                           "methods": list(spec.methods), "seed": seed, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
                 counts["failed"] += 1
                 bar.write(f"failed {spec.name} {item.key} seed {seed}: {record['error']}", file=sys.stderr)
-            _write_json(path, record)
+            write_json(path, record)
         bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
         records = load_records(out)
-        _write_json(out / "summary.json", summarize(records, [s.name for s in specs]))
+        write_json(out / "summary.json", summarize(records, [s.name for s in specs]))
         if report:
             write_report(out, records, methods=[s.name for s in specs])
     return counts
@@ -323,6 +255,5 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "SUMMARY_METRICS", "LayoutSource", "MethodSpec", "parse_method_specs", "process_state",
-    "run_bench", "score_image", "split_method_options", "summarize",
+    "SUMMARY_METRICS", "LayoutSource", "process_state", "run_bench", "score_image", "summarize",
 ]  # fmt: skip

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from scenewright.errors import ModelNotAvailableError
-from scenewright.eval.bench import parse_method_specs, process_state, run_bench, split_method_options
+from scenewright.eval.bench import process_state, run_bench
 from scenewright.eval.detect import DETECTORS, detector_segmenter, get_detector
 from scenewright.eval.layouts import SUITES, evaluate_suite, format_table
 from scenewright.eval.suites import SUITE_NAMES, load_prompt_file, load_suite
 from scenewright.layout.cli import planner_options
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
-from scenewright.synth.cli import parse_options
+from scenewright.synth.recipe import parse_options, parse_recipes, split_options
 from scenewright.synth.composition import CompositionOptions
 from scenewright.synth.loading import device_and_dtype, quiet_loading
 
@@ -129,9 +129,9 @@ def _bench_setup(args: argparse.Namespace):
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
-    specs = parse_method_specs(args.methods)
+    specs = parse_recipes(args.methods)
     options = parse_options(args.option)
-    split_method_options(specs, options)  # an option no method takes: exit 2 before loading the model
+    split_options(specs, options)  # an option no method takes: exit 2 before loading the model
     items = load_suite(args.suite, limit=args.limit) if args.suite else load_prompt_file(args.prompts, limit=args.limit)
     detector_name = args.detector or ("shapes" if args.suite == "shapes" else None)
     if detector_name is None:

@@ -1,10 +1,9 @@
 """scenewright's own image score: pure functions over detections (:class:`scenewright.eval.detection.Detection`).
 
 Every scorer takes the detections of one image (normalized xyxy boxes, y down) and the planned layout:
-
-- :func:`score_layout_image`: scenewright's per-image count / relation / grounding score against a
-  planned layout; relations judged by :mod:`scenewright.layout.relations` on the detected boxes.
-- :func:`grounding_scores`: detected box vs. planned box (IoU >= 0.5 per object, mean IoU).
+:func:`fitting_detections` (the detections a layout's objects can be), :func:`planned_matches` and
+:func:`grounding_scores` (detected box vs. planned box: IoU >= 0.5 per object, mean IoU), color words.
+:func:`scenewright.eval.verify.verify` builds the one verdict of a plan on them.
 
 Each published benchmark's own rules live in :mod:`scenewright.eval.benchmarks` (HRS, GenEval, LMD,
 T2I-CompBench), one module each.
@@ -55,54 +54,6 @@ def fitting_detections(detections: Sequence[Detection], layout: Layout) -> list[
     for obj in layout.objects:
         phrases.setdefault(obj.name, []).append(obj.phrase)
     return [d for d in detections if any(color_fits(d.color, p) for p in phrases.get(d.name, [""]))]
-
-
-def score_layout_image(
-    detections: list[Detection], layout: Layout, *, iou_threshold: float = 0.5
-) -> dict[str, float | None]:
-    """Per-image count, relation and box scores of ``detections`` against the planned ``layout``.
-
-    - ``count_acc``: 1.0 when every kind of the layout is detected exactly as many times as planned,
-      every colored group ("two red circles") has exactly its count of detections of a fitting color
-      (:func:`color_fits`; detectors without colors always fit), and no kind the prompt negates
-      ("without X") is detected, else 0.0.
-    - ``spatial_acc``: fraction of the prompt's relations (:func:`scenewright.layout.parse.parse_prompt`) that
-      hold on the boxes of the :func:`fitting_detections` (:func:`scenewright.layout.relations.relation_holds`);
-      None without relations.
-    - ``box_iou50``: fraction of planned objects matched one-to-one (same name, fitting color, greedy
-      by IoU) to a detection with IoU >= ``iou_threshold``; None for a layout without objects.
-    - ``mean_iou``: mean over planned objects of the IoU of their match (0 when unmatched); None as above.
-    """
-    from collections import Counter
-
-    from scenewright.layout.parse import parse_prompt
-    from scenewright.layout.relations import relation_holds
-
-    spec = parse_prompt(layout.prompt)
-    detected_counts = Counter(d.name for d in detections)
-    planned_counts = layout.counts()
-    counts_ok = all(detected_counts[name] == n for name, n in planned_counts.items())
-    groups = Counter((o.name, named_color(o.phrase)) for o in layout.objects)
-    colors_ok = all(
-        sum(d.name == name and color_fits(d.color, f"a {color} {name}") for d in detections) == n
-        for (name, color), n in groups.items()
-        if color is not None
-    )
-    negated_ok = all(detected_counts[name] == 0 for name in spec.negative if name not in planned_counts)
-
-    spatial: float | None = None
-    if spec.relations:
-        detected = detections_layout(fitting_detections(detections, layout), layout.prompt)
-        held = sum(relation_holds(r, spec, detected) for r in spec.relations)
-        spatial = held / len(spec.relations)
-
-    grounding = grounding_scores(detections, layout, iou_threshold=iou_threshold)
-    return {
-        "count_acc": 1.0 if counts_ok and colors_ok and negated_ok else 0.0,
-        "spatial_acc": spatial,
-        "box_iou50": grounding["box_iou50"],
-        "mean_iou": grounding["mean_iou"],
-    }
 
 
 def planned_matches(detections: Sequence[Detection], layout: Layout) -> list[tuple[int, int, float]]:

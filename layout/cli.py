@@ -21,7 +21,8 @@ import re
 import sys
 from pathlib import Path
 
-from scenewright.layout.planners import PLANNER_NAMES, get_planner, plan_layout
+from scenewright.layout.plan import plan_layout
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.render import save_layout_png
 
 

@@ -12,7 +12,6 @@ Exit codes: 0 success, 2 bad arguments, unknown method, unreadable layout or unl
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from scenewright.errors import CLIError
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.synth.loading import device_and_dtype, quiet_loading
+from scenewright.synth.recipe import Recipe, parse_method_names, parse_options
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -74,35 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_generate)
 
 
-def parse_methods(text: str) -> list[str]:
-    """``"car, sar"`` -> ``["car", "sar"]``, every name checked against the registry."""
-    from scenewright.synth.methods import METHODS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise CLIError("--method is empty; give e.g. --method car,sar or --method none")
-    unknown = [name for name in names if name != "none" and name not in METHODS]
-    if unknown:
-        raise CLIError(f"--method: unknown method(s) {', '.join(unknown)}; choose from {', '.join(['none', *METHODS])}")
-    if "none" in names and len(names) > 1:
-        raise CLIError("--method: 'none' (plain Stable Diffusion) cannot be combined with other methods")
-    return names
-
-
-def parse_options(pairs: list[str]) -> dict:
-    """``["max_iter_to_alter=10", "attn_res=[16,16]"]`` -> ``{"max_iter_to_alter": 10, "attn_res": [16, 16]}``."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise CLIError(f"--option {pair!r} is not KEY=VALUE; e.g. --option max_iter_to_alter=10")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value  # a bare string, e.g. --option loss_type=soft
-    return options
-
-
 def parse_token_indices(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -129,7 +100,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
     """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
-    from scenewright.layout.planners import get_planner, plan_layout
+    from scenewright.layout.plan import plan
+    from scenewright.layout.planners import get_planner
     from scenewright.layout.schema import Layout
 
     if args.layout is not None:
@@ -139,8 +111,9 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
-    layout, changes = plan_layout(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
-    for change in changes:
+    planned = plan(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
+    layout = planned.layout
+    for change in planned.notes:
         print(f"layout changed: {change}", file=sys.stderr)
     placed = ", ".join(f"{o.phrase} {[round(v, 2) for v in o.box]}" for o in layout.objects) or "no objects"
     print(f"planned layout: {placed}", file=sys.stderr)
@@ -167,11 +140,11 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 def run_generate(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
-        methods = parse_methods(args.method)
-        options = parse_options(args.option)
+        recipe = Recipe(tuple(parse_method_names(args.method)), parse_options(args.option), seed=args.seed, steps=args.steps,
+                        spatial_temporal=args.spatial_temporal, guidance_scale=args.guidance_scale)  # fmt: skip
         token_indices = parse_token_indices(args.token_indices)
         device, dtype = device_and_dtype(args.device, args.dtype)
-        layout = _load_layout(args, methods, token_indices)
+        layout = _load_layout(args, list(recipe.methods), token_indices)
     except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -187,14 +160,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.save_layout is not None and layout is not None:
         args.save_layout.parent.mkdir(parents=True, exist_ok=True)
         args.save_layout.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
-    return _generate(args, synthesizer, layout, methods, options, token_indices)
+    return _generate(args, synthesizer, layout, recipe, token_indices)
 
 
-def _generate(args, synthesizer, layout, methods, options, token_indices) -> int:
+def _generate(args, synthesizer, layout, recipe: Recipe, token_indices) -> int:
     import torch
     from tqdm.auto import tqdm
-
-    from scenewright.synth.spatial_temporal import SpatialTemporalControl
 
     progress = tqdm(total=args.steps, desc="denoising", unit="step", disable=args.quiet, file=sys.stderr)
 
@@ -206,10 +177,6 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
     try:
         output = synthesizer.generate(
             layout if layout is not None else args.prompt,
-            methods=methods,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            seed=args.seed,
             batch_size=args.batch_size,
             height=args.height,
             width=args.width,
@@ -217,8 +184,7 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
             token_indices=token_indices,
             callback=on_step,
             output_type="pil",
-            spatial_temporal=None if args.spatial_temporal is None else SpatialTemporalControl(local_weight=args.spatial_temporal),
-            **options,
+            **recipe.generate_kwargs(),
         )
     except (ValueError, TypeError) as err:  # bad method options, token indices, sizes: the user's to fix
         progress.close()
@@ -244,4 +210,4 @@ def _generate(args, synthesizer, layout, methods, options, token_indices) -> int
     return 0
 
 
-__all__ = ["parse_methods", "parse_options", "register", "run_generate"]
+__all__ = ["register", "run_generate"]

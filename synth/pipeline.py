@@ -52,23 +52,12 @@ from .guidance import (
 from .loading import ModelDefaults, model_defaults
 from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
+from .recipe import ENGINE_DEFAULTS, resolve_methods
 from .sampling import cfg_step, decode_latents, extra_step_kwargs, make_generators, prepare_latents
 from .spatial_temporal import ClipTuning, SpatialTemporalBlend, SpatialTemporalControl, fixed_schedule
 
 
-#: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
-ENGINE_DEFAULTS: dict[str, Any] = {
-    "max_iter_to_alter": 25,  # guide only the first steps: the layout is decided early
-    "thresholds": {0: 0.05, 10: 0.5, 20: 0.8},  # step -> refine until loss <= 1 - threshold
-    "scale_factor": 20.0,
-    "max_refinement_steps": 20,
-    # "attend_excite": the schedule above; "attention_refocusing": Phung et al.'s official one
-    # (synth.methods.RefocusingSchedule), whose loss scale is multiplied by plain_sd_loss_scale off GLIGEN.
-    "schedule": "attend_excite",
-    "plain_sd_loss_scale": 1.0,
-}
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-SCHEDULES = ("attend_excite", "attention_refocusing")
 
 
 @dataclass
@@ -418,44 +407,10 @@ class Synthesizer:
     def _resolve_methods(
         self, methods: Sequence[str] | Mapping[str, Mapping[str, Any]], options: dict[str, Any]
     ) -> tuple[list[_ActiveMethod], dict[str, Any]]:
-        """Method names -> registry entries with their options; engine options from user > methods > A&E."""
-        from .methods import get_method
-
-        if isinstance(methods, str):
-            methods = [methods]
-        per_method = dict(methods) if isinstance(methods, Mapping) else {name: {} for name in methods}
-        active: list[_ActiveMethod] = []
-        known = set(ENGINE_DEFAULTS)
-        for name, own in per_method.items():
-            if name == "none":
-                continue
-            method = get_method(name)  # raises naming the known methods
-            known |= set(method.defaults)
-            if not method.losses:  # "none"
-                continue
-            opts = dict(method.defaults)
-            opts.update({k: v for k, v in options.items() if k in method.defaults})
-            unknown = set(own) - set(method.defaults) - set(ENGINE_DEFAULTS)
-            if unknown:
-                raise ValueError(
-                    f"unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(method.defaults)}"
-                )
-            opts.update(own)
-            active.append(_ActiveMethod(name, method, opts))
-        unknown = set(options) - known
-        if unknown:
-            raise TypeError(
-                f"unknown option(s) {sorted(unknown)} for methods {list(per_method)}; "
-                f"valid: {sorted(known)}"
-            )
-        engine = dict(ENGINE_DEFAULTS)
-        for key in ENGINE_DEFAULTS:
-            for a in reversed(active):  # the first method listed that sets an engine option wins
-                if key in a.options:
-                    engine[key] = a.options[key]
-            if key in options:
-                engine[key] = options[key]
-        return active, _check_engine_options(engine)
+        """Method names -> registry entries with their options; engine options from user > methods > A&E
+        (:func:`scenewright.synth.recipe.resolve_methods`)."""
+        active, engine = resolve_methods(methods, options)
+        return [_ActiveMethod(name, method, opts) for name, method, opts in active], engine
 
     def _targets(
         self,
@@ -633,38 +588,6 @@ class Synthesizer:
         exit_plan = self._exit_plans.setdefault(id(self.unet), {})
         return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
 
-
-
-def _check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
-    """Validate the schedule options; thresholds become ``{step: float}``."""
-    for key in ("max_iter_to_alter", "max_refinement_steps"):
-        value = engine[key]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"`{key}` must be an int >= 0, got {value!r}")
-    scale = engine["scale_factor"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not np.isfinite(scale) or scale < 0:
-        raise ValueError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
-    if engine["schedule"] not in SCHEDULES:
-        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {engine['schedule']!r}")
-    plain = engine["plain_sd_loss_scale"]
-    if isinstance(plain, bool) or not isinstance(plain, (int, float, np.number)) or not np.isfinite(plain) or plain <= 0:
-        raise ValueError(f"`plain_sd_loss_scale` must be a finite number > 0, got {plain!r}")
-    thresholds = engine["thresholds"] or {}
-    if not isinstance(thresholds, Mapping):
-        raise ValueError(
-            f"`thresholds` must map step -> max-attention threshold, e.g. {{0: 0.05, 10: 0.5}}, got {thresholds!r}"
-        )
-    checked = {}
-    for step, value in thresholds.items():
-        try:
-            checked[int(step)] = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"`thresholds` must map int steps to numbers, got {step!r}: {value!r}") from None
-        if not 0.0 <= checked[int(step)] <= 1.0:
-            raise ValueError(
-                f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}"
-            )
-    return {**engine, "thresholds": checked}
 
 
 def _checked_controllers(controllers: Sequence[StepController]) -> list[StepController]:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from scenewright.agent.cli import main
-from scenewright.eval.bench import SUMMARY_METRICS, parse_method_specs, run_bench, score_image, summarize
+from scenewright.eval.bench import SUMMARY_METRICS, run_bench, score_image, summarize
+from scenewright.synth.recipe import parse_recipes
 from scenewright.eval.suites import SUITE_NAMES, BenchItem, load_prompt_file, load_suite
 from scenewright.layout.schema import Layout, LayoutObject
 
@@ -126,7 +127,7 @@ def test_failing_item_is_recorded_and_the_rest_finish(model_dir, tmp_path, monke
     synthesizer = Synthesizer.from_pretrained(str(model_dir))
     counter = CountingGenerate(Engine.generate, fail_on="BOOM")
     monkeypatch.setattr(Engine, "generate", lambda self, *a, **k: counter(self, *a, **k))
-    specs = parse_method_specs("none")
+    specs = parse_recipes("none")
     options = {"num_inference_steps": 1}
     counts = run_bench(items, synthesizer, specs, out=tmp_path / "run", generate_options=options, progress=False, report=False)
     assert counts == {"done": 2, "skipped": 0, "failed": 1} and counter.calls == 3
@@ -218,7 +219,7 @@ def test_embedded_shapes_model_missing_gives_the_export_instruction(tmp_path, ca
 @given(st.text(max_size=40))
 def test_methods_flag_fuzz_parses_or_says_why(text):
     try:
-        specs = parse_method_specs(text)
+        specs = parse_recipes(text)
     except ValueError as err:
         assert "method" in str(err)
     else:
@@ -230,7 +231,7 @@ def test_methods_flag_fuzz_parses_or_says_why(text):
 
 
 def test_compose_joins_a_combination_as_a_loop_variation():
-    specs = parse_method_specs("none,compose,compose+car+sar")
+    specs = parse_recipes("none,compose,compose+car+sar")
     assert [(s.name, s.methods, s.compose, s.guided) for s in specs] == [
         ("none", ("none",), False, False), ("compose", ("none",), True, True),
         ("compose+car+sar", ("car", "sar"), True, True)]  # fmt: skip
@@ -240,12 +241,12 @@ def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_genera
     from scenewright.synth import Synthesizer
     from scenewright.synth.pipeline import Synthesizer as Engine
 
-    specs = parse_method_specs("compose+spatial_temporal,spatial_temporal:3+car")
+    specs = parse_recipes("compose+spatial_temporal,spatial_temporal:3+car")
     assert [(s.name, s.methods, s.compose, s.spatial_temporal) for s in specs] == [
         ("compose+spatial_temporal", ("none",), True, 1.0), ("spatial_temporal:3+car", ("car",), False, 3.0)]  # fmt: skip
     for bad, says in (("spatial_temporal:x", "local weight must be a number >= 0"), ("spatial_temporal+spatial_temporal:2", "twice")):
         with pytest.raises(ValueError, match=says):
-            parse_method_specs(bad)
+            parse_recipes(bad)
     seen, float_images = [], []
     original = Engine.generate
 
@@ -261,7 +262,7 @@ def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_genera
     layout = Layout(prompt="a red circle", objects=[LayoutObject(name="square", phrase="a large blue square",
                                                                  box=(0.1, 0.1, 0.9, 0.9))])  # fmt: skip
     items = [BenchItem(suite="prompts", index=0, prompt="a red circle", category="", layout=layout, layout_source="test")]
-    counts = run_bench(items, Synthesizer.from_pretrained(str(model_dir)), parse_method_specs("none,spatial_temporal:3"),
+    counts = run_bench(items, Synthesizer.from_pretrained(str(model_dir)), parse_recipes("none,spatial_temporal:3"),
                        out=tmp_path / "run", generate_options={"num_inference_steps": 4}, progress=False, report=False)  # fmt: skip
     assert counts["done"] == 2 and seen[0] is None and seen[1].local_weight == 3.0
     records = {r["method"]: r for r in _records(tmp_path / "run")}
@@ -375,7 +376,7 @@ LEFT, RIGHT = (0.05, 0.3, 0.4, 0.7), (0.6, 0.3, 0.95, 0.7)
     ],
 )
 def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right, wrong, key, scores):
-    from scenewright.layout.planners import plan_layout
+    from scenewright.layout.plan import plan_layout
 
     item = load_suite(suite, limit=index + 1)[index]
     layout = item.layout or plan_layout(item.prompt, "offline")[0]
@@ -435,7 +436,7 @@ def test_guided_combination_without_boxes_draws_the_layout_unguided_with_its_neg
     calls = []
     original = Engine.generate
     monkeypatch.setattr(Engine, "generate", lambda self, target, **k: calls.append((target, k["methods"])) or original(self, target, **k))
-    spec = parse_method_specs("car+sar")[0]
+    spec = parse_recipes("car+sar")[0]
     record = run_unit(Synthesizer.from_pretrained(str(model_dir)), item, spec, 0, out=tmp_path, layouts=LayoutSource(tmp_path),
                       detector=None, generate_options={"num_inference_steps": 1}, method_options={"car_res": [16, 16]})  # fmt: skip
     assert record["status"] == "ok" and record["guided"] is False

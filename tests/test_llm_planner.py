@@ -14,7 +14,8 @@ from scenewright.layout.cache import AnswerCache, cache_key
 from scenewright.layout.geometry import check_layout
 from scenewright.layout.llm import LLMPlanner, LLMServerError, answer_to_layout, response_format
 from scenewright.layout.parse import parse_prompt
-from scenewright.layout.planners import get_planner, plan_layout
+from scenewright.layout.planners import get_planner
+from scenewright.layout.plan import plan_layout
 from scenewright.layout.relations import requirement_failures
 from scenewright.layout.schema import Layout, LayoutError
 

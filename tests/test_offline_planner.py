@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from scenewright.layout.offline import MIN_SIDE, OfflinePlanner, plan_spec
 from scenewright.layout.parse import parse_prompt
-from scenewright.layout.planners import plan_layout
+from scenewright.layout.plan import plan_layout
 from scenewright.layout.relations import violations
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, LayoutError
 

@@ -164,7 +164,7 @@ def test_captions_parse_into_the_scene_and_plan_without_violations():
     from collections import Counter
 
     from scenewright.layout.parse import parse_prompt
-    from scenewright.layout.planners import plan_layout
+    from scenewright.layout.plan import plan_layout
     from scenewright.layout.relations import violations
 
     for scene in _scenes(seed=7, n=150):

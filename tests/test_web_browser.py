@@ -131,12 +131,19 @@ def test_plan_drag_generate_download(app_url, browser):
     steps = _css(browser, "#sw-steps input")
     steps.clear()
     steps.send_keys("2")
+    attempts = _css(browser, "#sw-attempts input")
+    assert attempts.get_attribute("value") == "4"  # `scenewright run`'s budget by default
+    attempts.clear()
+    attempts.send_keys("2")  # two attempts of the tiny model fit the page's wait
     _css(browser, "#sw-generate").click()
     _wait_message(browser, "Generated with car, sar")
     src = _wait(browser, lambda d: d.execute_script("const i = document.querySelector('#sw-image img'); return i && i.src"),
                 "the generated image")  # fmt: skip
     assert src
-    assert "count_acc" in _css(browser, "#sw-scores").text
+    verdict = _css(browser, "#sw-scores").text
+    assert "count_acc" in verdict and ("✔" in verdict or "✘" in verdict)  # a readable list, not raw JSON
+    natural = browser.execute_script("const i = document.querySelector('#sw-image img'); return i.naturalWidth")
+    assert natural == 512  # the 64 px image scaled up to the canvas
 
     link = _wait(browser, lambda d: d.execute_script("const a = document.querySelector('#sw-download a'); return a && a.href"),
                  "the layout download link")  # fmt: skip

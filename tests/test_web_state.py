@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from scenewright.agent.cli import main
 from scenewright.agent.web import EditorError, generate_for_layout, layout_to_state, plan_for_editor, state_to_layout
-from scenewright.layout.planners import plan_layout
+from scenewright.layout.plan import plan_for_layout, plan_layout
 from scenewright.layout.schema import Layout
 
 TINY_OPTIONS = dict(car_res=[16, 16], sar_res=[16, 16], max_refinement_steps=1)
@@ -134,19 +134,19 @@ def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
 
 
 def test_scores_judge_the_prompts_relation_on_the_detected_boxes():
-    from scenewright.eval.scores import score_layout_image
     from scenewright.eval.detection import Detection
+    from scenewright.eval.verify import verify
 
     prompt = "a red circle to the left of a blue square"
-    layout = state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt)
+    plan = plan_for_layout(state_to_layout(_state(_box("a red circle", 0.05, 0.3, 0.3, 0.3), _box("a blue square", 0.6, 0.3, 0.3, 0.3)), prompt))
     circle, square = (0.05, 0.3, 0.35, 0.6), (0.6, 0.3, 0.9, 0.6)
     right = [Detection("circle", circle, 0.9, color="red"), Detection("square", square, 0.9, color="blue")]
     swapped = [Detection("circle", square, 0.9, color="red"), Detection("square", (-0.01, 0.3, 0.35, 1.02), 0.9, color="blue")]
-    assert score_layout_image(right, layout) == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0,
-                                                 "mean_iou": pytest.approx(1.0)}  # fmt: skip
-    wrong = score_layout_image(swapped, layout)
+    assert verify(plan, right).scores == {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0,
+                                           "mean_iou": pytest.approx(1.0)}  # fmt: skip
+    wrong = verify(plan, swapped).scores
     assert wrong["count_acc"] == 1.0 and wrong["spatial_acc"] == 0.0 and wrong["box_iou50"] == 0.0
-    assert score_layout_image(right[:1], layout)["count_acc"] == 0.0
+    assert verify(plan, right[:1]).scores["count_acc"] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,30 @@ def test_generate_for_layout_returns_image_overlay_and_scores(synthesizer):
     assert scores["detections"] == [{"name": "circle", "box": [0.12, 0.1, 0.52, 0.5], "score": 0.9}]
     _, _, missed = generate_for_layout(layout, synthesizer, methods=(), seed=1, steps=2, detector=lambda i, n: [])
     assert missed["count_acc"] == 0.0 and missed["mean_iou"] == 0.0
+
+
+def test_generate_uses_the_run_loops_attempts_and_remedies_and_shows_a_readable_verdict(synthesizer):
+    from scenewright.agent.web import shown_on_canvas, verdict_markdown
+
+    layout = state_to_layout(_state(_box("a red circle", 0.1, 0.1, 0.4, 0.4)), "a red circle")
+    drawn = []
+
+    def detector(image, names):  # finds nothing: every attempt fails, so the loop's remedies run
+        drawn.append(image)
+        return []
+
+    image, _, scores = generate_for_layout(layout, synthesizer, methods=(), seed=1, steps=1, detector=detector, attempts=2)
+    assert scores["attempts"] == 2 and scores["passed"] is False and len(drawn) == 2
+    assert image is drawn[0]  # ties go to the first attempt
+    keys = [r["key"] for r in scores["requirements"]]
+    assert keys == ["count:circle", "color:circle:red", "box:0", "mean_iou"]
+    page = verdict_markdown(scores)
+    assert page.startswith("**Not passed** (best of 2 attempt(s))")
+    assert "- ✘ expected 1 x 'a red circle' (circle), the image has 0 — 0.00" in page
+    assert page.endswith("count_acc 0.00, spatial_acc n/a, box_iou50 0.00, mean_iou 0.00")
+    shown = shown_on_canvas(image)
+    assert shown.size == (512, 512)
+    assert shown.getpixel((0, 0)) == shown.getpixel((7, 7)) == image.getpixel((0, 0))  # nearest: 8x8 blocks of one pixel
 
 
 def test_generate_for_layout_is_the_synthesizers_image(synthesizer):

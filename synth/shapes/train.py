@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenewright.eval.scores import score_layout_image
+from scenewright.eval.verify import verify
+from scenewright.layout.plan import plan_for_layout
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
 from scenewright.synth.attention import attention_capture
 from scenewright.synth.gligen import phrase_embeddings
@@ -918,7 +919,7 @@ def run_grounded_eval(args, ema: EMA, vae, tokenizer) -> dict:
 def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, beta: float = 0.3) -> dict:
     """1-4 object scenes drawn from their captions and true boxes by :class:`scenewright.synth.Synthesizer` (GLIGEN on for
     the first ``beta`` of the steps), scored by the exact detector against the boxes: count accuracy, objects
-    matched at IoU >= 0.5, clean background (:func:`scenewright.eval.scores.score_layout_image`, as the bench scores)."""
+    matched at IoU >= 0.5, clean background (:func:`scenewright.eval.verify.verify`, as the bench scores)."""
     from scenewright.synth.pipeline import Synthesizer  # diffusers, as the other diffusers imports here: only when used
 
     synthesizer = Synthesizer.from_pipe(pipe)
@@ -928,7 +929,7 @@ def evaluate_grounded(pipe, seed: int, count: int, steps: int, guidance: float, 
                                   gligen=True, gligen_scheduled_sampling_beta=beta, output_type="np").images  # fmt: skip
     images = (np.asarray(images) * 255).round().astype(np.uint8)
     detector = ShapesDetector()
-    scores = [score_layout_image(detector(image), layout) | {"background_clean": background_clean(image)}
+    scores = [verify(plan_for_layout(layout), detector(image)).scores | {"background_clean": background_clean(image)}
               for image, layout in zip(images, layouts)]  # fmt: skip
     return {key: float(np.mean([s[key] for s in scores])) for key in ("count_acc", "box_iou50", "background_clean")}
 
