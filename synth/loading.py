@@ -185,7 +185,7 @@ def load_stable_diffusion(
     """The pipeline of a hub id, local folder or embedded name, moved to ``device``.
 
     The class is the one ``model_index.json`` names: ``StableDiffusionPipeline`` (SD 1.x/2.x),
-    ``StableDiffusionGLIGENPipeline``, ``StableDiffusionXLPipeline``, ``FluxPipeline`` or ``StableDiffusion3Pipeline``; an SDXL refiner is an error naming the base.
+    ``StableDiffusionGLIGENPipeline`` or ``StableDiffusionXLPipeline``; an SDXL refiner is an error naming the base.
     ``gligen=True`` loads ``StableDiffusionGLIGENPipeline`` and requires the UNet's gated layers
     (``position_net``), raising :class:`scenewright.synth.gligen.GligenError` naming a GLIGEN checkpoint when they
     are missing; ``None`` takes whatever UNet the folder has (GLIGEN is then used when it is gated).
