@@ -117,3 +117,151 @@ def test_load_stable_diffusion_loads_flux_and_sd3_folders(request, variant, tmp_
     kwargs = dict(num_inference_steps=2, height=32, width=32, max_sequence_length=T5_LENGTH, output_type="np")
     expected = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs).images
     assert abs(loaded(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs).images - expected).max() <= 1e-6
+
+
+# --- joint-attention maps ------------------------------------------------------------------------------------
+
+
+def _flux_forward_kwargs(pipe, size, seed=0):
+    backbone = FluxBackbone(pipe, max_sequence_length=T5_LENGTH)
+    height, width = size
+    device = torch.device("cpu")
+    with torch.no_grad():
+        conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, height, width)
+        latents = backbone.prepare_latents(2, height, width, torch.Generator().manual_seed(seed), torch.float32, device)
+    t = torch.tensor(700.0)
+    return backbone, backbone.transformer_kwargs(latents, t, conditioning, 3.5)
+
+
+def _sd3_forward_kwargs(pipe, size, seed=0):
+    backbone = SD3Backbone(pipe, max_sequence_length=T5_LENGTH)
+    height, width = size
+    device = torch.device("cpu")
+    with torch.no_grad():
+        conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, height, width)
+        latents = backbone.prepare_latents(2, height, width, torch.Generator().manual_seed(seed), torch.float32, device)
+    return backbone, backbone.transformer_kwargs(latents, torch.tensor(700.0), conditioning.embeds, conditioning.pooled)
+
+
+def _attention_inputs(transformer, names, forward_kwargs):
+    """The keyword inputs each named attention module receives in one forward (hidden states, RoPE)."""
+    seen = {}
+    modules = dict(transformer.named_modules())
+
+    def keep(name):
+        def hook(module, args, kwargs):
+            seen[name] = dict(kwargs)  # returns None: the inputs go on unchanged
+
+        return hook
+
+    hooks = [modules[name].register_forward_pre_hook(keep(name), with_kwargs=True) for name in names]
+    try:
+        with torch.no_grad():
+            transformer(**forward_kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _naive_maps(attn, inputs, layout, num_image):
+    """Full joint softmax over text AND image keys, then each slice renormalized: the documented normalization."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    def heads(x):
+        return x.view(x.shape[0], x.shape[1], attn.heads, -1)
+
+    def norm(module, x):
+        return x if module is None else module(x)
+
+    hidden, text = inputs["hidden_states"], inputs.get("encoder_hidden_states")
+    q, k = norm(attn.norm_q, heads(attn.to_q(hidden))), norm(attn.norm_k, heads(attn.to_k(hidden)))
+    if text is not None:
+        tq, tk = norm(attn.norm_added_q, heads(attn.add_q_proj(text))), norm(attn.norm_added_k, heads(attn.add_k_proj(text)))
+        q, k = (torch.cat([tq, q], 1), torch.cat([tk, k], 1)) if layout == "flux" else (torch.cat([q, tq], 1), torch.cat([k, tk], 1))
+    if inputs.get("image_rotary_emb") is not None:
+        q = apply_rotary_emb(q, inputs["image_rotary_emb"], sequence_dim=1)
+        k = apply_rotary_emb(k, inputs["image_rotary_emb"], sequence_dim=1)
+    joint = torch.einsum("bqhd,bkhd->bhqk", q, k).div(q.shape[-1] ** 0.5).softmax(-1)  # over all keys
+    total = q.shape[1]
+    image = slice(0, num_image) if layout == "sd3" else slice(total - num_image, total)
+    text_keys = slice(num_image, total) if layout == "sd3" else slice(0, total - num_image)
+    cross = joint[:, :, image, text_keys]
+    self_ = joint[:, :, image, image]
+    cross = cross / cross.sum(-1, keepdim=True)
+    self_ = self_ / self_.sum(-1, keepdim=True)
+    return cross.mean(1), self_.mean(1)  # (B, h*w, keys)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("model", ["flux", "sd3"])
+def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(request, model, size):
+    from scenewright.synth.joint_attention import joint_attention_capture, joint_attention_layers
+
+    pipe = request.getfixturevalue("flux_dev" if model == "flux" else "sd3")
+    backbone, kwargs = (_flux_forward_kwargs if model == "flux" else _sd3_forward_kwargs)(pipe, size)
+    transformer = pipe.transformer
+    layers = joint_attention_layers(transformer)
+    expected_layers = ["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"] if model == "flux" else ["transformer_blocks.0.attn"]
+    assert layers == expected_layers
+    grid = backbone.latent_grid(*size)
+    num_image = grid[0] * grid[1]
+    with torch.no_grad():
+        plain = transformer(**kwargs)[0]
+    inputs = _attention_inputs(transformer, layers, kwargs)
+    originals = transformer.attn_processors
+    read = layers[-1]  # FLUX: only the single-stream block; the dual-stream one keeps diffusers' processor
+    with joint_attention_capture(transformer, [read], grid) as capture:
+        during = transformer.attn_processors
+        assert all(during[name] is processor for name, processor in originals.items() if name != f"{read}.processor")
+        with torch.no_grad():
+            captured = transformer(**kwargs)[0]
+        assert torch.equal(captured, plain)  # the capture changes nothing
+        assert set(capture.cross) == set(capture.self_maps) == {read}
+        text_len = kwargs["encoder_hidden_states"].shape[1]
+        cross, self_ = capture.cross[read], capture.self_maps[read]
+        assert cross.shape == (2, 1, num_image, text_len) and self_.shape == (2, 1, num_image, num_image)
+        naive_cross, naive_self = _naive_maps(dict(transformer.named_modules())[read], inputs[read],
+                                              model, num_image)  # fmt: skip
+        torch.testing.assert_close(cross[:, 0], naive_cross, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(self_[:, 0], naive_self, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(cross.sum(-1), torch.ones(2, 1, num_image))  # a softmax over text keys alone
+        maps = capture.maps(1)
+        per_token = maps.mean("cross", grid)  # what the losses read: (h, w, text tokens)
+        assert per_token.shape == (*grid, text_len)
+        torch.testing.assert_close(per_token, naive_cross[1].reshape(*grid, text_len), atol=1e-5, rtol=1e-4)
+        assert maps.mean("self", grid).shape == (*grid, num_image)
+    assert transformer.attn_processors == originals  # restored
+    assert not capture.cross  # and the maps (with their graph) dropped
+
+
+def test_flux_dual_stream_maps_and_gradients(flux_dev):
+    """The dual-stream block's maps match too, and stay in the autograd graph for guidance."""
+    from scenewright.synth.joint_attention import joint_attention_capture
+
+    backbone, kwargs = _flux_forward_kwargs(flux_dev, (32, 48))
+    transformer, read = flux_dev.transformer, "transformer_blocks.0.attn"
+    grid = backbone.latent_grid(32, 48)
+    inputs = _attention_inputs(transformer, [read], kwargs)
+    latents = kwargs["hidden_states"].clone().requires_grad_(True)
+    with joint_attention_capture(transformer, [read], grid, kinds=("cross",)) as capture:
+        transformer(**{**kwargs, "hidden_states": latents})
+        assert not capture.self_maps
+        naive_cross, _ = _naive_maps(dict(transformer.named_modules())[read], inputs[read], "flux", grid[0] * grid[1])
+        torch.testing.assert_close(capture.cross[read][:, 0].detach(), naive_cross, atol=1e-5, rtol=1e-4)
+        capture.cross[read][:, 0, :, 3].sum().backward()  # one token's map
+    assert latents.grad is not None and latents.grad.abs().sum() > 0
+
+
+def test_joint_capture_rejects_unknown_layers_and_wrong_grids(flux_dev):
+    from scenewright.synth.joint_attention import joint_attention_capture
+
+    transformer = flux_dev.transformer
+    with pytest.raises(ValueError, match=r"joint-attention modules.*transformer_blocks.7.attn.*it has"):
+        with joint_attention_capture(transformer, ["transformer_blocks.7.attn"], (8, 8)):
+            pass
+    _, kwargs = _flux_forward_kwargs(flux_dev, (32, 32))
+    with pytest.raises(ValueError, match=r"grid=\(4, 8\).*has 64.*latent_grid"):
+        with joint_attention_capture(transformer, ["transformer_blocks.0.attn"], (4, 8)), torch.no_grad():
+            transformer(**kwargs)
+    assert all(type(p).__name__ == "FluxAttnProcessor" for p in transformer.attn_processors.values())
