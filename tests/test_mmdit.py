@@ -265,3 +265,24 @@ def test_joint_capture_rejects_unknown_layers_and_wrong_grids(flux_dev):
         with joint_attention_capture(transformer, ["transformer_blocks.0.attn"], (4, 8)), torch.no_grad():
             transformer(**kwargs)
     assert all(type(p).__name__ == "FluxAttnProcessor" for p in transformer.attn_processors.values())
+
+
+@pytest.mark.parametrize("model", ["flux", "sd3"])
+def test_phrase_maps_are_read_on_t5_tokens(request, model):
+    """FLUX's text keys are its T5 tokens; SD3's are 77 CLIP tokens then T5's (offset 77)."""
+    from scenewright.synth.joint_attention import joint_attention_capture
+    from scenewright.synth.t5_tokens import t5_token_groups_for_layout
+
+    pipe = request.getfixturevalue("flux_dev" if model == "flux" else "sd3")
+    backbone, kwargs = (_flux_forward_kwargs if model == "flux" else _sd3_forward_kwargs)(pipe, (32, 48))
+    offset = 0 if model == "flux" else pipe.tokenizer_max_length
+    mapping = t5_token_groups_for_layout(pipe.tokenizer, pipe.tokenizer_3 if model == "sd3" else pipe.tokenizer_2,
+                                         PROMPT, ["a cat", "a dog"], max_length=T5_LENGTH, offset=offset)  # fmt: skip
+    assert mapping.token_groups == [[offset + 1], [offset + 4]]
+    grid = backbone.latent_grid(32, 48)
+    with joint_attention_capture(pipe.transformer, ["transformer_blocks.0.attn"], grid) as capture, torch.no_grad():
+        pipe.transformer(**kwargs)
+        maps = capture.maps(0).mean("cross", grid)  # (h, w, text tokens)
+    assert maps.shape == (*grid, offset + T5_LENGTH)
+    cat_map = maps[..., mapping.token_groups[0]].mean(-1)  # (h, w): what a loss reads for "cat"
+    assert cat_map.shape == grid and (cat_map > 0).all()
