@@ -33,6 +33,24 @@ def sd3_without_t5():
     return get_dummy_sd3_pipe(seed=0, with_t5=False)
 
 
+@pytest.fixture(scope="module")
+def sd35():
+    """SD3.5's transformer: QK RMSNorm on both streams and an extra image-only ``attn2`` in its first block."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    from scenewright.synth.testing import get_dummy_sd3_components
+
+    components = get_dummy_sd3_components(seed=0)
+    config = dict(components["transformer"].config)
+    torch.manual_seed(0)
+    components["transformer"] = SD3Transformer2DModel.from_config(
+        {**config, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
+    )
+    pipe = StableDiffusion3Pipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _plain_loop(backbone, size, guidance_scale, steps=3, negative=None):
     """The unguided loop on the backbone's pieces only: encode, latents, timesteps, predict + step, decode."""
     height, width = size
@@ -50,15 +68,25 @@ def _plain_loop(backbone, size, guidance_scale, steps=3, negative=None):
     return images
 
 
+#: variant -> (backbone class, the pipeline's guidance_scale): FLUX's distilled guidance, SD3's real CFG.
+VARIANTS = {
+    "flux_dev": (FluxBackbone, 3.5),  # guidance embedding
+    "flux_schnell": (FluxBackbone, 3.5),  # no guidance embedding: the scale is ignored
+    "sd3": (SD3Backbone, 5.0),  # batched [negative, prompt] CFG
+    "sd3_without_t5": (SD3Backbone, 5.0),  # text_encoder_3=None: zero T5 rows
+}
+
+
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("variant", ["flux_dev", "flux_schnell"])
-def test_the_flux_backbone_reproduces_the_flux_pipeline(request, variant, size):
-    """Distilled guidance (dev) or none (schnell): the plain loop equals FluxPipeline to 1e-4."""
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_backbone_reproduces_its_pipeline(request, variant, size):
+    """The plain loop on the backbone's pieces equals FluxPipeline / StableDiffusion3Pipeline to 1e-4."""
     pipe = request.getfixturevalue(variant)
+    backbone_class, guidance_scale = VARIANTS[variant]
     height, width = size
-    expected = pipe(PROMPT, num_inference_steps=3, guidance_scale=3.5, height=height, width=width,
+    expected = pipe(PROMPT, num_inference_steps=3, guidance_scale=guidance_scale, height=height, width=width,
                     max_sequence_length=T5_LENGTH, generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
-    images = _plain_loop(FluxBackbone(pipe, max_sequence_length=T5_LENGTH), size, guidance_scale=3.5)
+    images = _plain_loop(backbone_class(pipe, max_sequence_length=T5_LENGTH), size, guidance_scale=guidance_scale)
     assert images.shape == (1, height, width, 3)
     assert abs(images - expected).max() <= 1e-4
 
@@ -72,19 +100,6 @@ def test_the_flux_backbone_reproduces_true_cfg(flux_dev):
     assert abs(images - expected).max() <= 1e-4
     without = _plain_loop(FluxBackbone(flux_dev, max_sequence_length=T5_LENGTH), (32, 48), guidance_scale=3.5)
     assert abs(images - without).max() > 1e-3  # true CFG really ran
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("variant", ["sd3", "sd3_without_t5"])
-def test_the_sd3_backbone_reproduces_the_sd3_pipeline(request, variant, size):
-    """Batched real CFG, with and without T5: the plain loop equals StableDiffusion3Pipeline to 1e-4."""
-    pipe = request.getfixturevalue(variant)
-    height, width = size
-    expected = pipe(PROMPT, num_inference_steps=3, guidance_scale=5.0, height=height, width=width,
-                    max_sequence_length=T5_LENGTH, generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
-    images = _plain_loop(SD3Backbone(pipe, max_sequence_length=T5_LENGTH), size, guidance_scale=5.0)
-    assert images.shape == (1, height, width, 3)
-    assert abs(images - expected).max() <= 1e-4
 
 
 def test_backbone_for_tells_flux_and_sd3_apart(flux_dev, flux_schnell, sd3, sd3_without_t5):
@@ -122,25 +137,17 @@ def test_load_stable_diffusion_loads_flux_and_sd3_folders(request, variant, tmp_
 # --- joint-attention maps ------------------------------------------------------------------------------------
 
 
-def _flux_forward_kwargs(pipe, size, seed=0):
-    backbone = FluxBackbone(pipe, max_sequence_length=T5_LENGTH)
-    height, width = size
+def _forward_kwargs(model, pipe, size):
+    """One conditional transformer forward on two prompts at ``size``, as the backbone's loop would run it."""
+    backbone = (FluxBackbone if model == "flux" else SD3Backbone)(pipe, max_sequence_length=T5_LENGTH)
     device = torch.device("cpu")
     with torch.no_grad():
-        conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, height, width)
-        latents = backbone.prepare_latents(2, height, width, torch.Generator().manual_seed(seed), torch.float32, device)
+        conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, *size)
+        latents = backbone.prepare_latents(2, *size, torch.Generator().manual_seed(0), torch.float32, device)
     t = torch.tensor(700.0)
-    return backbone, backbone.transformer_kwargs(latents, t, conditioning, 3.5)
-
-
-def _sd3_forward_kwargs(pipe, size, seed=0):
-    backbone = SD3Backbone(pipe, max_sequence_length=T5_LENGTH)
-    height, width = size
-    device = torch.device("cpu")
-    with torch.no_grad():
-        conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, height, width)
-        latents = backbone.prepare_latents(2, height, width, torch.Generator().manual_seed(seed), torch.float32, device)
-    return backbone, backbone.transformer_kwargs(latents, torch.tensor(700.0), conditioning.embeds, conditioning.pooled)
+    if model == "flux":
+        return backbone, backbone.transformer_kwargs(latents, t, conditioning, 3.5)
+    return backbone, backbone.transformer_kwargs(latents, t, conditioning.embeds, conditioning.pooled)
 
 
 def _attention_inputs(transformer, names, forward_kwargs):
@@ -194,12 +201,13 @@ def _naive_maps(attn, inputs, layout, num_image):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("model", ["flux", "sd3"])
+@pytest.mark.parametrize("model", ["flux", "sd3", "sd35"])
 def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(request, model, size):
     from scenewright.synth.joint_attention import joint_attention_capture, joint_attention_layers
 
-    pipe = request.getfixturevalue("flux_dev" if model == "flux" else "sd3")
-    backbone, kwargs = (_flux_forward_kwargs if model == "flux" else _sd3_forward_kwargs)(pipe, size)
+    pipe = request.getfixturevalue("flux_dev" if model == "flux" else model)
+    model = "sd3" if model == "sd35" else model  # SD3.5 lays out its joint attention as SD3
+    backbone, kwargs = _forward_kwargs(model, pipe, size)
     transformer = pipe.transformer
     layers = joint_attention_layers(transformer)
     expected_layers = ["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"] if model == "flux" else ["transformer_blocks.0.attn"]
@@ -239,7 +247,7 @@ def test_flux_dual_stream_maps_and_gradients(flux_dev):
     """The dual-stream block's maps match too, and stay in the autograd graph for guidance."""
     from scenewright.synth.joint_attention import joint_attention_capture
 
-    backbone, kwargs = _flux_forward_kwargs(flux_dev, (32, 48))
+    backbone, kwargs = _forward_kwargs("flux", flux_dev, (32, 48))
     transformer, read = flux_dev.transformer, "transformer_blocks.0.attn"
     grid = backbone.latent_grid(32, 48)
     inputs = _attention_inputs(transformer, [read], kwargs)
@@ -260,7 +268,7 @@ def test_joint_capture_rejects_unknown_layers_and_wrong_grids(flux_dev):
     with pytest.raises(ValueError, match=r"joint-attention modules.*transformer_blocks.7.attn.*it has"):
         with joint_attention_capture(transformer, ["transformer_blocks.7.attn"], (8, 8)):
             pass
-    _, kwargs = _flux_forward_kwargs(flux_dev, (32, 32))
+    _, kwargs = _forward_kwargs("flux", flux_dev, (32, 32))
     with pytest.raises(ValueError, match=r"grid=\(4, 8\).*has 64.*latent_grid"):
         with joint_attention_capture(transformer, ["transformer_blocks.0.attn"], (4, 8)), torch.no_grad():
             transformer(**kwargs)
@@ -274,7 +282,7 @@ def test_phrase_maps_are_read_on_t5_tokens(request, model):
     from scenewright.synth.t5_tokens import t5_token_groups_for_layout
 
     pipe = request.getfixturevalue("flux_dev" if model == "flux" else "sd3")
-    backbone, kwargs = (_flux_forward_kwargs if model == "flux" else _sd3_forward_kwargs)(pipe, (32, 48))
+    backbone, kwargs = _forward_kwargs(model, pipe, (32, 48))
     offset = 0 if model == "flux" else pipe.tokenizer_max_length
     mapping = t5_token_groups_for_layout(pipe.tokenizer, pipe.tokenizer_3 if model == "sd3" else pipe.tokenizer_2,
                                          PROMPT, ["a cat", "a dog"], max_length=T5_LENGTH, offset=offset)  # fmt: skip
