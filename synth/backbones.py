@@ -307,7 +307,8 @@ class FluxBackbone(_FlowTransformerBackbone):
         transformer = self.pipe.transformer
         noise_pred = transformer(**self.transformer_kwargs(latents, t, conditioning, guidance_scale))[0]
         if conditioning.negative_embeds is not None:
-            negative = transformer(**self.transformer_kwargs(latents, t, conditioning, guidance_scale, negative=True))[0]
+            kwargs = self.transformer_kwargs(latents, t, conditioning, guidance_scale, negative=True)
+            negative = transformer(**kwargs)[0]
             noise_pred = negative + self.true_cfg_scale * (noise_pred - negative)
         return noise_pred  # (B, h * w, 4C)
 

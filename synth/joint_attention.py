@@ -13,14 +13,14 @@ per-head maps would cost heads x (h*w)^2 floats per block, 1.6 GB for one FLUX b
 
 **Normalization.** The joint softmax normalizes over text AND image keys, so an image query's text probabilities
 sum to well below 1, and the more image tokens the less (4096 image vs 512 text tokens in FLUX at 1024 px):
-TACA (Lv et al., "Rethinking Cross-Modal Interaction in Multimodal Diffusion Transformers", ICCV 2025, Sec. 3.2)
-shows this suppression and contrasts it with UNet cross-attention, whose denominator holds only text tokens.
-The losses were written for the latter, so the maps here are a softmax over the text keys alone,
-``softmax(q_img k_text^T / sqrt(d))``, as ConceptAttention's cross-attention baseline on FLUX computes them
-(Helbling et al., ICML 2025). This equals taking the joint softmax's text slice and renormalizing it to sum
-to 1 (the joint denominator cancels); tests check exactly that against a naive recomputation. Self maps are
-likewise a softmax over the image keys alone. Queries and keys are the ones the block attends with: after the
-QK norms and, in FLUX, RoPE (``apply_rotary_emb``) on the joint sequence.
+TACA (Lv et al., "Rethinking Cross-Modal Interaction in Multimodal Diffusion Transformers", ICCV 2025,
+arXiv:2506.07986) analyses this suppression of image -> text attention on FLUX and SD3.5 and contrasts it with
+UNet cross-attention, whose denominator holds only the text tokens. The losses were written for the latter, so
+the maps here are a softmax over the text keys alone, ``softmax(q_img k_text^T / sqrt(d))``: SD's normalization.
+It equals taking the joint softmax's text slice and renormalizing it to sum to 1 (the joint denominator
+cancels); the tests check exactly that against a naive recomputation. Self maps are likewise a softmax over the
+image keys alone. Queries and keys are the ones the block attends with: after the QK norms and, in FLUX, RoPE
+(``apply_rotary_emb``) on the joint sequence.
 
 **Processors.** :func:`joint_attention_capture` wraps only the blocks asked for; every other block keeps
 diffusers' own processor and so its fused ``dispatch_attention_fn`` / SDPA path. A wrapped block still computes
@@ -62,7 +62,7 @@ def joint_layout(name: str, attn) -> str | None:
 
 
 def joint_attention_layers(transformer) -> list[str]:
-    """Names of the joint-attention modules of an MM-DiT, in execution order (what :func:`joint_attention_capture` reads)."""
+    """Names of an MM-DiT's joint-attention modules in execution order: what :func:`joint_attention_capture` reads."""
     return [name for name, module in transformer.named_modules() if joint_layout(name, module) is not None]
 
 
@@ -122,7 +122,7 @@ class JointAttentionCapture:
 
     grid: tuple[int, int]  # (h, w) of the image tokens
     kinds: tuple[str, ...] = ("cross", "self")
-    cross: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, 1, h*w, text tokens)
+    cross_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, 1, h*w, text tokens)
     self_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, 1, h*w, h*w)
     places: dict[str, str] = field(default_factory=dict)  # name -> "joint" (dual-stream) | "single"
 
@@ -130,7 +130,7 @@ class JointAttentionCapture:
         """Sample ``index``'s maps as the losses read them (``AttentionMaps.mean("cross", grid)`` -> (h, w, text))."""
         entries = [
             CapturedAttention(layer=name, kind="cross", place=self.places[name], size=self.grid, probs=probs[index])
-            for name, probs in self.cross.items()
+            for name, probs in self.cross_maps.items()
         ]
         entries += [
             CapturedAttention(layer=name, kind="self", place=self.places[name], size=self.grid, probs=probs[index])
@@ -140,7 +140,7 @@ class JointAttentionCapture:
 
     def clear(self) -> None:
         """Drop stored maps (and with them the autograd graph they hold)."""
-        self.cross, self.self_maps = {}, {}
+        self.cross_maps, self.self_maps = {}, {}
 
 
 class JointAttentionCaptureProcessor:
@@ -172,7 +172,7 @@ class JointAttentionCaptureProcessor:
             attn, self.layout, hidden_states, encoder_hidden_states, image_rotary_emb, h * w
         )
         if "cross" in capture.kinds:
-            capture.cross[self.name] = key_softmax(image_query, text_key)  # (B, 1, h*w, text)
+            capture.cross_maps[self.name] = key_softmax(image_query, text_key)  # (B, 1, h*w, text)
         if "self" in capture.kinds:
             capture.self_maps[self.name] = key_softmax(image_query, image_key)  # (B, 1, h*w, h*w)
         if image_rotary_emb is not None:  # FLUX's processor takes RoPE; SD3's takes no such argument

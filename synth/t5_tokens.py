@@ -54,7 +54,7 @@ def t5_token_groups_for_layout(
     include_attributes: bool = False,
     offset: int = 0,
 ) -> TokenMapping:
-    """Each object's grounding positions among ``prompt``'s T5 tokens, by :func:`~.tokens.token_groups_for_layout`'s rules.
+    """Each object's grounding positions among ``prompt``'s T5 tokens, by ``token_groups_for_layout``'s rules.
 
     ``clip_tokenizer`` finds the words (the pipeline's ``tokenizer``), ``t5_tokenizer`` gives their positions;
     ``max_length`` is the T5 length the model reads (``FluxBackbone.max_sequence_length``). ``offset`` shifts
@@ -78,10 +78,12 @@ def t5_token_groups_for_layout(
         prompt = prompt + "".join(APPEND_SEPARATOR + phrase for phrase in appended)
         clip_words, located, absent = _locate(clip_tokenizer, prompt, phrases, kinds)
         if absent:
-            raise TokenMappingError(f"cannot ground phrase {phrases[absent[0]]!r} even after appending it to the prompt")
+            phrase = phrases[absent[0]]
+            raise TokenMappingError(f"cannot ground phrase {phrase!r} even after appending it to the prompt")
     words = t5_prompt_words(t5_tokenizer, prompt)
     if [w.text for w in words] != [w.text for w in clip_words]:  # our bug, not the user's: say what differed
-        raise RuntimeError(f"T5 words {[w.text for w in words]} do not align with CLIP's {[w.text for w in clip_words]}")
+        t5_texts, clip_texts = [w.text for w in words], [w.text for w in clip_words]
+        raise RuntimeError(f"T5 words {t5_texts} do not align with CLIP's {clip_texts}")
     num_tokens = len(t5_tokenizer(prompt, add_special_tokens=False).input_ids)
     groups: list[list[int]] = [[] for _ in phrases]
     for obj in located:

@@ -84,8 +84,9 @@ def test_the_backbone_reproduces_its_pipeline(request, variant, size):
     pipe = request.getfixturevalue(variant)
     backbone_class, guidance_scale = VARIANTS[variant]
     height, width = size
+    generator = torch.Generator().manual_seed(0)
     expected = pipe(PROMPT, num_inference_steps=3, guidance_scale=guidance_scale, height=height, width=width,
-                    max_sequence_length=T5_LENGTH, generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+                    max_sequence_length=T5_LENGTH, generator=generator, output_type="np").images  # fmt: skip
     images = _plain_loop(backbone_class(pipe, max_sequence_length=T5_LENGTH), size, guidance_scale=guidance_scale)
     assert images.shape == (1, height, width, 3)
     assert abs(images - expected).max() <= 1e-4
@@ -184,8 +185,10 @@ def _naive_maps(attn, inputs, layout, num_image):
     hidden, text = inputs["hidden_states"], inputs.get("encoder_hidden_states")
     q, k = norm(attn.norm_q, heads(attn.to_q(hidden))), norm(attn.norm_k, heads(attn.to_k(hidden)))
     if text is not None:
-        tq, tk = norm(attn.norm_added_q, heads(attn.add_q_proj(text))), norm(attn.norm_added_k, heads(attn.add_k_proj(text)))
-        q, k = (torch.cat([tq, q], 1), torch.cat([tk, k], 1)) if layout == "flux" else (torch.cat([q, tq], 1), torch.cat([k, tk], 1))
+        tq = norm(attn.norm_added_q, heads(attn.add_q_proj(text)))
+        tk = norm(attn.norm_added_k, heads(attn.add_k_proj(text)))
+        pairs = ((tq, q), (tk, k)) if layout == "flux" else ((q, tq), (k, tk))  # FLUX: text first; SD3: image first
+        q, k = (torch.cat(pair, 1) for pair in pairs)
     if inputs.get("image_rotary_emb") is not None:
         q = apply_rotary_emb(q, inputs["image_rotary_emb"], sequence_dim=1)
         k = apply_rotary_emb(k, inputs["image_rotary_emb"], sequence_dim=1)
@@ -210,8 +213,8 @@ def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(requ
     backbone, kwargs = _forward_kwargs(model, pipe, size)
     transformer = pipe.transformer
     layers = joint_attention_layers(transformer)
-    expected_layers = ["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"] if model == "flux" else ["transformer_blocks.0.attn"]
-    assert layers == expected_layers
+    single = ["single_transformer_blocks.0.attn"] if model == "flux" else []  # SD3.5's attn2 is not joint
+    assert layers == ["transformer_blocks.0.attn", *single]
     grid = backbone.latent_grid(*size)
     num_image = grid[0] * grid[1]
     with torch.no_grad():
@@ -225,9 +228,9 @@ def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(requ
         with torch.no_grad():
             captured = transformer(**kwargs)[0]
         assert torch.equal(captured, plain)  # the capture changes nothing
-        assert set(capture.cross) == set(capture.self_maps) == {read}
+        assert set(capture.cross_maps) == set(capture.self_maps) == {read}
         text_len = kwargs["encoder_hidden_states"].shape[1]
-        cross, self_ = capture.cross[read], capture.self_maps[read]
+        cross, self_ = capture.cross_maps[read], capture.self_maps[read]
         assert cross.shape == (2, 1, num_image, text_len) and self_.shape == (2, 1, num_image, num_image)
         naive_cross, naive_self = _naive_maps(dict(transformer.named_modules())[read], inputs[read],
                                               model, num_image)  # fmt: skip
@@ -240,7 +243,7 @@ def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(requ
         torch.testing.assert_close(per_token, naive_cross[1].reshape(*grid, text_len), atol=1e-5, rtol=1e-4)
         assert maps.mean("self", grid).shape == (*grid, num_image)
     assert transformer.attn_processors == originals  # restored
-    assert not capture.cross  # and the maps (with their graph) dropped
+    assert not capture.cross_maps  # and the maps (with their graph) dropped
 
 
 def test_flux_dual_stream_maps_and_gradients(flux_dev):
@@ -256,8 +259,8 @@ def test_flux_dual_stream_maps_and_gradients(flux_dev):
         transformer(**{**kwargs, "hidden_states": latents})
         assert not capture.self_maps
         naive_cross, _ = _naive_maps(dict(transformer.named_modules())[read], inputs[read], "flux", grid[0] * grid[1])
-        torch.testing.assert_close(capture.cross[read][:, 0].detach(), naive_cross, atol=1e-5, rtol=1e-4)
-        capture.cross[read][:, 0, :, 3].sum().backward()  # one token's map
+        torch.testing.assert_close(capture.cross_maps[read][:, 0].detach(), naive_cross, atol=1e-5, rtol=1e-4)
+        capture.cross_maps[read][:, 0, :, 3].sum().backward()  # one token's map
     assert latents.grad is not None and latents.grad.abs().sum() > 0
 
 

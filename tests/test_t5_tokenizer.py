@@ -76,7 +76,7 @@ def test_t5_positions_have_no_bos_and_end_at_eos(clip_and_t5):
 
 
 def test_t5_word_pieces_and_clip_rules(clip_and_t5):
-    """A word of several ``▁`` pieces grounds on all of them; plurals, attributes and repeats follow tokens.py's rules."""
+    """A word of several ``▁`` pieces grounds on all of them; plurals, attributes, repeats: tokens.py's rules."""
     from scenewright.synth.t5_tokens import t5_token_groups_for_layout
     from scenewright.synth.tokens import token_groups_for_layout
 
@@ -112,4 +112,5 @@ def test_phrases_beyond_the_t5_length_are_a_clear_error(clip_and_t5):
     long_prompt = "a " * 511 + "cat"
     with pytest.raises(TokenMappingError, match=r"positions \[511\]"):
         t5_token_groups_for_layout(*clip_and_t5, long_prompt, ["a cat"], max_length=512)
-    assert t5_token_groups_for_layout(*clip_and_t5, "a " * 510 + "cat", ["a cat"], max_length=512).token_groups == [[510]]
+    fits = t5_token_groups_for_layout(*clip_and_t5, "a " * 510 + "cat", ["a cat"], max_length=512)
+    assert fits.token_groups == [[510]]
