@@ -217,7 +217,7 @@ def _t5_tokenizer():
 
 
 def _tiny_t5_encoder(seed: int, d_model: int):
-    """A 2-layer T5 v1.1 encoder (gated GELU, as ``google/t5-v1_1-xxl``), as small as ``hf-internal-testing/tiny-random-t5``."""
+    """A 2-layer T5 v1.1 encoder (gated GELU, as ``google/t5-v1_1-xxl``), about ``tiny-random-t5``'s size."""
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
