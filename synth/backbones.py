@@ -327,6 +327,10 @@ class FluxBackbone(_FlowTransformerBackbone):
         return pipe.image_processor.postprocess(images, output_type=output_type), None
 
 
+#: The transformer inputs with one row per sample: concatenated [negative, prompt] for SD3's batched CFG.
+TRANSFORMER_BATCH_KEYS = ("hidden_states", "timestep", "encoder_hidden_states", "pooled_projections")
+
+
 class SD3Backbone(_FlowTransformerBackbone):
     """SD3 / SD3.5: two CLIPs (pooled and tokens) + T5 tokens, batched real CFG (``StableDiffusion3Pipeline.__call__``).
 
@@ -390,9 +394,15 @@ class SD3Backbone(_FlowTransformerBackbone):
         return timesteps
 
     def transformer_kwargs(
-        self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor
-    ) -> dict[str, Any]:
-        """Keyword arguments of one ``transformer(...)`` forward on the rows of ``embeds`` and ``pooled``."""
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float = 1.0,
+        negative: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Keyword arguments of one ``transformer(...)`` forward on the prompts' (or ``negative``) rows.
+
+        As :meth:`FluxBackbone.transformer_kwargs`; SD3 has no guidance embedding, so ``guidance_scale`` is unused.
+        """
+        embeds = conditioning.negative_embeds if negative else conditioning.embeds
+        pooled = conditioning.negative_pooled if negative else conditioning.pooled
         return {
             "hidden_states": latents,
             "timestep": t.expand(latents.shape[0]),
@@ -406,13 +416,11 @@ class SD3Backbone(_FlowTransformerBackbone):
     ) -> torch.Tensor:
         """One step's velocity as ``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, CFG."""
         if conditioning.negative_embeds is None:
-            kwargs = self.transformer_kwargs(latents, t, conditioning.embeds, conditioning.pooled)
-            return self.pipe.transformer(**kwargs)[0]
-        kwargs = self.transformer_kwargs(
-            torch.cat([latents] * 2), t, torch.cat([conditioning.negative_embeds, conditioning.embeds]),
-            torch.cat([conditioning.negative_pooled, conditioning.pooled]),
-        )  # fmt: skip
-        uncond, cond = self.pipe.transformer(**kwargs)[0].chunk(2)
+            return self.pipe.transformer(**self.transformer_kwargs(latents, t, conditioning))[0]
+        negative = self.transformer_kwargs(latents, t, conditioning, negative=True)
+        positive = self.transformer_kwargs(latents, t, conditioning)
+        batched = {key: torch.cat([negative[key], positive[key]]) for key in TRANSFORMER_BATCH_KEYS}
+        uncond, cond = self.pipe.transformer(**{**positive, **batched})[0].chunk(2)
         return uncond + guidance_scale * (cond - uncond)  # (B, C, H / 8, W / 8)
 
     def decode(

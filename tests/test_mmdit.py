@@ -145,10 +145,7 @@ def _forward_kwargs(model, pipe, size):
     with torch.no_grad():
         conditioning = backbone.encode([PROMPT, "a red car"], None, False, device, *size)
         latents = backbone.prepare_latents(2, *size, torch.Generator().manual_seed(0), torch.float32, device)
-    t = torch.tensor(700.0)
-    if model == "flux":
-        return backbone, backbone.transformer_kwargs(latents, t, conditioning, 3.5)
-    return backbone, backbone.transformer_kwargs(latents, t, conditioning.embeds, conditioning.pooled)
+    return backbone, backbone.transformer_kwargs(latents, torch.tensor(700.0), conditioning, 3.5)
 
 
 def _attention_inputs(transformer, names, forward_kwargs):
