@@ -9,6 +9,12 @@ exactly as the backbone's own diffusers pipeline does it, so that the unguided l
 - :attr:`native_size`: the height and width the model was trained at (512 px for SD 1.x, 1024 px for SDXL).
 
 Adding a UNet backbone means one more class here; the loop, the capture and the losses do not change.
+
+FLUX.1 and SD3/SD3.5 (MM-DiT transformers, flow matching) need three more, again each as their pipelines do it:
+:meth:`prepare_latents` (FLUX packs 2x2 latent patches into tokens), :meth:`set_timesteps` (the flow-matching
+sigmas, shifted by ``mu`` from the image's token count where the pipeline computes it) and :meth:`predict`
+(one step's velocity: FLUX's distilled guidance embedding or true CFG, SD3's batched CFG). Their text inputs are
+a :class:`JointConditioning`.
 """
 
 from __future__ import annotations
@@ -142,9 +148,300 @@ class StableDiffusionXLBackbone:
         return pipe.image_processor.postprocess(images, output_type=output_type), None
 
 
-def backbone_for(pipe) -> StableDiffusionBackbone | StableDiffusionXLBackbone:
-    """The backbone of a loaded diffusers pipeline: SDXL when it has a second text encoder slot, else SD."""
-    if "text_encoder_2" in getattr(pipe, "components", {}):
+@dataclass
+class JointConditioning:
+    """An MM-DiT's text inputs for one ``generate`` call: T5 (and CLIP) token embeddings and a pooled CLIP vector.
+
+    The rows are the prompts' (conditional); ``negative_*`` are the negative prompts' rows, present only when the
+    backbone guides with real CFG (SD3 always with ``do_cfg``; FLUX only for ``true_cfg_scale > 1``).
+    """
+
+    embeds: torch.Tensor  # (B, L, D): FLUX: T5 tokens (L = max_sequence_length); SD3: 77 CLIP + T5 tokens
+    pooled: torch.Tensor  # (B, P): the pooled CLIP embedding(s)
+    negative_embeds: torch.Tensor | None = None  # (B, L, D)
+    negative_pooled: torch.Tensor | None = None  # (B, P)
+    text_ids: torch.Tensor | None = None  # FLUX: (L, 3) RoPE positions of the text tokens (all zeros)
+    image_ids: torch.Tensor | None = None  # FLUX: (h * w, 3) RoPE positions (0, row, column) of the image tokens
+
+
+class _FlowTransformerBackbone:
+    """What FLUX and SD3 share: native size, the size check and the image-token grid."""
+
+    size_reason: ClassVar[str]  # why sizes must be multiples of :attr:`size_multiple`, for the error message
+
+    pipe: Any
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    @property
+    def size_multiple(self) -> int:
+        """16 px for FLUX.1 and SD3: the VAE's 8x downsampling times one 2x2 token patch."""
+        return self.pipe.vae_scale_factor * self.token_patch
+
+    @property
+    def token_patch(self) -> int:
+        raise NotImplementedError
+
+    def check_size(self, height: int, width: int) -> None:
+        """A clear error for a size the backbone cannot draw exactly (FLUX's pipeline would silently resize)."""
+        multiple = self.size_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"`height` and `width` must be multiples of {multiple} ({self.size_reason}), got {height}x{width}; "
+                f"use {height - height % multiple or multiple}x{width - width % multiple or multiple}"
+            )
+
+    def latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The image tokens' grid (h, w): one token per 2x2 patch of latents."""
+        return height // self.size_multiple, width // self.size_multiple
+
+    def image_seq_len(self, height: int, width: int) -> int:
+        """The number of image tokens, from which FLUX (and SD3 with dynamic shifting) shift the sigmas."""
+        h, w = self.latent_grid(height, width)
+        return h * w
+
+
+class FluxBackbone(_FlowTransformerBackbone):
+    """FLUX.1 [dev] / [schnell]: CLIP pooled + T5 tokens, packed 2x2 latents with RoPE ids (``FluxPipeline.__call__``).
+
+    ``guidance_scale`` (in :meth:`predict`) is FLUX.1-dev's distilled guidance, fed to the transformer's guidance
+    embedding; schnell has none and ignores it. Real CFG (two forwards) runs only for ``true_cfg_scale > 1`` with
+    negative prompts, as ``FluxPipeline``. ``max_sequence_length`` is the T5 length (512 for dev, 256 for schnell).
+    """
+
+    name: ClassVar[str] = "flux"
+    size_reason: ClassVar[str] = "the VAE's downsampling x FLUX's 2x2 latent packing"
+
+    def __init__(self, pipe, max_sequence_length: int = 512, true_cfg_scale: float = 1.0):
+        if max_sequence_length > 512:
+            raise ValueError(f"`max_sequence_length` is at most 512 (FLUX's T5 length), got {max_sequence_length}")
+        self.pipe = pipe
+        self.max_sequence_length = max_sequence_length
+        self.true_cfg_scale = true_cfg_scale
+
+    @property
+    def token_patch(self) -> int:
+        return 2  # FLUX packs 2x2 latent pixels into one token (the transformer's patch_size is 1)
+
+    def encode(
+        self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,
+        height: int, width: int,
+    ) -> JointConditioning:  # fmt: skip
+        """``FluxPipeline.encode_prompt`` (and for true CFG the negative prompts'); image ids for ``height x width``.
+
+        ``do_cfg`` is not FLUX's switch: FLUX.1 is guidance-distilled; real CFG needs ``true_cfg_scale > 1``.
+        """
+        self.check_size(height, width)
+        pipe = self.pipe
+        embeds, pooled, text_ids = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=device, num_images_per_prompt=1,
+            max_sequence_length=self.max_sequence_length,
+        )  # fmt: skip
+        negative_embeds = negative_pooled = None
+        if self.true_cfg_scale > 1 and negative_prompts is not None:
+            negative_embeds, negative_pooled, _ = pipe.encode_prompt(
+                prompt=negative_prompts, prompt_2=None, device=device, num_images_per_prompt=1,
+                max_sequence_length=self.max_sequence_length,
+            )  # fmt: skip
+        h, w = self.latent_grid(height, width)
+        image_ids = pipe._prepare_latent_image_ids(len(prompts), h, w, device, embeds.dtype)
+        return JointConditioning(embeds, pooled, negative_embeds, negative_pooled, text_ids, image_ids)
+
+    def prepare_latents(
+        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """``FluxPipeline.prepare_latents``: noise drawn as (B, C, 2h, 2w), packed to (B, h * w, 4C) tokens."""
+        self.check_size(height, width)
+        channels = self.pipe.transformer.config.in_channels // 4
+        latents, _ = self.pipe.prepare_latents(batch, channels, height, width, dtype, device, generator)
+        return latents  # (B, h * w, 4C); the image ids are the conditioning's (same height and width)
+
+    def set_timesteps(self, num_inference_steps: int, device: torch.device, image_seq_len: int) -> torch.Tensor:
+        """``FluxPipeline`` step 5: sigmas 1 -> 1/N, shifted by ``mu`` (linear in the token count) when dynamic."""
+        # Lazy: diffusers' pipeline modules load transformers; the backbone module stays light for `--help`.
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        scheduler = self.pipe.scheduler
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        if getattr(scheduler.config, "use_flow_sigmas", False):
+            sigmas = None
+        mu = calculate_shift(
+            image_seq_len,
+            scheduler.config.get("base_image_seq_len", 256),
+            scheduler.config.get("max_image_seq_len", 4096),
+            scheduler.config.get("base_shift", 0.5),
+            scheduler.config.get("max_shift", 1.15),
+        )
+        timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        return timesteps
+
+    def transformer_kwargs(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        negative: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Keyword arguments of one ``transformer(...)`` forward on the prompts' (or ``negative``) rows."""
+        batch = latents.shape[0]
+        guidance = None
+        if self.pipe.transformer.config.guidance_embeds:
+            guidance = torch.full([1], guidance_scale, device=latents.device, dtype=torch.float32).expand(batch)
+        return {
+            "hidden_states": latents,
+            "timestep": t.expand(batch).to(latents.dtype) / 1000,
+            "guidance": guidance,
+            "pooled_projections": conditioning.negative_pooled if negative else conditioning.pooled,
+            "encoder_hidden_states": conditioning.negative_embeds if negative else conditioning.embeds,
+            "txt_ids": conditioning.text_ids,
+            "img_ids": conditioning.image_ids,
+            "return_dict": False,
+        }
+
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float
+    ) -> torch.Tensor:
+        """One step's velocity as ``FluxPipeline``'s loop: distilled guidance; true CFG when negatives were encoded."""
+        transformer = self.pipe.transformer
+        noise_pred = transformer(**self.transformer_kwargs(latents, t, conditioning, guidance_scale))[0]
+        if conditioning.negative_embeds is not None:
+            kwargs = self.transformer_kwargs(latents, t, conditioning, guidance_scale, negative=True)
+            negative = transformer(**kwargs)[0]
+            noise_pred = negative + self.true_cfg_scale * (noise_pred - negative)
+        return noise_pred  # (B, h * w, 4C)
+
+    def decode(
+        self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype, *,
+        height: int, width: int,
+    ):  # fmt: skip
+        """Unpack, undo the VAE's scaling and shift, decode, post-process, as ``FluxPipeline.__call__``; (images, None).
+
+        Packed latents (B, h * w, 4C) do not say their grid, so FLUX's decode takes the image's ``height``/``width``.
+        """
+        pipe, vae = self.pipe, self.pipe.vae
+        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)  # (B, C, 2h, 2w)
+        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+        images = vae.decode(latents, return_dict=False)[0]
+        return pipe.image_processor.postprocess(images, output_type=output_type), None
+
+
+#: The transformer inputs with one row per sample: concatenated [negative, prompt] for SD3's batched CFG.
+TRANSFORMER_BATCH_KEYS = ("hidden_states", "timestep", "encoder_hidden_states", "pooled_projections")
+
+
+class SD3Backbone(_FlowTransformerBackbone):
+    """SD3 / SD3.5: two CLIPs (pooled and tokens) + T5 tokens, batched real CFG (``StableDiffusion3Pipeline.__call__``).
+
+    ``text_encoder_3=None`` (no T5) is allowed as diffusers allows it: the T5 rows are zeros. ``max_sequence_length``
+    is the T5 length (256 in the pipeline); the transformer reads 77 CLIP tokens, then the T5 tokens.
+    """
+
+    name: ClassVar[str] = "sd3"
+    size_reason: ClassVar[str] = "the VAE's downsampling x SD3's 2x2 patch embedding"
+
+    def __init__(self, pipe, max_sequence_length: int = 256):
+        if max_sequence_length > 512:
+            raise ValueError(f"`max_sequence_length` is at most 512 (SD3's T5 length), got {max_sequence_length}")
+        self.pipe = pipe
+        self.max_sequence_length = max_sequence_length
+
+    @property
+    def token_patch(self) -> int:
+        return self.pipe.patch_size  # the transformer's patch embedding: 2 in SD3 and SD3.5
+
+    def encode(
+        self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,
+        height: int, width: int,
+    ) -> JointConditioning:  # fmt: skip
+        """``StableDiffusion3Pipeline.encode_prompt``: the prompts' rows, and the negative ones with ``do_cfg``."""
+        self.check_size(height, width)
+        embeds, negative, pooled, negative_pooled = self.pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, negative_prompt=negative_prompts,
+            do_classifier_free_guidance=do_cfg, device=device, num_images_per_prompt=1,
+            max_sequence_length=self.max_sequence_length,
+        )  # fmt: skip
+        return JointConditioning(embeds, pooled, negative, negative_pooled)
+
+    def prepare_latents(
+        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """``StableDiffusion3Pipeline.prepare_latents``: noise (B, C, H / 8, W / 8)."""
+        self.check_size(height, width)
+        channels = self.pipe.transformer.config.in_channels
+        return self.pipe.prepare_latents(batch, channels, height, width, dtype, device, generator)
+
+    def set_timesteps(self, num_inference_steps: int, device: torch.device, image_seq_len: int) -> torch.Tensor:
+        """``StableDiffusion3Pipeline`` step 5: the scheduler's shifted sigmas; ``mu`` only with dynamic shifting."""
+        # Lazy: diffusers' pipeline modules load transformers; the backbone module stays light for `--help`.
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+            calculate_shift,
+            retrieve_timesteps,
+        )
+
+        scheduler = self.pipe.scheduler
+        kwargs = {}
+        if scheduler.config.get("use_dynamic_shifting", None):
+            kwargs["mu"] = calculate_shift(
+                image_seq_len,
+                scheduler.config.get("base_image_seq_len", 256),
+                scheduler.config.get("max_image_seq_len", 4096),
+                scheduler.config.get("base_shift", 0.5),
+                scheduler.config.get("max_shift", 1.16),
+            )
+        timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, device, **kwargs)
+        return timesteps
+
+    def transformer_kwargs(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float = 1.0,
+        negative: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Keyword arguments of one ``transformer(...)`` forward on the prompts' (or ``negative``) rows.
+
+        As :meth:`FluxBackbone.transformer_kwargs`; SD3 has no guidance embedding, so ``guidance_scale`` is unused.
+        """
+        embeds = conditioning.negative_embeds if negative else conditioning.embeds
+        pooled = conditioning.negative_pooled if negative else conditioning.pooled
+        return {
+            "hidden_states": latents,
+            "timestep": t.expand(latents.shape[0]),
+            "encoder_hidden_states": embeds,
+            "pooled_projections": pooled,
+            "return_dict": False,
+        }
+
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float
+    ) -> torch.Tensor:
+        """One step's velocity as ``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, CFG."""
+        if conditioning.negative_embeds is None:
+            return self.pipe.transformer(**self.transformer_kwargs(latents, t, conditioning))[0]
+        negative = self.transformer_kwargs(latents, t, conditioning, negative=True)
+        positive = self.transformer_kwargs(latents, t, conditioning)
+        batched = {key: torch.cat([negative[key], positive[key]]) for key in TRANSFORMER_BATCH_KEYS}
+        uncond, cond = self.pipe.transformer(**{**positive, **batched})[0].chunk(2)
+        return uncond + guidance_scale * (cond - uncond)  # (B, C, H / 8, W / 8)
+
+    def decode(
+        self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype, *,
+        height: int | None = None, width: int | None = None,
+    ):  # fmt: skip
+        """Undo the VAE's scaling and shift, decode, post-process, as ``StableDiffusion3Pipeline``; (images, None)."""
+        vae = self.pipe.vae
+        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+        images = vae.decode(latents, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(images, output_type=output_type), None
+
+
+def backbone_for(pipe) -> StableDiffusionBackbone | StableDiffusionXLBackbone | FluxBackbone | SD3Backbone:
+    """The backbone of a loaded diffusers pipeline: by its component slots (SD3, FLUX, SDXL, else SD)."""
+    components = getattr(pipe, "components", {})
+    if "text_encoder_3" in components:
+        return SD3Backbone(pipe)
+    if "transformer" in components and "text_encoder_2" in components:
+        return FluxBackbone(pipe)
+    if "text_encoder_2" in components:
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError(
                 "this SDXL pipeline has no first text encoder: it is the refiner "

@@ -146,6 +146,8 @@ PIPELINE_CLASSES = {
     "StableDiffusionPipeline": "StableDiffusionPipeline",
     "StableDiffusionGLIGENPipeline": "StableDiffusionGLIGENPipeline",
     "StableDiffusionXLPipeline": "StableDiffusionXLPipeline",
+    "FluxPipeline": "FluxPipeline",
+    "StableDiffusion3Pipeline": "StableDiffusion3Pipeline",
 }
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
-from .tokenizer import build_clip_tokenizer
+from .tokenizer import build_clip_tokenizer, build_t5_tokenizer
 
 _TOKENIZER = None  # building the BPE tables costs ~0.5 s; share one tokenizer across calls
+_T5_TOKENIZER = None  # likewise for the T5 word list read from eval/data
 
 
 def _clip_tokenizer():
@@ -208,4 +209,191 @@ def get_dummy_sdxl_pipe(seed: int = 0):
     return pipe
 
 
-__all__ = ["get_dummy_components", "get_dummy_pipe", "get_dummy_sdxl_components", "get_dummy_sdxl_pipe"]
+def _t5_tokenizer():
+    global _T5_TOKENIZER
+    if _T5_TOKENIZER is None:
+        _T5_TOKENIZER = build_t5_tokenizer()
+    return _T5_TOKENIZER
+
+
+def _tiny_t5_encoder(seed: int, d_model: int):
+    """A 2-layer T5 v1.1 encoder (gated GELU, as ``google/t5-v1_1-xxl``), about ``tiny-random-t5``'s size."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(_t5_tokenizer()),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def _tiny_flow_vae(seed: int, latent_channels: int):
+    """A 2-block VAE (factor 2) with a shift factor, as FLUX's and SD3's (``latents / scaling + shift``)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def _tiny_clip_config(projection_dim: int = 32):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        projection_dim=projection_dim,
+    )
+
+
+def get_dummy_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict[str, Any]:
+    """Components for ``FluxPipeline(**components)``: diffusers' FLUX test config, with 4 latent channels.
+
+    As ``tests/pipelines/flux/test_pipeline_flux.py::get_dummy_components``: one dual-stream and one
+    single-stream block, 2 heads of 16 dims, RoPE axes (4, 4, 8), a 32-wide CLIP (pooled) and T5 (sequence).
+    ``guidance_embeds=True`` is FLUX.1-dev (distilled guidance, its scheduler shifts with the image size);
+    False is FLUX.1-schnell (no guidance embedding, shift 1). The VAE has factor 2 and 4 latent channels,
+    packed 2x2 into 16 transformer channels, so sizes are multiples of 4 px and a 32 px image has 8x8 image
+    tokens. T5 is a tiny v1.1 encoder from config with the offline T5 tokenizer.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x 2x2 packing
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_tiny_clip_config())
+    if guidance_embeds:  # black-forest-labs/FLUX.1-dev scheduler/scheduler_config.json
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, shift=3.0,
+            use_dynamic_shifting=True,
+        )  # fmt: skip
+    else:  # black-forest-labs/FLUX.1-schnell scheduler/scheduler_config.json
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    return {
+        "scheduler": scheduler,
+        "text_encoder": text_encoder,
+        "text_encoder_2": _tiny_t5_encoder(seed, d_model=32),
+        "tokenizer": _clip_tokenizer(),
+        "tokenizer_2": _t5_tokenizer(),
+        "transformer": transformer,
+        "vae": _tiny_flow_vae(seed, latent_channels=4),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def get_dummy_flux_pipe(seed: int = 0, guidance_embeds: bool = True):
+    """A tiny ``FluxPipeline`` on CPU: FLUX.1-dev-like, or FLUX.1-schnell-like with ``guidance_embeds=False``."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(**get_dummy_flux_components(seed, guidance_embeds=guidance_embeds))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def get_dummy_sd3_components(seed: int = 0, with_t5: bool = True) -> dict[str, Any]:
+    """Components for ``StableDiffusion3Pipeline(**components)``: diffusers' SD3 test config, consistent widths.
+
+    As ``tests/pipelines/stable_diffusion_3/test_pipeline_stable_diffusion_3.py::get_dummy_components``: one
+    joint block of 4 heads x 8 dims, 4 latent channels; but patch size 2 as SD3's, and widths that add up as
+    in SD3: two 32-wide CLIPs (concatenated: 64, the T5 width) with 32-dim projections (pooled: 64).
+    ``with_t5=False`` leaves ``text_encoder_3``/``tokenizer_3`` None, as diffusers allows (T5 rows are zeros).
+    The VAE has factor 2, so sizes are multiples of 4 px (factor x patch) and 32 px gives 8x8 image tokens.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_tiny_clip_config())
+    torch.manual_seed(seed + 1)  # a second tower, not a copy of the first
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config())
+    return {
+        # stabilityai/stable-diffusion-3-medium-diffusers scheduler/scheduler_config.json
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "text_encoder_3": _tiny_t5_encoder(seed, d_model=64) if with_t5 else None,
+        "tokenizer": _clip_tokenizer(),
+        "tokenizer_2": _clip_tokenizer(),
+        "tokenizer_3": _t5_tokenizer() if with_t5 else None,
+        "transformer": transformer,
+        "vae": _tiny_flow_vae(seed, latent_channels=4),
+    }
+
+
+def get_dummy_sd3_pipe(seed: int = 0, with_t5: bool = True):
+    """A tiny ``StableDiffusion3Pipeline`` on CPU, with or without its T5 encoder (``text_encoder_3``)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline(**get_dummy_sd3_components(seed, with_t5=with_t5))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+__all__ = [
+    "get_dummy_components",
+    "get_dummy_flux_components",
+    "get_dummy_flux_pipe",
+    "get_dummy_pipe",
+    "get_dummy_sd3_components",
+    "get_dummy_sd3_pipe",
+    "get_dummy_sdxl_components",
+    "get_dummy_sdxl_pipe",
+]
