@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scenewright.eval.detect import Detection, Detector, detector_segmenter
+from scenewright.eval.detect import Detector, detector_segmenter
+from scenewright.eval.detection import Detection
 from scenewright.eval.verify import Verdict, verify
 from scenewright.layout.plan import Plan
 from scenewright.synth.composition import CompositionOptions

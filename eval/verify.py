@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.eval.scores import color_fits, detections_layout, fitting_detections, named_color, planned_matches
 from scenewright.layout.plan import Plan
 from scenewright.layout.relations import describe_relation, relation_holds

@@ -185,7 +185,7 @@ def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str
                                                *synthesizer.image_size(latents))  # fmt: skip
     t = torch.full((len(latents),), options.mask_timestep, device=synthesizer.device, dtype=torch.long)
     noise = torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(0)).to(latents)
-    noisy = synthesizer.scheduler.add_noise(latents, noise, t)
+    noisy = noised_to(synthesizer.scheduler, latents, noise, t)
     with synthesizer._capture([MapRequest("cross", (size,))]) as capture:
         capture.guidance_forward(lambda: synthesizer.unet(noisy, t, **conditioning.unet_kwargs()), (h, w))
         probs = torch.stack([layer.probs.float() for layer in capture.layers.values()]).mean(dim=(0, 2))  # (N, hw, 77)
@@ -193,6 +193,17 @@ def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str
     maps = torch.nn.functional.interpolate(maps, size=(h, w), mode="nearest")[:, 0]
     maps = maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     return [(m, _extent(m > options.attention_threshold)) for m in maps]
+
+
+def noised_to(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``latents`` re-noised to timestep ``t`` for a direct UNet call: sqrt(a_t) x + sqrt(1 - a_t) eps (DDPM).
+
+    DDIM's ``add_noise`` exactly; Euler's ``add_noise`` works in sigma space and only at timesteps of its current
+    schedule, but a UNet called without ``scale_model_input`` reads the DDPM form at any training timestep.
+    """
+    alphas = scheduler.alphas_cumprod.to(device=latents.device, dtype=latents.dtype)[t]  # (B,)
+    shape = (-1,) + (1,) * (latents.ndim - 1)
+    return alphas.sqrt().view(shape) * latents + (1 - alphas).sqrt().view(shape) * noise
 
 
 def _centre_of(weights: torch.Tensor) -> tuple[float, float]:

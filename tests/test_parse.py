@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.relations import requirement_failures
-from scenewright.layout.planners import plan_layout
+from scenewright.layout.plan import plan_layout
 from scenewright.layout.schema import Layout, LayoutError
 from scenewright.layout.vocabulary import COCO_CLASSES, singularize
 

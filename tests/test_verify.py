@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenewright.eval.detect import Detection
+from scenewright.eval.detection import Detection
 from scenewright.eval.verify import verify
 from scenewright.layout.plan import plan_for_layout
 from scenewright.layout.schema import Layout
