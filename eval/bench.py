@@ -32,7 +32,7 @@ from scenewright.eval.detection import Detection
 from scenewright.eval.records import detection_dict, image_path, is_finished, load_records, record_path, write_json
 from scenewright.eval.report import write_report
 from scenewright.eval.suites import BenchItem
-from scenewright.eval.verify import verify
+from scenewright.eval.verify import Verdict, verify
 from scenewright.layout.plan import Plan, plan, plan_for_layout
 from scenewright.layout.planners import get_planner
 from scenewright.layout.schema import Layout
@@ -45,18 +45,19 @@ SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
 
 
 
-def score_image(item: BenchItem, image, layout: Layout, detector: Detector | None) -> tuple[list[Detection], dict]:
-    """Detections and the scores beside the verdict's: background_clean and the benchmark's own.
-
-    The layout figures (``count_acc``, ``spatial_acc``, ``box_iou50``, ``mean_iou``) start as None here and are
-    filled by :func:`scenewright.eval.verify.verify` in :func:`run_unit`, the one judge of a plan.
-    """
+def score_image(
+    item: BenchItem, image, planned: Plan, detector: Detector | None
+) -> tuple[list[Detection], dict, Verdict | None]:
+    """Detections, scores and verdict of one image: the verdict's figures (:func:`scenewright.eval.verify.verify`,
+    the one judge of a plan, as the agent and the web editor read it), background_clean, the benchmark's own."""
     scores: dict[str, Any] = {"count_acc": None, "spatial_acc": None, "box_iou50": None, "mean_iou": None,
                               "background_clean": None}  # fmt: skip
     if detector is None:
-        return [], scores
-    names = sorted({*layout.names, *item.info.get("expected", {})})
+        return [], scores, None
+    names = sorted({*planned.layout.names, *item.info.get("expected", {})})
     detections = detector(image, names)
+    verdict = verify(planned, detections)
+    scores.update(verdict.scores)
     if isinstance(detector, ShapesDetector):  # only the exact shapes detector can tell color floods from objects
         scores["background_clean"] = background_clean(image)
     scorer = BENCHMARK_SCORERS.get(item.suite)
@@ -65,7 +66,7 @@ def score_image(item: BenchItem, image, layout: Layout, detector: Detector | Non
             scores.update(scorer(item, image, detections))
         except (ValueError, KeyError) as err:  # a prompt the benchmark's rules cannot read: that score only is null
             scores["benchmark_error"] = f"{type(err).__name__}: {err}"
-    return detections, scores
+    return detections, scores, verdict
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -155,10 +156,7 @@ def run_unit(synthesizer, item: BenchItem, spec: Recipe, seed: int, *, out: Path
     path = image_path(out, spec, item, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
-    detections, scores = score_image(item, image, layout, detector)
-    verdict = verify(planned, detections) if detector is not None else None
-    if verdict is not None:  # the figures the agent and the web editor read too (eval.verify)
-        scores.update(verdict.scores)
+    detections, scores, verdict = score_image(item, image, planned, detector)
     return {
         "status": "ok",
         "suite": item.suite, "index": item.index, "key": item.key, "category": item.category, "prompt": item.prompt,

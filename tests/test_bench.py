@@ -21,6 +21,7 @@ from scenewright.agent.cli import main
 from scenewright.eval.bench import SUMMARY_METRICS, run_bench, score_image, summarize
 from scenewright.synth.recipe import parse_recipes
 from scenewright.eval.suites import SUITE_NAMES, BenchItem, load_prompt_file, load_suite
+from scenewright.layout.plan import plan_for_layout
 from scenewright.layout.schema import Layout, LayoutObject
 
 PROMPTS = ["a cat to the left of a dog", "two red apples"]
@@ -152,12 +153,13 @@ def test_shapes_scores_a_true_image_as_right_and_a_color_flood_as_dirty():
     scene = sample_scene(np.random.default_rng(SHAPES_SEED))
     assert scene.caption.text == item.prompt  # the suite is the world's grammar at the fixed seed
     scene_image = Image.fromarray(scene.render())
-    detections, scores = score_image(item, scene_image, item.layout, get_detector("shapes"))
+    planned = plan_for_layout(item.layout)
+    detections, scores, _ = score_image(item, scene_image, planned, get_detector("shapes"))
     assert len(detections) == len(item.layout.objects)
     assert scores["count_acc"] == 1.0 and scores["box_iou50"] == 1.0 and scores["background_clean"] == 1.0
     flooded = scene.render()
     flooded[:, :16] = PALETTE["red"]  # a band of color that is no shape
-    _, dirty = score_image(item, Image.fromarray(flooded), item.layout, get_detector("shapes"))
+    _, dirty, _ = score_image(item, Image.fromarray(flooded), planned, get_detector("shapes"))
     assert dirty["background_clean"] < 0.9
 
 
@@ -381,7 +383,7 @@ def test_each_suite_is_also_scored_by_its_own_benchmark_rule(suite, index, right
     item = load_suite(suite, limit=index + 1)[index]
     layout = item.layout or plan_layout(item.prompt, "offline")[0]
     image = Image.new("RGB", (512, 512), "white")
-    got = [score_image(item, image, layout, lambda _image, _names, d=d: d)[1][key] for d in (right, wrong)]
+    got = [score_image(item, image, plan_for_layout(layout), lambda _image, _names, d=d: d)[1][key] for d in (right, wrong)]
     assert got[0] == pytest.approx(scores[0]) and got[1] == pytest.approx(scores[1])
 
 
