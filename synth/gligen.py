@@ -32,6 +32,11 @@ def is_gligen_unet(unet) -> bool:
 
 def check_gligen_unet(unet) -> None:
     """Raise :class:`GligenError` unless ``unet`` has GLIGEN's ``position_net`` (gated layers)."""
+    if not is_gligen_unet(unet) and getattr(unet.config, "addition_embed_type", None) == "text_time":
+        raise GligenError(
+            "this SDXL UNet has no gated layers, and no GLIGEN weights exist for SDXL: drop gligen=True / the "
+            "attention_refocusing preset and guide with car,sar (its CAR + SAR losses) or layout_guidance instead"
+        )
     if not is_gligen_unet(unet):
         raise GligenError(
             "GLIGEN needs a UNet with gated self-attention layers (a `position_net`), and these weights have none; "

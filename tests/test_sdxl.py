@@ -85,6 +85,7 @@ R = (16, 16)  # the tiny SDXL UNet's cross-attention grid (real SDXL at 1024 px:
 RES = {
     "car": {"car_res": R}, "sar": {"sar_res": R}, "attend_excite": {"attn_res": R}, "astar": {"attn_res": R},
     "layout_guidance": {"up_res": R}, "boxdiff": {"attn_res": R},
+    "attention_refocusing": {"car_res": R, "sar_res": R, "grounding_res": R},  # CAR + SAR on the official schedule
 }  # fmt: skip
 CAT_AND_DOG = {
     "prompt": "a cat and a dog",
@@ -227,7 +228,7 @@ def test_composition_and_spatial_temporal_control_run_on_sdxl(syn, layout):
 def test_bad_requests_on_sdxl_say_what_to_do(syn, layout):
     from scenewright.synth.gligen import GligenError
 
-    with pytest.raises(GligenError, match="gated self-attention layers"):
+    with pytest.raises(GligenError, match="SDXL UNet has no gated layers, and no GLIGEN weights exist for SDXL"):
         syn.generate(layout, gligen=True, num_inference_steps=1)
     with pytest.raises(ValueError, match="`height` must be a multiple of 4"):
         syn.generate("a cat", height=66, num_inference_steps=1)
