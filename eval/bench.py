@@ -77,16 +77,17 @@ def score_image(
 def read_saved_layout(path: Path) -> tuple[str, Layout] | None:
     """A ``layouts/<key>.json`` file's (source, layout); None when there is none, or when it is damaged
     (torn, not JSON, not a valid layout): then a warning names it, and the caller plans and writes it again."""
-    saved = read_json_object(path, damaged="the layout is planned and written again")
+    remade = "the layout is planned and written again"
+    saved = read_json_object(path, damaged=remade)
     if saved is None:
         return None
     if not isinstance(saved.get("source"), str):
-        logger.warning("damaged file %s (no 'source' string): the layout is planned and written again", path)
+        logger.warning("damaged file %s (no 'source' string): %s", path, remade)
         return None
     try:
         return saved["source"], Layout.parse(saved.get("layout"))
     except LayoutError as err:
-        logger.warning("damaged file %s (%s): the layout is planned and written again", path, err)
+        logger.warning("damaged file %s (%s): %s", path, err, remade)
         return None
 
 
@@ -279,5 +280,5 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "SUMMARY_METRICS", "LayoutSource", "process_state", "run_bench", "score_image", "summarize",
+    "SUMMARY_METRICS", "LayoutSource", "process_state", "read_saved_layout", "run_bench", "score_image", "summarize",
 ]  # fmt: skip
