@@ -8,15 +8,18 @@ A work unit is one (prompt, method combination, seed). For each unit the runner 
 
 A unit whose record says ``"status": "ok"`` is finished and skipped on a re-run, so a killed run
 resumes where it stopped; a unit that raised gets an error record (retried on the next run) and
-the run goes on. Records are written atomically (temp file + rename) after the image, so a record
-on disk always points at a complete image. Under ``accelerate launch`` the units are split between
-processes with :meth:`accelerate.PartialState.split_between_processes`; the main process writes
-``summary.json`` and ``report.html`` once every process is done.
+the run goes on. Records and layouts are written durably (:mod:`scenewright.durable`: temp file,
+fsync, rename, folder fsync) after the image, so a record on disk always points at a complete image,
+even after a crash. A damaged record or layout file (torn, not JSON, not the right shape) is re-made,
+with a warning naming it; temporary files that a killed run left behind are removed when a run starts.
+Under ``accelerate launch`` (or ``torchrun``) the units are split between processes with
+:meth:`accelerate.PartialState.split_between_processes`, each record naming the process that made it;
+the main process writes ``summary.json`` and ``report.html`` once every process is done.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import sys
 import time
@@ -25,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scenewright.durable import read_json_object, remove_stale_temp_files
 from scenewright.eval.attempt import attempt
 from scenewright.eval.benchmarks import BENCHMARK_SCORERS
 from scenewright.eval.detect import Detector
@@ -35,14 +39,14 @@ from scenewright.eval.suites import BenchItem
 from scenewright.eval.verify import Verdict, verify
 from scenewright.layout.plan import Plan, plan, plan_for_layout
 from scenewright.layout.planners import get_planner
-from scenewright.layout.schema import Layout
+from scenewright.layout.schema import Layout, LayoutError
 from scenewright.synth.recipe import Recipe, split_options
 from scenewright.synth.shapes.detector import ShapesDetector, background_clean
 
 #: The per-image metrics summary.json reports for every method (null where nothing could judge them).
 SUMMARY_METRICS = ("count_acc", "spatial_acc", "box_iou50", "background_clean")
 
-
+logger = logging.getLogger(__name__)
 
 
 def score_image(
@@ -70,6 +74,23 @@ def score_image(
 
 
 # ----------------------------------------------------------------------------- layouts
+def read_saved_layout(path: Path) -> tuple[str, Layout] | None:
+    """A ``layouts/<key>.json`` file's (source, layout); None when there is none, or when it is damaged
+    (torn, not JSON, not a valid layout): then a warning names it, and the caller plans and writes it again."""
+    remade = "the layout is planned and written again"
+    saved = read_json_object(path, damaged=remade)
+    if saved is None:
+        return None
+    if not isinstance(saved.get("source"), str):
+        logger.warning("damaged file %s (no 'source' string): %s", path, remade)
+        return None
+    try:
+        return saved["source"], Layout.parse(saved.get("layout"))
+    except LayoutError as err:
+        logger.warning("damaged file %s (%s): %s", path, err, remade)
+        return None
+
+
 class LayoutSource:
     """The layout each prompt is guided and scored with: the suite's shipped one, else planned; cached on disk.
 
@@ -103,12 +124,13 @@ class LayoutSource:
             for word, (a, b) in sorted((self.fit["size_sides"] or {}).items()):
                 source += f", {word} {a:g}-{b:g}"
         path = self.folder / f"{item.key}.json"
-        if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved["source"] != source:  # resuming with another --planner would mix layouts in one table
-                raise ValueError(f"{path} was made by {saved['source']}, this run asks for {source}; "
+        saved = read_saved_layout(path)
+        if saved is not None:
+            saved_source, layout = saved
+            if saved_source != source:  # resuming with another --planner would mix layouts in one table
+                raise ValueError(f"{path} was made by {saved_source}, this run asks for {source}; "
                                  "use a new --out (or the first run's --planner)")  # fmt: skip
-            return plan_for_layout(Layout.parse(saved["layout"])), source
+            return plan_for_layout(layout), source
         planned = plan_for_layout(item.layout) if shipped else plan(item.prompt, planner, seed=0, **self.fit)
         write_json(path, {"prompt": item.prompt, "source": source, "layout": planned.layout.to_dict()})
         return planned, source
@@ -204,7 +226,12 @@ def run_bench(
     layouts = LayoutSource(out, planner, use_shipped=use_shipped_layouts, **(defaults.layout_fit() if defaults else {}))
     per_spec = split_options(specs, method_options or {})
     units = [(item, spec, seed) for item in items for seed in range(seeds) for spec in specs]
+    started = time.time()
     state = process_state()
+    if state.is_local_main_process:  # one process per machine; `out` may be local to each or shared
+        # Temporary files of a killed run. None of this run's exist yet: no process writes before the barrier.
+        remove_stale_temp_files(out, older_than=started)
+    state.wait_for_everyone()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     # Split the full list (the same on every process), then skip finished units inside each shard.
     with state.split_between_processes(units) as mine:
@@ -225,7 +252,7 @@ def run_bench(
                           "methods": list(spec.methods), "seed": seed, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
                 counts["failed"] += 1
                 bar.write(f"failed {spec.name} {item.key} seed {seed}: {record['error']}", file=sys.stderr)
-            write_json(path, record)
+            write_json(path, {**record, "process": state.process_index})  # which shard made it: each unit runs once
         bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
@@ -253,5 +280,5 @@ def summarize(records: Sequence[dict], methods: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "SUMMARY_METRICS", "LayoutSource", "process_state", "run_bench", "score_image", "summarize",
+    "SUMMARY_METRICS", "LayoutSource", "process_state", "read_saved_layout", "run_bench", "score_image", "summarize",
 ]  # fmt: skip

@@ -112,7 +112,7 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
                         help="classifier-free guidance scale (default: the model's, 7.5 for SD, 2.0 for shapes)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
     parser.add_argument("--detector", choices=[*sorted(DETECTORS), "none"], default=None,
-                        help="detector for scoring (default: shapes for --suite shapes; 'none' = generate only)")  # fmt: skip
+                        help="detector for scoring (default: shapes for --suite shapes or --model shapes; 'none' = generate only)")  # fmt: skip
     parser.add_argument("--detector-model", default=None, help="open-vocabulary detector weights: hub id or folder")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's, i.e. this process's GPU or cpu)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
@@ -133,9 +133,10 @@ def _bench_setup(args: argparse.Namespace):
     options = parse_options(args.option)
     split_options(specs, options)  # an option no method takes: exit 2 before loading the model
     items = load_suite(args.suite, limit=args.limit) if args.suite else load_prompt_file(args.prompts, limit=args.limit)
-    detector_name = args.detector or ("shapes" if args.suite == "shapes" else None)
+    # The shapes world (its suite or its model) has an exact detector; any other images need one named.
+    detector_name = args.detector or ("shapes" if "shapes" in (args.suite, args.model) else None)
     if detector_name is None:
-        raise ValueError("--detector is required outside the shapes suite: owlv2, owlvit, grounding-dino "
+        raise ValueError("--detector is required outside the shapes suite and model: owlv2, owlvit, grounding-dino "
                          "(with --detector-model), or none to only generate")  # fmt: skip
     planner = None
     if args.planner is not None:
@@ -193,6 +194,8 @@ def _bench(args: argparse.Namespace) -> int:
         generate_options={"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}, method_options=options,
         composition=composition,
     )  # fmt: skip
-    print(f"{counts['done']} generated, {counts['skipped']} already done, {counts['failed']} failed; "
-          f"{args.out / 'summary.json'}, {args.out / 'report.html'}")  # fmt: skip
+    line = f"{counts['done']} generated, {counts['skipped']} already done, {counts['failed']} failed"
+    if process_state().is_main_process:  # under accelerate/torchrun only the main process writes them
+        line += f"; {args.out / 'summary.json'}, {args.out / 'report.html'}"
+    print(line)
     return 0

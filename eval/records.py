@@ -6,16 +6,18 @@ Under the run folder ``out``::
     records/<method>/<key>-s<seed>.json      prompt, layout, detections, scores (or the error)
 
 The runner (:mod:`scenewright.eval.bench`) writes them and the report (:mod:`scenewright.eval.report`)
-reads them; both import this module, so neither imports the other to reach the files.
+reads them; both import this module, so neither imports the other to reach the files. Every file is
+written durably (:func:`scenewright.durable.write_text_atomic`: fsync, rename, folder fsync); a record
+that does not parse is reported by name and its unit runs again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from scenewright.durable import read_json_object, write_text_atomic
 from scenewright.eval.detection import Detection
 from scenewright.eval.suites import BenchItem
 
@@ -27,11 +29,14 @@ class NamedMethod(Protocol):
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write atomically: a reader (or a resumed run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write durably and atomically: a reader (or a resumed run, or one after a crash) never sees half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
+
+
+def read_record(path: Path) -> dict | None:
+    """The record at ``path``, or None when there is none; a damaged one (torn, not JSON, not an object) is
+    reported by name and read as None, so that its unit runs again and the record is re-made."""
+    return read_json_object(path, damaged="its unit counts as not finished; the bench runs it again")
 
 
 def record_path(out: Path, spec: NamedMethod, item: BenchItem, seed: int) -> Path:
@@ -46,21 +51,14 @@ def image_path(out: Path, spec: NamedMethod, item: BenchItem, seed: int) -> Path
 
 def is_finished(path: Path) -> bool:
     """A record that exists, parses and says ok: its unit is done."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
+    record = read_record(path)
+    return record is not None and record.get("status") == "ok"
 
 
 def load_records(out: Path) -> list[dict]:
-    """Every record under ``out/records`` (unreadable ones skipped), in a stable order."""
-    records = []
-    for path in sorted((Path(out) / "records").glob("*/*.json")):
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return records
+    """Every record under ``out/records`` (damaged ones skipped with a warning naming them), in a stable order."""
+    records = (read_record(path) for path in sorted((Path(out) / "records").glob("*/*.json")))
+    return [r for r in records if r is not None]
 
 
 def detection_dict(d: Detection) -> dict:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from scenewright.durable import write_text_atomic
 from scenewright.eval.benchmarks.hrs import hrs_counting_prf
 from scenewright.eval.detection import Detection
 from scenewright.eval.overlay import DETECTED_RGB, PLANNED_RGB, draw_overlay
@@ -211,10 +212,7 @@ def write_report(out: str | os.PathLike, records: Sequence[dict] | None = None, 
         planned_rgb=PLANNED_RGB, detected_rgb=DETECTED_RGB,
     )  # fmt: skip
     path = out / "report.html"
-    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, html)
 
 
 __all__ = ["write_report"]

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -468,3 +469,94 @@ def test_compose_runs_through_the_bench_with_a_detector_as_segmenter(model_dir, 
     assert records["compose"]["status"] == "ok" and records["compose"]["guided"]
     assert records["none"]["status"] == "ok"
     assert len(seen) == 1 and isinstance(seen[0], CompositionOptions) and seen[0].segmenter is not None
+
+
+# ----------------------------------------------------------------------------- durable files
+def test_durable_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(tmp_path, monkeypatch):
+    import stat
+
+    from scenewright import durable
+
+    calls, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    monkeypatch.setattr(durable.os, "replace", lambda src, dst: calls.append("replace") or real_replace(src, dst))
+    path = durable.write_text_atomic(tmp_path / "a" / "r.json", "new\n")
+    assert path.read_text() == "new\n" and list(path.parent.iterdir()) == [path]
+    assert calls == ["fsync file", "replace"] + (["fsync folder"] if os.name == "posix" else [])
+    # A write that fails before the rename keeps the old file and leaves no temp file behind.
+    monkeypatch.setattr(durable.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="No space left"):
+        durable.write_text_atomic(path, "newer\n")
+    assert path.read_text() == "new\n" and list(path.parent.iterdir()) == [path]
+
+
+DAMAGED = {
+    "truncated": '{"prompt": "a purple star", "source": "planner:off',
+    "not an object": "[1, 2]\n",
+    "no source": '{"prompt": "a purple star", "layout": {}}\n',
+    "invalid layout": '{"prompt": "a purple star", "source": "planner:offline", "layout": {"objects": 3}}\n',
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_damaged_layout_file_is_remade_with_a_warning_naming_it(tmp_path, caplog, damage):
+    from scenewright.eval.bench import LayoutSource
+
+    item = load_prompt_file_from_text(tmp_path, "a purple star")[0]
+    layout, _ = LayoutSource(tmp_path)(item)
+    path = tmp_path / "layouts" / f"{item.key}.json"
+    good = path.read_text()
+    path.write_text(DAMAGED[damage])
+    with caplog.at_level("WARNING"):
+        assert LayoutSource(tmp_path)(item) == (layout, "planner:offline")  # before: a JSONDecodeError on every run
+    assert str(path) in caplog.text and "planned and written again" in caplog.text
+    assert path.read_text() == good  # healed: the next run reads it without a warning
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        LayoutSource(tmp_path)(item)
+    assert caplog.text == ""
+
+
+def test_damaged_record_reruns_its_unit_and_stale_temp_files_are_removed(model_dir, tmp_path, caplog, monkeypatch):
+    from scenewright.synth import Synthesizer
+    from scenewright.synth.pipeline import Synthesizer as Engine
+
+    items = load_prompt_file_from_text(tmp_path, "a red circle\na blue square")
+    synthesizer = Synthesizer.from_pretrained(str(model_dir))
+    counter = CountingGenerate(Engine.generate)
+    monkeypatch.setattr(Engine, "generate", lambda self, *a, **k: counter(self, *a, **k))
+    bench = partial(run_bench, items, synthesizer, parse_recipes("none"), out=tmp_path / "run",
+                    generate_options={"num_inference_steps": 1}, progress=False, report=False)  # fmt: skip
+    assert bench() == {"done": 2, "skipped": 0, "failed": 0}
+    records = tmp_path / "run" / "records" / "none"
+    damaged = records / "prompts-00001-s0.json"
+    damaged.write_text(damaged.read_text()[:40])  # a record torn by a crash of a filesystem without fsync
+    # Temp files: one left by a killed run (an hour old), one younger than this run (another writer's, in flight).
+    stale, in_flight = records / ".prompts-00000-s0.json.k1ll3d.tmp", tmp_path / "run" / ".report.html.n0w.tmp"
+    stale.write_text("{")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    in_flight.write_text("<")
+    os.utime(in_flight, (time.time() + 60,) * 2)
+    with caplog.at_level("WARNING"):
+        assert bench() == {"done": 1, "skipped": 1, "failed": 0}
+    assert counter.calls == 3 and str(damaged) in caplog.text
+    assert json.loads(damaged.read_text())["status"] == "ok"  # re-made
+    assert not stale.exists() and in_flight.exists() and "1 stale temporary file" in caplog.text
+
+
+def test_model_shapes_implies_the_shapes_detector(tmp_path):
+    from scenewright.agent.cli import build_parser
+    from scenewright.eval.cli import _bench_setup
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    argv = ["bench", "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    assert _bench_setup(build_parser().parse_args([*argv, "--model", "shapes"]))[3] == "shapes"
+    assert _bench_setup(build_parser().parse_args([*argv, "--model", "shapes", "--detector", "none"]))[3] == "none"
+    with pytest.raises(ValueError, match="--detector is required outside the shapes suite and model"):
+        _bench_setup(build_parser().parse_args([*argv, "--model", "some/sd-model"]))
