@@ -1,20 +1,21 @@
-"""The backbones the one denoising loop drives: what differs between Stable Diffusion 1.x/2.x (and GLIGEN) and SDXL.
+"""The backbones the one denoising loop drives: SD 1.x/2.x (and GLIGEN), SDXL, FLUX.1 and SD3/SD3.5.
 
-The loop (:meth:`scenewright.synth.pipeline.Synthesizer.generate`) asks its backbone three things, each done
-exactly as the backbone's own diffusers pipeline does it, so that the unguided loop reproduces that pipeline:
+The loop (:meth:`scenewright.synth.pipeline.Synthesizer.generate`) asks its backbone for every step that differs,
+each done exactly as the backbone's own diffusers pipeline does it, so that the unguided loop reproduces it:
 
-- :meth:`encode`: the prompts -> a :class:`Conditioning`, the UNet's text inputs for the classifier-free-guidance
-  batch and for the conditional-only guidance forward (SDXL adds its pooled text embedding and time ids);
-- :meth:`decode`: final latents -> images (SD runs its safety checker; SDXL upcasts an fp16 VAE and may watermark);
-- :attr:`native_size`: the height and width the model was trained at (512 px for SD 1.x, 1024 px for SDXL).
+- :meth:`encode`: the prompts -> a :class:`Conditioning` (the UNet's text inputs for the classifier-free-guidance
+  batch and for the conditional-only guidance forward; SDXL adds its pooled text embedding and time ids) or a
+  :class:`JointConditioning` (the MM-DiTs' T5/CLIP tokens and pooled CLIP vector);
+- :meth:`set_timesteps`: the scheduler's timesteps (FLUX and SD3: flow-matching sigmas, shifted by ``mu`` from the
+  image's token count where the pipeline computes it);
+- :meth:`prepare_latents`: the initial noise (FLUX packs 2x2 latent patches into tokens, (B, h * w, 4C));
+- :meth:`predict`: one step's noise or velocity prediction (SD/SDXL's CFG batch and ``guidance_rescale``, FLUX's
+  distilled guidance embedding or true CFG, SD3's batched CFG); the loop then runs ``scheduler.step``;
+- :meth:`decode`: final latents -> images (SD runs its safety checker; SDXL upcasts an fp16 VAE and may watermark;
+  FLUX unpacks);
+- :meth:`check_size`, :meth:`latent_grid`, :attr:`native_size`, :attr:`model` (the UNet or transformer).
 
-Adding a UNet backbone means one more class here; the loop, the capture and the losses do not change.
-
-FLUX.1 and SD3/SD3.5 (MM-DiT transformers, flow matching) need three more, again each as their pipelines do it:
-:meth:`prepare_latents` (FLUX packs 2x2 latent patches into tokens), :meth:`set_timesteps` (the flow-matching
-sigmas, shifted by ``mu`` from the image's token count where the pipeline computes it) and :meth:`predict`
-(one step's velocity: FLUX's distilled guidance embedding or true CFG, SD3's batched CFG). Their text inputs are
-a :class:`JointConditioning`.
+Adding a backbone means one more class here; the loop does not change.
 """
 
 from __future__ import annotations
@@ -281,14 +282,28 @@ class _FlowTransformerBackbone:
             raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
         return latents.to(device=device, dtype=dtype)
 
-    @staticmethod
-    def _check_no_rescale(guidance_rescale: float) -> None:
-        """``guidance_rescale`` corrects an epsilon-prediction CFG; the flow pipelines have no such option."""
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None = None, guidance_rescale: float = 0.0,
+    ) -> torch.Tensor:  # fmt: skip
+        """One step's velocity as the pipeline's loop (:meth:`velocity`).
+
+        ``attention_kwargs`` go to the attention processors (diffusers' ``joint_attention_kwargs``).
+        ``guidance_rescale`` corrects an epsilon-prediction CFG; the flow pipelines have no such option.
+        """
         if guidance_rescale:
             raise ValueError(
                 f"`guidance_rescale` is for SD/SDXL's noise prediction; FLUX and SD3 pipelines have none, got "
                 f"{guidance_rescale!r}; leave it at 0"
             )
+        return self.velocity(latents, t, conditioning, guidance_scale, attention_kwargs)
+
+    def velocity(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """The flow velocity, as latents' shape, computed as the backbone's pipeline does; each backbone's own."""
+        raise NotImplementedError
 
     @property
     def size_multiple(self) -> int:
@@ -419,15 +434,11 @@ class FluxBackbone(_FlowTransformerBackbone):
             "return_dict": False,
         }
 
-    def predict(
+    def velocity(
         self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
-        attention_kwargs: dict[str, Any] | None = None, guidance_rescale: float = 0.0,
+        attention_kwargs: dict[str, Any] | None,
     ) -> torch.Tensor:  # fmt: skip
-        """One step's velocity as ``FluxPipeline``'s loop: distilled guidance; true CFG when negatives were encoded.
-
-        ``attention_kwargs`` go to the attention processors (diffusers' ``joint_attention_kwargs``).
-        """
-        self._check_no_rescale(guidance_rescale)
+        """``FluxPipeline``'s loop: distilled guidance; true CFG when negatives were encoded."""
         transformer = self.pipe.transformer
         kwargs = self.transformer_kwargs(latents, t, conditioning, guidance_scale)
         noise_pred = transformer(**kwargs, joint_attention_kwargs=attention_kwargs)[0]
@@ -541,15 +552,11 @@ class SD3Backbone(_FlowTransformerBackbone):
             "return_dict": False,
         }
 
-    def predict(
+    def velocity(
         self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
-        attention_kwargs: dict[str, Any] | None = None, guidance_rescale: float = 0.0,
+        attention_kwargs: dict[str, Any] | None,
     ) -> torch.Tensor:  # fmt: skip
-        """One step's velocity as ``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, CFG.
-
-        ``attention_kwargs`` go to the attention processors (diffusers' ``joint_attention_kwargs``).
-        """
-        self._check_no_rescale(guidance_rescale)
+        """``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, then CFG."""
         transformer = self.pipe.transformer
         positive = self.transformer_kwargs(latents, t, conditioning)
         if conditioning.negative_embeds is None:

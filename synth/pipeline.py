@@ -1,10 +1,12 @@
-"""`Synthesizer`: the one denoising loop of scenewright, with step controllers around its CFG step.
+"""`Synthesizer`: the one denoising loop of scenewright, with step controllers around its denoising step.
 
 Read :meth:`Synthesizer.generate` top to bottom; its numbered steps follow diffusers'
-``StableDiffusionPipeline.__call__``. At each step of the loop (step 7) every step controller
-(:mod:`scenewright.synth.controllers`) runs its ``before_step``, then its ``guide``, then the ordinary
-classifier-free-guidance step follows. With ``methods=["none"]`` and no layout features no controller
-runs and it reproduces ``StableDiffusionPipeline`` exactly.
+``StableDiffusionPipeline.__call__``. What differs between SD 1.x/2.x, SDXL, FLUX.1 and SD3 (text encoding,
+timesteps, latents, the model's prediction, decoding) is the backbone's (:mod:`scenewright.synth.backbones`).
+At each step of the loop (step 7) every step controller (:mod:`scenewright.synth.controllers`) runs its
+``before_step``, then its ``guide``, then the backbone's prediction and the scheduler's step follow. With
+``methods=["none"]`` and no layout features no controller runs and it reproduces the backbone's pipeline
+(``StableDiffusion(XL)Pipeline``, ``FluxPipeline``, ``StableDiffusion3Pipeline``) exactly.
 
 Each feature is one controller, built at step 6.1:
 
@@ -15,7 +17,9 @@ Each feature is one controller, built at step 6.1:
   into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
   of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 - box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`), which
-  blends each object's phrase into its box in every cross-attention layer (step 4.1);
+  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 the same
+  ``spatial_temporal=`` is regional attention (Chen et al. 2024, :mod:`scenewright.synth.regional_attention`):
+  each phrase's own tokens attend only to the image tokens in its box, and they to it;
 - LMD's latent composition (Lian et al. 2024, :mod:`scenewright.synth.composition`), a pre-pass (step 3.2)
   that draws each layout object alone, whose moved latents are pasted into the scene at the start of the
   first steps, guidance waiting until it ends;
@@ -51,7 +55,7 @@ from .guidance import (
     step_sizes,
     update_latents,
 )
-from .loading import ModelDefaults, model_defaults
+from .loading import ModelDefaults, load_stable_diffusion, model_defaults
 from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
 from .recipe import ENGINE_DEFAULTS, resolve_methods
@@ -93,7 +97,7 @@ class _ActiveMethod:
 
 
 class Synthesizer:
-    """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion (XL) pipeline."""
+    """Text/layout -> image with training-free attention control on a diffusers SD, SDXL, FLUX.1 or SD3 pipeline."""
 
     def __init__(self, pipe, defaults: ModelDefaults | None = None, **backbone_options: Any):
         denoiser = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
@@ -144,14 +148,13 @@ class Synthesizer:
         defaults: ModelDefaults | None = None,
         **kwargs,
     ) -> Synthesizer:
-        """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
+        """Load an SD, SDXL, FLUX.1 or SD3 (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
 
-        See :mod:`scenewright.synth.loading`; a GLIGEN request on weights without gated layers is an error naming
-        a GLIGEN checkpoint to load instead. ``defaults`` as in :meth:`from_pipe` (a local folder's
-        ``scenewright.json`` is read, e.g. the embedded shapes model's).
+        The pipeline class is the one ``model_index.json`` names (:mod:`scenewright.synth.loading`); a GLIGEN
+        request on weights without gated layers is an error naming a GLIGEN checkpoint to load instead.
+        ``defaults`` as in :meth:`from_pipe` (a local folder's ``scenewright.json`` is read, e.g. the embedded
+        shapes model's).
         """
-        from .loading import load_stable_diffusion
-
         pipe = load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs)
         return cls(pipe, defaults=defaults)
 
@@ -230,7 +233,8 @@ class Synthesizer:
         ``gligen``: None uses GLIGEN's grounding tokens whenever the UNet has gated layers, True requires
         them; the gated layers run for the first ``gligen_scheduled_sampling_beta`` share of the steps, as
         diffusers' GLIGEN pipeline. ``spatial_temporal=True`` (or a :class:`SpatialTemporalControl`) turns
-        on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
+        on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts; on FLUX.1 it is regional
+        attention (:mod:`scenewright.synth.regional_attention`), training-free and without a backward.
         ``composition=True`` (or a :class:`scenewright.synth.composition.CompositionOptions`) draws each layout object
         alone and composes its latents into its box for the first steps (LMD's stage 2, Lian et al. 2024).
         ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``
@@ -306,8 +310,9 @@ class Synthesizer:
         latent_hw = self.backbone.latent_grid(height, width)  # SD: latents (h, w); FLUX/SD3: image tokens (h, w)
         if self.is_mmdit:
             blend = self._regional_attention(spatial_temporal, layouts, len(timesteps), height, width, device)
-            if blend is not None:
-                conditioning = regional_conditioning(conditioning, *self._phrase_embeds(layouts, height, width))
+            if blend is not None:  # the base prompt's tokens, then each object's phrase tokens
+                phrases = self._phrase_embeds(layouts, blend.region_length, height, width)
+                conditioning = regional_conditioning(conditioning, phrases, blend.present)
         else:
             clip_tuning = ClipTuning(self, conditioning, prompts, layouts, guide_kwargs)
             blend = self._spatial_temporal(spatial_temporal, layouts, len(timesteps), latent_hw, device, clip_tuning)
@@ -325,8 +330,8 @@ class Synthesizer:
         with self._capture(requests, blend) as capture, fuser_enabled(self.backbone.model) as set_fuser:
             # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
-            guidance = GuidancePass(self.backbone.model, self.scheduler, capture, active, conditioning, targets, latent_hw,
-                                    guide_kwargs)  # fmt: skip
+            guidance = GuidancePass(self.backbone.model, self.scheduler, capture, active, conditioning, targets,
+                                    latent_hw, guide_kwargs)  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
             steppers += own_controllers
@@ -352,7 +357,8 @@ class Synthesizer:
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
-            spatial_temporal_history=blend.history if isinstance(blend, SpatialTemporalBlend) else {}, trajectory=trajectory,
+            spatial_temporal_history=blend.history if isinstance(blend, SpatialTemporalBlend) else {},
+            trajectory=trajectory,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -540,7 +546,9 @@ class Synthesizer:
         if gligen:
             raise ValueError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
         if composition is not None and composition is not False:
-            raise ValueError(f"`composition` (LMD's latent composition) is not yet on {model}; use spatial_temporal=True")
+            raise ValueError(
+                f"`composition` (LMD's latent composition) is not yet on {model}; use spatial_temporal=True"
+            )
 
     def _step_controllers(
         self,
@@ -591,26 +599,19 @@ class Synthesizer:
         control = _checked_spatial_temporal(control, layouts)
         if control is None:
             return None
-        batch, n = len(layouts), max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+        boxes, present = _layout_boxes(layouts)
+        boxes = boxes.to(device)
+        batch, n = present.shape
         dim = self.unet.config.cross_attention_dim
         local = torch.zeros(batch, n, self.tokenizer.model_max_length, dim, device=device)
-        boxes = torch.zeros(batch, n, 4, device=device)
-        present = torch.zeros(batch, n)
         for b, lay in enumerate(layouts):
             if lay is not None and lay.objects:
                 embeds = self.backbone.encode(lay.phrases, None, False, device, *self.image_size(latent_hw)).cond_embeds
                 local[b, : len(lay.objects)] = embeds.float()
-                boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32, device=device)
-                present[b, : len(lay.objects)] = 1
         if control.weights is None:
             weights = fixed_schedule(num_steps, n, control.local_weight, batch)
         else:
-            weights = torch.as_tensor(control.weights, dtype=torch.float32)
-            if tuple(weights.shape) != (num_steps, batch, n):
-                raise ValueError(
-                    f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
-                    f"objects) = {(num_steps, batch, n)}"
-                )
+            weights = control.checked_weights(num_steps, batch, n)
         return SpatialTemporalBlend(
             local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness, present=present,
             control=control, clip_tuning=clip_tuning,
@@ -634,23 +635,13 @@ class Synthesizer:
         if control.clip is not None:
             raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's regional attention "
                              "has none yet: leave `clip` unset")  # fmt: skip
-        batch, n = len(layouts), max(len(lay.objects) if lay is not None else 0 for lay in layouts)
-        boxes = torch.zeros(batch, n, 4)
-        present = torch.zeros(batch, n)
-        for b, lay in enumerate(layouts):
-            if lay is not None and lay.objects:
-                boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32)
-                present[b, : len(lay.objects)] = 1
+        boxes, present = _layout_boxes(layouts)
+        batch, n = present.shape
         last_step = math.ceil(control.regional_steps * num_steps)
-        if control.weights is None:
+        if control.weights is None:  # constant: the layout is laid down in the first steps, which a ramp would skip
             weights = torch.full((num_steps, batch, n), float(control.local_weight))
         else:
-            weights = torch.as_tensor(control.weights, dtype=torch.float32)
-            if tuple(weights.shape) != (num_steps, batch, n):
-                raise ValueError(
-                    f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
-                    f"objects) = {(num_steps, batch, n)}"
-                )
+            weights = control.checked_weights(num_steps, batch, n)
         if not bool(((weights >= 0) & (weights <= 1)).all()):
             raise ValueError("on FLUX, `spatial_temporal` weights blend regional with base attention: keep "
                              "`local_weight` / `weights` in [0, 1]")  # fmt: skip
@@ -676,11 +667,13 @@ class Synthesizer:
             )
         return length
 
-    def _phrase_embeds(self, layouts: list[Layout | None], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each object's phrase encoded on its own (B, N, Lr, D), its first ``Lr`` T5 tokens; and ``present`` (B, N)."""
-        region_length = self._region_length(layouts)
+    def _phrase_embeds(
+        self, layouts: list[Layout | None], region_length: int, height: int, width: int
+    ) -> torch.Tensor:
+        """Each object's phrase encoded on its own, its first ``region_length`` T5 tokens: (B, N, Lr, D), zeros where
+        an image has fewer objects."""
         n = max(len(lay.objects) if lay is not None else 0 for lay in layouts)
-        embeds, present = None, torch.zeros(len(layouts), n, device=self.device)
+        embeds = None
         for b, lay in enumerate(layouts):
             if lay is None or not lay.objects:
                 continue
@@ -688,8 +681,7 @@ class Synthesizer:
             if embeds is None:
                 embeds = encoded.new_zeros(len(layouts), n, region_length, encoded.shape[-1])
             embeds[b, : len(lay.objects)] = encoded[:, :region_length]
-            present[b, : len(lay.objects)] = 1
-        return embeds, present
+        return embeds
 
     def _capture(self, requests: list, cross_blend: CrossAttentionBlend | RegionalAttention | None = None):
         """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs.
@@ -702,6 +694,17 @@ class Synthesizer:
         exit_plan = self._exit_plans.setdefault(id(self.unet), {})
         return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
 
+
+
+def _layout_boxes(layouts: list[Layout | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's object boxes (B, N, 4) normalized xyxy, zeros past its objects; ``present`` (B, N) 1 where set."""
+    n = max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+    boxes, present = torch.zeros(len(layouts), n, 4), torch.zeros(len(layouts), n)
+    for b, lay in enumerate(layouts):
+        if lay is not None and lay.objects:
+            boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32)
+            present[b, : len(lay.objects)] = 1
+    return boxes, present
 
 
 def _checked_spatial_temporal(

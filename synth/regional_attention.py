@@ -36,7 +36,7 @@ from .joint_attention import SINGLE_STREAM, TEXT_FIRST, joint_attention_layers, 
 
 
 def box_token_masks(boxes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(..., N, h*w) bool: image tokens whose centre lies in each ``[x0, y0, x1, y1]`` box (at least the box centre's)."""
+    """(..., N, h*w) bool: the image tokens whose centre lies in each ``[x0, y0, x1, y1]`` box (at least one)."""
     h, w = grid
     ys = (torch.arange(h, device=boxes.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=boxes.device, dtype=torch.float32) + 0.5) / w
@@ -198,7 +198,7 @@ def regional_layers(transformer, share: float) -> frozenset[str]:
 
 @contextmanager
 def regional_attention(transformer, regional: RegionalAttention) -> Iterator[RegionalAttention]:
-    """Install :class:`RegionalAttentionProcessor` on every joint-attention block of a FLUX transformer; restore on exit.
+    """Install :class:`RegionalAttentionProcessor` on every joint-attention block of a FLUX transformer; restore after.
 
     Every block needs it, regional or not: each must drop the objects' tokens from the base prompt's attention.
     """

@@ -52,7 +52,7 @@ def denoise_step(
     step_kwargs: dict[str, Any],
     guidance_rescale: float = 0.0,
 ) -> torch.Tensor:
-    """One denoising step (no grad): the backbone's prediction (SD/SDXL's CFG, FLUX's or SD3's) and the scheduler's step."""
+    """One denoising step (no grad): the backbone's prediction (SD/SDXL's CFG, FLUX's, SD3's), the scheduler's step."""
     noise_pred = backbone.predict(latents, t, conditioning, guidance_scale, attention_kwargs, guidance_rescale)
     return scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
@@ -94,7 +94,8 @@ def sample_unguided(
 
     No layout, no controllers: the plain loop latent composition draws its objects with.
     """
-    pipe, backbone, scheduler, device = synthesizer.pipe, synthesizer.backbone, synthesizer.scheduler, synthesizer.device
+    pipe, backbone, scheduler = synthesizer.pipe, synthesizer.backbone, synthesizer.scheduler
+    device = synthesizer.device
     guidance_scale = synthesizer.defaults.guidance_scale if guidance_scale is None else guidance_scale
     generator = make_generators(seeds, len(prompts))
     conditioning = backbone.encode(prompts, None, guidance_scale > 1.0, device, height, width)

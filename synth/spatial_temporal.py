@@ -118,6 +118,16 @@ class SpatialTemporalControl:
     regional_steps: float = 1.0
     regional_blocks: float = 1.0
 
+    def checked_weights(self, num_steps: int, batch: int, num_objects: int) -> torch.Tensor:
+        """The given ``weights`` as an fp32 (T, B, N) tensor; a wrong shape is an error naming the expected one."""
+        weights = torch.as_tensor(self.weights, dtype=torch.float32)
+        if tuple(weights.shape) != (num_steps, batch, num_objects):
+            raise ValueError(
+                f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
+                f"objects) = {(num_steps, batch, num_objects)}"
+            )
+        return weights.clone()  # the caller zeroes absent objects and ended steps in place
+
     def __post_init__(self):
         if not isinstance(self.local_weight, (int, float)) or not self.local_weight >= 0:
             raise ValueError(f"`local_weight` must be a number >= 0, got {self.local_weight!r}")
