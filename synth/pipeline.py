@@ -632,6 +632,9 @@ class Synthesizer:
             return None
         if not isinstance(self.backbone, FluxBackbone):
             raise ValueError("`spatial_temporal` (regional attention) is not yet on SD3; it runs on FLUX.1 and SD/SDXL")
+        if self.backbone.true_cfg_scale > 1:  # the negative forward would need its own text layout and mask
+            raise ValueError("`spatial_temporal` on FLUX is not yet combined with true CFG; load the Synthesizer "
+                             "with true_cfg_scale=1 (FLUX.1's distilled guidance)")  # fmt: skip
         if control.clip is not None:
             raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's regional attention "
                              "has none yet: leave `clip` unset")  # fmt: skip

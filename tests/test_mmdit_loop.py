@@ -101,6 +101,13 @@ def test_mmdit_bad_input_is_a_clear_error(pipes):
         Synthesizer.from_pipe(pipes["flux_dev"], max_sequence_length=16).generate(
             many, spatial_temporal=True, num_inference_steps=1, height=32, width=32
         )
+    with pytest.raises(ValueError, match="leave `clip` unset"):
+        flux.generate(LAYOUT, spatial_temporal=SpatialTemporalControl(clip=object()), num_inference_steps=1,
+                      height=32, width=32)  # fmt: skip
+    with pytest.raises(ValueError, match="not yet combined with true CFG"):
+        Synthesizer.from_pipe(pipes["flux_dev"], max_sequence_length=T5_LENGTH, true_cfg_scale=2.0).generate(
+            LAYOUT, negative_prompt="blurry", spatial_temporal=True, num_inference_steps=1, height=32, width=32
+        )
     sd3 = Synthesizer.from_pipe(pipes["sd3"], max_sequence_length=T5_LENGTH)
     with pytest.raises(ValueError, match="not yet on SD3"):
         sd3.generate(LAYOUT, spatial_temporal=True, num_inference_steps=1, height=32, width=32)
