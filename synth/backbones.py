@@ -1,20 +1,21 @@
-"""The backbones the one denoising loop drives: what differs between Stable Diffusion 1.x/2.x (and GLIGEN) and SDXL.
+"""The backbones the one denoising loop drives: SD 1.x/2.x (and GLIGEN), SDXL, FLUX.1 and SD3/SD3.5.
 
-The loop (:meth:`scenewright.synth.pipeline.Synthesizer.generate`) asks its backbone three things, each done
-exactly as the backbone's own diffusers pipeline does it, so that the unguided loop reproduces that pipeline:
+The loop (:meth:`scenewright.synth.pipeline.Synthesizer.generate`) asks its backbone for every step that differs,
+each done exactly as the backbone's own diffusers pipeline does it, so that the unguided loop reproduces it:
 
-- :meth:`encode`: the prompts -> a :class:`Conditioning`, the UNet's text inputs for the classifier-free-guidance
-  batch and for the conditional-only guidance forward (SDXL adds its pooled text embedding and time ids);
-- :meth:`decode`: final latents -> images (SD runs its safety checker; SDXL upcasts an fp16 VAE and may watermark);
-- :attr:`native_size`: the height and width the model was trained at (512 px for SD 1.x, 1024 px for SDXL).
+- :meth:`encode`: the prompts -> a :class:`Conditioning` (the UNet's text inputs for the classifier-free-guidance
+  batch and for the conditional-only guidance forward; SDXL adds its pooled text embedding and time ids) or a
+  :class:`JointConditioning` (the MM-DiTs' T5/CLIP tokens and pooled CLIP vector);
+- :meth:`set_timesteps`: the scheduler's timesteps (FLUX and SD3: flow-matching sigmas, shifted by ``mu`` from the
+  image's token count where the pipeline computes it);
+- :meth:`prepare_latents`: the initial noise (FLUX packs 2x2 latent patches into tokens, (B, h * w, 4C));
+- :meth:`predict`: one step's noise or velocity prediction (SD/SDXL's CFG batch and ``guidance_rescale``, FLUX's
+  distilled guidance embedding or true CFG, SD3's batched CFG); the loop then runs ``scheduler.step``;
+- :meth:`decode`: final latents -> images (SD runs its safety checker; SDXL upcasts an fp16 VAE and may watermark;
+  FLUX unpacks);
+- :meth:`check_size`, :meth:`latent_grid`, :attr:`native_size`, :attr:`model` (the UNet or transformer).
 
-Adding a UNet backbone means one more class here; the loop, the capture and the losses do not change.
-
-FLUX.1 and SD3/SD3.5 (MM-DiT transformers, flow matching) need three more, again each as their pipelines do it:
-:meth:`prepare_latents` (FLUX packs 2x2 latent patches into tokens), :meth:`set_timesteps` (the flow-matching
-sigmas, shifted by ``mu`` from the image's token count where the pipeline computes it) and :meth:`predict`
-(one step's velocity: FLUX's distilled guidance embedding or true CFG, SD3's batched CFG). Their text inputs are
-a :class:`JointConditioning`.
+Adding a backbone means one more class here; the loop does not change.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 
 @dataclass
@@ -43,7 +45,94 @@ class Conditioning:
         return kwargs
 
 
-class StableDiffusionBackbone:
+def prepare_latents(
+    scheduler, shape: tuple[int, ...], generator, device: torch.device, dtype: torch.dtype,
+    latents: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Initial latents (B, C, h, w) exactly as diffusers' ``prepare_latents``: drawn (or given), times init sigma."""
+    if latents is None:
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    elif tuple(latents.shape) != tuple(shape):
+        raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {tuple(shape)} for these inputs")
+    return latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+
+
+class _UNetBackbone:
+    """What SD and SDXL share: the UNet's size check, DDPM-style latents and timesteps, and its CFG step."""
+
+    pipe: Any
+
+    @property
+    def model(self):
+        """The denoiser the loop calls and the attention processors are installed on."""
+        return self.pipe.unet
+
+    @property
+    def size_multiple(self) -> int:
+        """The VAE's downsampling times the UNet's (2 per level below the top): 64 px for SD 1.x."""
+        return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
+
+    def check_size(self, height: int, width: int) -> None:
+        """A clear error for a size the UNet's down- and upsampling cannot round-trip."""
+        multiple = self.size_multiple
+        for name, value in (("height", height), ("width", width)):
+            if value % multiple != 0:
+                raise ValueError(
+                    f"`{name}` must be a multiple of {multiple} for this model (VAE factor x UNet downsampling), "
+                    f"got {value}; try {max(multiple, round(value / multiple) * multiple)}"
+                )
+
+    def latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The latents' grid (h, w): the image's size over the VAE's downsampling."""
+        return height // self.pipe.vae_scale_factor, width // self.pipe.vae_scale_factor
+
+    def image_seq_len(self, height: int, width: int) -> int:
+        """The number of latent pixels (the UNet's schedulers do not read it; the MM-DiTs' shift by it)."""
+        h, w = self.latent_grid(height, width)
+        return h * w
+
+    def set_timesteps(self, num_inference_steps: int, device: torch.device, image_seq_len: int) -> torch.Tensor:
+        """``StableDiffusionPipeline`` step 4: the scheduler's own timesteps (``image_seq_len`` is unused)."""
+        self.pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+        return self.pipe.scheduler.timesteps
+
+    def prepare_latents(
+        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``StableDiffusionPipeline.prepare_latents``: noise (B, C, H / 8, W / 8) times the init sigma."""
+        shape = (batch, self.pipe.unet.config.in_channels, *self.latent_grid(height, width))
+        return prepare_latents(self.pipe.scheduler, shape, generator, device, dtype, latents)
+
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: Conditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None = None, guidance_rescale: float = 0.0,
+    ) -> torch.Tensor:  # fmt: skip
+        """One classifier-free-guidance noise prediction (Ho & Salimans 2022), as StableDiffusion(XL)Pipeline.
+
+        ``conditioning.embeds`` is (2B, 77, D) ``[uncond, cond]`` when ``guidance_scale > 1``, else (B, 77, D).
+        ``guidance_rescale`` > 0 rescales the guided prediction toward the text prediction's std (Lin et al. 2023,
+        "Common Diffusion Noise Schedules and Sample Steps are Flawed", section 3.4), as diffusers does.
+        """
+        # Lazy: diffusers' pipeline modules load transformers; the backbone module stays light for `--help`.
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+        do_cfg = guidance_scale > 1.0
+        latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+        latent_model_input = self.pipe.scheduler.scale_model_input(latent_model_input, t)
+        noise_pred = self.pipe.unet(
+            latent_model_input, t, **conditioning.unet_kwargs(), cross_attention_kwargs=attention_kwargs,
+            return_dict=False,
+        )[0]  # fmt: skip
+        if do_cfg:
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+            if guidance_rescale > 0.0:
+                noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
+        return noise_pred  # (B, C, h, w)
+
+
+class StableDiffusionBackbone(_UNetBackbone):
     """SD 1.x/2.x and GLIGEN: one CLIP text encoder, a safety checker (``StableDiffusionPipeline.__call__``)."""
 
     name: ClassVar[str] = "sd"
@@ -64,7 +153,10 @@ class StableDiffusionBackbone:
         embeds, negative = self.pipe.encode_prompt(prompts, device, 1, do_cfg, negative_prompts)
         return Conditioning(torch.cat([negative, embeds]) if do_cfg else embeds, embeds)
 
-    def decode(self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype):
+    def decode(
+        self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype, *,
+        height: int | None = None, width: int | None = None,
+    ):  # fmt: skip
         """VAE decode, safety checker and post-processing as ``StableDiffusionPipeline.__call__``; (images, nsfw)."""
         vae = self.pipe.vae
         images = vae.decode(latents / vae.config.scaling_factor, return_dict=False, generator=generator)[0]
@@ -73,7 +165,7 @@ class StableDiffusionBackbone:
         return self.pipe.image_processor.postprocess(images, output_type=output_type, do_denormalize=denormalize), has_nsfw
 
 
-class StableDiffusionXLBackbone:
+class StableDiffusionXLBackbone(_UNetBackbone):
     """SDXL: two CLIP text encoders, a pooled embedding and time ids (``StableDiffusionXLPipeline.__call__``).
 
     The UNet's cross-attention reads both encoders' hidden states concatenated along the features, token by
@@ -126,7 +218,10 @@ class StableDiffusionXLBackbone:
         }
         return Conditioning(torch.cat([negative, embeds]), embeds, added, cond_added)
 
-    def decode(self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype):
+    def decode(
+        self, latents: torch.Tensor, output_type: str, generator, device: torch.device, dtype: torch.dtype, *,
+        height: int | None = None, width: int | None = None,
+    ):  # fmt: skip
         """VAE decode as ``StableDiffusionXLPipeline.__call__``: fp16 VAEs upcast, latents' mean/std; (images, None)."""
         pipe, vae = self.pipe, self.pipe.vae
         needs_upcasting = vae.dtype == torch.float16 and vae.config.force_upcast
@@ -172,9 +267,43 @@ class _FlowTransformerBackbone:
     pipe: Any
 
     @property
+    def model(self):
+        """The denoiser the loop calls and the attention processors are installed on."""
+        return self.pipe.transformer
+
+    @property
     def native_size(self) -> tuple[int, int]:
         side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
         return side, side
+
+    def _given_latents(self, latents: torch.Tensor, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+        """Latents the caller passed, used as given (as the pipelines do) once their shape is checked."""
+        if tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
+        return latents.to(device=device, dtype=dtype)
+
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None = None, guidance_rescale: float = 0.0,
+    ) -> torch.Tensor:  # fmt: skip
+        """One step's velocity as the pipeline's loop (:meth:`velocity`).
+
+        ``attention_kwargs`` go to the attention processors (diffusers' ``joint_attention_kwargs``).
+        ``guidance_rescale`` corrects an epsilon-prediction CFG; the flow pipelines have no such option.
+        """
+        if guidance_rescale:
+            raise ValueError(
+                f"`guidance_rescale` is for SD/SDXL's noise prediction; FLUX and SD3 pipelines have none, got "
+                f"{guidance_rescale!r}; leave it at 0"
+            )
+        return self.velocity(latents, t, conditioning, guidance_scale, attention_kwargs)
+
+    def velocity(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """The flow velocity, as latents' shape, computed as the backbone's pipeline does; each backbone's own."""
+        raise NotImplementedError
 
     @property
     def size_multiple(self) -> int:
@@ -213,6 +342,7 @@ class FluxBackbone(_FlowTransformerBackbone):
     """
 
     name: ClassVar[str] = "flux"
+    default_guidance_scale: ClassVar[float] = 3.5  # FluxPipeline's distilled guidance
     size_reason: ClassVar[str] = "the VAE's downsampling x FLUX's 2x2 latent packing"
 
     def __init__(self, pipe, max_sequence_length: int = 512, true_cfg_scale: float = 1.0):
@@ -251,10 +381,14 @@ class FluxBackbone(_FlowTransformerBackbone):
         return JointConditioning(embeds, pooled, negative_embeds, negative_pooled, text_ids, image_ids)
 
     def prepare_latents(
-        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
+        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """``FluxPipeline.prepare_latents``: noise drawn as (B, C, 2h, 2w), packed to (B, h * w, 4C) tokens."""
         self.check_size(height, width)
+        if latents is not None:
+            shape = (batch, self.image_seq_len(height, width), self.pipe.transformer.config.in_channels)
+            return self._given_latents(latents, shape, dtype, device)
         channels = self.pipe.transformer.config.in_channels // 4
         latents, _ = self.pipe.prepare_latents(batch, channels, height, width, dtype, device, generator)
         return latents  # (B, h * w, 4C); the image ids are the conditioning's (same height and width)
@@ -300,15 +434,17 @@ class FluxBackbone(_FlowTransformerBackbone):
             "return_dict": False,
         }
 
-    def predict(
-        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float
-    ) -> torch.Tensor:
-        """One step's velocity as ``FluxPipeline``'s loop: distilled guidance; true CFG when negatives were encoded."""
+    def velocity(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``FluxPipeline``'s loop: distilled guidance; true CFG when negatives were encoded."""
         transformer = self.pipe.transformer
-        noise_pred = transformer(**self.transformer_kwargs(latents, t, conditioning, guidance_scale))[0]
+        kwargs = self.transformer_kwargs(latents, t, conditioning, guidance_scale)
+        noise_pred = transformer(**kwargs, joint_attention_kwargs=attention_kwargs)[0]
         if conditioning.negative_embeds is not None:
             kwargs = self.transformer_kwargs(latents, t, conditioning, guidance_scale, negative=True)
-            negative = transformer(**kwargs)[0]
+            negative = transformer(**kwargs, joint_attention_kwargs=attention_kwargs)[0]
             noise_pred = negative + self.true_cfg_scale * (noise_pred - negative)
         return noise_pred  # (B, h * w, 4C)
 
@@ -339,6 +475,7 @@ class SD3Backbone(_FlowTransformerBackbone):
     """
 
     name: ClassVar[str] = "sd3"
+    default_guidance_scale: ClassVar[float] = 7.0  # StableDiffusion3Pipeline's
     size_reason: ClassVar[str] = "the VAE's downsampling x SD3's 2x2 patch embedding"
 
     def __init__(self, pipe, max_sequence_length: int = 256):
@@ -365,11 +502,15 @@ class SD3Backbone(_FlowTransformerBackbone):
         return JointConditioning(embeds, pooled, negative, negative_pooled)
 
     def prepare_latents(
-        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
+        self, batch: int, height: int, width: int, generator, dtype: torch.dtype, device: torch.device,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """``StableDiffusion3Pipeline.prepare_latents``: noise (B, C, H / 8, W / 8)."""
         self.check_size(height, width)
         channels = self.pipe.transformer.config.in_channels
+        if latents is not None:
+            scale = self.pipe.vae_scale_factor
+            return self._given_latents(latents, (batch, channels, height // scale, width // scale), dtype, device)
         return self.pipe.prepare_latents(batch, channels, height, width, dtype, device, generator)
 
     def set_timesteps(self, num_inference_steps: int, device: torch.device, image_seq_len: int) -> torch.Tensor:
@@ -411,16 +552,18 @@ class SD3Backbone(_FlowTransformerBackbone):
             "return_dict": False,
         }
 
-    def predict(
-        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float
-    ) -> torch.Tensor:
-        """One step's velocity as ``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, CFG."""
-        if conditioning.negative_embeds is None:
-            return self.pipe.transformer(**self.transformer_kwargs(latents, t, conditioning))[0]
-        negative = self.transformer_kwargs(latents, t, conditioning, negative=True)
+    def velocity(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``StableDiffusion3Pipeline``'s loop: one batched [negative, prompt] forward, then CFG."""
+        transformer = self.pipe.transformer
         positive = self.transformer_kwargs(latents, t, conditioning)
+        if conditioning.negative_embeds is None:
+            return transformer(**positive, joint_attention_kwargs=attention_kwargs)[0]
+        negative = self.transformer_kwargs(latents, t, conditioning, negative=True)
         batched = {key: torch.cat([negative[key], positive[key]]) for key in TRANSFORMER_BATCH_KEYS}
-        uncond, cond = self.pipe.transformer(**{**positive, **batched})[0].chunk(2)
+        uncond, cond = transformer(**{**positive, **batched}, joint_attention_kwargs=attention_kwargs)[0].chunk(2)
         return uncond + guidance_scale * (cond - uncond)  # (B, C, H / 8, W / 8)
 
     def decode(
@@ -434,13 +577,16 @@ class SD3Backbone(_FlowTransformerBackbone):
         return self.pipe.image_processor.postprocess(images, output_type=output_type), None
 
 
-def backbone_for(pipe) -> StableDiffusionBackbone | StableDiffusionXLBackbone | FluxBackbone | SD3Backbone:
-    """The backbone of a loaded diffusers pipeline: by its component slots (SD3, FLUX, SDXL, else SD)."""
+def backbone_for(pipe, **options) -> StableDiffusionBackbone | StableDiffusionXLBackbone | FluxBackbone | SD3Backbone:
+    """The backbone of a loaded diffusers pipeline: by its component slots (SD3, FLUX, SDXL, else SD).
+
+    ``options`` go to the backbone's constructor (e.g. FLUX's ``max_sequence_length`` or ``true_cfg_scale``).
+    """
     components = getattr(pipe, "components", {})
     if "text_encoder_3" in components:
-        return SD3Backbone(pipe)
+        return SD3Backbone(pipe, **options)
     if "transformer" in components and "text_encoder_2" in components:
-        return FluxBackbone(pipe)
+        return FluxBackbone(pipe, **options)
     if "text_encoder_2" in components:
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError(
@@ -449,6 +595,6 @@ def backbone_for(pipe) -> StableDiffusionBackbone | StableDiffusionXLBackbone | 
                 "load the base model (stabilityai/stable-diffusion-xl-base-1.0) and, if you want, refine its output "
                 "with StableDiffusionXLImg2ImgPipeline as a second stage"
             )
-        return StableDiffusionXLBackbone(pipe)
-    return StableDiffusionBackbone(pipe)
+        return StableDiffusionXLBackbone(pipe, **options)
+    return StableDiffusionBackbone(pipe, **options)
 

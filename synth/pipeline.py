@@ -1,10 +1,12 @@
-"""`Synthesizer`: the one denoising loop of scenewright, with step controllers around its CFG step.
+"""`Synthesizer`: the one denoising loop of scenewright, with step controllers around its denoising step.
 
 Read :meth:`Synthesizer.generate` top to bottom; its numbered steps follow diffusers'
-``StableDiffusionPipeline.__call__``. At each step of the loop (step 7) every step controller
-(:mod:`scenewright.synth.controllers`) runs its ``before_step``, then its ``guide``, then the ordinary
-classifier-free-guidance step follows. With ``methods=["none"]`` and no layout features no controller
-runs and it reproduces ``StableDiffusionPipeline`` exactly.
+``StableDiffusionPipeline.__call__``. What differs between SD 1.x/2.x, SDXL, FLUX.1 and SD3 (text encoding,
+timesteps, latents, the model's prediction, decoding) is the backbone's (:mod:`scenewright.synth.backbones`).
+At each step of the loop (step 7) every step controller (:mod:`scenewright.synth.controllers`) runs its
+``before_step``, then its ``guide``, then the backbone's prediction and the scheduler's step follow. With
+``methods=["none"]`` and no layout features no controller runs and it reproduces the backbone's pipeline
+(``StableDiffusion(XL)Pipeline``, ``FluxPipeline``, ``StableDiffusion3Pipeline``) exactly.
 
 Each feature is one controller, built at step 6.1:
 
@@ -15,7 +17,9 @@ Each feature is one controller, built at step 6.1:
   into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
   of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 - box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`), which
-  blends each object's phrase into its box in every cross-attention layer (step 4.1);
+  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 the same
+  ``spatial_temporal=`` is regional attention (Chen et al. 2024, :mod:`scenewright.synth.regional_attention`):
+  each phrase's own tokens attend only to the image tokens in its box, and they to it;
 - LMD's latent composition (Lian et al. 2024, :mod:`scenewright.synth.composition`), a pre-pass (step 3.2)
   that draws each layout object alone, whose moved latents are pasted into the scene at the start of the
   first steps, guidance waiting until it ends;
@@ -24,7 +28,9 @@ Each feature is one controller, built at step 6.1:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,7 @@ import torch
 from scenewright.layout.schema import Layout
 
 from .attention import CrossAttentionBlend, attention_capture
-from .backbones import backbone_for
+from .backbones import FluxBackbone, SD3Backbone, backbone_for
 from .composition import CompositionOptions, LatentComposition, compose_layout
 from .controllers import GligenScheduledSampling, LatentCompositionPaste, StepController, run_guides
 from .gligen import check_gligen_unet, fuser_enabled, grounding_kwargs, is_gligen_unet, num_grounding_steps
@@ -49,11 +55,18 @@ from .guidance import (
     step_sizes,
     update_latents,
 )
-from .loading import ModelDefaults, model_defaults
+from .loading import ModelDefaults, load_stable_diffusion, model_defaults
 from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
 from .recipe import ENGINE_DEFAULTS, resolve_methods
-from .sampling import cfg_step, decode_latents, extra_step_kwargs, make_generators, prepare_latents
+from .sampling import decode_latents, denoise_step, extra_step_kwargs, make_generators
+from .regional_attention import (
+    RegionalAttention,
+    box_token_masks,
+    regional_attention,
+    regional_conditioning,
+    regional_layers,
+)
 from .spatial_temporal import ClipTuning, SpatialTemporalBlend, SpatialTemporalControl, fixed_schedule
 
 
@@ -84,22 +97,26 @@ class _ActiveMethod:
 
 
 class Synthesizer:
-    """Text/layout -> image with training-free attention control on a diffusers Stable Diffusion (XL) pipeline."""
+    """Text/layout -> image with training-free attention control on a diffusers SD, SDXL, FLUX.1 or SD3 pipeline."""
 
-    def __init__(self, pipe, defaults: ModelDefaults | None = None):
-        required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
+    def __init__(self, pipe, defaults: ModelDefaults | None = None, **backbone_options: Any):
+        denoiser = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+        required = (denoiser, "vae", "text_encoder", "tokenizer", "scheduler", "encode_prompt", "image_processor")
         missing = [name for name in required if getattr(pipe, name, None) is None]
         if missing:
             raise TypeError(
-                f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline, StableDiffusionGLIGENPipeline or "
-                "StableDiffusionXLPipeline (or one with the same components)"
+                f"`pipe` lacks {missing}; pass a diffusers StableDiffusionPipeline, StableDiffusionGLIGENPipeline, "
+                "StableDiffusionXLPipeline, FluxPipeline or StableDiffusion3Pipeline (or one with the same components)"
             )
         self.pipe = pipe
-        #: What differs between SD 1.x/2.x and SDXL: text conditioning, decoding, native size.
-        self.backbone = backbone_for(pipe)
+        #: What differs between SD 1.x/2.x, SDXL, FLUX.1 and SD3: text conditioning, latents, timesteps, the
+        #: model's prediction, decoding, native size (:mod:`scenewright.synth.backbones`).
+        self.backbone = backbone_for(pipe, **backbone_options)
         if defaults is None:  # what the folder the pipe was loaded from declares (scenewright.json), else SD's
             source = getattr(getattr(pipe, "config", None), "_name_or_path", None)
             defaults = model_defaults(source if source and Path(str(source)).is_dir() else None)
+            if self.is_mmdit and defaults == ModelDefaults():  # nothing declared: the pipeline's own guidance scale
+                defaults = replace(defaults, guidance_scale=self.backbone.default_guidance_scale)
         if not isinstance(defaults, ModelDefaults):
             raise TypeError(f"`defaults` must be a synth.loading.ModelDefaults, got {defaults!r}")
         #: The model's attention-map size (latent / attention_downscale) and CFG scale when none is given.
@@ -108,15 +125,18 @@ class Synthesizer:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pipe(cls, pipe, defaults: ModelDefaults | None = None) -> Synthesizer:
-        """Wrap a loaded ``StableDiffusionPipeline``, ``StableDiffusionGLIGENPipeline`` or ``StableDiffusionXLPipeline``.
+    def from_pipe(cls, pipe, defaults: ModelDefaults | None = None, **backbone_options: Any) -> Synthesizer:
+        """Wrap a loaded ``StableDiffusionPipeline``, ``StableDiffusionGLIGENPipeline``, ``StableDiffusionXLPipeline``,
+        ``FluxPipeline`` or ``StableDiffusion3Pipeline``.
 
         Components are shared, not copied. An SDXL refiner (no first text encoder) is refused, naming the base.
 
         ``defaults`` (:class:`scenewright.synth.loading.ModelDefaults`): the model's default attention-map size and CFG
-        scale; None reads what the pipe's folder declares in ``scenewright.json``, else SD's.
+        scale; None reads what the pipe's folder declares in ``scenewright.json``, else SD's (FLUX: 3.5, SD3: 7.0).
+        ``backbone_options`` go to the backbone (:mod:`scenewright.synth.backbones`): FLUX's and SD3's
+        ``max_sequence_length`` (the T5 length), FLUX's ``true_cfg_scale``, SDXL's ``original_size``...
         """
-        return cls(pipe, defaults=defaults)
+        return cls(pipe, defaults=defaults, **backbone_options)
 
     @classmethod
     def from_pretrained(
@@ -128,19 +148,25 @@ class Synthesizer:
         defaults: ModelDefaults | None = None,
         **kwargs,
     ) -> Synthesizer:
-        """Load a Stable Diffusion (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
+        """Load an SD, SDXL, FLUX.1 or SD3 (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
 
-        See :mod:`scenewright.synth.loading`; a GLIGEN request on weights without gated layers is an error naming
-        a GLIGEN checkpoint to load instead. ``defaults`` as in :meth:`from_pipe` (a local folder's
-        ``scenewright.json`` is read, e.g. the embedded shapes model's).
+        The pipeline class is the one ``model_index.json`` names (:mod:`scenewright.synth.loading`); a GLIGEN
+        request on weights without gated layers is an error naming a GLIGEN checkpoint to load instead.
+        ``defaults`` as in :meth:`from_pipe` (a local folder's ``scenewright.json`` is read, e.g. the embedded
+        shapes model's).
         """
-        from .loading import load_stable_diffusion
-
         pipe = load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs)
         return cls(pipe, defaults=defaults)
 
     @property
+    def is_mmdit(self) -> bool:
+        """True on FLUX.1 and SD3 (MM-DiT transformers: joint attention, no cross-attention UNet blocks)."""
+        return isinstance(self.backbone, (FluxBackbone, SD3Backbone))
+
+    @property
     def unet(self):
+        if self.is_mmdit:
+            raise AttributeError(f"a {self.backbone.name} pipeline has no UNet; its denoiser is `backbone.model`")
         return self.pipe.unet
 
     @property
@@ -156,7 +182,7 @@ class Synthesizer:
         return self.pipe._execution_device
 
     def image_size(self, latents: torch.Tensor | tuple[int, int]) -> tuple[int, int]:
-        """(height, width) in pixels of latents (B, C, h, w), or of a latent grid (h, w)."""
+        """(height, width) in pixels of latents (B, C, h, w), or of a latent grid (h, w) (SD and SDXL's latents)."""
         h, w = latents.shape[-2:] if isinstance(latents, torch.Tensor) else latents
         return int(h) * self.pipe.vae_scale_factor, int(w) * self.pipe.vae_scale_factor
 
@@ -207,7 +233,8 @@ class Synthesizer:
         ``gligen``: None uses GLIGEN's grounding tokens whenever the UNet has gated layers, True requires
         them; the gated layers run for the first ``gligen_scheduled_sampling_beta`` share of the steps, as
         diffusers' GLIGEN pipeline. ``spatial_temporal=True`` (or a :class:`SpatialTemporalControl`) turns
-        on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts.
+        on box-confined spatial-temporal attention control (Wu et al. 2023) for layouts; on FLUX.1 it is regional
+        attention (:mod:`scenewright.synth.regional_attention`), training-free and without a backward.
         ``composition=True`` (or a :class:`scenewright.synth.composition.CompositionOptions`) draws each layout object
         alone and composes its latents into its box for the first steps (LMD's stage 2, Lian et al. 2024).
         ``return_trajectory=True`` keeps the latents at the start of every step in ``output.trajectory``
@@ -215,8 +242,7 @@ class Synthesizer:
         ``controllers``: extra :class:`scenewright.synth.controllers.StepController` objects, run after the
         built-in ones at every step (their ``before_step``, then their ``guide``).
         """
-        # 0. Default height and width to the model's native size (512 px for SD 1.x, 1024 px for SDXL)
-        vae_scale = self.pipe.vae_scale_factor
+        # 0. Default height and width to the model's native size (512 px for SD 1.x, 1024 px for SDXL and FLUX)
         height = height or self.backbone.native_size[0]
         width = width or self.backbone.native_size[1]
         if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
@@ -225,6 +251,7 @@ class Synthesizer:
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
         active, engine = self._resolve_methods(methods, method_options)
+        self._check_mmdit_features(active, gligen, composition)
         own_controllers = _checked_controllers(controllers)
         batch = len(items) * batch_size
         if seed is not None and generator is not None:
@@ -259,7 +286,7 @@ class Synthesizer:
         guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
         do_cfg = guidance_scale > 1.0
         conditioning = self.backbone.encode(prompts, negative_prompt, do_cfg, device, height, width)
-        prompt_embeds = conditioning.embeds  # (2B, 77, D) [uncond, cond] with CFG; the guided forward reads cond rows
+        prompt_embeds = conditioning.embeds  # SD: (2B, 77, D) [uncond, cond] with CFG; FLUX/SD3: (B, L, D)
 
         # 3.1 GLIGEN: each layout object's phrase and box -> a grounding token; the unconditional half
         # and empty slots get the position net's null tokens (StableDiffusionGLIGENPipeline, step 5.1)
@@ -275,18 +302,23 @@ class Synthesizer:
         compositions = self._compositions(composition, items, seed, generator, batch_size,
                                           num_inference_steps, guidance_scale, height, width)  # fmt: skip
 
-        # 4. Prepare timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 4. Prepare timesteps (FLUX and SD3 shift their flow-matching sigmas by the image's token count)
+        timesteps = self.backbone.set_timesteps(num_inference_steps, device, self.backbone.image_seq_len(height, width))
 
         # 4.1 Spatial-temporal control: each object's phrase is its local description, blended into its box
-        latent_hw = (int(height) // vae_scale, int(width) // vae_scale)
-        clip_tuning = ClipTuning(self, conditioning, prompts, layouts, guide_kwargs)
-        blend = self._spatial_temporal(spatial_temporal, layouts, len(timesteps), latent_hw, device, clip_tuning)
+        # (FLUX: as regional attention, the phrases' tokens appended to the text the transformer reads)
+        latent_hw = self.backbone.latent_grid(height, width)  # SD: latents (h, w); FLUX/SD3: image tokens (h, w)
+        if self.is_mmdit:
+            blend = self._regional_attention(spatial_temporal, layouts, len(timesteps), height, width, device)
+            if blend is not None:  # the base prompt's tokens, then each object's phrase tokens
+                phrases = self._phrase_embeds(layouts, blend.region_length, height, width)
+                conditioning = regional_conditioning(conditioning, phrases, blend.present)
+        else:
+            clip_tuning = ClipTuning(self, conditioning, prompts, layouts, guide_kwargs)
+            blend = self._spatial_temporal(spatial_temporal, layouts, len(timesteps), latent_hw, device, clip_tuning)
 
-        # 5. Prepare latents exactly as diffusers' prepare_latents
-        shape = (batch, self.unet.config.in_channels, *latent_hw)
-        latents = prepare_latents(self.scheduler, shape, generator, device, prompt_embeds.dtype, latents)
+        # 5. Prepare latents exactly as the backbone's pipeline (FLUX: packed 2x2 patches, (B, h * w, 4C))
+        latents = self.backbone.prepare_latents(batch, height, width, generator, prompt_embeds.dtype, device, latents)
 
         # 6. Extra scheduler kwargs (eta, generator) and the maps the guidance methods read
         step_kwargs = extra_step_kwargs(self.scheduler, generator, eta)
@@ -295,11 +327,11 @@ class Synthesizer:
         records: list[StepRecord] = []
         trajectory: list[torch.Tensor] = []
 
-        with self._capture(requests, blend) as capture, fuser_enabled(self.unet) as set_fuser:
+        with self._capture(requests, blend) as capture, fuser_enabled(self.backbone.model) as set_fuser:
             # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
-            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw,
-                                    guide_kwargs)  # fmt: skip
+            guidance = GuidancePass(self.backbone.model, self.scheduler, capture, active, conditioning, targets,
+                                    latent_hw, guide_kwargs)  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
             steppers += own_controllers
@@ -313,18 +345,20 @@ class Synthesizer:
                 latents, record = run_guides(steppers, i, t, latents)
                 if record is not None:
                     records.append(record)
-                latents = cfg_step(self.unet, self.scheduler, latents, t, conditioning, guidance_scale,
-                                   cfg_kwargs, step_kwargs, guidance_rescale)  # fmt: skip
+                latents = denoise_step(self.backbone, self.scheduler, latents, t, conditioning, guidance_scale,
+                                       cfg_kwargs, step_kwargs, guidance_rescale)  # fmt: skip
                 if callback is not None:
                     callback(i, len(timesteps), record)
 
         # 8. Decode and post-process as the backbone's diffusers pipeline
-        images, has_nsfw = decode_latents(self.backbone, latents, output_type, generator, device, prompt_embeds.dtype)
+        images, has_nsfw = decode_latents(self.backbone, latents, output_type, generator, device, prompt_embeds.dtype,
+                                          height, width)  # fmt: skip
         self.pipe.maybe_free_model_hooks()
         return SynthesisOutput(
             images=images, prompts=prompts, layouts=layouts, targets=targets, latents=latents,
             steps=records, appended_phrases=appended, nsfw_content_detected=has_nsfw,
-            spatial_temporal_history=blend.history if blend is not None else {}, trajectory=trajectory,
+            spatial_temporal_history=blend.history if isinstance(blend, SpatialTemporalBlend) else {},
+            trajectory=trajectory,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -350,6 +384,7 @@ class Synthesizer:
                 f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each"
             )
         active, _ = self._resolve_methods(methods, method_options)
+        self._check_mmdit_features(active, gligen, None)
         if not active:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
@@ -393,13 +428,7 @@ class Synthesizer:
             raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` (images per layout/prompt) must be a positive int, got {batch_size!r}")
-        multiple = self.pipe.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
-        for name, value in (("height", height), ("width", width)):
-            if value % multiple != 0:
-                raise ValueError(
-                    f"`{name}` must be a multiple of {multiple} for this model (VAE factor x UNet downsampling), "
-                    f"got {value}; try {max(multiple, round(value / multiple) * multiple)}"
-                )
+        self.backbone.check_size(height, width)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
         return items
@@ -500,7 +529,26 @@ class Synthesizer:
             check_gligen_unet(self.unet)
             return True
         has_boxes = any(layout is not None and layout.objects for layout in layouts)
-        return is_gligen_unet(self.unet) and has_boxes if gligen is None else False
+        return is_gligen_unet(self.backbone.model) and has_boxes if gligen is None else False
+
+    def _check_mmdit_features(self, active: list[_ActiveMethod], gligen: bool | None, composition) -> None:
+        """On FLUX/SD3, a clear error for what needs a UNet: loss guidance's maps, GLIGEN's layers, LMD's pass."""
+        if not self.is_mmdit:
+            return
+        model = {"flux": "FLUX.1", "sd3": "SD3"}[self.backbone.name]
+        if active:
+            names = [a.name for a in active]
+            raise ValueError(
+                f"methods {names} need cross-attention maps from UNet blocks, which {model} lacks (its joint attention "
+                f"is not yet read by the guidance engine); on {model} use methods=['none'] with spatial_temporal=True "
+                "(box-confined regional attention)"
+            )
+        if gligen:
+            raise ValueError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
+        if composition is not None and composition is not False:
+            raise ValueError(
+                f"`composition` (LMD's latent composition) is not yet on {model}; use spatial_temporal=True"
+            )
 
     def _step_controllers(
         self,
@@ -548,46 +596,135 @@ class Synthesizer:
         clip_tuning: ClipTuning,
     ) -> SpatialTemporalBlend | None:
         """Spatial-temporal control's per-image local descriptions (phrases), boxes and weights; None when off."""
-        if control is None or control is False:
+        control = _checked_spatial_temporal(control, layouts)
+        if control is None:
             return None
-        if control is True:
-            control = SpatialTemporalControl()
-        if not isinstance(control, SpatialTemporalControl):
-            raise TypeError(
-                f"`spatial_temporal` must be True or a synth.spatial_temporal.SpatialTemporalControl, got {control!r}"
-            )
-        if not any(lay is not None and lay.objects for lay in layouts):
-            raise ValueError("`spatial_temporal` needs layouts with objects (their phrases and boxes); pass a Layout")
-        batch, n = len(layouts), max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+        boxes, present = _layout_boxes(layouts)
+        boxes = boxes.to(device)
+        batch, n = present.shape
         dim = self.unet.config.cross_attention_dim
         local = torch.zeros(batch, n, self.tokenizer.model_max_length, dim, device=device)
-        boxes = torch.zeros(batch, n, 4, device=device)
-        present = torch.zeros(batch, n)
         for b, lay in enumerate(layouts):
             if lay is not None and lay.objects:
                 embeds = self.backbone.encode(lay.phrases, None, False, device, *self.image_size(latent_hw)).cond_embeds
                 local[b, : len(lay.objects)] = embeds.float()
-                boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32, device=device)
-                present[b, : len(lay.objects)] = 1
         if control.weights is None:
             weights = fixed_schedule(num_steps, n, control.local_weight, batch)
         else:
-            weights = torch.as_tensor(control.weights, dtype=torch.float32)
-            if tuple(weights.shape) != (num_steps, batch, n):
-                raise ValueError(
-                    f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
-                    f"objects) = {(num_steps, batch, n)}"
-                )
+            weights = control.checked_weights(num_steps, batch, n)
         return SpatialTemporalBlend(
             local, boxes, weights * present, latent_hw=latent_hw, softness=control.softness, present=present,
             control=control, clip_tuning=clip_tuning,
         )  # fmt: skip
 
-    def _capture(self, requests: list, cross_blend: CrossAttentionBlend | None = None):
-        """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs."""
+    def _regional_attention(
+        self,
+        control: SpatialTemporalControl | bool | None,
+        layouts: list[Layout | None],
+        num_steps: int,
+        height: int,
+        width: int,
+        device: torch.device,
+    ) -> RegionalAttention | None:
+        """Spatial-temporal control on FLUX as box-confined regional attention (Chen et al. 2024); None when off."""
+        control = _checked_spatial_temporal(control, layouts)
+        if control is None:
+            return None
+        if not isinstance(self.backbone, FluxBackbone):
+            raise ValueError("`spatial_temporal` (regional attention) is not yet on SD3; it runs on FLUX.1 and SD/SDXL")
+        if self.backbone.true_cfg_scale > 1:  # the negative forward would need its own text layout and mask
+            raise ValueError("`spatial_temporal` on FLUX is not yet combined with true CFG; load the Synthesizer "
+                             "with true_cfg_scale=1 (FLUX.1's distilled guidance)")  # fmt: skip
+        if control.clip is not None:
+            raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's regional attention "
+                             "has none yet: leave `clip` unset")  # fmt: skip
+        boxes, present = _layout_boxes(layouts)
+        batch, n = present.shape
+        last_step = math.ceil(control.regional_steps * num_steps)
+        if control.weights is None:  # constant: the layout is laid down in the first steps, which a ramp would skip
+            weights = torch.full((num_steps, batch, n), float(control.local_weight))
+        else:
+            weights = control.checked_weights(num_steps, batch, n)
+        if not bool(((weights >= 0) & (weights <= 1)).all()):
+            raise ValueError("on FLUX, `spatial_temporal` weights blend regional with base attention: keep "
+                             "`local_weight` / `weights` in [0, 1]")  # fmt: skip
+        weights[last_step:] = 0
+        grid = self.backbone.latent_grid(height, width)
+        return RegionalAttention(
+            inside=box_token_masks(boxes, grid).to(device), present=present.to(device), weights=weights * present,
+            base_length=self.backbone.max_sequence_length, region_length=self._region_length(layouts),
+            regional_layers=regional_layers(self.backbone.model, control.regional_blocks),
+        )  # fmt: skip
+
+    def _region_length(self, layouts: list[Layout | None]) -> int:
+        """T5 tokens kept per object: the longest phrase's, with its ``</s>``; too many phrases is an error."""
+        tokenizer, limit = self.pipe.tokenizer_2, self.backbone.max_sequence_length
+        phrases = [phrase for lay in layouts if lay is not None for phrase in lay.phrases]
+        length = max(len(tokenizer(phrase).input_ids) for phrase in phrases)
+        most = max(len(lay.objects) for lay in layouts if lay is not None)
+        if length > limit or most * length > limit:
+            raise ValueError(
+                f"a layout has {most} phrases of up to {length} T5 tokens: {most * length} regional tokens, more than "
+                f"the T5 length holds (max_sequence_length={limit}); use fewer or shorter phrases, or load the "
+                "Synthesizer with a larger `max_sequence_length` (at most 512)"
+            )
+        return length
+
+    def _phrase_embeds(
+        self, layouts: list[Layout | None], region_length: int, height: int, width: int
+    ) -> torch.Tensor:
+        """Each object's phrase encoded on its own, its first ``region_length`` T5 tokens: (B, N, Lr, D), zeros where
+        an image has fewer objects."""
+        n = max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+        embeds = None
+        for b, lay in enumerate(layouts):
+            if lay is None or not lay.objects:
+                continue
+            encoded = self.backbone.encode(lay.phrases, None, False, self.device, height, width).embeds
+            if embeds is None:
+                embeds = encoded.new_zeros(len(layouts), n, region_length, encoded.shape[-1])
+            embeds[b, : len(lay.objects)] = encoded[:, :region_length]
+        return embeds
+
+    def _capture(self, requests: list, cross_blend: CrossAttentionBlend | RegionalAttention | None = None):
+        """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs.
+
+        FLUX/SD3 have no capture yet (:meth:`_check_mmdit_features` refuses the methods that need one): only
+        regional attention's processors are installed, when it is on; else every block keeps diffusers' processor.
+        """
+        if self.is_mmdit:
+            return nullcontext(None) if cross_blend is None else regional_attention(self.backbone.model, cross_blend)
         exit_plan = self._exit_plans.setdefault(id(self.unet), {})
         return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
 
+
+
+def _layout_boxes(layouts: list[Layout | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's object boxes (B, N, 4) normalized xyxy, zeros past its objects; ``present`` (B, N) 1 where set."""
+    n = max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+    boxes, present = torch.zeros(len(layouts), n, 4), torch.zeros(len(layouts), n)
+    for b, lay in enumerate(layouts):
+        if lay is not None and lay.objects:
+            boxes[b, : len(lay.objects)] = torch.tensor(lay.boxes, dtype=torch.float32)
+            present[b, : len(lay.objects)] = 1
+    return boxes, present
+
+
+def _checked_spatial_temporal(
+    control: SpatialTemporalControl | bool | None, layouts: list[Layout | None]
+) -> SpatialTemporalControl | None:
+    """``spatial_temporal=`` as a :class:`SpatialTemporalControl` (None when off); errors name the fix."""
+    if control is None or control is False:
+        return None
+    if control is True:
+        control = SpatialTemporalControl()
+    if not isinstance(control, SpatialTemporalControl):
+        raise TypeError(
+            f"`spatial_temporal` must be True or a synth.spatial_temporal.SpatialTemporalControl, got {control!r}"
+        )
+    if not any(lay is not None and lay.objects for lay in layouts):
+        raise ValueError("`spatial_temporal` needs layouts with objects (their phrases and boxes); pass a Layout")
+    return control
 
 
 def _checked_controllers(controllers: Sequence[StepController]) -> list[StepController]:

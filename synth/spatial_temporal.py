@@ -112,10 +112,29 @@ class SpatialTemporalControl:
     epochs: int = 3
     lr: float = 0.1
     optimize_steps: int | None = None  # None: every step
+    #: FLUX.1 (regional attention, :mod:`scenewright.synth.regional_attention`): the share of the steps, and of the
+    #: joint-attention blocks in execution order, that are regional; the rest run the unguided blocks. There the
+    #: weights are a blend in [0, 1], constant ``local_weight`` unless ``weights`` are given.
+    regional_steps: float = 1.0
+    regional_blocks: float = 1.0
+
+    def checked_weights(self, num_steps: int, batch: int, num_objects: int) -> torch.Tensor:
+        """The given ``weights`` as an fp32 (T, B, N) tensor; a wrong shape is an error naming the expected one."""
+        weights = torch.as_tensor(self.weights, dtype=torch.float32)
+        if tuple(weights.shape) != (num_steps, batch, num_objects):
+            raise ValueError(
+                f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
+                f"objects) = {(num_steps, batch, num_objects)}"
+            )
+        return weights.clone()  # the caller zeroes absent objects and ended steps in place
 
     def __post_init__(self):
         if not isinstance(self.local_weight, (int, float)) or not self.local_weight >= 0:
             raise ValueError(f"`local_weight` must be a number >= 0, got {self.local_weight!r}")
+        for name in ("regional_steps", "regional_blocks"):
+            share = getattr(self, name)
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+                raise ValueError(f"`{name}` is a share in [0, 1], got {share!r}")
         if not isinstance(self.softness, (int, float)) or not self.softness > 0:
             raise ValueError(f"`softness` must be a number > 0 (cells), got {self.softness!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 1 <= self.epochs <= 100:
