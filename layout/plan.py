@@ -3,8 +3,9 @@ later stage reads instead of parsing the prompt again.
 
 A plan says what it could not give: ``unmet`` holds every requirement of its own spec (count, size, relation)
 that the final layout still breaks, in :func:`~scenewright.layout.relations.violations`' words. The offline
-planner and the repairs keep what holds but cannot always reach it (a "huge" object beside three others, a
-"tiny" one that must also sit between two big ones); the CLI prints these, and the agent's report.json keeps them.
+planner and the repairs keep what holds but cannot always reach it ("four huge bicycles at the top": four boxes of
+36% do not fit a third of the canvas; "a tiny cat between two huge dogs"); ``scenewright plan`` prints them and
+the agent's report.json keeps them.
 
 :func:`plan` parses the prompt once (:func:`scenewright.layout.parse.parse_prompt`), hands that
 :class:`~scenewright.layout.spec.PromptSpec` to the offline planner, the geometry checker and the size fit, and
