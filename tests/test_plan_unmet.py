@@ -88,6 +88,17 @@ def test_report_json_keeps_what_the_plan_still_breaks(tmp_path):
     assert report["attempts"][0]["notes"] == ["plan repaired: nothing", *(f"plan unmet: {m}" for m in first.unmet)]
 
 
+def test_fuzz_found_a_large_object_overhanging_its_region_keeps_a_box_on_the_canvas():
+    # Found by the fuzz job (seed 3): the huge bicycle outgrows the top third; jitter and the next_to snap
+    # pushed it "within" that third, i.e. off the canvas, and the persons stacked beside it were clipped to
+    # zero height (a pydantic ValidationError from plan()).
+    result = plan("a person left of a person left of a person next to a huge bicycle at the top", seed=3)
+    assert [o.name for o in result.layout.objects] == ["person"] * 3 + ["bicycle"]
+    for obj in result.layout.objects:
+        assert 0.0 <= obj.box[0] < obj.box[2] <= 1.0 and 0.0 <= obj.box[1] < obj.box[3] <= 1.0
+    assert list(result.unmet) == violations(result.spec, result.layout)
+
+
 # Prompts built from the vocabulary and relation words: the kind of text the planner is meant to read.
 _KINDS = st.sampled_from(COCO_CLASSES[:24] + ("circle", "square", "tree"))
 _NOUNS = st.builds(
