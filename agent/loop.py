@@ -101,7 +101,7 @@ class Attempt:
             "scores": self.scores,
             "failures": list(self.failures),
             "error": self.error,
-            "notes": list(self.notes),
+            "notes": [*self.notes, *(f"plan unmet: {message}" for message in self.plan.unmet)],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "layout": self.layout.to_dict(),
             "detections": [
@@ -165,6 +165,7 @@ class RunResult:
             "scores": self.scores,
             "score": best.score if best is not None else None,
             "layout": self.layout.to_dict(),
+            "unmet": list((best or self.attempts[-1]).plan.unmet),  # what that layout still breaks of the prompt
             "settings": self.settings.redacted(),
             "attempts": [a.to_dict() for a in self.attempts],
         }

@@ -1,7 +1,8 @@
 """`scenewright plan`: text -> a checked layout as JSON.
 
 One prompt: ``scenewright plan "two cats left of a dog"`` prints the layout JSON on stdout -- and
-nothing else there; repair notes and logs go to stderr.
+nothing else there; notes and logs go to stderr, one a line: ``repaired: ...`` for each repair of the
+checker, ``unmet: ...`` for each requirement of the prompt (count, size, relation) the layout still breaks.
 
 A batch: ``scenewright plan --input prompts.txt --output layouts.jsonl`` reads one prompt a line
 (blank lines are skipped) and writes one JSON line per prompt, in order, as each is planned. A prompt
@@ -21,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from scenewright.layout.plan import plan_layout
+from scenewright.layout.plan import Plan, plan
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.render import save_layout_png
 
@@ -127,18 +128,26 @@ def _run(args: argparse.Namespace) -> int:
     return _run_one(args, planner)
 
 
-def _plan(args: argparse.Namespace, planner, prompt: str):
-    return plan_layout(prompt, planner, seed=args.seed, check=not args.no_check)
+def _plan(args: argparse.Namespace, planner, prompt: str) -> Plan:
+    return plan(prompt, planner, seed=args.seed, check=not args.no_check)
+
+
+def _print_notes(result: Plan, where: str = "") -> None:
+    """The plan's repairs and unmet requirements on stderr, one a line, each prefixed by ``where`` ("line 3: ")."""
+    for note in result.notes:
+        print(f"{where}repaired: {note}", file=sys.stderr)
+    for message in result.unmet:
+        print(f"{where}unmet: {message}", file=sys.stderr)
 
 
 def _run_one(args: argparse.Namespace, planner) -> int:
     try:
-        layout, changes = _plan(args, planner, args.prompt)
+        result = _plan(args, planner, args.prompt)
     except (ValueError, RuntimeError) as err:  # LayoutError is a ValueError; LLMServerError a RuntimeError
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for change in changes:
-        print(f"repaired: {change}", file=sys.stderr)
+    _print_notes(result)
+    layout = result.layout
     text = pretty_json(layout)
     if args.output is not None:
         try:
@@ -178,7 +187,7 @@ def _run_batch(args: argparse.Namespace, planner) -> int:
             if not prompt:
                 continue
             try:
-                layout, changes = _plan(args, planner, prompt)
+                result = _plan(args, planner, prompt)
             except Exception as err:  # one bad prompt (or server hiccup) must not kill the batch
                 failed += 1
                 message = str(err) if isinstance(err, (ValueError, RuntimeError)) else f"{type(err).__name__}: {err}"
@@ -187,13 +196,12 @@ def _run_batch(args: argparse.Namespace, planner) -> int:
                 out.flush()
                 continue
             planned += 1
-            for change in changes:
-                print(f"line {number}: repaired: {change}", file=sys.stderr)
-            out.write(layout.to_json() + "\n")
+            _print_notes(result, where=f"line {number}: ")
+            out.write(result.layout.to_json() + "\n")
             out.flush()
             if args.png is not None:
                 try:
-                    save_layout_png(layout, args.png / f"{number:04d}.png")
+                    save_layout_png(result.layout, args.png / f"{number:04d}.png")
                 except (OSError, ValueError) as err:
                     print(f"line {number}: cannot write its drawing: {err}", file=sys.stderr)
     finally:

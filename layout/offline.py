@@ -386,9 +386,13 @@ def _area(box: list[float]) -> float:
 
 
 def _shift_within(box: list[float], slot: tuple[float, float, float, float], dx: float, dy: float) -> list[float]:
-    """Move ``box`` by (dx, dy) but no further than its slot's edges."""
-    dx = min(max(dx, slot[0] - box[0]), slot[2] - box[2])
-    dy = min(max(dy, slot[1] - box[1]), slot[3] - box[3])
+    """Move ``box`` by (dx, dy) but no further than its slot's edges; it stays put along an axis it overhangs.
+
+    A lone large object may outgrow its region's third (:func:`_fill_cell`); "within the slot" would then push
+    it off the canvas, and clipping could leave no box at all.
+    """
+    dx = min(max(dx, slot[0] - box[0]), slot[2] - box[2]) if box[2] - box[0] <= slot[2] - slot[0] + 1e-9 else 0.0
+    dy = min(max(dy, slot[1] - box[1]), slot[3] - box[3]) if box[3] - box[1] <= slot[3] - slot[1] + 1e-9 else 0.0
     return [box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy]
 
 

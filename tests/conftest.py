@@ -8,11 +8,20 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import fuzzing  # noqa: E402  (registers and, under SCENEWRIGHT_FUZZ=1, loads the hypothesis fuzz profile)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # The suite shares a small machine; more threads than cores only adds contention for tiny models.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"fuzz: a hypothesis test of outside input; `{fuzzing.FUZZ_ENV}=1 pytest -m fuzz` runs each with "
+        f"{fuzzing.FUZZ_EXAMPLES:,} examples",
+    )
 
 
 @pytest.fixture(scope="session")

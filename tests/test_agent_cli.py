@@ -6,7 +6,8 @@ import json
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -145,7 +146,7 @@ _FLAG_VALUES = {
 }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     prompt=st.one_of(st.just(PROMPT), st.text(max_size=30)),
     flags=st.lists(st.sampled_from(sorted(_FLAG_VALUES)).flatmap(lambda f: _FLAG_VALUES[f].map(lambda v: (f, v))), max_size=5),

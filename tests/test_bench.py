@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -218,7 +219,7 @@ def test_embedded_shapes_model_missing_gives_the_export_instruction(tmp_path, ca
     assert "embedded 'shapes' model is not in this build" in err and "--export" in err
 
 
-@settings(max_examples=60, deadline=None)
+@fuzz(60)
 @given(st.text(max_size=40))
 def test_methods_flag_fuzz_parses_or_says_why(text):
     try:
@@ -275,7 +276,7 @@ def test_spatial_temporal_joins_a_combination_with_its_weight_and_reaches_genera
     assert np.abs(float_images[0] - float_images[1]).max() > 1e-3
 
 
-@settings(max_examples=40, deadline=None)
+@fuzz(40)
 @given(st.text(max_size=200))
 def test_prompt_file_fuzz_reads_lines_or_says_why(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "p.txt"

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import pytest
+from fuzzing import fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,7 +199,7 @@ def raw_boxes(draw):
     return boxes
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(100, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_boxes(), st.sampled_from([0.0, 0.1, 0.25, 0.5]))
 def test_any_raw_boxes_give_a_usable_layout_or_a_layout_error(boxes, max_overlap):
     data = raw(*boxes)
@@ -263,7 +264,7 @@ def test_a_crowd_the_repair_budget_cannot_separate_names_the_pairs_left_overlapp
         check_layout(layout, PromptSpec("t", (ObjectSpec("cat", 5, "a cat"),), ()))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(100, suppress_health_check=[HealthCheck.too_slow])
 @given(layout_and_spec())
 def test_what_held_before_the_repair_still_holds_after(case):
     layout, spec = case

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from fake_openai import FakeOpenAIServer, closed_port_url
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scenewright import prompts
@@ -244,7 +245,7 @@ def test_answer_parsing_reads_fenced_json_and_names_missing_fields():
         answer_to_layout('{"objects": [{"name": "dog", "phrase": "a dog", "box": [10, 20, 300, 400]}]}', PROMPT)
 
 
-@settings(max_examples=150, deadline=None)
+@fuzz(150)
 @given(st.text(max_size=300) | st.builds(lambda s: "{" + s, st.text(max_size=200)))
 def test_any_answer_text_is_a_layout_or_a_layout_error(text):
     try:

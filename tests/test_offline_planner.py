@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from fuzzing import fuzz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,7 +154,7 @@ def test_generated_two_group_prompts_are_satisfied(n1, kind1, relation, n2, kind
     assert violations(spec, layout) == [], (prompt, seed, notes)
 
 
-@settings(max_examples=100, deadline=None)
+@fuzz(100)
 @given(st.text(max_size=80))
 def test_fuzz_any_text_gives_a_valid_layout_or_a_layout_error(text):
     planner = OfflinePlanner()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scenewright.layout.geometry import check_layout
@@ -65,7 +66,7 @@ def test_a_box_number_past_the_float_range_is_a_layout_error():
         check_layout({"prompt": "a cat", "objects": [{"name": "cat", "phrase": "a cat", "box": [0, 0, BIG, 1]}]})
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(name=st.text(max_size=20), phrase=st.text(max_size=40), prompt=st.text(max_size=40))
 def test_any_text_is_a_layout_that_round_trips_or_a_layout_error(name, phrase, prompt):
     try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scenewright.layout.parse import name_of_phrase, parse_prompt
@@ -229,7 +230,7 @@ def _assert_valid(spec) -> None:
     requirement_failures(spec, Layout(prompt="x"))
 
 
-@settings(max_examples=150, deadline=None)
+@fuzz(150)
 @given(st.text(max_size=120))
 def test_fuzz_any_text_parses_to_a_valid_spec(text):
     _assert_valid(parse_prompt(text))
@@ -244,7 +245,7 @@ _WORDS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.lists(st.sampled_from(_WORDS + list(COCO_CLASSES[:20])), max_size=25))
 def test_fuzz_word_soup_parses_to_a_valid_spec(words):
     _assert_valid(parse_prompt(" ".join(words)))

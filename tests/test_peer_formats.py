@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scenewright.layout.peer_formats import (
@@ -151,7 +152,7 @@ def test_unknown_format_names_the_expected_one():
         parse_peer_answer("I cannot help with that.", "a cat")
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(
     st.one_of(
         st.text(max_size=300),

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from fake_openai import FakeOpenAIServer
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -113,7 +114,7 @@ def test_empty_prompt_is_an_error_not_json(capsys):
     assert out == "" and "prompt" in err
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     prompt=st.text(max_size=80),
     seed=st.integers(0, 5),
@@ -137,7 +138,7 @@ _FLAGS = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(80, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flags=st.lists(_FLAGS, max_size=4), prompt=st.text(min_size=1, max_size=40))
 def test_fuzzed_flags_exit_cleanly(tmp_path, monkeypatch, capsys, flags, prompt):
     """Any mix of flags: a layout on stdout (0), a clear error (1/2), or argparse's usage error -- never a traceback."""

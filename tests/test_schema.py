@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fuzzing import fuzz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +117,7 @@ def test_lmd_round_trip_keeps_boxes_within_a_pixel(bxs):
         assert max(abs(x - y) for x, y in zip(a.box, b.box)) <= 1 / 512 + 1e-9
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5), lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(["prompt", "objects", "box", "name", "phrase", "background"]), c, max_size=4), max_leaves=12))
 def test_arbitrary_json_is_a_layout_or_a_layout_error(data):
     try:

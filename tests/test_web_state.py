@@ -6,7 +6,8 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from scenewright.agent.cli import main
@@ -93,7 +94,7 @@ _states = (
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(300, suppress_health_check=[HealthCheck.too_slow])
 @given(state=_states, prompt=st.sampled_from(["a cat and a dog", "two cats", "", "a dog on a sofa"]) | st.text(max_size=20))
 def test_any_state_from_the_browser_is_a_valid_layout_or_a_clear_message(state, prompt):
     payload = state if isinstance(state, str) else json.dumps(state)  # the page sends text
@@ -118,7 +119,7 @@ def test_plan_for_editor_says_what_it_planned_or_how_to_go_on():
         plan_for_editor(" \n ", "offline")
 
 
-@settings(max_examples=60, deadline=None)
+@fuzz(60)
 @given(text=st.text(max_size=60) | st.lists(st.sampled_from(["two", "cats", "left of", "a", "dog", "on", "and", "3", "without"]),
                                              max_size=10).map(" ".join))  # fmt: skip
 def test_any_typed_text_plans_into_box_state_or_a_clear_message(text):
