@@ -16,6 +16,7 @@ import math
 import sys
 from pathlib import Path
 
+from scenewright.cli_checks import check_finite, check_finite_options, check_output_file
 from scenewright.errors import CLIError
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.synth.loading import device_and_dtype, quiet_loading
@@ -23,6 +24,9 @@ from scenewright.synth.recipe import Recipe, parse_method_names, parse_options
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+#: The largest --height/--width, as a multiple of the model's native side: 4x (2048 px for SD 1.5) already
+#: needs ~16x the memory of a native image; a larger one would only fail at allocation, after the model load.
+MAX_SIZE_FACTOR = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance scale (default: the model's, 7.5 for SD, 2.0 for shapes)")  # fmt: skip
-    parser.add_argument("--height", type=int, default=None, help="image height in px (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="image width in px (default: the model's)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="image height in px: a multiple of the model's size factor (8 px latent cells x its "
+                        f"downsampling), at most {MAX_SIZE_FACTOR}x its native size (default: the native size)")  # fmt: skip
+    parser.add_argument("--width", type=int, default=None, help="image width in px, as --height (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1, help="images to make (saved as OUT, OUT_1, ...)")
     parser.add_argument("--negative-prompt", default=None, help="what the image must not show")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -96,6 +102,38 @@ def _check_args(args: argparse.Namespace) -> None:
     weight = args.spatial_temporal
     if weight is not None and not (math.isfinite(weight) and weight >= 0):
         raise CLIError(f"--spatial-temporal WEIGHT must be a finite number >= 0 (1.0 by default), got {weight}")
+    check_finite("--guidance-scale", args.guidance_scale, low=0)
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be a positive number of pixels, got {value}; leave it out for the model's native size")
+    check_output_file("--out", args.out)
+    if args.save_layout is not None:
+        check_output_file("--save-layout", args.save_layout)
+
+
+def size_multiple(synthesizer) -> int:
+    """The pixels an image side must be a multiple of: one latent cell times the backbone's downsampling."""
+    backbone = synthesizer.backbone
+    if hasattr(backbone, "size_multiple"):  # MM-DiT backbones: VAE factor x token patch
+        return backbone.size_multiple
+    # UNet backbones: VAE factor x the UNet's down blocks (the check Synthesizer.generate makes)
+    return synthesizer.pipe.vae_scale_factor * 2 ** (len(synthesizer.unet.config.block_out_channels) - 1)
+
+
+def check_image_size(synthesizer, height: int | None, width: int | None) -> None:
+    """--height/--width fit the model: multiples of its size factor, at most :data:`MAX_SIZE_FACTOR` x native."""
+    multiple = size_multiple(synthesizer)
+    for flag, value, native in (("--height", height, synthesizer.backbone.native_size[0]),
+                                ("--width", width, synthesizer.backbone.native_size[1])):  # fmt: skip
+        if value is None:
+            continue
+        largest = MAX_SIZE_FACTOR * native
+        if value % multiple or not multiple <= value <= largest:
+            nearest = min(largest, max(multiple, round(value / multiple) * multiple))
+            raise CLIError(
+                f"{flag} {value}: this model draws multiples of {multiple} px from {multiple} to {largest} "
+                f"({MAX_SIZE_FACTOR}x its native {native}); try {flag} {nearest}"
+            )
 
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
@@ -142,6 +180,7 @@ def run_generate(args: argparse.Namespace) -> int:
         _check_args(args)
         recipe = Recipe(tuple(parse_method_names(args.method)), parse_options(args.option), seed=args.seed, steps=args.steps,
                         spatial_temporal=args.spatial_temporal, guidance_scale=args.guidance_scale)  # fmt: skip
+        check_finite_options(recipe.options)
         token_indices = parse_token_indices(args.token_indices)
         device, dtype = device_and_dtype(args.device, args.dtype)
         layout = _load_layout(args, list(recipe.methods), token_indices)
@@ -154,7 +193,8 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         with quiet_loading(args.quiet):
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
-    except ModelNotAvailableError as err:
+        check_image_size(synthesizer, args.height, args.width)
+    except (ModelNotAvailableError, CLIError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.save_layout is not None and layout is not None:
