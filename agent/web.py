@@ -41,6 +41,7 @@ from scenewright.agent.loop import run
 from scenewright.cli_checks import check_finite_options
 from scenewright.eval.detect import get_detector
 from scenewright.eval.verify import SCORE_KEYS
+from scenewright.layout.llm import LLMServerError
 from scenewright.layout.plan import plan, plan_for_layout
 from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.errors import ModelNotAvailableError
@@ -331,12 +332,19 @@ def build_app(
     method_options = dict(method_options or {})
     planners: dict[str, Any] = {}
 
+    def page_planner():
+        """The planner, set up at the first use; its set-up errors (a missing model, package) become an EditorError."""
+        if "planner" not in planners:
+            try:
+                planners["planner"] = get_planner(planner, **(planner_options or {}))
+            except (ValueError, TypeError, OSError, ImportError) as err:
+                raise EditorError(f"the {planner} planner cannot be set up: {err}") from None
+        return planners["planner"]
+
     def on_plan(text: str):
         try:
-            if "planner" not in planners:
-                planners["planner"] = get_planner(planner, **(planner_options or {}))
-            layout, message = plan_for_editor(text, planners["planner"])
-        except (ValueError, TypeError, OSError, ImportError) as err:  # EditorError, LayoutError, planner set-up
+            layout, message = plan_for_editor(text, page_planner())
+        except (EditorError, LayoutError, LLMServerError) as err:  # the text, the plan, the planner's server
             return gr.update(), _error(err), gr.update()
         return json.dumps(layout_to_state(layout)), message, _write_layout_file(layout) if layout.objects else None
 
@@ -352,12 +360,11 @@ def build_app(
         try:
             layout = state_to_layout(state, text)
             seed, steps, attempts = run_numbers(seed, steps, attempts)
-            if "planner" not in planners:
-                planners["planner"] = get_planner(planner, **(planner_options or {}))
+            chosen_planner = page_planner()
             synth = models.get()
             image, overlay, scores = generate_for_layout(
                 layout, synth, methods=chosen or (), seed=seed, steps=steps, detector=detector,
-                attempts=attempts, planner=planners["planner"], **method_options,
+                attempts=attempts, planner=chosen_planner, **method_options,
             )  # fmt: skip
         except (EditorError, ModelNotAvailableError) as err:
             return (*nothing, _error(err))

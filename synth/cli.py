@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 from scenewright.cli_checks import check_finite, check_finite_options, check_output_file
-from scenewright.errors import CLIError
-from scenewright.layout.planners import PLANNER_NAMES
-from scenewright.synth.loading import device_and_dtype, quiet_loading
+from scenewright.errors import CLIError, ModelNotAvailableError
+from scenewright.layout.llm import LLMServerError
+from scenewright.layout.plan import plan
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.schema import Layout, LayoutError
+from scenewright.synth.loading import device_and_dtype, model_defaults, quiet_loading, resolve_model
 from scenewright.synth.recipe import Recipe, parse_method_names, parse_options
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -138,10 +141,6 @@ def check_image_size(synthesizer, height: int | None, width: int | None) -> None
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
     """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
-    from scenewright.layout.plan import plan
-    from scenewright.layout.planners import get_planner
-    from scenewright.layout.schema import Layout
-
     if args.layout is not None:
         return Layout.load(args.layout)  # LayoutError names the file and the field
     if (methods == ["none"] and args.spatial_temporal is None) or token_indices is not None:
@@ -149,7 +148,11 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
-    planned = plan(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
+    try:
+        planner = get_planner(args.planner, **options)
+    except (ValueError, TypeError, OSError) as err:  # the planner cannot be set up with these flags
+        raise CLIError(f"--planner {args.planner}: {err}") from None
+    planned = plan(args.prompt, planner, seed=args.seed, **_declared_fit(args.model))
     layout = planned.layout
     for change in planned.notes:
         print(f"layout changed: {change}", file=sys.stderr)
@@ -165,8 +168,6 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
 
 def _declared_fit(model: str) -> dict:
     """The object sizes a local model folder declares for planned boxes (its scenewright.json); {} for others."""
-    from scenewright.synth.loading import model_defaults, resolve_model
-
     folder = Path(resolve_model(model))
     return model_defaults(folder if folder.is_dir() else None).layout_fit()
 
@@ -184,11 +185,12 @@ def run_generate(args: argparse.Namespace) -> int:
         token_indices = parse_token_indices(args.token_indices)
         device, dtype = device_and_dtype(args.device, args.dtype)
         layout = _load_layout(args, list(recipe.methods), token_indices)
-    except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
+    # The user's to fix: a bad flag, layout file or prompt, an unreachable planner server, a model folder that
+    # declares bad sizes. Anything else is our bug and keeps its traceback.
+    except (CLIError, LayoutError, LLMServerError, ModelNotAvailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from scenewright.synth import Synthesizer
-    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth import Synthesizer  # diffusers: loaded only when an image is drawn
 
     try:
         with quiet_loading(args.quiet):

@@ -189,3 +189,16 @@ def test_fuzzed_generate_numbers_are_checked_or_usable(tiny_synthesizer, height,
     assert args.guidance_scale is None or (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0)
     for side in (args.height, args.width):
         assert side is None or (side % 4 == 0 and 4 <= side <= 256)
+
+
+def test_generate_planner_that_cannot_be_set_up_is_a_bad_flag_and_a_bug_keeps_its_traceback(monkeypatch, tmp_path, capsys):
+    argv = ["generate", "a cat", "--model", NO_MODEL, "--out", str(tmp_path / "x.png"), "-q"]
+    line = _one_error(capsys, main([*argv, "--planner", "local"]))
+    assert line.startswith("error: --planner local: the local planner needs `model`")
+
+    def broken_plan(*args, **kwargs):
+        raise ValueError("an internal bug")  # a plain ValueError of ours is not "bad settings"
+
+    monkeypatch.setattr(synth_cli, "plan", broken_plan)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(argv)

@@ -147,3 +147,12 @@ def test_sigterm_removes_the_layout_downloads_folder(tmp_path):
             server.kill()
             server.wait()
     assert not list(tmp_path.glob("scenewright-layouts-*"))
+
+
+def test_a_planner_that_cannot_be_set_up_is_a_message_in_the_page():
+    from scenewright.agent.web import build_app
+
+    app = build_app(planner="local")  # no planner model: the page says so instead of a generic error
+    on_plan = next(fn.fn for fn in app.fns.values() if fn.name == "on_plan")
+    _, message, _ = on_plan("a cat")
+    assert message.startswith("**Error:** the local planner cannot be set up: the local planner needs `model`")
