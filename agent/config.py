@@ -70,7 +70,8 @@ class AgentSettings(BaseSettings):
     """Everything `scenewright run` and :func:`scenewright.agent.run` can be told (see the module docstring for the sources)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, validate_default=True
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, validate_default=True,
+        allow_inf_nan=False,  # NaN passes no bound silently: say "finite number", not "less than or equal to 100"
     )
 
     # -- planning

@@ -202,3 +202,9 @@ def test_generate_planner_that_cannot_be_set_up_is_a_bad_flag_and_a_bug_keeps_it
     monkeypatch.setattr(synth_cli, "plan", broken_plan)
     with pytest.raises(ValueError, match="an internal bug"):
         main(argv)
+
+
+@pytest.mark.parametrize("flag", ["--guidance-scale", "--compose-spatial-temporal", "--min-mean-iou", "--guidance-boost"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_settings_say_finite_not_a_misleading_bound(flag, value, capsys):
+    assert _one_error(capsys, main(["config", f"{flag}={value}"])) == f"error: {flag}: Input should be a finite number"
