@@ -39,12 +39,12 @@ from typing import Any
 from scenewright.agent.config import AgentSettings
 from scenewright.agent.loop import run
 from scenewright.cli_checks import check_finite_options
+from scenewright.errors import ModelNotAvailableError
 from scenewright.eval.detect import get_detector
 from scenewright.eval.verify import SCORE_KEYS
 from scenewright.layout.llm import LLMServerError
 from scenewright.layout.plan import plan, plan_for_layout
 from scenewright.layout.parse import name_of_phrase, parse_prompt
-from scenewright.errors import ModelNotAvailableError
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError
 from scenewright.synth.loading import DEFAULT_MODEL
