@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from scenewright.agent import commands as agent_commands
+from scenewright.agent import web as web_cli  # `serve`; gradio is imported only when the app is built
+from scenewright.eval import cli as eval_cli
+from scenewright.layout import cli as layout_cli
+from scenewright.synth import cli as synth_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,32 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    # Imported here so that `scenewright --help` stays fast and a stage's heavy imports
-    # (torch, diffusers) happen only when its command runs.
-    from scenewright.layout import cli as layout_cli
-
-    layout_cli.register(sub)
-    try:
-        from scenewright.synth import cli as synth_cli
-    except ImportError:  # synthesis stage not present in this build
-        synth_cli = None
-    if synth_cli is not None:
-        synth_cli.register(sub)
-    try:
-        from scenewright.eval import cli as eval_cli
-    except ImportError:
-        eval_cli = None
-    if eval_cli is not None:
-        eval_cli.register(sub)
-    from scenewright.agent import commands as agent_commands
-
-    agent_commands.register(sub)
-    try:
-        from scenewright.agent import web as web_cli  # `serve`; gradio is imported only when the app is built
-    except ImportError:
-        web_cli = None
-    if web_cli is not None:
-        web_cli.register(sub)
+    # Every stage is part of the package: a stage that fails to import is our bug and shows its traceback,
+    # rather than a command that silently vanishes from the list.
+    for stage in (layout_cli, synth_cli, eval_cli, agent_commands, web_cli):
+        stage.register(sub)
     return parser
 
 
@@ -53,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`scenewright plan ... | head`): not an error of ours. Point stdout at
         # devnull so that Python's exit-time flush does not print a second traceback.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

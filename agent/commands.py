@@ -11,7 +11,8 @@ environment > ``--config FILE`` (TOML) > defaults (:mod:`scenewright.agent.confi
 Exit codes: 0 the files were written (report.json's "passed" says whether the image was verified; a
 warning on stderr says when not), 2 bad settings, an unplannable prompt or an unloadable model, 1 no
 attempt produced an image.
-Errors are one line on stderr, never a traceback.
+A user's error (a bad flag, setting, output folder, prompt or model) is one line on stderr and exit code 2,
+found before any model work where it can be; a bug of ours keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ import json
 import sys
 from pathlib import Path
 
-from scenewright.layout.planners import PLANNER_NAMES
+from scenewright.agent.config import AgentSettings, ConfigError, load_settings
+from scenewright.agent.loop import AgentError, run
+from scenewright.cli_checks import check_output_folder
+from scenewright.errors import CLIError, ModelNotAvailableError
+from scenewright.layout.llm import LLMServerError
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.schema import LayoutError
+from scenewright.synth.loading import quiet_loading
+from scenewright.synth.recipe import parse_options
+
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings flags shared by `run` and `config`; a flag not given is absent (so env/file apply)."""
@@ -80,9 +90,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The :class:`~scenewright.agent.config.AgentSettings` for parsed flags (raises ConfigError / CLIError)."""
-    from scenewright.agent.config import AgentSettings, load_settings
-    from scenewright.synth.recipe import parse_options
-
     flags = {name: getattr(args, name) for name in AgentSettings.model_fields if hasattr(args, name)}
     if args.option:
         flags["options"] = parse_options(args.option)
@@ -91,9 +98,6 @@ def settings_from_args(args: argparse.Namespace):
 
 def _settings_or_none(args: argparse.Namespace):
     """The settings for ``args``, or None once the one-line error is printed."""
-    from scenewright.agent.config import ConfigError
-    from scenewright.errors import CLIError
-
     try:
         return settings_from_args(args)
     except (ConfigError, CLIError) as err:
@@ -146,21 +150,25 @@ class TqdmProgress:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from scenewright.agent.loop import AgentError, run
-    from scenewright.layout.llm import LLMServerError
-    from scenewright.layout.schema import LayoutError
-    from scenewright.synth.loading import quiet_loading
-    from scenewright.errors import ModelNotAvailableError
-
     settings = _settings_or_none(args)
     if settings is None:
+        return 2
+    try:
+        check_output_folder("--out", args.out)  # before any model work: a bad folder costs a second, not a run
+        planner = get_planner(settings.planner, **settings.planner_options())
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as err:  # the planner cannot be set up with these settings
+        print(f"error: --planner {settings.planner}: {err}", file=sys.stderr)
         return 2
     progress = TqdmProgress(settings.attempts, settings.steps, disable=args.quiet)
     try:
         with quiet_loading(args.quiet):
-            result = run(args.prompt, settings=settings, progress=progress)
-    # An unloadable model, an unplannable prompt, a planner that cannot be set up: the user's to fix.
-    except (ModelNotAvailableError, LayoutError, AgentError, LLMServerError, ValueError, TypeError, OSError) as err:
+            result = run(args.prompt, settings=settings, planner=planner, progress=progress)
+    # An unloadable model, an unplannable prompt, an unreachable planner server, a bad device: the user's to fix.
+    # Anything else is our bug and keeps its traceback.
+    except (ModelNotAvailableError, LayoutError, AgentError, LLMServerError, CLIError) as err:
         progress.close()
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,11 +27,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, SettingsConfigDict
 
+from scenewright.cli_checks import check_finite_options
+from scenewright.layout.llm import redact_url
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.synth.loading import DEFAULT_MODEL
+from scenewright.synth.recipe import Recipe, split_options
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +70,8 @@ class AgentSettings(BaseSettings):
     """Everything `scenewright run` and :func:`scenewright.agent.run` can be told (see the module docstring for the sources)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, validate_default=True
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, validate_default=True,
+        allow_inf_nan=False,  # NaN passes no bound silently: say "finite number", not "less than or equal to 100"
     )
 
     # -- planning
@@ -88,7 +92,8 @@ class AgentSettings(BaseSettings):
     methods: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["car", "sar"], description="guidance methods (synth.methods.METHODS) or ['none']"
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="method/engine options for Synthesizer.generate")
+    # NoDecode: our validator reads the environment's JSON, so a bad value is a one-line error, not pydantic-settings'
+    options: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict, description="method/engine options for Synthesizer.generate")
     steps: int = Field(50, ge=1, le=1000, description="denoising steps")
     guidance_scale: float | None = Field(
         None, ge=0, le=100, description="classifier-free guidance scale (None: the model's, 7.5 for SD, 2.0 for shapes)"
@@ -145,6 +150,23 @@ class AgentSettings(BaseSettings):
                 raise ValueError('must be a JSON object, e.g. {"scale_factor": 30}') from None
         return value
 
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        check_finite_options(options, flag="")
+        return options
+
+    @model_validator(mode="after")
+    def _options_taken(self) -> AgentSettings:
+        """Every option is one a method of ``methods`` or ``extra_methods`` (or the engine) takes: else exit 2 now,
+        rather than every attempt failing after the model load."""
+        names = [name for name in (*self.methods, *self.extra_methods) if name != "none"]
+        try:
+            split_options([Recipe(tuple(dict.fromkeys(names)))], self.options)
+        except ValueError as err:
+            raise ValueError(str(err).replace("--option ", "options: ", 1).replace("of --methods", "of methods or extra_methods")) from None
+        return self
+
     @field_validator("model", "detector")
     @classmethod
     def _non_empty(cls, value: str, info) -> str:
@@ -171,6 +193,7 @@ class AgentSettings(BaseSettings):
         """The settings as JSON-ready values, secrets shown as :data:`REDACTED` (None stays None)."""
         data = self.model_dump(mode="json")
         data["openai_api_key"] = REDACTED if self.openai_api_key is not None else None
+        data["llm_base_url"] = redact_url(self.llm_base_url)  # http://user:pw@host -> http://***@host
         return data
 
     def planner_options(self) -> dict[str, Any]:
@@ -226,15 +249,18 @@ def _describe(err: ValidationError, flags: Mapping[str, Any], file_values: Mappi
     """One line per bad field: where its value came from, what is wrong (values of secrets never shown)."""
     lines = []
     for item in err.errors():
-        field = str(item["loc"][0]) if item["loc"] else "config"
+        field = str(item["loc"][0]) if item["loc"] else ""
         detail = ".".join(str(p) for p in item["loc"][1:])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             where = f"config file {config_file}" if field in file_values else "the arguments"
             lines.append(f"{where}: unknown setting {field!r}; known: {', '.join(AgentSettings.model_fields)}")
             continue
+        if not field:  # a check across fields: its message names them
+            lines.append(message)
+            continue
         if field in flags:
-            where = f"--{field.replace('_', '-')}"
+            where = "--option" if field == "options" else f"--{field.replace('_', '-')}"
         elif any(name.upper() in os.environ for name in _env_names(field)):
             where = f"{field} (environment {' or '.join(_env_names(field))})"
         elif field in file_values:

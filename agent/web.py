@@ -21,10 +21,15 @@ message names the box and the fix. Every handler shows errors as a message in th
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import math
+import os
 import re
+import shutil
+import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -33,12 +38,22 @@ from typing import Any
 
 from scenewright.agent.config import AgentSettings
 from scenewright.agent.loop import run
+from scenewright.cli_checks import check_finite_options
+from scenewright.errors import ModelNotAvailableError
 from scenewright.eval.detect import get_detector
 from scenewright.eval.verify import SCORE_KEYS
+from scenewright.layout.llm import LLMServerError
 from scenewright.layout.plan import plan, plan_for_layout
 from scenewright.layout.parse import name_of_phrase, parse_prompt
-from scenewright.layout.planners import PLANNER_NAMES
-from scenewright.layout.schema import Layout, LayoutError
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError
+from scenewright.synth.loading import DEFAULT_MODEL
+from scenewright.synth.methods import METHODS
+from scenewright.synth.recipe import parse_options
+
+# Gradio reads this switch when it starts, for its launch-time analytics that `analytics_enabled=False` on the
+# Blocks does not cover: a local tool sends nothing to an outside host. Set before gradio is first imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +64,8 @@ DEFAULT_STEPS = 25
 DEFAULT_ATTEMPTS = AgentSettings.model_fields["attempts"].default
 #: Side in px of the canvas the image is shown on (box_editor.css: max-width 512px).
 CANVAS_SIDE = 512
+#: The longest box state read from the page: 30 boxes take ~5,000 characters; more is not a layout.
+MAX_STATE_CHARS = 100_000
 #: Float slack on the canvas edges (a box dragged to the edge may land at 1.0000001).
 _EDGE = 1e-6
 
@@ -76,9 +93,13 @@ def _number(item: dict, key: str, where: str) -> float:
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise EditorError(f"{where}: `{key}` must be a number in [0, 1], got {value!r}; re-plan or redraw the box")
-    if not math.isfinite(value):
-        raise EditorError(f"{where}: `{key}` is {value}; re-plan or redraw the box")
-    return float(value)
+    try:
+        number = float(value)  # a JSON integer past the float range overflows here
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number):
+        raise EditorError(f"{where}: `{key}` is {value if isinstance(value, float) else number}; re-plan or redraw the box")
+    return number
 
 
 def _in_text(name: str, prompt: str, prompt_names: set[str]) -> bool:
@@ -99,16 +120,25 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
     if not isinstance(prompt, str) or not prompt.strip():
         raise EditorError("the text is empty; type what the image should show, e.g. 'a cat to the left of a dog'")
     if isinstance(state, (str, bytes)):
+        if len(state) > MAX_STATE_CHARS:
+            raise EditorError(f"the box state is longer than any layout ({MAX_STATE_CHARS:,} characters); press 'Plan layout'")
         try:
             state = json.loads(state) if state.strip() else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise EditorError("the box state from the page is not JSON; press 'Plan layout' to start again") from None
+        except RecursionError:  # [[[[...: nested deeper than Python's parser goes
+            raise EditorError("the box state is nested too deeply to be boxes; press 'Plan layout' to start again") from None
     if state is None:
         raise EditorError("there are no boxes yet; press 'Plan layout' or 'Add box'")
     if not isinstance(state, dict) or not isinstance(state.get("boxes"), list):
         raise EditorError('the box state must be {"boxes": [...]}; press \'Plan layout\' to start again')
     if not state["boxes"]:
         raise EditorError("the canvas has no boxes; press 'Plan layout' or 'Add box'")
+    if len(state["boxes"]) > GLIGEN_MAX_OBJECTS:
+        raise EditorError(
+            f"the canvas has {len(state['boxes'])} boxes, more than a layout holds ({GLIGEN_MAX_OBJECTS}, as the planner); "
+            "remove some, or merge a crowd into one box"
+        )
     prompt_names = {o.name for o in parse_prompt(prompt).objects}
     objects = []
     for i, item in enumerate(state["boxes"]):
@@ -139,6 +169,30 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
         return Layout.parse({"prompt": prompt, "background": background, "negative": negative, "objects": objects})
     except LayoutError as err:
         raise EditorError(str(err)) from None
+
+
+def _field_bounds(name: str) -> tuple[int, int]:
+    """``(ge, le)`` of an :class:`AgentSettings` field: the page allows what `scenewright run` allows."""
+    metadata = AgentSettings.model_fields[name].metadata
+    low = next(m.ge for m in metadata if hasattr(m, "ge"))
+    high = next(m.le for m in metadata if hasattr(m, "le"))
+    return low, high
+
+
+#: The page's number fields and their bounds (a million steps would hold the one-job queue for everyone).
+RUN_NUMBER_BOUNDS = {name: _field_bounds(name) for name in ("seed", "steps", "attempts")}
+
+
+def run_numbers(seed: Any, steps: Any, attempts: Any) -> tuple[int, int, int]:
+    """The page's seed, steps and attempts as whole numbers within :data:`RUN_NUMBER_BOUNDS`, else :class:`EditorError`."""
+    numbers = []
+    for name, value in (("seed", seed), ("steps", steps), ("attempts", attempts)):
+        low, high = RUN_NUMBER_BOUNDS[name]
+        whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+        if isinstance(value, bool) or not whole or not low <= value <= high:
+            raise EditorError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        numbers.append(int(value))
+    return numbers[0], numbers[1], numbers[2]
 
 
 # ------------------------------------------------------------------ planning and generation
@@ -225,7 +279,7 @@ class _LazySynthesizer:
             if self._synthesizer is None:
                 import torch
 
-                from scenewright.synth import Synthesizer
+                from scenewright.synth import Synthesizer  # diffusers: loaded at the first generation, not at start
 
                 cuda = torch.cuda.is_available()
                 self._synthesizer = Synthesizer.from_pretrained(
@@ -240,15 +294,17 @@ _DOWNLOADS: list[Path] = []  # one temporary folder per process for the layout f
 def _write_layout_file(layout: Layout) -> str:
     """The layout as a JSON file to offer for download; the folder is removed when the process exits."""
     if not _DOWNLOADS:
-        import atexit
-        import shutil
-
         _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="scenewright-layouts-")))
         atexit.register(shutil.rmtree, _DOWNLOADS[0], ignore_errors=True)
     folder = Path(tempfile.mkdtemp(dir=_DOWNLOADS[0]))  # own subfolder: every download keeps the name layout.json
     path = folder / "layout.json"
     path.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
     return str(path)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (``kill``, a service manager) ends the server as Ctrl-C does, so the ``atexit`` cleanups run."""
+    raise SystemExit(128 + signum)
 
 
 def _error(err: BaseException) -> str:
@@ -269,27 +325,26 @@ def build_app(
     Gradio's queue runs one generation at a time (its default ``concurrency_limit=1`` per event), so
     the shared pipeline never has two runs installing attention processors at once.
     """
-    import os
-
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a local tool
-    import gradio as gr
-
-    from scenewright.layout.planners import get_planner
-    from scenewright.errors import ModelNotAvailableError
-    from scenewright.synth.loading import DEFAULT_MODEL
-    from scenewright.synth.methods import METHODS
+    import gradio as gr  # optional and slow to import: only `serve` needs it
 
     model = model or DEFAULT_MODEL
     models = _LazySynthesizer(model, synthesizer)
     method_options = dict(method_options or {})
     planners: dict[str, Any] = {}
 
+    def page_planner():
+        """The planner, set up at the first use; its set-up errors (a missing model, package) become an EditorError."""
+        if "planner" not in planners:
+            try:
+                planners["planner"] = get_planner(planner, **(planner_options or {}))
+            except (ValueError, TypeError, OSError, ImportError) as err:
+                raise EditorError(f"the {planner} planner cannot be set up: {err}") from None
+        return planners["planner"]
+
     def on_plan(text: str):
         try:
-            if "planner" not in planners:
-                planners["planner"] = get_planner(planner, **(planner_options or {}))
-            layout, message = plan_for_editor(text, planners["planner"])
-        except (ValueError, TypeError, OSError, ImportError) as err:  # EditorError, LayoutError, planner set-up
+            layout, message = plan_for_editor(text, page_planner())
+        except (EditorError, LayoutError, LLMServerError) as err:  # the text, the plan, the planner's server
             return gr.update(), _error(err), gr.update()
         return json.dumps(layout_to_state(layout)), message, _write_layout_file(layout) if layout.objects else None
 
@@ -304,16 +359,12 @@ def build_app(
         nothing = (None, None, None, gr.update())
         try:
             layout = state_to_layout(state, text)
-            if steps is None or int(steps) < 1 or seed is None:
-                raise EditorError("steps must be at least 1 and seed a whole number")
-            if attempts is None or int(attempts) < 1:
-                raise EditorError("attempts must be at least 1: the first try, then the remedies of `scenewright run`")
-            if "planner" not in planners:
-                planners["planner"] = get_planner(planner, **(planner_options or {}))
+            seed, steps, attempts = run_numbers(seed, steps, attempts)
+            chosen_planner = page_planner()
             synth = models.get()
             image, overlay, scores = generate_for_layout(
-                layout, synth, methods=chosen or (), seed=int(seed), steps=int(steps), detector=detector,
-                attempts=int(attempts), planner=planners["planner"], **method_options,
+                layout, synth, methods=chosen or (), seed=seed, steps=steps, detector=detector,
+                attempts=attempts, planner=chosen_planner, **method_options,
             )  # fmt: skip
         except (EditorError, ModelNotAvailableError) as err:
             return (*nothing, _error(err))
@@ -324,7 +375,7 @@ def build_app(
             return (*nothing, _error(f"generation failed ({type(err).__name__}: {err}); see the server log"))
         outcome = "passed" if scores["passed"] else "not passed, the best shown"
         return (shown_on_canvas(image), overlay, verdict_markdown(scores), _write_layout_file(layout),
-                f"Generated with {', '.join(chosen or ['none'])}, seed {int(seed)}: {scores['attempts']} attempt(s), {outcome}.")  # fmt: skip
+                f"Generated with {', '.join(chosen or ['none'])}, seed {seed}: {scores['attempts']} attempt(s), {outcome}.")  # fmt: skip
 
     editor = (STATIC / "box_editor.js").read_text(encoding="utf-8")
     # delete_cache: Gradio's own copies of served files (images, layout.json) go after an hour, checked hourly.
@@ -350,9 +401,12 @@ def build_app(
                 with gr.Row():
                     methods = gr.CheckboxGroup(list(METHODS), value=["car", "sar"], label="Guidance methods")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="sw-seed")
-                    steps = gr.Number(value=DEFAULT_STEPS, precision=0, minimum=1, label="Steps", elem_id="sw-steps")
-                    attempts = gr.Number(value=DEFAULT_ATTEMPTS, precision=0, minimum=1, label="Attempts", elem_id="sw-attempts")
+                    (seed_low, seed_high), (steps_low, steps_high), (attempts_low, attempts_high) = RUN_NUMBER_BOUNDS.values()
+                    seed = gr.Number(value=0, precision=0, minimum=seed_low, maximum=seed_high, label="Seed", elem_id="sw-seed")
+                    steps = gr.Number(value=DEFAULT_STEPS, precision=0, minimum=steps_low, maximum=steps_high,
+                                      label="Steps", elem_id="sw-steps")  # fmt: skip
+                    attempts = gr.Number(value=DEFAULT_ATTEMPTS, precision=0, minimum=attempts_low, maximum=attempts_high,
+                                         label="Attempts", elem_id="sw-attempts")  # fmt: skip
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="sw-generate")
                     save = gr.Button("Save layout JSON", elem_id="sw-save")
@@ -392,10 +446,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import sys
-
-    from scenewright.synth.recipe import parse_options
-
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
         return 2
@@ -404,8 +454,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         options = parse_options(args.option)
-        from scenewright.eval.detect import get_detector
-
+        check_finite_options(options)
         get_detector(args.detector)  # an unknown detector fails now, not at the first generation
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -413,6 +462,7 @@ def run_serve(args: argparse.Namespace) -> int:
     planner_options = {"model": args.planner_model} if args.planner_model else {}
     app = build_app(args.model, args.planner, detector=args.detector, planner_options=planner_options,
                     method_options=options)  # fmt: skip
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # the layout downloads' temporary folder goes on `kill` too
     app.launch(server_name=args.host, server_port=args.port, share=False, show_error=False)
     return 0
 

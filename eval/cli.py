@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from scenewright.cli_checks import check_finite, check_finite_options, check_output_folder
 from scenewright.errors import ModelNotAvailableError
 from scenewright.eval.bench import process_state, run_bench
 from scenewright.eval.detect import DETECTORS, detector_segmenter, get_detector
@@ -57,6 +58,11 @@ def _eval_layouts(args: argparse.Namespace) -> int:
         return 2
     if args.failures < 0:
         print(f"--failures must be >= 0, got {args.failures}", file=sys.stderr)
+        return 2
+    try:
+        check_finite("--temperature", args.temperature, low=0)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         planner = get_planner(args.planner, **planner_options(args))
@@ -129,8 +135,11 @@ def _bench_setup(args: argparse.Namespace):
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
+    check_finite("--guidance-scale", args.guidance_scale, low=0)
+    check_output_folder("--out", args.out)
     specs = parse_recipes(args.methods)
     options = parse_options(args.option)
+    check_finite_options(options)
     split_options(specs, options)  # an option no method takes: exit 2 before loading the model
     items = load_suite(args.suite, limit=args.limit) if args.suite else load_prompt_file(args.prompts, limit=args.limit)
     # The shapes world (its suite or its model) has an exact detector; any other images need one named.

@@ -16,13 +16,20 @@ import math
 import sys
 from pathlib import Path
 
-from scenewright.errors import CLIError
-from scenewright.layout.planners import PLANNER_NAMES
-from scenewright.synth.loading import device_and_dtype, quiet_loading
+from scenewright.cli_checks import check_finite, check_finite_options, check_output_file
+from scenewright.errors import CLIError, ModelNotAvailableError
+from scenewright.layout.llm import LLMServerError
+from scenewright.layout.plan import plan
+from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.schema import Layout, LayoutError
+from scenewright.synth.loading import device_and_dtype, model_defaults, quiet_loading, resolve_model
 from scenewright.synth.recipe import Recipe, parse_method_names, parse_options
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+#: The largest --height/--width, as a multiple of the model's native side: 4x (2048 px for SD 1.5) already
+#: needs ~16x the memory of a native image; a larger one would only fail at allocation, after the model load.
+MAX_SIZE_FACTOR = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance scale (default: the model's, 7.5 for SD, 2.0 for shapes)")  # fmt: skip
-    parser.add_argument("--height", type=int, default=None, help="image height in px (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="image width in px (default: the model's)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="image height in px: a multiple of the model's size factor (8 px latent cells x its "
+                        f"downsampling), at most {MAX_SIZE_FACTOR}x its native size (default: the native size)")  # fmt: skip
+    parser.add_argument("--width", type=int, default=None, help="image width in px, as --height (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1, help="images to make (saved as OUT, OUT_1, ...)")
     parser.add_argument("--negative-prompt", default=None, help="what the image must not show")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -96,14 +105,42 @@ def _check_args(args: argparse.Namespace) -> None:
     weight = args.spatial_temporal
     if weight is not None and not (math.isfinite(weight) and weight >= 0):
         raise CLIError(f"--spatial-temporal WEIGHT must be a finite number >= 0 (1.0 by default), got {weight}")
+    check_finite("--guidance-scale", args.guidance_scale, low=0)
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be a positive number of pixels, got {value}; leave it out for the model's native size")
+    check_output_file("--out", args.out)
+    if args.save_layout is not None:
+        check_output_file("--save-layout", args.save_layout)
+
+
+def size_multiple(synthesizer) -> int:
+    """The pixels an image side must be a multiple of: one latent cell times the backbone's downsampling."""
+    backbone = synthesizer.backbone
+    if hasattr(backbone, "size_multiple"):  # MM-DiT backbones: VAE factor x token patch
+        return backbone.size_multiple
+    # UNet backbones: VAE factor x the UNet's down blocks (the check Synthesizer.generate makes)
+    return synthesizer.pipe.vae_scale_factor * 2 ** (len(synthesizer.unet.config.block_out_channels) - 1)
+
+
+def check_image_size(synthesizer, height: int | None, width: int | None) -> None:
+    """--height/--width fit the model: multiples of its size factor, at most :data:`MAX_SIZE_FACTOR` x native."""
+    multiple = size_multiple(synthesizer)
+    for flag, value, native in (("--height", height, synthesizer.backbone.native_size[0]),
+                                ("--width", width, synthesizer.backbone.native_size[1])):  # fmt: skip
+        if value is None:
+            continue
+        largest = MAX_SIZE_FACTOR * native
+        if value % multiple or not multiple <= value <= largest:
+            nearest = min(largest, max(multiple, round(value / multiple) * multiple))
+            raise CLIError(
+                f"{flag} {value}: this model draws multiples of {multiple} px from {multiple} to {largest} "
+                f"({MAX_SIZE_FACTOR}x its native {native}); try {flag} {nearest}"
+            )
 
 
 def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
     """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
-    from scenewright.layout.plan import plan
-    from scenewright.layout.planners import get_planner
-    from scenewright.layout.schema import Layout
-
     if args.layout is not None:
         return Layout.load(args.layout)  # LayoutError names the file and the field
     if (methods == ["none"] and args.spatial_temporal is None) or token_indices is not None:
@@ -111,7 +148,11 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
-    planned = plan(args.prompt, get_planner(args.planner, **options), seed=args.seed, **_declared_fit(args.model))
+    try:
+        planner = get_planner(args.planner, **options)
+    except (ValueError, TypeError, OSError) as err:  # the planner cannot be set up with these flags
+        raise CLIError(f"--planner {args.planner}: {err}") from None
+    planned = plan(args.prompt, planner, seed=args.seed, **_declared_fit(args.model))
     layout = planned.layout
     for change in planned.notes:
         print(f"layout changed: {change}", file=sys.stderr)
@@ -127,8 +168,6 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
 
 def _declared_fit(model: str) -> dict:
     """The object sizes a local model folder declares for planned boxes (its scenewright.json); {} for others."""
-    from scenewright.synth.loading import model_defaults, resolve_model
-
     folder = Path(resolve_model(model))
     return model_defaults(folder if folder.is_dir() else None).layout_fit()
 
@@ -142,19 +181,22 @@ def run_generate(args: argparse.Namespace) -> int:
         _check_args(args)
         recipe = Recipe(tuple(parse_method_names(args.method)), parse_options(args.option), seed=args.seed, steps=args.steps,
                         spatial_temporal=args.spatial_temporal, guidance_scale=args.guidance_scale)  # fmt: skip
+        check_finite_options(recipe.options)
         token_indices = parse_token_indices(args.token_indices)
         device, dtype = device_and_dtype(args.device, args.dtype)
         layout = _load_layout(args, list(recipe.methods), token_indices)
-    except (ValueError, TypeError, OSError) as err:  # CLIError, LayoutError, planner set-up
+    # The user's to fix: a bad flag, layout file or prompt, an unreachable planner server, a model folder that
+    # declares bad sizes. Anything else is our bug and keeps its traceback.
+    except (CLIError, LayoutError, LLMServerError, ModelNotAvailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from scenewright.synth import Synthesizer
-    from scenewright.errors import ModelNotAvailableError
+    from scenewright.synth import Synthesizer  # diffusers: loaded only when an image is drawn
 
     try:
         with quiet_loading(args.quiet):
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
-    except ModelNotAvailableError as err:
+        check_image_size(synthesizer, args.height, args.width)
+    except (ModelNotAvailableError, CLIError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.save_layout is not None and layout is not None:
