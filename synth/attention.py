@@ -312,7 +312,9 @@ def checkpointed_blocks(unet, capture: AttentionCapture) -> Iterator[None]:
     diffusers checkpoints a block whenever grad is enabled and the block's ``gradient_checkpointing`` is set
     (so only the grad-enabled guidance pass is affected). Non-reentrant ``torch.utils.checkpoint``: it
     allows the pass to stop inside a block (:class:`_StopForward`), and its recomputation stops early, at
-    the last tensor the backward needs, so it never reaches the layer that stopped the pass.
+    the last tensor the backward needs, so it never reaches the layer that stopped the pass. (The block
+    that stopped leaves its checkpoint unfinished; Python closes it, popping its saved-tensor hooks, when
+    :meth:`AttentionCapture.guidance_forward` has handled the exception, before any loss is computed.)
     """
 
     def checkpointed(module, *args):

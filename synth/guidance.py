@@ -117,7 +117,7 @@ def loss_and_grad(
     with torch.enable_grad():
         z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
         model_input = guidance.scheduler.scale_model_input(z, t).to(guidance.unet.dtype)
-        # Checkpointing is set for the forward only: autograd's recomputation reads the setting it was made with.
+        # Set for the forward only: the backward re-runs checkpointed blocks from what the forward recorded.
         checkpointing = checkpointed_blocks(guidance.unet, capture) if guidance.gradient_checkpointing else nullcontext()
         with checkpointing:
             capture.guidance_forward(
