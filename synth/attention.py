@@ -11,6 +11,10 @@ A guidance pass only needs the maps, not the noise prediction, so once the last 
 (in execution order) has stored its maps the processor raises :class:`_StopForward` and the rest of
 the UNet (the high-resolution up blocks) runs neither forward nor backward.
 
+With :func:`checkpointed_blocks` the guidance pass keeps only each transformer block's and resnet's inputs
+(activation checkpointing, Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost") and autograd re-runs
+a block in the backward pass; the processors then take the same explicit path, storing nothing and never exiting.
+
 Capture is one concern; changing what a cross-attention layer outputs is another. The processor calls a
 :class:`CrossAttentionBlend` given to :func:`attention_capture` (spatial-temporal control's
 :class:`scenewright.synth.spatial_temporal.SpatialTemporalBlend`) after attention in every cross layer,
@@ -21,12 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
 
@@ -98,6 +103,8 @@ class AttentionCapture:
         self.requests = list(requests)
         self.early_exit = early_exit
         self.recording = False  # True only inside :meth:`guidance_forward`
+        # True while autograd re-runs a checkpointed block (:func:`checkpointed_blocks`) in the backward pass
+        self.recomputing = False
         self.latent_hw: tuple[int, int] | None = None
         self.layers: dict[str, _StoredLayer] = {}
         self._calls: list[str] = []  # processor names in execution order during the current pass
@@ -154,6 +161,15 @@ class AttentionCapture:
     def clear(self) -> None:
         """Drop stored maps (and with them the autograd graph they hold)."""
         self.layers = {}
+
+    @contextmanager
+    def recomputation(self) -> Iterator[None]:
+        """While autograd re-runs a checkpointed block: the requested layers compute as in the guidance pass."""
+        self.recomputing = True
+        try:
+            yield
+        finally:
+            self.recomputing = False
 
 
 class CrossAttentionBlend(Protocol):
@@ -232,19 +248,24 @@ class CaptureProcessor:
         size = None
         # GLIGEN's fuser attends over the visual tokens followed by the position net's 30 grounding tokens.
         num_pixels = num_queries - GLIGEN_MAX_OBJECTS if self.kind == "grounding" else num_queries
+        guiding = capture.recording or capture.recomputing
+        if guiding:
+            size = grid_size(num_pixels, capture.latent_hw)  # type: ignore[arg-type]
         if capture.recording:
             capture._calls.append(self.name)
-            size = grid_size(num_pixels, capture.latent_hw)  # type: ignore[arg-type]
             capture._seen[self.name] = (self.kind, self.place, size)
-        if capture.recording and capture.wants(self.kind, self.place, size):
+        if guiding and capture.wants(self.kind, self.place, size):
             # Explicit softmax in fp32 so losses see exact, differentiable probabilities.
             scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, Q, K)
             if attention_mask is not None:
                 scores = scores + attention_mask.float()
             probs = scores.softmax(dim=-1)
-            capture.layers[self.name] = _StoredLayer(self.kind, self.place, size, probs)  # type: ignore[arg-type]
-            if self.name == capture.stop_after():
-                raise _StopForward
+            # A recomputation must repeat the pass's operations, but the maps stored by the pass itself are
+            # the ones in the losses' graph: store nothing, and leave stopping to autograd's early stop.
+            if capture.recording:
+                capture.layers[self.name] = _StoredLayer(self.kind, self.place, size, probs)  # type: ignore[arg-type]
+                if self.name == capture.stop_after():
+                    raise _StopForward
             hidden_states = torch.matmul(probs.to(value.dtype), value)
         else:
             hidden_states = F.scaled_dot_product_attention(
@@ -282,3 +303,35 @@ def attention_capture(
     finally:
         capture.clear()
         unet.set_attn_processor(dict(original))
+
+
+@contextmanager
+def checkpointed_blocks(unet, capture: AttentionCapture) -> Iterator[None]:
+    """Activation checkpointing of every transformer block and resnet of ``unet`` inside; its own setting restored.
+
+    diffusers checkpoints a block whenever grad is enabled and the block's ``gradient_checkpointing`` is set
+    (so only the grad-enabled guidance pass is affected). Non-reentrant ``torch.utils.checkpoint``: it
+    allows the pass to stop inside a block (:class:`_StopForward`), and its recomputation stops early, at
+    the last tensor the backward needs, so it never reaches the layer that stopped the pass. (The block
+    that stopped leaves its checkpoint unfinished; Python closes it, popping its saved-tensor hooks, when
+    :meth:`AttentionCapture.guidance_forward` has handled the exception, before any loss is computed.)
+    """
+
+    def checkpointed(module, *args):
+        return torch.utils.checkpoint.checkpoint(
+            module.__call__, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), capture.recomputation())
+        )
+
+    # diffusers sets these two attributes on every module that can be checkpointed
+    settings = {m: (m.gradient_checkpointing, getattr(m, "_gradient_checkpointing_func", None))
+                for m in unet.modules() if hasattr(m, "gradient_checkpointing")}  # fmt: skip
+    if not settings:
+        raise ValueError(
+            f"{type(unet).__name__} has no blocks diffusers can checkpoint; set `gradient_checkpointing=False`"
+        )
+    unet.enable_gradient_checkpointing(checkpointed)
+    try:
+        yield
+    finally:
+        for module, (enabled, function) in settings.items():
+            module.gradient_checkpointing, module._gradient_checkpointing_func = enabled, function

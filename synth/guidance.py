@@ -13,6 +13,7 @@ schedule, :class:`scenewright.synth.methods.RefocusingSchedule`).
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from .backbones import Conditioning
-from .attention import AttentionCapture
+from .attention import AttentionCapture, checkpointed_blocks
 from .controllers import StepController
 from .losses import weakest_inside_peak
 from .maps import AttentionMaps, GuidanceTargets
@@ -64,6 +65,8 @@ class GuidancePass:
     targets: list[GuidanceTargets]  # per sample
     latent_hw: tuple[int, int]
     cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
+    # the engine option: recompute each block's activations in the backward pass instead of keeping them
+    gradient_checkpointing: bool = False
 
 
 def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
@@ -114,13 +117,16 @@ def loss_and_grad(
     with torch.enable_grad():
         z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
         model_input = guidance.scheduler.scale_model_input(z, t).to(guidance.unet.dtype)
-        capture.guidance_forward(
-            lambda: guidance.unet(
-                model_input, t, **guidance.conditioning.unet_kwargs(cond_only=True),
-                cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
-            ),
-            guidance.latent_hw,
-        )  # fmt: skip
+        # Set for the forward only: the backward re-runs checkpointed blocks from what the forward recorded.
+        checkpointing = checkpointed_blocks(guidance.unet, capture) if guidance.gradient_checkpointing else nullcontext()
+        with checkpointing:
+            capture.guidance_forward(
+                lambda: guidance.unet(
+                    model_input, t, **guidance.conditioning.unet_kwargs(cond_only=True),
+                    cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
+                ),
+                guidance.latent_hw,
+            )  # fmt: skip
         per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
         refinement: list[torch.Tensor] = []
         for b, target in enumerate(targets):

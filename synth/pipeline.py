@@ -331,7 +331,7 @@ class Synthesizer:
             # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
             guidance = GuidancePass(self.backbone.model, self.scheduler, capture, active, conditioning, targets,
-                                    latent_hw, guide_kwargs)  # fmt: skip
+                                    latent_hw, guide_kwargs, engine["gradient_checkpointing"])  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
             steppers += own_controllers
@@ -383,7 +383,7 @@ class Synthesizer:
             raise ValueError(
                 f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each"
             )
-        active, _ = self._resolve_methods(methods, method_options)
+        active, engine = self._resolve_methods(methods, method_options)
         self._check_mmdit_features(active, gligen, None)
         if not active:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
@@ -400,7 +400,8 @@ class Synthesizer:
         t = torch.as_tensor(timestep, device=self.device)
         with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
             set_fuser(True)
-            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw, kwargs)
+            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw, kwargs,
+                                    engine["gradient_checkpointing"])  # fmt: skip
             measured = loss_and_grad(guidance, latents.to(self.device), t, step)
         measured.targets = targets
         return measured

@@ -39,6 +39,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # (synth.methods.RefocusingSchedule), whose loss scale is multiplied by plain_sd_loss_scale off GLIGEN.
     "schedule": "attend_excite",
     "plain_sd_loss_scale": 1.0,
+    # recompute the guided forward's activations in its backward pass (less memory, ~1 more forward of time)
+    "gradient_checkpointing": False,
 }
 SCHEDULES = ("attend_excite", "attention_refocusing")
 #: The bench's loop variations, spelled as combination members: ``compose+car+sar``, ``spatial_temporal:3``.
@@ -101,6 +103,8 @@ def check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
     plain = engine["plain_sd_loss_scale"]
     if isinstance(plain, bool) or not isinstance(plain, (int, float, np.number)) or not np.isfinite(plain) or plain <= 0:
         raise ValueError(f"`plain_sd_loss_scale` must be a finite number > 0, got {plain!r}")
+    if not isinstance(engine["gradient_checkpointing"], (bool, np.bool_)):
+        raise ValueError(f"`gradient_checkpointing` must be True or False, got {engine['gradient_checkpointing']!r}")
     thresholds = engine["thresholds"] or {}
     if not isinstance(thresholds, Mapping):
         raise ValueError(
@@ -116,7 +120,7 @@ def check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}"
             )
-    return {**engine, "thresholds": checked}
+    return {**engine, "thresholds": checked, "gradient_checkpointing": bool(engine["gradient_checkpointing"])}
 
 
 # ----------------------------------------------------------------------------- the recipe
