@@ -30,7 +30,7 @@ from scenewright.layout.llm import LLMServerError
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.schema import LayoutError
 from scenewright.synth.loading import quiet_loading
-from scenewright.synth.recipe import parse_options
+from scenewright.synth.recipe import Recipe, parse_options, split_options
 
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,10 +99,22 @@ def settings_from_args(args: argparse.Namespace):
 def _settings_or_none(args: argparse.Namespace):
     """The settings for ``args``, or None once the one-line error is printed."""
     try:
-        return settings_from_args(args)
+        settings = settings_from_args(args)
+        check_options_taken(settings)
     except (ConfigError, CLIError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+    return settings
+
+
+def check_options_taken(settings: AgentSettings) -> None:
+    """Every option is one a method of ``methods`` or ``extra_methods`` (or the engine) takes: else exit 2 now,
+    rather than every attempt failing after the model load (the synthesizer rejects options no method takes)."""
+    names = [name for name in (*settings.methods, *settings.extra_methods) if name != "none"]
+    try:
+        split_options([Recipe(tuple(dict.fromkeys(names)))], settings.options)
+    except ValueError as err:
+        raise CLIError(str(err).replace("of --methods", "of --methods or --extra-methods")) from None
 
 
 def config_command(args: argparse.Namespace) -> int:
@@ -193,4 +205,4 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TqdmProgress", "config_command", "register", "run_command", "settings_from_args"]
+__all__ = ["TqdmProgress", "check_options_taken", "config_command", "register", "run_command", "settings_from_args"]

@@ -27,14 +27,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, SettingsConfigDict
 
 from scenewright.cli_checks import check_finite_options
 from scenewright.layout.llm import redact_url
 from scenewright.layout.planners import PLANNER_NAMES
 from scenewright.synth.loading import DEFAULT_MODEL
-from scenewright.synth.recipe import Recipe, split_options
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,17 +155,6 @@ class AgentSettings(BaseSettings):
         check_finite_options(options, flag="")
         return options
 
-    @model_validator(mode="after")
-    def _options_taken(self) -> AgentSettings:
-        """Every option is one a method of ``methods`` or ``extra_methods`` (or the engine) takes: else exit 2 now,
-        rather than every attempt failing after the model load."""
-        names = [name for name in (*self.methods, *self.extra_methods) if name != "none"]
-        try:
-            split_options([Recipe(tuple(dict.fromkeys(names)))], self.options)
-        except ValueError as err:
-            raise ValueError(str(err).replace("--option ", "options: ", 1).replace("of --methods", "of methods or extra_methods")) from None
-        return self
-
     @field_validator("model", "detector")
     @classmethod
     def _non_empty(cls, value: str, info) -> str:
@@ -249,15 +237,12 @@ def _describe(err: ValidationError, flags: Mapping[str, Any], file_values: Mappi
     """One line per bad field: where its value came from, what is wrong (values of secrets never shown)."""
     lines = []
     for item in err.errors():
-        field = str(item["loc"][0]) if item["loc"] else ""
+        field = str(item["loc"][0]) if item["loc"] else "config"
         detail = ".".join(str(p) for p in item["loc"][1:])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             where = f"config file {config_file}" if field in file_values else "the arguments"
             lines.append(f"{where}: unknown setting {field!r}; known: {', '.join(AgentSettings.model_fields)}")
-            continue
-        if not field:  # a check across fields: its message names them
-            lines.append(message)
             continue
         if field in flags:
             where = "--option" if field == "options" else f"--{field.replace('_', '-')}"

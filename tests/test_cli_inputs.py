@@ -120,9 +120,9 @@ def test_non_finite_numbers_are_refused_everywhere(argv, message, tmp_path, caps
 def test_an_option_no_method_takes_is_a_bad_setting_exit_2(command, tmp_path, capsys):
     argv = [str(tmp_path / "out") if a == "OUT" else a for a in command]
     line = _one_error(capsys, main([*argv, "--option", "bogus_option=1"]))
-    assert "bogus_option: no method of methods or extra_methods takes it; valid: " in line
+    assert "--option bogus_option: no method of --methods or --extra-methods takes it; valid: " in line
     # An option that only the stronger-guidance remedy's extra method takes is fine.
-    assert load_settings({"extra_methods": "attend_excite", "options": {"max_iter_to_alter": 3}}).options
+    assert main(["config", "--extra-methods", "attend_excite", "--option", "max_iter_to_alter=3"]) == 0
 
 
 def test_a_layout_file_that_is_not_text_is_named(tmp_path, capsys):
