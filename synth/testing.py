@@ -136,7 +136,7 @@ def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
     Both tokenizers are SD's real CLIP BPE. Images are 64x64 px.
     """
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -169,20 +169,7 @@ def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
         latent_channels=4,
         sample_size=128,
     )
-    config = CLIPTextConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        layer_norm_eps=1e-5,
-        hidden_act="gelu",
-        vocab_size=49408,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        projection_dim=32,
-    )
+    config = _tiny_clip_config(projection_dim=32)  # SDXL's two text towers: widths 32, projection 32
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(config)
     torch.manual_seed(seed + 1)  # a second tower, not a copy of the first
