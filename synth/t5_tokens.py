@@ -22,9 +22,9 @@ from .tokens import (
     PromptWord,
     TokenMapping,
     TokenMappingError,
-    _attribute_positions,
     _check_phrases,
     _locate,
+    phrase_positions,
 )
 
 #: CLIP's pre-tokenizer (openai/CLIP ``simple_tokenizer.py``): the words the grounding rules count.
@@ -87,12 +87,7 @@ def t5_token_groups_for_layout(
     num_tokens = len(t5_tokenizer(prompt, add_special_tokens=False).input_ids)
     groups: list[list[int]] = [[] for _ in phrases]
     for obj in located:
-        positions: set[int] = set()
-        for start in obj.mentions:
-            for word in words[start : start + len(obj.noun)]:
-                positions.update(word.positions)
-            if include_attributes:
-                positions.update(_attribute_positions(words, start, obj.attributes))
+        positions = phrase_positions(words, obj, include_attributes)
         if not positions:
             raise TokenMappingError(f"phrase {obj.phrase!r} has no T5 token: T5's normalization removed its characters")
         beyond = sorted(p for p in positions if p >= max_length - 1)

@@ -139,6 +139,21 @@ def _attribute_words(tokenizer, phrase: str, noun: list[str]) -> list[str]:
     return [w for w in words[:end] if w.isalnum() and w not in _NON_ATTRIBUTES and singularize(w) not in noun_keys]
 
 
+def phrase_positions(words, obj, include_attributes: bool) -> set[int]:
+    """Token positions of a located phrase: its noun's words at every mention (and their attributes' words).
+
+    ``words`` are a tokenization's words (CLIP here, T5 in :mod:`scenewright.synth.t5_tokens`), so the same
+    grounding rule gives both tokenizers' positions.
+    """
+    positions: set[int] = set()
+    for start in obj.mentions:
+        for word in words[start : start + len(obj.noun)]:
+            positions.update(word.positions)
+        if include_attributes:
+            positions.update(_attribute_positions(words, start, obj.attributes))
+    return positions
+
+
 def _attribute_positions(words: list[PromptWord], start: int, attributes: list[str]) -> list[int]:
     """Positions of ``attributes`` among the few words before the noun at ``start`` (not across a stop)."""
     positions: list[int] = []
@@ -264,13 +279,7 @@ def token_groups_for_layout(
             raise TokenMappingError(f"cannot ground phrase {phrases[absent[0]]!r} even after appending it to the prompt")
     groups: list[list[int]] = [[] for _ in phrases]
     for obj in located:
-        positions: set[int] = set()
-        for start in obj.mentions:
-            for word in words[start : start + len(obj.noun)]:
-                positions.update(word.positions)
-            if include_attributes:
-                positions.update(_attribute_positions(words, start, obj.attributes))
-        groups[obj.index] = sorted(positions)
+        groups[obj.index] = sorted(phrase_positions(words, obj, include_attributes))
     for k, group in enumerate(groups):
         beyond = [p for p in group if p > MAX_PROMPT_TOKENS]
         if beyond:
