@@ -240,6 +240,9 @@ class LLMPlanner:
     """Layouts from an OpenAI-compatible chat server (see the module docstring for the options)."""
 
     name = "llm"
+    #: Its answer's objects are its own reading of the prompt: :func:`scenewright.layout.plan.plan` builds the
+    #: plan's spec from them (:mod:`scenewright.layout.answer_spec`), not from the text parser's reading alone.
+    own_reading = True
 
     def __init__(
         self,

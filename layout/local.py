@@ -24,6 +24,9 @@ class LocalPlanner:
     """Layouts from a transformers ``AutoModelForCausalLM`` and its tokenizer."""
 
     name = "local"
+    #: Its answer's objects are its own reading of the prompt: :func:`scenewright.layout.plan.plan` builds the
+    #: plan's spec from them (:mod:`scenewright.layout.answer_spec`), not from the text parser's reading alone.
+    own_reading = True
 
     def __init__(
         self,

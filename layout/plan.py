@@ -9,13 +9,17 @@ the agent's report.json keeps them.
 
 :func:`plan` parses the prompt once (:func:`scenewright.layout.parse.parse_prompt`), hands that
 :class:`~scenewright.layout.spec.PromptSpec` to the offline planner, the geometry checker and the size fit, and
-returns it with the layout. Re-plans pass the first plan's ``spec`` back in, so a whole agent run parses once.
+returns it with the layout. A model planner (llm, local) answers with its own reading of the text: the plan's spec
+then takes its objects, counts, attributes and negative kinds from that answer and the relations from the parse
+(:func:`scenewright.layout.answer_spec.spec_from_answer`). Re-plans pass the first plan's ``spec`` back in, so a
+whole agent run parses once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from scenewright.layout.answer_spec import spec_from_answer
 from scenewright.layout.geometry import check_layout
 from scenewright.layout.offline import OfflinePlanner, plan_spec
 from scenewright.layout.parse import parse_prompt
@@ -85,6 +89,8 @@ def plan(
         layout, _ = plan_spec(spec, seed=seed)
     else:
         layout = planner.plan(prompt, seed=seed)
+    if getattr(planner, "own_reading", False):  # an LLM's plan is judged against what it read the text to ask
+        spec = spec_from_answer(layout, spec)
     margin = check_options.get("margin", 0.0)
     if not check:
         return Plan(prompt=prompt, spec=spec, layout=layout, unmet=tuple(violations(spec, layout, margin=margin)))
