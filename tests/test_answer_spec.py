@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from fake_openai import FakeOpenAIServer
 
 from scenewright.layout import plan as plan_module
