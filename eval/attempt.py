@@ -17,6 +17,7 @@ from scenewright.eval.detection import Detection
 from scenewright.eval.verify import Verdict, verify
 from scenewright.layout.plan import Plan
 from scenewright.synth.composition import CompositionOptions
+from scenewright.synth.guidance import StepRecord
 from scenewright.synth.recipe import Recipe
 
 #: ``progress(stage, step, total)``: stage is "synthesize", "detect" or "score" (verify); step/total count denoising steps.
@@ -40,7 +41,8 @@ class AttemptResult:
 
     plan: Plan
     recipe: Recipe  # as drawn: guidance_scale resolved to the model's default where the recipe left it open
-    image: Any = None  # PIL image
+    image: Any = None  # PIL image (the first of ``images``)
+    images: list = field(default_factory=list)  # every image drawn (``batch_size`` of them; detection reads the first)
     encoded_prompt: str | None = None  # the prompt the text encoder saw (phrases appended where missing)
     appended_phrases: list[str] = field(default_factory=list)  # layout phrases the prompt did not contain
     detections: list[Detection] = field(default_factory=list)
@@ -61,13 +63,15 @@ def attempt(
     verifier: Verifier = verify,
     composition: CompositionOptions | bool | None = None,
     progress: AttemptProgress | None = None,
+    on_step: Callable[[int, int, StepRecord | None], None] | None = None,
     **generate_options: Any,
 ) -> AttemptResult:
     """Draw ``plan`` with ``recipe`` on ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect, verify.
 
     A composed recipe segments each object drawn alone with ``detector`` (LMD uses SAM; the verifier's own
     detector here) unless ``composition`` is given. ``generate_options`` go to ``generate`` over the recipe's own
-    (``num_inference_steps``, ``guidance_scale``, ``height``...). Raises :class:`AttemptError` naming the stage.
+    (``num_inference_steps``, ``guidance_scale``, ``height``, ``batch_size``...); ``on_step(step, total, record)`` is
+    ``generate``'s callback (``record``: the guided step's losses). Raises :class:`AttemptError` naming the stage.
     """
     report = progress or (lambda stage, step, total: None)
     if recipe.guidance_scale is None:  # the model's declared default (synth.loading.ModelDefaults), recorded
@@ -79,13 +83,20 @@ def attempt(
     try:
         started = time.perf_counter()
         report(stage, 0, recipe.steps)
+
+        def each_step(step: int, total: int, record: StepRecord | None) -> None:
+            report("synthesize", step + 1, total)
+            if on_step is not None:
+                on_step(step, total, record)
+
         output = synthesizer.generate(
             plan.layout,
             **{**recipe.generate_kwargs(composition), **generate_options},
             output_type="pil",
-            callback=lambda step, total, record: report("synthesize", step + 1, total),
+            callback=each_step,
         )
-        result.image = output.images[0]
+        result.images = list(output.images)
+        result.image = result.images[0]
         result.encoded_prompt = output.prompts[0] if output.prompts else None
         result.appended_phrases = list(output.appended_phrases[0]) if output.appended_phrases else []
         result.timings[stage] = time.perf_counter() - started

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from scenewright.errors import InputError
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
 
 from .maps import AttentionKind, AttentionMaps, CapturedAttention, MapRequest
@@ -144,7 +145,7 @@ class AttentionCapture:
         if not self.layers:
             seen = self._seen.values()
             have = sorted({f"{kind} {place} {size[0]}x{size[1]}" for kind, place, size in seen if kind and size})
-            raise ValueError(
+            raise InputError(
                 f"no attention layer matched the requested maps {self.requests} for latent size {tuple(latent_hw)}; "
                 f"this UNet has {have}: set the method's resolution option (e.g. `attn_res`) to one of these"
             )
@@ -326,7 +327,7 @@ def checkpointed_blocks(unet, capture: AttentionCapture) -> Iterator[None]:
     settings = {m: (m.gradient_checkpointing, getattr(m, "_gradient_checkpointing_func", None))
                 for m in unet.modules() if hasattr(m, "gradient_checkpointing")}  # fmt: skip
     if not settings:
-        raise ValueError(
+        raise InputError(
             f"{type(unet).__name__} has no blocks diffusers can checkpoint; set `gradient_checkpointing=False`"
         )
     unet.enable_gradient_checkpointing(checkpointed)

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from scenewright.cli_checks import check_finite, check_finite_options, check_output_file
-from scenewright.errors import CLIError, ModelNotAvailableError
+from scenewright.errors import CLIError, InputError, ModelNotAvailableError
 from scenewright.layout.llm import LLMServerError
-from scenewright.layout.plan import plan
+from scenewright.layout.plan import Plan, plan, plan_for_layout
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.schema import Layout, LayoutError
 from scenewright.synth.loading import device_and_dtype, model_defaults, quiet_loading, resolve_model
@@ -139,12 +139,13 @@ def check_image_size(synthesizer, height: int | None, width: int | None) -> None
             )
 
 
-def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None):
-    """The layout to draw: read from --layout, planned from PROMPT when guidance needs one, else None."""
+def _load_plan(args: argparse.Namespace, methods: list[str], token_indices: list[int] | None) -> Plan:
+    """The plan to draw: its layout read from --layout, planned from PROMPT when guidance needs one, else the bare
+    prompt (a layout without objects, which draws as the prompt alone)."""
     if args.layout is not None:
-        return Layout.load(args.layout)  # LayoutError names the file and the field
+        return plan_for_layout(Layout.load(args.layout))  # LayoutError names the file and the field
     if (methods == ["none"] and args.spatial_temporal is None) or token_indices is not None:
-        return None
+        return plan_for_layout(Layout(prompt=args.prompt))
     options = {"model": args.planner_model} if args.planner != "offline" else {}
     if args.planner == "offline" and args.planner_model:
         raise CLIError("--planner-model is only used by --planner llm or local")
@@ -163,7 +164,7 @@ def _load_layout(args: argparse.Namespace, methods: list[str], token_indices: li
             f"the {args.planner} planner found no objects in {args.prompt!r} to guide; "
             "use --method none (without --spatial-temporal), --token-indices, or a --layout file"
         )
-    return layout
+    return planned
 
 
 def _declared_fit(model: str) -> dict:
@@ -184,7 +185,7 @@ def run_generate(args: argparse.Namespace) -> int:
         check_finite_options(recipe.options)
         token_indices = parse_token_indices(args.token_indices)
         device, dtype = device_and_dtype(args.device, args.dtype)
-        layout = _load_layout(args, list(recipe.methods), token_indices)
+        planned = _load_plan(args, list(recipe.methods), token_indices)
     # The user's to fix: a bad flag, layout file or prompt, an unreachable planner server, a model folder that
     # declares bad sizes. Anything else is our bug and keeps its traceback.
     except (CLIError, LayoutError, LLMServerError, ModelNotAvailableError) as err:
@@ -199,15 +200,18 @@ def run_generate(args: argparse.Namespace) -> int:
     except (ModelNotAvailableError, CLIError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.save_layout is not None and layout is not None:
+    if args.save_layout is not None and planned.layout.objects:
         args.save_layout.parent.mkdir(parents=True, exist_ok=True)
-        args.save_layout.write_text(layout.to_json(indent=2) + "\n", encoding="utf-8")
-    return _generate(args, synthesizer, layout, recipe, token_indices)
+        args.save_layout.write_text(planned.layout.to_json(indent=2) + "\n", encoding="utf-8")
+    return _generate(args, synthesizer, planned, recipe, token_indices)
 
 
-def _generate(args, synthesizer, layout, recipe: Recipe, token_indices) -> int:
-    import torch
+def _generate(args, synthesizer, planned: Plan, recipe: Recipe, token_indices: list[int] | None) -> int:
+    """Draw ``planned`` through the one attempt runner (:func:`scenewright.eval.attempt.attempt`), without a detector."""
+    import torch  # torch, diffusers and tqdm: loaded only when an image is drawn (``--help`` stays fast)
     from tqdm.auto import tqdm
+
+    from scenewright.eval.attempt import AttemptError, attempt
 
     progress = tqdm(total=args.steps, desc="denoising", unit="step", disable=args.quiet, file=sys.stderr)
 
@@ -217,32 +221,26 @@ def _generate(args, synthesizer, layout, recipe: Recipe, token_indices) -> int:
         progress.update(1)
 
     try:
-        output = synthesizer.generate(
-            layout if layout is not None else args.prompt,
-            batch_size=args.batch_size,
-            height=args.height,
-            width=args.width,
-            negative_prompt=args.negative_prompt,
-            token_indices=token_indices,
-            callback=on_step,
-            output_type="pil",
-            **recipe.generate_kwargs(),
-        )
-    except (ValueError, TypeError) as err:  # bad method options, token indices, sizes: the user's to fix
+        drawn = attempt(synthesizer, planned, recipe, on_step=on_step, batch_size=args.batch_size, height=args.height,
+                        width=args.width, negative_prompt=args.negative_prompt, token_indices=token_indices)  # fmt: skip
+    except AttemptError as err:
         progress.close()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except torch.cuda.OutOfMemoryError:
-        progress.close()
-        print("error: out of GPU memory; try --dtype float16, a smaller --height/--width or --batch-size 1", file=sys.stderr)
-        return 1
+        # The user's to fix: a method option, token indices or a layout this method or model cannot use (InputError
+        # names the argument). Anything else is our bug and keeps its traceback.
+        if isinstance(err.__cause__, (InputError, LayoutError)):
+            print(f"error: {err.__cause__}", file=sys.stderr)
+            return 2
+        if isinstance(err.__cause__, torch.cuda.OutOfMemoryError):
+            print("error: out of GPU memory; try --dtype float16, a smaller --height/--width or --batch-size 1", file=sys.stderr)
+            return 1
+        raise
     progress.close()
-    if output.appended_phrases and output.appended_phrases[0]:
-        print(f"appended to the prompt (not in it): {', '.join(output.appended_phrases[0])}", file=sys.stderr)
+    if drawn.appended_phrases:
+        print(f"appended to the prompt (not in it): {', '.join(drawn.appended_phrases)}", file=sys.stderr)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        paths = _output_paths(args.out, len(output.images))
-        for image, path in zip(output.images, paths):
+        paths = _output_paths(args.out, len(drawn.images))
+        for image, path in zip(drawn.images, paths):
             image.save(path)
     except OSError as err:
         print(f"error: cannot write {args.out}: {err}", file=sys.stderr)

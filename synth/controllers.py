@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from scenewright.errors import InputError
+
 from .composition import LatentComposition
 
 if TYPE_CHECKING:  # annotations only: guidance imports this module for the base class
@@ -43,7 +45,7 @@ def run_guides(
         if own is None:
             continue
         if record is not None:
-            raise ValueError(
+            raise InputError(
                 f"step {i} was guided by both {type(guided_by).__name__} and {type(controller).__name__}; "
                 "run one guidance controller per step (pass methods=['none'] to guide with your own)"
             )

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
+from scenewright.errors import InputError
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout
 
 #: A GLIGEN checkpoint in diffusers format (text + box grounding on SD1.4) users can load instead.
@@ -72,7 +73,7 @@ def fuser_enabled(unet) -> Iterator[callable]:
 def num_grounding_steps(beta: float, num_steps: int) -> int:
     """Steps with the gated layers on: ``int(beta * T)``, as diffusers' scheduled sampling."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(
+        raise InputError(
             f"`gligen_scheduled_sampling_beta` must be a number in [0, 1] (share of steps with grounding on; "
             f"GLIGEN uses 0.3), got {beta!r}"
         )

@@ -32,6 +32,8 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
+from scenewright.errors import InputError
+
 from .maps import SD_ATTENTION_DOWNSCALE, AttentionKind, AttentionMaps, GuidanceTargets, downscaled_size
 
 ALL_PLACES = ("up", "down", "mid")
@@ -55,7 +57,7 @@ def resolve_size(
         return downscaled_size(maps.latent_size, SD_ATTENTION_DOWNSCALE)
     sizes = sorted({e.size for e in maps.select(kind, places=places)})
     if len(sizes) != 1:
-        raise ValueError(
+        raise InputError(
             f"{kind}-attention maps were captured at {len(sizes)} resolutions {sizes} and maps.latent_size "
             f"is unknown; pass `{option}=(h, w)`"
         )
@@ -79,7 +81,7 @@ def object_groups(targets: GuidanceTargets) -> list[tuple[list[int], list[int]]]
     _check_groups(targets)
     boxes = targets.boxes
     if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != len(targets.token_groups):
-        raise ValueError(
+        raise InputError(
             f"targets.boxes has shape {tuple(boxes.shape)} for {len(targets.token_groups)} token groups; "
             "layout methods need one [x0, y0, x1, y1] box per token group"
         )
@@ -91,16 +93,16 @@ def object_groups(targets: GuidanceTargets) -> list[tuple[list[int], list[int]]]
 
 def _check_groups(targets: GuidanceTargets) -> None:
     if not targets.token_groups:
-        raise ValueError("targets.token_groups is empty; give each object its prompt token positions")
+        raise InputError("targets.token_groups is empty; give each object its prompt token positions")
     for n, group in enumerate(targets.token_groups):
         if not group:
-            raise ValueError(f"targets.token_groups[{n}] is empty; each object needs at least one token position")
+            raise InputError(f"targets.token_groups[{n}] is empty; each object needs at least one token position")
 
 
 def _check_token_range(indices: list[int], low: int, high: int) -> None:
     bad = [i for i in indices if not low <= i < high]
     if bad:
-        raise ValueError(f"token positions {bad} out of range; they must lie in [{low}, {high}) of the prompt")
+        raise InputError(f"token positions {bad} out of range; they must lie in [{low}, {high}) of the prompt")
 
 
 def gaussian_kernel_2d(kernel_size: int = 3, sigma: float = 0.5) -> torch.Tensor:
@@ -305,7 +307,7 @@ def self_attention_refocusing_loss(
     layers = maps.select("self", size)
     if not layers:
         have = sorted({(e.kind, e.size) for e in maps.entries})
-        raise ValueError(f"no self-attention maps of size {size} were captured (captured: {have}); set `sar_res`")
+        raise InputError(f"no self-attention maps of size {size} were captured (captured: {have}); set `sar_res`")
     masks = targets.box_masks(*size, device=layers[0].probs.device).flatten(1)  # (N, h*w)
     total = _zero_like(maps)
     for layer in layers:
@@ -410,7 +412,7 @@ def layout_guidance_loss(
     layers = maps.select("cross", places=("mid",)) + maps.select("cross", size, places=("up",))
     if not layers:
         have = sorted({(e.kind, e.place, e.size) for e in maps.entries})
-        raise ValueError(f"no mid or {size} up cross-attention maps were captured (captured: {have}); set `up_res`")
+        raise InputError(f"no mid or {size} up cross-attention maps were captured (captured: {have}); set `up_res`")
     total = _zero_like(maps)
     for layer in layers:
         h, w = layer.size
@@ -464,7 +466,7 @@ def _boxdiff_terms(
     """(T,) inner-box, outer-box and corner terms, one per (token, box) pair as BoxDiff pairs them."""
     indices = subject_token_indices(targets, token_indices)
     if targets.boxes.shape[0] != len(indices):
-        raise ValueError(
+        raise InputError(
             f"BoxDiff pairs one subject token with one box: got {len(indices)} tokens and "
             f"{targets.boxes.shape[0]} boxes in targets.boxes"
         )

@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 
+from scenewright.errors import InputError
+
 AttentionKind = Literal["cross", "self", "grounding"]  # grounding: GLIGEN's gated self-attention
 
 
@@ -83,7 +85,7 @@ class AttentionMaps:
         chosen = self.select(kind, size, places)
         if not chosen:
             have = sorted({(e.kind, e.size) for e in self.entries})
-            raise ValueError(f"no {kind}-attention maps of size {size} were captured (captured: {have})")
+            raise InputError(f"no {kind}-attention maps of size {size} were captured (captured: {have})")
         h, w = size
         # fp32 whatever the stored dtype: averaging many fp16 maps would lose the small values.
         stacked = torch.cat([e.probs.float().reshape(-1, h, w, e.probs.shape[-1]) for e in chosen], dim=0)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scenewright.errors import InputError
+
 from . import losses
 from .maps import SD_ATTENTION_DOWNSCALE, MapRequest, downscaled_size
 
@@ -53,7 +55,7 @@ def _resolution(options: dict, latent_hw: tuple[int, int], key: str) -> tuple[in
     if value is None:
         return downscaled_size(latent_hw, SD_ATTENTION_DOWNSCALE)
     if len(value) != 2 or min(int(v) for v in value) < 1:
-        raise ValueError(f"`{key}` must be (h, w) of an attention grid, e.g. (16, 16); got {value!r}")
+        raise InputError(f"`{key}` must be (h, w) of an attention grid, e.g. (16, 16); got {value!r}")
     return (int(value[0]), int(value[1]))
 
 
@@ -241,9 +243,9 @@ def register_method(method: GuidanceMethod, replace: bool = False) -> GuidanceMe
     if not isinstance(method, GuidanceMethod):
         raise TypeError(f"`method` must be a synth.methods.GuidanceMethod, got {type(method).__name__}")
     if method.name == "none" or not method.losses:
-        raise ValueError(f"method {method.name!r} needs a name other than 'none' and at least one loss in `losses`")
+        raise InputError(f"method {method.name!r} needs a name other than 'none' and at least one loss in `losses`")
     if method.name in METHODS and not replace:
-        raise ValueError(f"a method named {method.name!r} is already registered; pass replace=True to replace it")
+        raise InputError(f"a method named {method.name!r} is already registered; pass replace=True to replace it")
     METHODS[method.name] = method
     return method
 
@@ -259,4 +261,4 @@ def get_method(name: str) -> GuidanceMethod:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown guidance method {name!r}; valid: {sorted(METHODS)} (or 'none')") from None
+        raise InputError(f"unknown guidance method {name!r}; valid: {sorted(METHODS)} (or 'none')") from None

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from scenewright.errors import CLIError
+from scenewright.errors import CLIError, InputError
 
 from .methods import METHODS, get_method
 
@@ -73,7 +73,7 @@ def resolve_methods(
         opts.update({k: v for k, v in options.items() if k in method.defaults})
         unknown = set(own) - set(method.defaults) - set(ENGINE_DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(method.defaults)}")
+            raise InputError(f"unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(method.defaults)}")
         opts.update(own)
         active.append((name, method, opts))
     unknown = set(options) - known
@@ -94,20 +94,20 @@ def check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
     for key in ("max_iter_to_alter", "max_refinement_steps"):
         value = engine[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"`{key}` must be an int >= 0, got {value!r}")
+            raise InputError(f"`{key}` must be an int >= 0, got {value!r}")
     scale = engine["scale_factor"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not np.isfinite(scale) or scale < 0:
-        raise ValueError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
+        raise InputError(f"`scale_factor` must be a finite number >= 0 (A&E uses 20), got {scale!r}")
     if engine["schedule"] not in SCHEDULES:
-        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {engine['schedule']!r}")
+        raise InputError(f"`schedule` must be one of {SCHEDULES}, got {engine['schedule']!r}")
     plain = engine["plain_sd_loss_scale"]
     if isinstance(plain, bool) or not isinstance(plain, (int, float, np.number)) or not np.isfinite(plain) or plain <= 0:
-        raise ValueError(f"`plain_sd_loss_scale` must be a finite number > 0, got {plain!r}")
+        raise InputError(f"`plain_sd_loss_scale` must be a finite number > 0, got {plain!r}")
     if not isinstance(engine["gradient_checkpointing"], (bool, np.bool_)):
-        raise ValueError(f"`gradient_checkpointing` must be True or False, got {engine['gradient_checkpointing']!r}")
+        raise InputError(f"`gradient_checkpointing` must be True or False, got {engine['gradient_checkpointing']!r}")
     thresholds = engine["thresholds"] or {}
     if not isinstance(thresholds, Mapping):
-        raise ValueError(
+        raise InputError(
             f"`thresholds` must map step -> max-attention threshold, e.g. {{0: 0.05, 10: 0.5}}, got {thresholds!r}"
         )
     checked = {}
@@ -115,9 +115,9 @@ def check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
         try:
             checked[int(step)] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"`thresholds` must map int steps to numbers, got {step!r}: {value!r}") from None
+            raise InputError(f"`thresholds` must map int steps to numbers, got {step!r}: {value!r}") from None
         if not 0.0 <= checked[int(step)] <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}"
             )
     return {**engine, "thresholds": checked, "gradient_checkpointing": bool(engine["gradient_checkpointing"])}
@@ -142,11 +142,11 @@ class Recipe:
         object.__setattr__(self, "methods", methods or ("none",))
         object.__setattr__(self, "options", dict(self.options))
         if "none" in self.methods and len(self.methods) > 1:
-            raise ValueError(f"`methods` {list(self.methods)}: 'none' (plain Stable Diffusion) cannot be combined with others")
+            raise InputError(f"`methods` {list(self.methods)}: 'none' (plain Stable Diffusion) cannot be combined with others")
         if self.spatial_temporal is not None and not (math.isfinite(self.spatial_temporal) and self.spatial_temporal >= 0):
-            raise ValueError(f"`spatial_temporal` must be a finite number >= 0 (1.0 by default), got {self.spatial_temporal}")
+            raise InputError(f"`spatial_temporal` must be a finite number >= 0 (1.0 by default), got {self.spatial_temporal}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"`steps` must be an int >= 1, got {self.steps!r}")
+            raise InputError(f"`steps` must be an int >= 1, got {self.steps!r}")
         if not self.name:
             variations = [COMPOSE] * self.compose + ([] if self.spatial_temporal is None else [SPATIAL_TEMPORAL])
             shown = [] if variations and self.methods == ("none",) else list(self.methods)
@@ -217,7 +217,7 @@ def _spatial_temporal_weight(token: str, part: str) -> float:
     except ValueError:
         weight = -1.0  # not a number: the same error as a negative one
     if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
+        raise InputError(f"--methods {part!r}: spatial_temporal's local weight must be a number >= 0, "
                          f"e.g. spatial_temporal:3, got {text!r}")  # fmt: skip
     return weight
 
@@ -236,7 +236,7 @@ def parse_recipes(text: str, **common: Any) -> list[Recipe]:
         compose = COMPOSE in tokens
         regional = [t for t in tokens if t.partition(":")[0] == SPATIAL_TEMPORAL]
         if len(regional) > 1:
-            raise ValueError(f"--methods {part!r} names spatial_temporal twice; give it once, e.g. compose+spatial_temporal:3")
+            raise InputError(f"--methods {part!r} names spatial_temporal twice; give it once, e.g. compose+spatial_temporal:3")
         weight = _spatial_temporal_weight(regional[0], part) if regional else None
         rest = [t for t in tokens if t != COMPOSE and t not in regional] or ["none"]
         methods = parse_method_names(",".join(rest))  # CLIError (a ValueError) names the unknown method
@@ -244,10 +244,10 @@ def parse_recipes(text: str, **common: Any) -> list[Recipe]:
         shown = [] if variations and methods == ["none"] else methods
         recipes.append(Recipe(tuple(methods), compose=compose, spatial_temporal=weight, name="+".join(variations + shown), **common))
     if not recipes:
-        raise ValueError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
+        raise InputError("--methods is empty; give e.g. --methods none,attend_excite,car+sar")
     names = [r.name for r in recipes]
     if len(set(names)) != len(names):
-        raise ValueError(f"--methods lists a combination twice: {text!r}")
+        raise InputError(f"--methods lists a combination twice: {text!r}")
     return recipes
 
 
@@ -261,7 +261,7 @@ def split_options(recipes: Sequence[Recipe], options: Mapping[str, Any]) -> dict
     unused = sorted(set(options) - set().union(*known.values()))
     if unused:
         valid = sorted(set().union(*known.values()))
-        raise ValueError(f"--option {', '.join(unused)}: no method of --methods takes it; valid: {', '.join(valid)}")
+        raise InputError(f"--option {', '.join(unused)}: no method of --methods takes it; valid: {', '.join(valid)}")
     return {r.name: {k: v for k, v in options.items() if k in known[r.name]} for r in recipes}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenewright.errors import InputError
+
 from .backbones import Conditioning, JointConditioning
 
 
@@ -26,7 +28,7 @@ def make_generators(seed: int | Sequence[int] | None, batch: int) -> torch.Gener
         return torch.Generator("cpu").manual_seed(int(seed))
     seeds = list(seed)
     if len(seeds) != batch:
-        raise ValueError(f"`seed` has {len(seeds)} values for {batch} images; give one seed per image or a single int")
+        raise InputError(f"`seed` has {len(seeds)} values for {batch} images; give one seed per image or a single int")
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from scenewright.errors import InputError
+
 from .backbones import Conditioning
 from .controllers import StepController
 
@@ -122,7 +124,7 @@ class SpatialTemporalControl:
         """The given ``weights`` as an fp32 (T, B, N) tensor; a wrong shape is an error naming the expected one."""
         weights = torch.as_tensor(self.weights, dtype=torch.float32)
         if tuple(weights.shape) != (num_steps, batch, num_objects):
-            raise ValueError(
+            raise InputError(
                 f"`SpatialTemporalControl.weights` has shape {tuple(weights.shape)}, expected (steps, images, "
                 f"objects) = {(num_steps, batch, num_objects)}"
             )
@@ -130,15 +132,15 @@ class SpatialTemporalControl:
 
     def __post_init__(self):
         if not isinstance(self.local_weight, (int, float)) or not self.local_weight >= 0:
-            raise ValueError(f"`local_weight` must be a number >= 0, got {self.local_weight!r}")
+            raise InputError(f"`local_weight` must be a number >= 0, got {self.local_weight!r}")
         for name in ("regional_steps", "regional_blocks"):
             share = getattr(self, name)
             if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-                raise ValueError(f"`{name}` is a share in [0, 1], got {share!r}")
+                raise InputError(f"`{name}` is a share in [0, 1], got {share!r}")
         if not isinstance(self.softness, (int, float)) or not self.softness > 0:
-            raise ValueError(f"`softness` must be a number > 0 (cells), got {self.softness!r}")
+            raise InputError(f"`softness` must be a number > 0 (cells), got {self.softness!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 1 <= self.epochs <= 100:
-            raise ValueError(f"`epochs` must be an int in [1, 100] (CLIP updates per step), got {self.epochs!r}")
+            raise InputError(f"`epochs` must be an int in [1, 100] (CLIP updates per step), got {self.epochs!r}")
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import Literal
 
 import regex
 
+from scenewright.errors import InputError
+
 from .tokens import (
     APPEND_SEPARATOR,
     PromptWord,
@@ -65,7 +67,7 @@ def t5_token_groups_for_layout(
     if not isinstance(prompt, str) or not prompt.strip():
         raise TokenMappingError(f"`prompt` must be a non-empty string, got {prompt!r}")
     if missing not in ("append", "error"):
-        raise ValueError(f"`missing` must be 'append' or 'error', got {missing!r}")
+        raise InputError(f"`missing` must be 'append' or 'error', got {missing!r}")
     kinds = _check_phrases(phrases, names)
     clip_words, located, absent = _locate(clip_tokenizer, prompt, phrases, kinds)
     appended = list(dict.fromkeys(phrases[i] for i in absent))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Literal
 
+from scenewright.errors import InputError
 from scenewright.layout.parse import name_of_phrase
 from scenewright.layout.vocabulary import NUMBER_WORDS, singularize
 
@@ -44,7 +45,7 @@ _ATTRIBUTE_WINDOW = 4
 _WINDOW_STOPS = frozenset(("and", "or", "with", "of", "next", "near", "on", "in", "under", "above", "below", "behind"))
 
 
-class TokenMappingError(ValueError):
+class TokenMappingError(InputError):
     """A phrase or token index cannot be located in the prompt; the message names it and the fix."""
 
 
@@ -259,7 +260,7 @@ def token_groups_for_layout(
     if not isinstance(prompt, str) or not prompt.strip():
         raise TokenMappingError(f"`prompt` must be a non-empty string, got {prompt!r}")
     if missing not in ("append", "error"):
-        raise ValueError(f"`missing` must be 'append' or 'error', got {missing!r}")
+        raise InputError(f"`missing` must be 'append' or 'error', got {missing!r}")
     kinds = _check_phrases(phrases, names)
     words, located, absent = _locate(tokenizer, prompt, phrases, kinds)
     appended: list[str] = []

@@ -172,6 +172,28 @@ def test_errors_found_while_generating_exit_2(model_dir, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_bug_in_our_code_keeps_its_traceback_and_batches_come_through_the_attempt_runner(model_dir, tmp_path, monkeypatch):
+    from scenewright.eval import attempt as attempt_module
+    from scenewright.synth.pipeline import Synthesizer
+
+    drawn = []
+    real_attempt = attempt_module.attempt
+    monkeypatch.setattr(attempt_module, "attempt", lambda *a, **k: drawn.append(k) or real_attempt(*a, **k))
+    argv = ["generate", "a red circle", "--model", str(model_dir), "--method", "none", "--steps", "1", "--batch-size", "2",
+            "--out", str(tmp_path / "x.png"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(drawn) == 1 and drawn[0]["batch_size"] == 2
+    assert (tmp_path / "x.png").exists() and (tmp_path / "x_1.png").exists()
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("an internal shape mismatch")  # a plain ValueError: ours, not the user's
+
+    monkeypatch.setattr(Synthesizer, "generate", broken)
+    with pytest.raises(attempt_module.AttemptError, match="synthesize failed: ValueError: an internal shape mismatch") as caught:
+        main([*argv[:-3], "--out", str(tmp_path / "y.png"), "--quiet"])
+    assert type(caught.value.__cause__) is ValueError  # the traceback reaches the user, not "error: ..." and exit 2
+
+
 def test_default_model_is_the_embedded_one_with_a_clear_error_when_absent(monkeypatch, tmp_path, capsys):
     from scenewright.synth import loading
 
