@@ -25,7 +25,7 @@ from pathlib import Path
 from scenewright.agent.config import AgentSettings, ConfigError, load_settings
 from scenewright.agent.loop import AgentError, run
 from scenewright.cli_checks import check_output_folder
-from scenewright.errors import CLIError, ModelNotAvailableError
+from scenewright.errors import CLIError, InputError, ModelNotAvailableError
 from scenewright.layout.llm import LLMServerError
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.schema import LayoutError
@@ -113,7 +113,7 @@ def check_options_taken(settings: AgentSettings) -> None:
     names = [name for name in (*settings.methods, *settings.extra_methods) if name != "none"]
     try:
         split_options([Recipe(tuple(dict.fromkeys(names)))], settings.options)
-    except ValueError as err:
+    except InputError as err:
         raise CLIError(str(err).replace("of --methods", "of --methods or --extra-methods")) from None
 
 
@@ -171,7 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as err:  # the planner cannot be set up with these settings
+    except (InputError, OSError) as err:  # the planner cannot be set up with these settings
         print(f"error: --planner {settings.planner}: {err}", file=sys.stderr)
         return 2
     progress = TqdmProgress(settings.attempts, settings.steps, disable=args.quiet)

@@ -39,14 +39,15 @@ from typing import Any
 from scenewright.agent.config import AgentSettings
 from scenewright.agent.loop import run
 from scenewright.cli_checks import check_finite_options
-from scenewright.errors import ModelNotAvailableError
+from scenewright.errors import CLIError, InputError, ModelNotAvailableError
 from scenewright.eval.detect import get_detector
 from scenewright.eval.verify import SCORE_KEYS
 from scenewright.layout.llm import LLMServerError
-from scenewright.layout.plan import plan, plan_for_layout
+from scenewright.layout.plan import Plan, plan, plan_for_layout
 from scenewright.layout.parse import name_of_phrase, parse_prompt
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS, Layout, LayoutError
+from scenewright.layout.spec import PromptSpec
 from scenewright.synth.loading import DEFAULT_MODEL
 from scenewright.synth.methods import METHODS
 from scenewright.synth.recipe import parse_options
@@ -110,8 +111,13 @@ def _in_text(name: str, prompt: str, prompt_names: set[str]) -> bool:
     return all(re.search(rf"\b{re.escape(word)}(s|es)?\b", text) for word in name.lower().split())
 
 
-def state_to_layout(state: str | dict | None, prompt: str, background: str = "", negative: str = "") -> Layout:
+def state_to_layout(
+    state: str | dict | None, prompt: str, background: str = "", negative: str = "", spec: PromptSpec | None = None
+) -> Layout:
     """The :class:`Layout` the page's box state draws for ``prompt``; raises :class:`EditorError` saying what to fix.
+
+    ``spec`` is ``prompt`` already parsed (Generate parses once and hands the same spec to the verifier); else it is
+    parsed here.
 
     Rejects an empty prompt, a state that is not ``{"boxes": [...]}``, a box without a phrase, of zero
     area or off the canvas, and a box whose label (its kind, from ``name`` or the phrase) the text
@@ -139,7 +145,7 @@ def state_to_layout(state: str | dict | None, prompt: str, background: str = "",
             f"the canvas has {len(state['boxes'])} boxes, more than a layout holds ({GLIGEN_MAX_OBJECTS}, as the planner); "
             "remove some, or merge a crowd into one box"
         )
-    prompt_names = {o.name for o in parse_prompt(prompt).objects}
+    prompt_names = {o.name for o in (spec if spec is not None else parse_prompt(prompt)).objects}
     objects = []
     for i, item in enumerate(state["boxes"]):
         where = _label(i, item)
@@ -214,7 +220,7 @@ def plan_for_editor(text: str, planner) -> tuple[Layout, str]:
 
 
 def generate_for_layout(
-    layout: Layout,
+    layout: Layout | Plan,
     synthesizer,
     methods: Sequence[str] = ("car", "sar"),
     seed: int = 0,
@@ -224,7 +230,8 @@ def generate_for_layout(
     planner: str | Any = "offline",
     **method_options: Any,
 ):
-    """Draw ``layout`` with ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect and verify, and within
+    """Draw ``layout`` (or a :class:`~scenewright.layout.plan.Plan` around it, whose spec the verifier reads) with
+    ``synthesizer`` (a :class:`scenewright.synth.Synthesizer`), detect and verify, and within
     ``attempts`` apply the remedies of `scenewright run` (:func:`scenewright.agent.loop.run`, started on this layout).
 
     Returns ``(image, overlay, scores)`` of the best attempt: the PIL image, the image with planned (green) and
@@ -234,7 +241,8 @@ def generate_for_layout(
     ``methods`` empty means plain Stable Diffusion. Raises RuntimeError when no attempt drew an image.
     """
     find = get_detector(detector) if isinstance(detector, str) else detector
-    result = run(layout.prompt, synthesizer=synthesizer, detector=find, planner=planner, start=plan_for_layout(layout),
+    start = layout if isinstance(layout, Plan) else plan_for_layout(layout)
+    result = run(start.prompt, synthesizer=synthesizer, detector=find, planner=planner, start=start,
                  methods=list(methods) or ["none"], seed=seed, steps=steps, attempts=attempts, options=method_options)  # fmt: skip
     best = result.best
     if best is None:
@@ -337,7 +345,7 @@ def build_app(
         if "planner" not in planners:
             try:
                 planners["planner"] = get_planner(planner, **(planner_options or {}))
-            except (ValueError, TypeError, OSError, ImportError) as err:
+            except (InputError, OSError, ImportError) as err:
                 raise EditorError(f"the {planner} planner cannot be set up: {err}") from None
         return planners["planner"]
 
@@ -358,17 +366,18 @@ def build_app(
     def on_generate(text: str, state: str, chosen: list[str], seed: float, steps: float, attempts: float):
         nothing = (None, None, None, gr.update())
         try:
-            layout = state_to_layout(state, text)
+            spec = parse_prompt(text) if isinstance(text, str) and text.strip() else None  # once per Generate
+            layout = state_to_layout(state, text, spec=spec)
             seed, steps, attempts = run_numbers(seed, steps, attempts)
             chosen_planner = page_planner()
             synth = models.get()
             image, overlay, scores = generate_for_layout(
-                layout, synth, methods=chosen or (), seed=seed, steps=steps, detector=detector,
+                plan_for_layout(layout, spec), synth, methods=chosen or (), seed=seed, steps=steps, detector=detector,
                 attempts=attempts, planner=chosen_planner, **method_options,
             )  # fmt: skip
         except (EditorError, ModelNotAvailableError) as err:
             return (*nothing, _error(err))
-        except (ValueError, TypeError) as err:  # bad options for this model, sizes: the user's to fix
+        except (InputError, LayoutError) as err:  # bad options for this model, sizes: the user's to fix
             return (*nothing, _error(f"generation failed: {err}"))
         except Exception as err:  # noqa: BLE001 -- the page shows one line; the server log keeps the traceback
             logger.exception("generation failed")
@@ -456,7 +465,7 @@ def run_serve(args: argparse.Namespace) -> int:
         options = parse_options(args.option)
         check_finite_options(options)
         get_detector(args.detector)  # an unknown detector fails now, not at the first generation
-    except ValueError as err:
+    except (CLIError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     planner_options = {"model": args.planner_model} if args.planner_model else {}

@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from scenewright.cli_checks import check_finite, check_finite_options, check_output_folder
-from scenewright.errors import ModelNotAvailableError
+from scenewright.errors import CLIError, InputError, ModelNotAvailableError
 from scenewright.eval.bench import process_state, run_bench
 from scenewright.eval.detect import DETECTORS, detector_segmenter, get_detector
 from scenewright.eval.layouts import SUITES, evaluate_suite, format_table
 from scenewright.eval.suites import SUITE_NAMES, load_prompt_file, load_suite
 from scenewright.layout.cli import planner_options
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
+from scenewright.layout.schema import LayoutError
 from scenewright.synth.recipe import parse_options, parse_recipes, split_options
 from scenewright.synth.composition import CompositionOptions
 from scenewright.synth.loading import device_and_dtype, quiet_loading
@@ -61,12 +62,12 @@ def _eval_layouts(args: argparse.Namespace) -> int:
         return 2
     try:
         check_finite("--temperature", args.temperature, low=0)
-    except ValueError as err:
+    except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         planner = get_planner(args.planner, **planner_options(args))
-    except (ValueError, TypeError, OSError) as err:
+    except (CLIError, InputError, OSError) as err:
         print(f"--planner {args.planner}: {err}", file=sys.stderr)
         return 2
     results = [evaluate_suite(suite, planner, limit=args.limit, seed=args.seed) for suite in args.suite]
@@ -130,11 +131,11 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench_setup(args: argparse.Namespace):
-    """Everything but the model, checked before the (slow) model load: raises ValueError/OSError for exit 2."""
+    """Everything but the model, checked before the (slow) model load: raises CLIError/InputError/OSError for exit 2."""
 
     for flag, value, low in (("--seeds", args.seeds, 1), ("--steps", args.steps, 1), ("--limit", args.limit, 1)):
         if value is not None and value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
+            raise CLIError(f"{flag} must be >= {low}, got {value}")
     check_finite("--guidance-scale", args.guidance_scale, low=0)
     check_output_folder("--out", args.out)
     specs = parse_recipes(args.methods)
@@ -145,13 +146,13 @@ def _bench_setup(args: argparse.Namespace):
     # The shapes world (its suite or its model) has an exact detector; any other images need one named.
     detector_name = args.detector or ("shapes" if "shapes" in (args.suite, args.model) else None)
     if detector_name is None:
-        raise ValueError("--detector is required outside the shapes suite and model: owlv2, owlvit, grounding-dino "
+        raise CLIError("--detector is required outside the shapes suite and model: owlv2, owlvit, grounding-dino "
                          "(with --detector-model), or none to only generate")  # fmt: skip
     planner = None
     if args.planner is not None:
         planner = get_planner(args.planner, **({"model": args.planner_model} if args.planner_model else {}))
     elif args.planner_model:
-        raise ValueError("--planner-model needs --planner llm or local")
+        raise CLIError("--planner-model needs --planner llm or local")
     return specs, options, items, detector_name, planner
 
 
@@ -182,7 +183,7 @@ def _bench(args: argparse.Namespace) -> int:
         if args.device is None:
             args.device = str(process_state().device)  # this rank's GPU under `accelerate launch`
         device, dtype = device_and_dtype(args.device, args.dtype)
-    except (ValueError, TypeError, OSError) as err:
+    except (CLIError, InputError, LayoutError, OSError) as err:  # the user's to fix; anything else keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     from scenewright.synth import Synthesizer  # diffusers: loaded only when a bench runs
@@ -194,7 +195,7 @@ def _bench(args: argparse.Namespace) -> int:
                 detector = _load_detector(detector_name, args, device)
             composition = _composition(args, detector_name, detector, device) if any(s.compose for s in specs) else None
             synthesizer = Synthesizer.from_pretrained(args.model, torch_dtype=dtype, device=device)
-    except (ModelNotAvailableError, ValueError, OSError) as err:
+    except (ModelNotAvailableError, InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts = run_bench(

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from scenewright.errors import InputError
 from scenewright.eval.boxes import detection_region
 from scenewright.eval.detection import Detection
 from scenewright.eval.detectors import GroundingDinoDetector, OwlDetector, to_pil
@@ -54,7 +55,7 @@ def get_detector(name: str, **options: Any) -> Detector:
     try:
         factory = DETECTORS[name]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
+        raise InputError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
     return factory(**options)
 
 

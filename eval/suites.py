@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scenewright.errors import InputError
 from scenewright.eval.layouts import load_lmd
 from scenewright.layout.peer_formats import parse_attention_refocusing_record, parse_lmd_answer
 from scenewright.layout.schema import Layout, LayoutError
@@ -190,9 +191,9 @@ _LOADERS = {
 def load_suite(name: str, *, limit: int | None = None) -> list[BenchItem]:
     """The items of suite ``name`` (one of :data:`SUITE_NAMES`), the first ``limit`` when given."""
     if name not in SUITE_NAMES:
-        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITE_NAMES)}")
+        raise InputError(f"unknown suite {name!r}; choose one of {', '.join(SUITE_NAMES)}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise InputError(f"limit must be >= 1, got {limit}")
     if name == "shapes":
         return _shapes(limit)
     items = _LOADERS[name](limit)  # loaders that parse shipped layouts parse only the first `limit`
@@ -205,10 +206,10 @@ def load_prompt_file(path: str | Path, *, limit: int | None = None) -> list[Benc
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"--prompts {path}: cannot read it ({err}); give a UTF-8 text file, one prompt a line") from None
+        raise InputError(f"--prompts {path}: cannot read it ({err}); give a UTF-8 text file, one prompt a line") from None
     prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise ValueError(f"--prompts {path} holds no prompt; write one prompt a line")
+        raise InputError(f"--prompts {path} holds no prompt; write one prompt a line")
     items = [BenchItem("prompts", index, prompt, "custom") for index, prompt in enumerate(prompts)]
     return items[:limit] if limit is not None else items
 

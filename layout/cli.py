@@ -22,9 +22,12 @@ import re
 import sys
 from pathlib import Path
 
+from scenewright.errors import CLIError, InputError
+from scenewright.layout.llm import LLMServerError
 from scenewright.layout.plan import Plan, plan
 from scenewright.layout.planners import PLANNER_NAMES, get_planner
 from scenewright.layout.render import save_layout_png
+from scenewright.layout.schema import LayoutError
 
 
 class _StderrHandler(logging.Handler):
@@ -82,7 +85,7 @@ def planner_options(args: argparse.Namespace) -> dict:
         }
         wrong = [flag for flag, value in given.items() if value is not None]
         if wrong:
-            raise ValueError(f"{', '.join(wrong)}: only used by --planner llm or local, not offline")
+            raise CLIError(f"{', '.join(wrong)}: only used by --planner llm or local, not offline")
         return {}
     options: dict = {"model": args.model}
     if args.temperature is not None:
@@ -94,9 +97,9 @@ def planner_options(args: argparse.Namespace) -> dict:
     else:
         wrong = [f for f, v in {"--base-url": args.base_url, "--cache-dir": args.cache_dir}.items() if v is not None]
         if wrong or args.no_cache:
-            raise ValueError(f"{', '.join(wrong or ['--no-cache'])}: only used by --planner llm")
+            raise CLIError(f"{', '.join(wrong or ['--no-cache'])}: only used by --planner llm")
         if not args.model:
-            raise ValueError("--planner local needs --model <folder> holding a transformers causal LM")
+            raise CLIError("--planner local needs --model <folder> holding a transformers causal LM")
     return options
 
 
@@ -120,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         planner = get_planner(args.planner, **planner_options(args))
-    except (ValueError, TypeError, OSError) as err:  # OSError: the local model is not available
+    except (CLIError, InputError, OSError) as err:  # OSError: the local model is not available
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.input is not None:
@@ -143,7 +146,7 @@ def _print_notes(result: Plan, where: str = "") -> None:
 def _run_one(args: argparse.Namespace, planner) -> int:
     try:
         result = _plan(args, planner, args.prompt)
-    except (ValueError, RuntimeError) as err:  # LayoutError is a ValueError; LLMServerError a RuntimeError
+    except (LayoutError, LLMServerError) as err:  # a prompt no layout repairs; an unreachable planner server
         print(f"error: {err}", file=sys.stderr)
         return 1
     _print_notes(result)

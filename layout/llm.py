@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scenewright.errors import InputError
 from scenewright import prompts
 from scenewright.layout.cache import AnswerCache, cache_key
 from scenewright.layout.geometry import clip_to_canvas
@@ -101,7 +102,7 @@ def response_format(mode: str) -> dict | None:
         return {"type": "json_object"}
     if mode == "text":
         return None
-    raise ValueError(f"unknown response mode {mode!r}; choose one of {', '.join(RESPONSE_MODES)}")
+    raise InputError(f"unknown response mode {mode!r}; choose one of {', '.join(RESPONSE_MODES)}")
 
 
 # ------------------------------------------------------------------ answers -> layouts
@@ -192,7 +193,7 @@ def plan_with_retries(
     :class:`LayoutError` quoting the last error.
     """
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
+        raise InputError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
     messages = prompts.layout_messages(prompt, feedback)
     last_error = ""
     for attempt in range(max_retries + 1):
@@ -229,9 +230,9 @@ def check_feedback(feedback: object) -> str | None:
 
 def check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"`temperature` must be a number in [0, 2], got {temperature!r}")
+        raise InputError(f"`temperature` must be a number in [0, 2], got {temperature!r}")
     if not 0 <= temperature <= 2:
-        raise ValueError(f"`temperature` must be in [0, 2] (0 is deterministic), got {temperature}")
+        raise InputError(f"`temperature` must be in [0, 2] (0 is deterministic), got {temperature}")
     return float(temperature)
 
 
@@ -262,21 +263,21 @@ class LLMPlanner:
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         model = model or os.environ.get("SCENEWRIGHT_LLM_MODEL") or (None if self.base_url else DEFAULT_MODEL)
         if not model:
-            raise ValueError(
+            raise InputError(
                 f"no model name for the server at {redact_url(self.base_url)}: pass `model` (--model) or set SCENEWRIGHT_LLM_MODEL "
                 "to a model the server serves (e.g. the name `ollama list` or vLLM's --model shows)"
             )
         self.model = model
         self.temperature = check_temperature(temperature)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
+            raise InputError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
         self.max_retries = max_retries
         if not timeout > 0:
-            raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
+            raise InputError(f"`timeout` must be > 0 seconds, got {timeout!r}")
         self.timeout = float(timeout)
         self.client_retries = int(client_retries)
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise ValueError(f"`max_tokens` must be a positive int or None, got {max_tokens!r}")
+            raise InputError(f"`max_tokens` must be a positive int or None, got {max_tokens!r}")
         self.max_tokens = max_tokens
         self.cache = AnswerCache(cache_dir) if cache else None
         # Kept private and out of repr, logs and the cache.
@@ -300,7 +301,7 @@ class LLMPlanner:
         """
         prompt = check_prompt(prompt)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+            raise InputError(f"`seed` must be an int >= 0, got {seed!r}")
         feedback = check_feedback(feedback)
         key = cache_key(self.model, prompts.template_hash(), prompt, self.temperature, seed, feedback=feedback or "")
         if self.cache is not None:

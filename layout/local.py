@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from scenewright.errors import ModelNotAvailableError
+from scenewright.errors import InputError, ModelNotAvailableError
 from scenewright.layout.llm import check_feedback, check_prompt, check_temperature, plan_with_retries
 from scenewright.layout.schema import Layout
 
@@ -42,9 +42,9 @@ class LocalPlanner:
         if not callable(tokenizer):
             raise TypeError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"`max_new_tokens` must be a positive int, got {max_new_tokens!r}")
+            raise InputError(f"`max_new_tokens` must be a positive int, got {max_new_tokens!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
+            raise InputError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.temperature = check_temperature(temperature)
@@ -86,7 +86,7 @@ class LocalPlanner:
         """
         prompt = check_prompt(prompt)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+            raise InputError(f"`seed` must be an int >= 0, got {seed!r}")
         layout, changes, _ = plan_with_retries(
             lambda m: self.complete(m, seed=seed), prompt, max_retries=self.max_retries, feedback=check_feedback(feedback)
         )

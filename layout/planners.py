@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from scenewright.errors import InputError
 from scenewright.layout.schema import Layout
 
 #: Registered planner names, in the order the CLI lists them.
@@ -50,10 +51,10 @@ def get_planner(name: str = "offline", **options) -> Planner:
         from scenewright.layout.local import LocalPlanner
 
         if not options.get("model"):
-            raise ValueError("the local planner needs `model`: a folder holding a transformers causal LM (or a hub id)")
+            raise InputError("the local planner needs `model`: a folder holding a transformers causal LM (or a hub id)")
         model = options.pop("model")
         return LocalPlanner.from_pretrained(model, **options)
-    raise ValueError(f"unknown planner {name!r}; choose one of {', '.join(PLANNER_NAMES)}")
+    raise InputError(f"unknown planner {name!r}; choose one of {', '.join(PLANNER_NAMES)}")
 
 
 def accepts_feedback(planner: Planner) -> bool:

@@ -151,7 +151,7 @@ def _load_plan(args: argparse.Namespace, methods: list[str], token_indices: list
         raise CLIError("--planner-model is only used by --planner llm or local")
     try:
         planner = get_planner(args.planner, **options)
-    except (ValueError, TypeError, OSError) as err:  # the planner cannot be set up with these flags
+    except (InputError, OSError) as err:  # the planner cannot be set up with these flags
         raise CLIError(f"--planner {args.planner}: {err}") from None
     planned = plan(args.prompt, planner, seed=args.seed, **_declared_fit(args.model))
     layout = planned.layout
