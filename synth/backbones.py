@@ -396,7 +396,7 @@ class FluxBackbone(_FlowTransformerBackbone):
         return latents.transpose(1, 2).unflatten(-1, (h, w))
 
     def cells_to_latents(self, cells: torch.Tensor) -> torch.Tensor:
-        """:meth:`latent_cells`' inverse: (B, 4C, h, w) -> packed (B, h * w, 4C); a (1, 1, h, w) mask -> (1, h * w, 1)."""
+        """:meth:`latent_cells`' inverse: (B, 4C, h, w) -> packed (B, h * w, 4C); a (1, 1, h, w) mask: (1, h * w, 1)."""
         return cells.flatten(2).transpose(1, 2)
 
     def encode(

@@ -150,7 +150,9 @@ def shift_mask(mask: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def centring_shift(centre: tuple[float, float], box: tuple[float, float, float, float], h: int, w: int) -> tuple[int, int]:
+def centring_shift(
+    centre: tuple[float, float], box: tuple[float, float, float, float], h: int, w: int
+) -> tuple[int, int]:
     """(dy, dx) whole cells of an (h, w) grid that move a normalized (x, y) ``centre`` onto the box's centre."""
     tx, ty = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return round((ty - centre[1]) * h), round((tx - centre[0]) * w)
@@ -244,9 +246,14 @@ def joint_phrase_positions(synthesizer, phrase: str, name: str) -> list[int]:
     if backbone.name == "sd3" and pipe.text_encoder_3 is None:
         return token_groups_for_layout(pipe.tokenizer, phrase, [phrase], names=[name],
                                        include_attributes=True).token_groups[0]  # fmt: skip
-    t5_tokenizer, offset = (pipe.tokenizer_2, 0) if backbone.name == "flux" else (pipe.tokenizer_3, pipe.tokenizer_max_length)
-    return t5_token_groups_for_layout(pipe.tokenizer, t5_tokenizer, phrase, [phrase], max_length=backbone.max_sequence_length,
-                                      names=[name], include_attributes=True, offset=offset).token_groups[0]  # fmt: skip
+    if backbone.name == "flux":
+        t5_tokenizer, offset = pipe.tokenizer_2, 0
+    else:
+        t5_tokenizer, offset = pipe.tokenizer_3, pipe.tokenizer_max_length
+    mapping = t5_token_groups_for_layout(pipe.tokenizer, t5_tokenizer, phrase, [phrase], names=[name],
+                                         max_length=backbone.max_sequence_length, include_attributes=True,
+                                         offset=offset)  # fmt: skip
+    return mapping.token_groups[0]
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ Each feature is one controller, built at step 6.1:
   into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
   of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 - box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`), which
-  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 the same
+  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 and SD3 the same
   ``spatial_temporal=`` is regional attention (Chen et al. 2024, :mod:`scenewright.synth.regional_attention`):
   each phrase's own tokens attend only to the image tokens in its box, and they to it;
 - LMD's latent composition (Lian et al. 2024, :mod:`scenewright.synth.composition`), a pre-pass (step 3.2)
