@@ -76,7 +76,8 @@ class CompositionOptions:
     fit_iou: float = 0.5  # a drawing fits its box when, centred on it, its extent has this IoU with the box (the bench's)
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
-    mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention
+    mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep (FLUX/SD3: the nearest
+    # of the model's flow-matching schedule) to read attention
     attention_res: tuple[int, int] | None = None  # UNet attention grid read; None: the model's (latent / downscale)
     segmenter: Segmenter | None = field(default=None, compare=False)
 
@@ -104,7 +105,7 @@ class PlacedObject:
 
     phrase: str
     trajectory: list[torch.Tensor]  # latents at the start of each composed step, shifted
-    mask: torch.Tensor  # (1, 1, h, w) bool, shifted: the cells pasted (the object and its margin)
+    mask: torch.Tensor  # (1, 1, h, w) bool (FLUX: (1, h * w, 1)), shifted: the cells pasted (object and margin)
     shift: tuple[int, int]  # (dy, dx) cells of the composition grid (FLUX: image tokens)
     core: torch.Tensor | None = None  # the object's own cells (within ``mask``); None: all of ``mask``
 
