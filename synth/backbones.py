@@ -13,7 +13,11 @@ each done exactly as the backbone's own diffusers pipeline does it, so that the 
   distilled guidance embedding or true CFG, SD3's batched CFG); the loop then runs ``scheduler.step``;
 - :meth:`decode`: final latents -> images (SD runs its safety checker; SDXL upcasts an fp16 VAE and may watermark;
   FLUX unpacks);
-- :meth:`check_size`, :meth:`latent_grid`, :attr:`native_size`, :attr:`model` (the UNet or transformer).
+- :meth:`check_size`, :meth:`latent_grid`, :attr:`native_size`, :attr:`model` (the UNet or transformer);
+- :meth:`latent_cells` / :meth:`cells_to_latents`: the (B, C, h, w) grid LMD's composition moves latents on
+  (:mod:`scenewright.synth.composition`; FLUX's packed tokens as their token grid, the others' latents as they are);
+- the MM-DiTs' :attr:`text_length` and :meth:`phrase_token_spans`: the text tokens the transformer reads, and
+  which of a phrase's own encoded tokens regional attention appends (:mod:`scenewright.synth.regional_attention`).
 
 Adding a backbone means one more class here; the loop does not change.
 """
@@ -85,6 +89,14 @@ class _UNetBackbone:
     def latent_grid(self, height: int, width: int) -> tuple[int, int]:
         """The latents' grid (h, w): the image's size over the VAE's downsampling."""
         return height // self.pipe.vae_scale_factor, width // self.pipe.vae_scale_factor
+
+    def latent_cells(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The latents (B, C, h, w) as the grid composition moves them on: as they are."""
+        return latents
+
+    def cells_to_latents(self, cells: torch.Tensor) -> torch.Tensor:
+        """:meth:`latent_cells`' inverse (also for (1, 1, h, w) masks): as they are."""
+        return cells
 
     def image_seq_len(self, height: int, width: int) -> int:
         """The number of latent pixels (the UNet's schedulers do not read it; the MM-DiTs' shift by it)."""
@@ -332,6 +344,14 @@ class _FlowTransformerBackbone:
         h, w = self.latent_grid(height, width)
         return h * w
 
+    def latent_cells(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The latents as the (B, C, h, w) grid composition moves them on: SD3's (B, C, H / 8, W / 8) as they are."""
+        return latents
+
+    def cells_to_latents(self, cells: torch.Tensor) -> torch.Tensor:
+        """:meth:`latent_cells`' inverse (also for (1, 1, h, w) masks): as they are."""
+        return cells
+
 
 class FluxBackbone(_FlowTransformerBackbone):
     """FLUX.1 [dev] / [schnell]: CLIP pooled + T5 tokens, packed 2x2 latents with RoPE ids (``FluxPipeline.__call__``).
@@ -355,6 +375,29 @@ class FluxBackbone(_FlowTransformerBackbone):
     @property
     def token_patch(self) -> int:
         return 2  # FLUX packs 2x2 latent pixels into one token (the transformer's patch_size is 1)
+
+    @property
+    def text_length(self) -> int:
+        """The text tokens the transformer reads for a prompt: the T5 length."""
+        return self.max_sequence_length
+
+    def phrase_token_spans(self, phrases: list[str]) -> dict[str, slice]:
+        """Where phrases encoded alone (:meth:`encode`) have their tokens: the longest's T5 pieces through ``</s>``."""
+        length = max(len(ids) for ids in self.pipe.tokenizer_2(list(phrases)).input_ids)
+        return {"T5": slice(0, min(length, self.max_sequence_length))}
+
+    def latent_cells(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Packed latents (B, h * w, 4C) as their token grid (B, 4C, h, w) (``_pack_latents``' token order).
+
+        Composition moves whole tokens on it: each 2x2 latent patch stays the patch the transformer reads, and the
+        cells are the image tokens regional attention and the joint-attention maps address.
+        """
+        h, w = self.latent_grid(height, width)
+        return latents.transpose(1, 2).unflatten(-1, (h, w))
+
+    def cells_to_latents(self, cells: torch.Tensor) -> torch.Tensor:
+        """:meth:`latent_cells`' inverse: (B, 4C, h, w) -> packed (B, h * w, 4C); a (1, 1, h, w) mask: (1, h * w, 1)."""
+        return cells.flatten(2).transpose(1, 2)
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,
@@ -487,6 +530,22 @@ class SD3Backbone(_FlowTransformerBackbone):
     @property
     def token_patch(self) -> int:
         return self.pipe.patch_size  # the transformer's patch embedding: 2 in SD3 and SD3.5
+
+    @property
+    def text_length(self) -> int:
+        """The text tokens the transformer reads for a prompt: 77 CLIP tokens, then the T5 length."""
+        return self.pipe.tokenizer_max_length + self.max_sequence_length
+
+    def phrase_token_spans(self, phrases: list[str]) -> dict[str, slice]:
+        """Where phrases encoded alone (:meth:`encode`) have their tokens: the longest's CLIP tokens through its
+        end-of-text token, then (with T5; without, its rows are zeros) its T5 pieces through ``</s>``."""
+        clip_length = self.pipe.tokenizer_max_length
+        clip = min(max(len(ids) for ids in self.pipe.tokenizer(list(phrases)).input_ids), clip_length)
+        spans = {"CLIP": slice(0, clip)}
+        if self.pipe.text_encoder_3 is not None:
+            t5 = max(len(ids) for ids in self.pipe.tokenizer_3(list(phrases)).input_ids)
+            spans["T5"] = slice(clip_length, clip_length + min(t5, self.max_sequence_length))
+        return spans
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,

@@ -26,6 +26,16 @@ the candidate's final latent re-noised to ``mask_timestep`` (captured through :m
 its weighted centroid is the object's centre, its cells above ``attention_threshold`` of the peak its
 extent, and the planned box is the mask.
 
+**FLUX.1 and SD3.** The objects are drawn by the same plain loop; attention comes from the joint attention
+(:func:`joint_attention_extents`: the text -> image maps of :mod:`scenewright.synth.joint_attention` on the phrase's
+T5 tokens, :mod:`scenewright.synth.t5_tokens`, or its CLIP tokens on SD3 without T5, averaged over every joint block
+at the image-token grid), read after re-noising by the flow-matching scheduler's ``scale_noise`` (:func:`noised_to`).
+Latents move on the backbone's composition grid (:meth:`scenewright.synth.backbones.FluxBackbone.latent_cells`):
+SD3's (B, C, H / 8, W / 8) latents as they are; FLUX's packed (B, h * w, 4C) latents as their token grid
+(B, 4C, h, w), moved by whole tokens, because the pastes are per token: a move by an odd latent pixel would cut every
+2x2 patch in two and leave the object straddling the token cells its mask pastes. The placed trajectories and masks
+are kept in the model's layout, so the pastes need no backbone.
+
 This is a pre-pass: :func:`compose_layout` draws with the plain unguided loop
 (:func:`scenewright.synth.sampling.sample_unguided`, not ``generate``), and ``generate`` consumes its
 :class:`LatentComposition` through a step controller
@@ -46,8 +56,10 @@ import torch
 
 from scenewright.layout.schema import Layout
 
+from .joint_attention import joint_attention_capture, joint_attention_layers
 from .maps import MapRequest, downscaled_size
 from .sampling import UnguidedSample, sample_unguided
+from .t5_tokens import t5_token_groups_for_layout
 from .tokens import token_groups_for_layout
 
 # (H, W, 3) uint8 image, phrase -> a (H, W) bool mask per instance of the phrase's object found (none: [])
@@ -64,8 +76,9 @@ class CompositionOptions:
     fit_iou: float = 0.5  # a drawing fits its box when, centred on it, its extent has this IoU with the box (the bench's)
     background: str = "object"  # "object" | "scene": what fills the latents outside the objects' masks
     attention_threshold: float = 0.3  # extent = attention cells above this share of the peak
-    mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep to read attention
-    attention_res: tuple[int, int] | None = None  # attention grid read; None: the model's (latent / downscale)
+    mask_timestep: int = 300  # the candidate's final latent is re-noised to this timestep (FLUX/SD3: the nearest
+    # of the model's flow-matching schedule) to read attention
+    attention_res: tuple[int, int] | None = None  # UNet attention grid read; None: the model's (latent / downscale)
     segmenter: Segmenter | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,12 +100,13 @@ class CompositionOptions:
 
 @dataclass
 class PlacedObject:
-    """One object drawn alone and moved to its box: per-step latents (1, C, h, w) and its latent mask."""
+    """One object drawn alone and moved to its box: per-step latents and its mask, in the model's latent layout
+    ((1, C, h, w); FLUX's packed (1, h * w, 4C) latents and (1, h * w, 1) masks)."""
 
     phrase: str
     trajectory: list[torch.Tensor]  # latents at the start of each composed step, shifted
-    mask: torch.Tensor  # (1, 1, h, w) bool, shifted: the cells pasted (the object and its margin)
-    shift: tuple[int, int]  # (dy, dx) latent cells
+    mask: torch.Tensor  # (1, 1, h, w) bool (FLUX: (1, h * w, 1)), shifted: the cells pasted (object and margin)
+    shift: tuple[int, int]  # (dy, dx) cells of the composition grid (FLUX: image tokens)
     core: torch.Tensor | None = None  # the object's own cells (within ``mask``); None: all of ``mask``
 
 
@@ -106,7 +120,8 @@ class LatentComposition:
     canvas: int = 0  # background="object": the object whose trajectory fills the latents outside the masks
 
     def apply(self, step: int, latents: torch.Tensor) -> torch.Tensor:
-        """``latents`` (n, C, h, w) of this layout's images with the objects' latents pasted in at ``step``."""
+        """``latents`` (n, C, h, w) (FLUX: (n, h * w, 4C)) of this layout's images with the objects' latents pasted
+        in at ``step``."""
         if step >= self.steps or not self.objects:
             return latents
         if self.background == "object":
@@ -134,6 +149,24 @@ def shift_mask(mask: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     src_x, dst_x = slice(max(0, -dx), min(w, w - dx)), slice(max(0, dx), min(w, w + dx))
     out[..., dst_y, dst_x] = mask[..., src_y, src_x]
     return out
+
+
+def centring_shift(
+    centre: tuple[float, float], box: tuple[float, float, float, float], h: int, w: int
+) -> tuple[int, int]:
+    """(dy, dx) whole cells of an (h, w) grid that move a normalized (x, y) ``centre`` onto the box's centre."""
+    tx, ty = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return round((ty - centre[1]) * h), round((tx - centre[0]) * w)
+
+
+def shifted_trajectory(backbone, trajectory: list[torch.Tensor], row: int, dy: int, dx: int, height: int,
+                       width: int) -> list[torch.Tensor]:  # fmt: skip
+    """Row ``row`` of each step's latents moved ``(dy, dx)`` cells on the backbone's composition grid, in the model's
+    layout (FLUX: packed tokens moved whole, :meth:`~scenewright.synth.backbones.FluxBackbone.latent_cells`)."""
+    return [
+        backbone.cells_to_latents(shift_latents(backbone.latent_cells(z[row : row + 1], height, width), dy, dx))
+        for z in trajectory
+    ]
 
 
 def box_cells(box: tuple[float, float, float, float], h: int, w: int) -> torch.Tensor:
@@ -171,12 +204,17 @@ def _fits_cells(extent: tuple[float, float, float, float], box: tuple[float, flo
 
 
 @torch.no_grad()
-def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str, options: CompositionOptions):
+def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str, options: CompositionOptions,
+                      image_size: tuple[int, int] | None = None):  # fmt: skip
     """Per candidate latent: (soft attention map (h, w), extent box or None) of the phrase's object tokens.
 
     One conditional UNet pass on the latents re-noised to ``mask_timestep`` (fixed noise), cross-attention
-    at the model's attention size (latent / ``attention_downscale``), upsampled to the latent grid.
+    at the model's attention size (latent / ``attention_downscale``), upsampled to the latent grid. On FLUX/SD3,
+    :func:`joint_attention_extents` (``image_size`` (height, width): FLUX's packed latents do not say it).
     """
+    if synthesizer.is_mmdit:
+        return joint_attention_extents(synthesizer, latents, phrase, name, options,
+                                       *(image_size or synthesizer.image_size(latents)))  # fmt: skip
     h, w = latents.shape[-2:]
     size = options.attention_res or downscaled_size((h, w), synthesizer.defaults.attention_downscale)
     group = token_groups_for_layout(synthesizer.tokenizer, phrase, [phrase], names=[name], include_attributes=True)
@@ -189,18 +227,84 @@ def attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str
     with synthesizer._capture([MapRequest("cross", (size,))]) as capture:
         capture.guidance_forward(lambda: synthesizer.unet(noisy, t, **conditioning.unet_kwargs()), (h, w))
         probs = torch.stack([layer.probs.float() for layer in capture.layers.values()]).mean(dim=(0, 2))  # (N, hw, 77)
-    maps = probs[..., tokens].mean(-1).reshape(-1, 1, *size)
-    maps = torch.nn.functional.interpolate(maps, size=(h, w), mode="nearest")[:, 0]
+    return _extents(probs[..., tokens].mean(-1).reshape(-1, 1, *size), (h, w), options.attention_threshold)
+
+
+def _extents(maps: torch.Tensor, cells: tuple[int, int], threshold: float):
+    """(n, 1, h', w') phrase maps -> per map (its peak-normalized map on the ``cells`` grid, its extent or None)."""
+    maps = torch.nn.functional.interpolate(maps, size=cells, mode="nearest")[:, 0]
     maps = maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    return [(m, _extent(m > options.attention_threshold)) for m in maps]
+    return [(m, _extent(m > threshold)) for m in maps]
+
+
+def joint_phrase_positions(synthesizer, phrase: str, name: str) -> list[int]:
+    """A phrase's object tokens (with attributes) among the text keys of FLUX's or SD3's joint attention.
+
+    T5 positions (:func:`scenewright.synth.t5_tokens.t5_token_groups_for_layout`; SD3's follow its 77 CLIP tokens);
+    SD3 without T5 reads zero T5 rows, so there the phrase's CLIP positions.
+    """
+    pipe, backbone = synthesizer.pipe, synthesizer.backbone
+    if backbone.name == "sd3" and pipe.text_encoder_3 is None:
+        return token_groups_for_layout(pipe.tokenizer, phrase, [phrase], names=[name],
+                                       include_attributes=True).token_groups[0]  # fmt: skip
+    if backbone.name == "flux":
+        t5_tokenizer, offset = pipe.tokenizer_2, 0
+    else:
+        t5_tokenizer, offset = pipe.tokenizer_3, pipe.tokenizer_max_length
+    mapping = t5_token_groups_for_layout(pipe.tokenizer, t5_tokenizer, phrase, [phrase], names=[name],
+                                         max_length=backbone.max_sequence_length, include_attributes=True,
+                                         offset=offset)  # fmt: skip
+    return mapping.token_groups[0]
+
+
+@torch.no_grad()
+def joint_attention_extents(synthesizer, latents: torch.Tensor, phrase: str, name: str, options: CompositionOptions,
+                            height: int, width: int):  # fmt: skip
+    """:func:`attention_extents` on FLUX/SD3: the joint attention's text -> image maps of the phrase's tokens
+    (:func:`joint_phrase_positions`), averaged over every joint block, at the image-token grid, upsampled to the
+    composition grid.
+
+    One conditional transformer pass on the latents re-noised (:func:`noised_to`, fixed noise) to the timestep of the
+    model's own schedule (``num_train_timesteps`` steps, shifted as it samples) nearest ``mask_timestep``.
+    """
+    if options.attention_res is not None:
+        raise ValueError(
+            f"composition `attention_res` picks a UNet's attention size; {synthesizer.backbone.name}'s joint attention "
+            "is read at its image-token grid: leave `attention_res` unset"
+        )
+    backbone, scheduler, device = synthesizer.backbone, synthesizer.scheduler, synthesizer.device
+    tokens = joint_phrase_positions(synthesizer, phrase, name)
+    conditioning = backbone.encode([phrase] * len(latents), None, False, device, height, width)
+    timesteps = backbone.set_timesteps(scheduler.config.num_train_timesteps, device,
+                                       backbone.image_seq_len(height, width))  # fmt: skip
+    t = timesteps[(timesteps - options.mask_timestep).abs().argmin()]
+    noise = torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(0)).to(latents)
+    noisy = noised_to(scheduler, latents, noise, t.expand(len(latents)))
+    grid, transformer = backbone.latent_grid(height, width), backbone.model
+    kwargs = backbone.transformer_kwargs(noisy, t, conditioning, synthesizer.defaults.guidance_scale)
+    with joint_attention_capture(transformer, joint_attention_layers(transformer), grid, kinds=("cross",)) as capture:
+        transformer(**kwargs)
+        probs = torch.stack([maps.float() for maps in capture.cross_maps.values()]).mean(dim=(0, 2))  # (n, hw, text)
+    cells = backbone.latent_cells(latents, height, width).shape[-2:]
+    return _extents(probs[..., tokens].mean(-1).reshape(-1, 1, *grid), cells, options.attention_threshold)
 
 
 def noised_to(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``latents`` re-noised to timestep ``t`` for a direct UNet call: sqrt(a_t) x + sqrt(1 - a_t) eps (DDPM).
+    """``latents`` re-noised to timestep ``t`` for a direct denoiser call.
 
-    DDIM's ``add_noise`` exactly; Euler's ``add_noise`` works in sigma space and only at timesteps of its current
-    schedule, but a UNet called without ``scale_model_input`` reads the DDPM form at any training timestep.
+    Flow matching (FLUX, SD3: ``FlowMatchEulerDiscreteScheduler``): its ``scale_noise``, (1 - s) x + s eps with s
+    the sigma of ``t``, which must be one of the scheduler's current timesteps. Otherwise the DDPM form
+    sqrt(a_t) x + sqrt(1 - a_t) eps: DDIM's ``add_noise`` exactly; Euler's ``add_noise`` works in sigma space and
+    only at timesteps of its current schedule, but a UNet called without ``scale_model_input`` reads the DDPM form
+    at any training timestep.
     """
+    if hasattr(scheduler, "scale_noise"):
+        begin = scheduler.begin_index
+        scheduler.set_begin_index(None)  # look ``t`` up in the schedule, not at the step a finished loop left
+        try:
+            return scheduler.scale_noise(latents, t, noise)
+        finally:
+            scheduler.set_begin_index(begin)
     alphas = scheduler.alphas_cumprod.to(device=latents.device, dtype=latents.dtype)[t]  # (B,)
     shape = (-1,) + (1,) * (latents.ndim - 1)
     return alphas.sqrt().view(shape) * latents + (1 - alphas).sqrt().view(shape) * noise
@@ -281,9 +385,10 @@ def _segmented(drawn, rows: list[int], phrase: str, segmenter: Segmenter, hw: tu
     return found
 
 
-def _attended(synthesizer, drawn, rows: list[int], obj, options: CompositionOptions) -> list[_Drawn]:
+def _attended(synthesizer, drawn, rows: list[int], obj, options: CompositionOptions,
+              image_size: tuple[int, int]) -> list[_Drawn]:  # fmt: skip
     """Candidates whose phrase attention has cells above the threshold; centre = centroid of what is above."""
-    extents = attention_extents(synthesizer, drawn.latents[rows], obj.phrase, obj.name, options)
+    extents = attention_extents(synthesizer, drawn.latents[rows], obj.phrase, obj.name, options, image_size)
     return [_Drawn(row, drawn, _centre_of((weights - options.attention_threshold).clamp_min(0)), extent, None)
             for row, (weights, extent) in zip(rows, extents) if extent is not None]  # fmt: skip
 
@@ -304,7 +409,7 @@ def compose_layout(
     steps = max(1, int(round(share * num_inference_steps)))
     if not layout.objects:
         return LatentComposition([], steps, options.background)
-    n = options.candidates
+    n, backbone = options.candidates, synthesizer.backbone
     objects = layout.objects
     found: list[list[_Drawn]] = [[] for _ in objects]
     pending = list(range(len(objects)))
@@ -314,13 +419,13 @@ def compose_layout(
                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                 height=height, width=width,
                                 output_type="np" if options.segmenter is not None else "latent")  # fmt: skip
-        h, w = drawn.latents.shape[-2:]
+        h, w = backbone.latent_cells(drawn.latents, height, width).shape[-2:]  # the grid objects move on
         for i, k in enumerate(pending):
             rows = list(range(i * n, (i + 1) * n))
             if options.segmenter is not None:
                 found[k] += _segmented(drawn, rows, objects[k].phrase, options.segmenter, (h, w))
             else:
-                found[k] += _attended(synthesizer, drawn, rows, objects[k], options)
+                found[k] += _attended(synthesizer, drawn, rows, objects[k], options, (height, width))
         # Another batch only for objects none of whose drawings shows it once, inside its box's cells and
         # filling the box (a model free to draw an unsized object small or large may miss the box's size).
         pending = [k for k in pending if not any(_fits(d, objects[k].box, h, w, options.fit_iou) for d in found[k])]
@@ -331,13 +436,13 @@ def compose_layout(
         if not drawings:
             continue  # drawn nowhere the segmenter or attention can find: left to the scene and its guidance
         best = min(drawings, key=lambda d: _preference(d, obj.box, h, w, options.fit_iou))
-        tx, ty = (obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2
-        dy, dx = round((ty - best.centre[1]) * h), round((tx - best.centre[0]) * w)
+        dy, dx = centring_shift(best.centre, obj.box, h, w)
         # A segmented object brings its own cells; an attended one sits centred in its box: paste the box.
         mask = shift_mask(best.cells, dy, dx) if best.cells is not None else box_cells(obj.box, h, w)
         core = shift_mask(best.core, dy, dx) if best.core is not None else None
-        trajectory = [shift_latents(z[best.row : best.row + 1], dy, dx) for z in best.drawn.trajectory[:steps]]
-        placed.append(PlacedObject(obj.phrase, trajectory, mask, (dy, dx), core))
+        trajectory = shifted_trajectory(backbone, best.drawn.trajectory[:steps], best.row, dy, dx, height, width)
+        core = None if core is None else backbone.cells_to_latents(core)
+        placed.append(PlacedObject(obj.phrase, trajectory, backbone.cells_to_latents(mask), (dy, dx), core))
         chosen.append(best)
     # Only the chosen drawings are judged as canvas; attention-placed objects have no image to judge.
     canvas = 0
@@ -353,7 +458,12 @@ __all__ = [
     "PlacedObject",
     "attention_extents",
     "box_cells",
+    "centring_shift",
     "compose_layout",
+    "joint_attention_extents",
+    "joint_phrase_positions",
+    "noised_to",
     "shift_latents",
     "shift_mask",
+    "shifted_trajectory",
 ]

@@ -17,7 +17,7 @@ Each feature is one controller, built at step 6.1:
   into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
   of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
 - box-confined spatial-temporal control (Wu et al. 2023, :mod:`scenewright.synth.spatial_temporal`), which
-  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 the same
+  blends each object's phrase into its box in every cross-attention layer (step 4.1); on FLUX.1 and SD3 the same
   ``spatial_temporal=`` is regional attention (Chen et al. 2024, :mod:`scenewright.synth.regional_attention`):
   each phrase's own tokens attend only to the image tokens in its box, and they to it;
 - LMD's latent composition (Lian et al. 2024, :mod:`scenewright.synth.composition`), a pre-pass (step 3.2)
@@ -533,7 +533,8 @@ class Synthesizer:
         return is_gligen_unet(self.backbone.model) and has_boxes if gligen is None else False
 
     def _check_mmdit_features(self, active: list[_ActiveMethod], gligen: bool | None, composition) -> None:
-        """On FLUX/SD3, a clear error for what needs a UNet: loss guidance's maps, GLIGEN's layers, LMD's pass."""
+        """On FLUX/SD3, a clear error for what needs a UNet: loss guidance's maps, GLIGEN's layers. LMD's composition
+        runs (:mod:`scenewright.synth.composition`: FLUX's packed latents move on their token grid)."""
         if not self.is_mmdit:
             return
         model = {"flux": "FLUX.1", "sd3": "SD3"}[self.backbone.name]
@@ -546,10 +547,6 @@ class Synthesizer:
             )
         if gligen:
             raise ValueError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
-        if composition is not None and composition is not False:
-            raise ValueError(
-                f"`composition` (LMD's latent composition) is not yet on {model}; use spatial_temporal=True"
-            )
 
     def _step_controllers(
         self,
@@ -627,18 +624,17 @@ class Synthesizer:
         width: int,
         device: torch.device,
     ) -> RegionalAttention | None:
-        """Spatial-temporal control on FLUX as box-confined regional attention (Chen et al. 2024); None when off."""
+        """Spatial-temporal control on FLUX and SD3 as box-confined regional attention (Chen et al. 2024); None when
+        off. SD3's real CFG keeps its negative rows unguided (:mod:`scenewright.synth.regional_attention`)."""
         control = _checked_spatial_temporal(control, layouts)
         if control is None:
             return None
-        if not isinstance(self.backbone, FluxBackbone):
-            raise ValueError("`spatial_temporal` (regional attention) is not yet on SD3; it runs on FLUX.1 and SD/SDXL")
-        if self.backbone.true_cfg_scale > 1:  # the negative forward would need its own text layout and mask
+        if isinstance(self.backbone, FluxBackbone) and self.backbone.true_cfg_scale > 1:  # a separate negative forward
             raise ValueError("`spatial_temporal` on FLUX is not yet combined with true CFG; load the Synthesizer "
                              "with true_cfg_scale=1 (FLUX.1's distilled guidance)")  # fmt: skip
         if control.clip is not None:
-            raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's regional attention "
-                             "has none yet: leave `clip` unset")  # fmt: skip
+            raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's and SD3's regional "
+                             "attention has none yet: leave `clip` unset")  # fmt: skip
         boxes, present = _layout_boxes(layouts)
         batch, n = present.shape
         last_step = math.ceil(control.regional_steps * num_steps)
@@ -647,44 +643,49 @@ class Synthesizer:
         else:
             weights = control.checked_weights(num_steps, batch, n)
         if not bool(((weights >= 0) & (weights <= 1)).all()):
-            raise ValueError("on FLUX, `spatial_temporal` weights blend regional with base attention: keep "
+            raise ValueError("on FLUX and SD3, `spatial_temporal` weights blend regional with base attention: keep "
                              "`local_weight` / `weights` in [0, 1]")  # fmt: skip
         weights[last_step:] = 0
         grid = self.backbone.latent_grid(height, width)
         return RegionalAttention(
             inside=box_token_masks(boxes, grid).to(device), present=present.to(device), weights=weights * present,
-            base_length=self.backbone.max_sequence_length, region_length=self._region_length(layouts),
+            base_length=self.backbone.text_length, region_length=self._region_length(layouts),
             regional_layers=regional_layers(self.backbone.model, control.regional_blocks),
         )  # fmt: skip
 
     def _region_length(self, layouts: list[Layout | None]) -> int:
-        """T5 tokens kept per object: the longest phrase's, with its ``</s>``; too many phrases is an error."""
-        tokenizer, limit = self.pipe.tokenizer_2, self.backbone.max_sequence_length
+        """Text tokens kept per object: the longest phrase's (:meth:`FluxBackbone.phrase_token_spans`); more regional
+        tokens than the base prompt's text is an error."""
         phrases = [phrase for lay in layouts if lay is not None for phrase in lay.phrases]
-        length = max(len(tokenizer(phrase).input_ids) for phrase in phrases)
+        spans = self.backbone.phrase_token_spans(phrases)
+        length = sum(span.stop - span.start for span in spans.values())
         most = max(len(lay.objects) for lay in layouts if lay is not None)
-        if length > limit or most * length > limit:
+        limit = self.backbone.text_length
+        if most * length > limit:
             raise ValueError(
-                f"a layout has {most} phrases of up to {length} T5 tokens: {most * length} regional tokens, more than "
-                f"the T5 length holds (max_sequence_length={limit}); use fewer or shorter phrases, or load the "
-                "Synthesizer with a larger `max_sequence_length` (at most 512)"
+                f"a layout has {most} phrases of up to {length} {' + '.join(spans)} tokens: {most * length} regional "
+                f"tokens, more than the base prompt's {limit} text tokens (max_sequence_length="
+                f"{self.backbone.max_sequence_length}); use fewer or shorter phrases, or load the Synthesizer with a "
+                "larger `max_sequence_length` (at most 512)"
             )
         return length
 
     def _phrase_embeds(
         self, layouts: list[Layout | None], region_length: int, height: int, width: int
     ) -> torch.Tensor:
-        """Each object's phrase encoded on its own, its first ``region_length`` T5 tokens: (B, N, Lr, D), zeros where
-        an image has fewer objects."""
+        """Each object's phrase encoded on its own, its ``region_length`` tokens (FLUX: T5; SD3: CLIP, then T5):
+        (B, N, Lr, D), zeros where an image has fewer objects."""
         n = max(len(lay.objects) if lay is not None else 0 for lay in layouts)
+        spans = self.backbone.phrase_token_spans([p for lay in layouts if lay is not None for p in lay.phrases])
         embeds = None
         for b, lay in enumerate(layouts):
             if lay is None or not lay.objects:
                 continue
             encoded = self.backbone.encode(lay.phrases, None, False, self.device, height, width).embeds
+            tokens = torch.cat([encoded[:, span] for span in spans.values()], dim=1)  # (objects, Lr, D)
             if embeds is None:
                 embeds = encoded.new_zeros(len(layouts), n, region_length, encoded.shape[-1])
-            embeds[b, : len(lay.objects)] = encoded[:, :region_length]
+            embeds[b, : len(lay.objects)] = tokens
         return embeds
 
     def _capture(self, requests: list, cross_blend: CrossAttentionBlend | RegionalAttention | None = None):

@@ -1,4 +1,4 @@
-"""Box-confined regional attention on FLUX.1: spatial-temporal control in its MM-DiT form, without a backward.
+"""Box-confined regional attention on FLUX.1 and SD3/SD3.5: spatial-temporal control in its MM-DiT form, no backward.
 
 Regional Prompting FLUX (Chen et al. 2024, "Training-free Regional Prompting for Diffusion Transformers",
 arXiv:2411.02395) confines each object's description to its box with an attention mask over the joint sequence.
@@ -19,6 +19,20 @@ diffusers processor on the base prompt's tokens alone: zero weights give the ung
 
 With weights 0 or 1 (the default) the base output is not computed: outside the boxes and on the base prompt's
 tokens the mask gives the same attention as the unguided block, so one masked attention per block suffices.
+
+**Which tokens are a phrase's** (:meth:`scenewright.synth.backbones.FluxBackbone.phrase_token_spans`): the phrase
+is encoded alone by the backbone's ``encode``; FLUX keeps its T5 pieces through ``</s>``; SD3 keeps its CLIP tokens
+through the end-of-text token (SD3's context is 77 padded CLIP tokens, then T5's) followed by its T5 pieces through
+``</s>``, and only the CLIP tokens without T5 (``text_encoder_3=None``: the T5 rows are zeros). Every object gets as
+many tokens as the longest phrase has (shorter phrases bring their own padding tokens, as the base prompt does).
+
+**SD3** (:data:`~scenewright.synth.joint_attention.IMAGE_FIRST`): its joint sequence is the image first, then the
+text, so the mask is :func:`regional_attention_mask`'s rolled to that order (:func:`image_first`); its
+``JointAttnProcessor2_0`` takes no attention mask, so regional blocks attend with :func:`masked_joint_attention`
+(the same projections and QK norms, with the mask). SD3.5's image-only ``attn2`` is not joint and keeps its
+processor. SD3 guides with real CFG in one batched forward ``[negative, prompt]``: the negative rows get no regions
+(their blocks run diffusers' processor on the base tokens alone; the appended rows are zeros they never read),
+so the unconditional prediction is the unguided one and CFG pushes toward the regional conditional one.
 """
 
 from __future__ import annotations
@@ -29,10 +43,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from .backbones import JointConditioning
 from .controllers import StepController
-from .joint_attention import SINGLE_STREAM, TEXT_FIRST, joint_attention_layers, joint_layout
+from .joint_attention import IMAGE_FIRST, SINGLE_STREAM, TEXT_FIRST, _heads, joint_attention_layers, joint_layout
 
 
 def box_token_masks(boxes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -77,19 +92,31 @@ def regional_attention_mask(
     return mask[:, None]
 
 
+def image_first(mask: torch.Tensor, num_image: int) -> torch.Tensor:
+    """A (..., S, S) mask over [text, image] reordered to SD3's joint sequence [image, text] (rows and columns)."""
+    return torch.roll(mask, shifts=(num_image, num_image), dims=(-2, -1))
+
+
 def regional_conditioning(
     conditioning: JointConditioning, phrase_embeds: torch.Tensor, present: torch.Tensor
 ) -> JointConditioning:
     """The base prompt's conditioning with each object's phrase tokens appended: (B, L + N * Lr, D).
 
     ``phrase_embeds`` (B, N, Lr, D), zeros where ``present`` (B, N) is 0. Text RoPE ids are all zero in FLUX, so the
-    appended tokens get zero ids too. The pooled embedding stays the base prompt's.
+    appended tokens get zero ids too. The pooled embedding stays the base prompt's. SD3's negative rows (real CFG)
+    get zero rows in their place, to batch with the prompts' rows; their blocks never read them (module docstring).
     """
     batch, num_objects, region_length, dim = phrase_embeds.shape
     regions = (phrase_embeds * present[:, :, None, None].to(phrase_embeds)).reshape(batch, -1, dim)
     embeds = torch.cat([conditioning.embeds, regions.to(conditioning.embeds)], dim=1)
-    text_ids = conditioning.text_ids.new_zeros(embeds.shape[1], conditioning.text_ids.shape[-1])
-    return replace(conditioning, embeds=embeds, text_ids=text_ids)
+    changed = {"embeds": embeds}
+    if conditioning.text_ids is not None:  # FLUX
+        changed["text_ids"] = conditioning.text_ids.new_zeros(embeds.shape[1], conditioning.text_ids.shape[-1])
+    if conditioning.negative_embeds is not None:  # SD3's real CFG
+        negative = conditioning.negative_embeds
+        changed["negative_embeds"] = torch.cat([negative, negative.new_zeros(negative.shape[0], regions.shape[1],
+                                                                             negative.shape[2])], dim=1)  # fmt: skip
+    return replace(conditioning, **changed)
 
 
 @dataclass
@@ -104,6 +131,7 @@ class RegionalAttention(StepController):
     regional_layers: frozenset[str]  # joint-attention modules that are regional (the first share of them)
     step: int = 0  # the step being denoised (before_step)
     _mask: torch.Tensor | None = field(default=None, repr=False)
+    _image_first_mask: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def text_length(self) -> int:
@@ -111,10 +139,17 @@ class RegionalAttention(StepController):
 
     @property
     def mask(self) -> torch.Tensor:
-        """(B, 1, S, S) bool attention mask, built once per call."""
+        """(B, 1, S, S) bool attention mask over [text, image] (FLUX's order), built once per call."""
         if self._mask is None:
             self._mask = regional_attention_mask(self.inside, self.present, self.base_length, self.region_length)
         return self._mask
+
+    @property
+    def image_first_mask(self) -> torch.Tensor:
+        """(B, 1, S, S) bool: :attr:`mask` over SD3's [image, text], built once per call."""
+        if self._image_first_mask is None:
+            self._image_first_mask = image_first(self.mask, self.inside.shape[-1])
+        return self._image_first_mask
 
     def before_step(self, i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         self.step = i
@@ -131,8 +166,39 @@ class RegionalAttention(StepController):
         return per_object.amax(dim=1)[:, :, None]
 
 
+def masked_joint_attention(
+    attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD3's ``JointAttnProcessor2_0`` attending under ``mask`` (B, 1, S, S) over [image, text]: (image, text) outputs.
+
+    Its projections, QK norms and output projections as diffusers', with the mask it does not take.
+    """
+    if getattr(attn, "fused_projections", False):
+        raise ValueError(
+            "regional attention on SD3 reads the separate to_q/to_k/to_v projections; call "
+            "`transformer.unfuse_qkv_projections()` first"
+        )
+    heads, num_image = attn.heads, hidden_states.shape[1]
+    streams = (
+        (attn.to_q, attn.norm_q, attn.add_q_proj, attn.norm_added_q),
+        (attn.to_k, attn.norm_k, attn.add_k_proj, attn.norm_added_k),
+        (attn.to_v, None, attn.add_v_proj, None),
+    )
+    query, key, value = (
+        torch.cat([_heads(image, norm, hidden_states, heads), _heads(text, text_norm, encoder_hidden_states, heads)],
+                  dim=1).transpose(1, 2)  # (B, heads, S, d), image first
+        for image, norm, text, text_norm in streams
+    )  # fmt: skip
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    out = out.transpose(1, 2).flatten(2).to(query.dtype)  # (B, S, heads * d)
+    image, text = out[:, :num_image], out[:, num_image:]
+    if not attn.context_pre_only:
+        text = attn.to_add_out(text)
+    return attn.to_out[1](attn.to_out[0](image)), text
+
+
 class RegionalAttentionProcessor:
-    """A FLUX block's own processor, on the base prompt alone or with the regional mask, blended per image token."""
+    """A joint block's own processor, on the base prompt alone or with the regional mask, blended per image token."""
 
     def __init__(self, name: str, layout: str, original, regional: RegionalAttention):
         self.name = name
@@ -149,15 +215,35 @@ class RegionalAttentionProcessor:
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ):
+        weight = self.regional.token_weights(self.name)  # (B, h*w, 1) | None
+        if weight is None:  # the unguided block on every row; the objects' tokens get no attention output
+            return self._with_region_rows(self._base(attn, hidden_states, encoder_hidden_states, image_rotary_emb))
+        batch, rows = self.regional.inside.shape[0], hidden_states.shape[0]
+        if rows == batch:
+            return self._regional(attn, hidden_states, encoder_hidden_states, image_rotary_emb, weight)
+        if rows != 2 * batch:
+            raise RuntimeError(f"block {self.name} got {rows} rows for {batch} images; regional attention expects "
+                               "the images' rows, or SD3's batched CFG [negative, prompt]")  # fmt: skip
+        # SD3's batched CFG: the negative rows stay unguided (module docstring), the prompts' rows are regional.
+        negative = self._with_region_rows(
+            self._base(attn, hidden_states[:batch], encoder_hidden_states[:batch], image_rotary_emb)
+        )
+        guided = self._regional(attn, hidden_states[batch:], encoder_hidden_states[batch:], image_rotary_emb, weight)
+        if self.layout == SINGLE_STREAM:
+            return torch.cat([negative, guided])
+        return tuple(torch.cat(pair) for pair in zip(negative, guided))
+
+    def _regional(self, attn, hidden_states, encoder_hidden_states, image_rotary_emb, weight: torch.Tensor):
+        """The masked attention, blended with the base output where a box's weight is below 1."""
         regional = self.regional
         base_length, text_length = regional.base_length, regional.text_length
-        weight = regional.token_weights(self.name)  # (B, h*w, 1) | None
-        needs_base = weight is None or bool(((weight > 0) & (weight < 1)).any())
+        needs_base = bool(((weight > 0) & (weight < 1)).any())
         base = self._base(attn, hidden_states, encoder_hidden_states, image_rotary_emb) if needs_base else None
-        if weight is None:  # the unguided block; the objects' tokens get no attention output
-            return self._with_region_rows(base, hidden_states, encoder_hidden_states)
-        masked = self.original(attn, hidden_states, encoder_hidden_states, regional.mask, image_rotary_emb)
-        if self.layout == TEXT_FIRST:
+        if self.layout == IMAGE_FIRST:  # SD3's processor takes no mask
+            masked = masked_joint_attention(attn, hidden_states, encoder_hidden_states, regional.image_first_mask)
+        else:
+            masked = self.original(attn, hidden_states, encoder_hidden_states, regional.mask, image_rotary_emb)
+        if self.layout != SINGLE_STREAM:
             image, text = masked  # (B, h*w, D), (B, text, D)
             if base is not None:
                 image = base[0] + weight.to(image) * (image - base[0])
@@ -171,6 +257,8 @@ class RegionalAttentionProcessor:
     def _base(self, attn, hidden_states, encoder_hidden_states, image_rotary_emb):
         """The unguided block's output: its own processor on the base prompt's tokens and the image's."""
         base_length, text_length = self.regional.base_length, self.regional.text_length
+        if self.layout == IMAGE_FIRST:  # SD3: no RoPE
+            return self.original(attn, hidden_states, encoder_hidden_states[:, :base_length].contiguous())
         rotary = None
         if image_rotary_emb is not None:  # RoPE rows follow the joint sequence [text, image]
             rotary = tuple(torch.cat([r[:base_length], r[text_length:]]) for r in image_rotary_emb)
@@ -179,10 +267,10 @@ class RegionalAttentionProcessor:
             return self.original(attn, sequence, None, None, rotary)
         return self.original(attn, hidden_states, encoder_hidden_states[:, :base_length].contiguous(), None, rotary)
 
-    def _with_region_rows(self, base, hidden_states, encoder_hidden_states):
+    def _with_region_rows(self, base):
         """The base output with zero rows where the objects' tokens are, so the sequence keeps its length."""
         base_length, text_length = self.regional.base_length, self.regional.text_length
-        if self.layout == TEXT_FIRST:
+        if self.layout != SINGLE_STREAM:
             image, text = base
             rows = text.new_zeros(text.shape[0], text_length - base_length, text.shape[2])
             return image, torch.cat([text, rows], dim=1)
@@ -198,17 +286,19 @@ def regional_layers(transformer, share: float) -> frozenset[str]:
 
 @contextmanager
 def regional_attention(transformer, regional: RegionalAttention) -> Iterator[RegionalAttention]:
-    """Install :class:`RegionalAttentionProcessor` on every joint-attention block of a FLUX transformer; restore after.
+    """Install :class:`RegionalAttentionProcessor` on every joint-attention block of a FLUX or SD3 transformer;
+    restore after.
 
     Every block needs it, regional or not: each must drop the objects' tokens from the base prompt's attention.
+    SD3.5's image-only ``attn2`` modules are not joint attention and keep their processors.
     """
     original = transformer.attn_processors  # {"<module>.processor": processor}
     modules = dict(transformer.named_modules())
     wrapped = dict(original)
     for name in joint_attention_layers(transformer):
         layout = joint_layout(name, modules[name])
-        if layout not in (TEXT_FIRST, SINGLE_STREAM):
-            raise ValueError(f"regional attention runs on FLUX's joint attention; {name} is {layout}")
+        if layout not in (TEXT_FIRST, SINGLE_STREAM, IMAGE_FIRST):
+            raise ValueError(f"regional attention runs on FLUX's and SD3's joint attention; {name} is {layout}")
         processor_name = f"{name}.processor"
         wrapped[processor_name] = RegionalAttentionProcessor(name, layout, original[processor_name], regional)
     transformer.set_attn_processor(wrapped)
@@ -222,6 +312,8 @@ __all__ = [
     "RegionalAttention",
     "RegionalAttentionProcessor",
     "box_token_masks",
+    "image_first",
+    "masked_joint_attention",
     "regional_attention",
     "regional_attention_mask",
     "regional_conditioning",

@@ -114,9 +114,9 @@ class SpatialTemporalControl:
     epochs: int = 3
     lr: float = 0.1
     optimize_steps: int | None = None  # None: every step
-    #: FLUX.1 (regional attention, :mod:`scenewright.synth.regional_attention`): the share of the steps, and of the
-    #: joint-attention blocks in execution order, that are regional; the rest run the unguided blocks. There the
-    #: weights are a blend in [0, 1], constant ``local_weight`` unless ``weights`` are given.
+    #: FLUX.1 and SD3 (regional attention, :mod:`scenewright.synth.regional_attention`): the share of the steps,
+    #: and of the joint-attention blocks in execution order, that are regional; the rest run the unguided blocks.
+    #: There the weights are a blend in [0, 1], constant ``local_weight`` unless ``weights`` are given.
     regional_steps: float = 1.0
     regional_blocks: float = 1.0
 

@@ -87,8 +87,6 @@ def test_mmdit_bad_input_is_a_clear_error(pipes):
         flux.generate(LAYOUT, methods=["car"], num_inference_steps=1, height=32, width=32)
     with pytest.raises(ValueError, match="no GLIGEN weights for FLUX.1"):
         flux.generate(LAYOUT, gligen=True, num_inference_steps=1, height=32, width=32)
-    with pytest.raises(ValueError, match="not yet on FLUX.1"):
-        flux.generate(LAYOUT, composition=True, num_inference_steps=1, height=32, width=32)
     with pytest.raises(ValueError, match="guidance_rescale"):
         flux.generate(PROMPT, guidance_rescale=0.5, num_inference_steps=1, height=32, width=32)
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
@@ -109,8 +107,6 @@ def test_mmdit_bad_input_is_a_clear_error(pipes):
             LAYOUT, negative_prompt="blurry", spatial_temporal=True, num_inference_steps=1, height=32, width=32
         )
     sd3 = Synthesizer.from_pipe(pipes["sd3"], max_sequence_length=T5_LENGTH)
-    with pytest.raises(ValueError, match="not yet on SD3"):
-        sd3.generate(LAYOUT, spatial_temporal=True, num_inference_steps=1, height=32, width=32)
     with pytest.raises(ValueError, match=r"methods \['attend_excite'\] need cross-attention maps.*SD3"):
         sd3.generate(LAYOUT, methods=["attend_excite"], num_inference_steps=1, height=32, width=32)
 
