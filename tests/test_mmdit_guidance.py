@@ -180,6 +180,9 @@ def test_a_block_the_model_lacks_is_a_clear_error(pipes):
         Synthesizer.from_pipe(get_dummy_pipe()).measure(LAYOUT, torch.randn(1, 4, 32, 32), 500, ["car"], mmdit_blocks=[0])
     with pytest.raises(ValueError, match=r"pass `height` and `width`"):
         flux.measure(LAYOUT, _latents(flux), TIMESTEP, ["car"])
+    with pytest.raises(ValueError, match=r"`token_indices` \[40\] .*on T5 tokens valid positions are 0..4"):
+        flux.generate(LAYOUT, methods=["attend_excite"], token_indices=[1, 40], num_inference_steps=1, height=SIZE,
+                      width=SIZE)  # fmt: skip
 
 
 def test_a_bf16_flux_guided_step_keeps_the_math_in_fp32(pipes):
@@ -217,3 +220,13 @@ def test_guidance_composes_with_flux_regional_attention(pipes):
                        width=SIZE, seed=0, output_type="latent", max_iter_to_alter=1)  # fmt: skip
     assert len(out.steps) == 1 and all(math.isfinite(v) for v in out.steps[0].total_loss)
     assert all(type(p).__name__ == "FluxAttnProcessor" for p in syn.backbone.model.attn_processors.values())
+
+
+@pytest.mark.parametrize("variant", ["flux_dev", "sd3"])
+def test_the_attention_refocusing_preset_runs_without_grounding(pipes, variant):
+    """CAR + SAR on Attention Refocusing's schedule; an MM-DiT has no GLIGEN fuser, so the grounding term is 0."""
+    syn = _synthesizer(pipes, variant)
+    out = syn.generate(LAYOUT, methods=["attention_refocusing"], num_inference_steps=2, height=SIZE, width=SIZE,
+                       seed=0, output_type="latent")  # fmt: skip
+    assert [record.step for record in out.steps] == [0, 1]
+    assert all(math.isfinite(v) and v > 0 for record in out.steps for v in record.total_loss)
