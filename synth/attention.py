@@ -310,6 +310,9 @@ def attention_capture(
 def checkpointed_blocks(unet, capture: AttentionCapture) -> Iterator[None]:
     """Activation checkpointing of every transformer block and resnet of ``unet`` inside; its own setting restored.
 
+    ``unet`` may also be FLUX's or SD3's transformer (its blocks are checkpointed) with a
+    :class:`scenewright.synth.joint_attention.JointAttentionCapture`, which keeps the same contract.
+
     diffusers checkpoints a block whenever grad is enabled and the block's ``gradient_checkpointing`` is set
     (so only the grad-enabled guidance pass is affected). Non-reentrant ``torch.utils.checkpoint``: it
     allows the pass to stop inside a block (:class:`_StopForward`), and its recomputation stops early, at

@@ -17,18 +17,29 @@ each done exactly as the backbone's own diffusers pipeline does it, so that the 
 - :meth:`latent_cells` / :meth:`cells_to_latents`: the (B, C, h, w) grid LMD's composition moves latents on
   (:mod:`scenewright.synth.composition`; FLUX's packed tokens as their token grid, the others' latents as they are);
 - the MM-DiTs' :attr:`text_length` and :meth:`phrase_token_spans`: the text tokens the transformer reads, and
-  which of a phrase's own encoded tokens regional attention appends (:mod:`scenewright.synth.regional_attention`).
+  which of a phrase's own encoded tokens regional attention appends (:mod:`scenewright.synth.regional_attention`);
+- for the guidance engine (:mod:`scenewright.synth.guidance`): :meth:`token_mapping` (each layout object's
+  positions among the text keys the model's attention reads: CLIP tokens on SD/SDXL, T5 tokens on FLUX.1, CLIP
+  then T5 tokens on SD3) and :meth:`guidance_forward` (the conditional-only forward on fp32 latents); the MM-DiTs
+  add :attr:`guidance_blocks` (the blocks whose joint-attention maps guidance reads by default) and
+  :meth:`guidance_capture`.
 
 Adding a backbone means one more class here; the loop does not change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .maps import MapRequest
+from .t5_tokens import t5_token_groups_for_layout, validate_t5_token_indices
+from .tokens import TokenMapping, token_groups_for_layout, validate_token_indices
 
 
 @dataclass
@@ -115,6 +126,33 @@ class _UNetBackbone:
         """``StableDiffusionPipeline.prepare_latents``: noise (B, C, H / 8, W / 8) times the init sigma."""
         shape = (batch, self.pipe.unet.config.in_channels, *self.latent_grid(height, width))
         return prepare_latents(self.pipe.scheduler, shape, generator, device, dtype, latents)
+
+    def image_size_of(self, latents: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width) of latents (B, C, h, w); ``height``/``width`` are implied by them (as SD's pipeline)."""
+        return int(latents.shape[-2]) * self.pipe.vae_scale_factor, int(latents.shape[-1]) * self.pipe.vae_scale_factor
+
+    def token_mapping(self, prompt: str, phrases: Sequence[str], names: Sequence[str | None] | None,
+                      missing: str) -> TokenMapping:  # fmt: skip
+        """Each object's positions among the cross-attention keys: the 77 CLIP tokens (0 = <|startoftext|>)."""
+        return token_groups_for_layout(self.pipe.tokenizer, prompt, phrases, names=names, missing=missing)
+
+    def check_token_indices(self, prompt: str, indices: Sequence[int]) -> list[int]:
+        """A&E-style explicit ``token_indices``: CLIP positions of ``prompt``'s words."""
+        return validate_token_indices(self.pipe.tokenizer, prompt, indices)
+
+    def guidance_forward(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: Conditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ):  # fmt: skip
+        """The guided forward: the conditional rows alone through the UNet, fp32 latents cast to its dtype.
+
+        Its output is not read: the capture stores the maps (and may stop the forward after the last one).
+        """
+        model_input = self.pipe.scheduler.scale_model_input(latents, t).to(self.pipe.unet.dtype)
+        return self.pipe.unet(
+            model_input, t, **conditioning.unet_kwargs(cond_only=True), cross_attention_kwargs=attention_kwargs,
+            return_dict=False,
+        )  # fmt: skip
 
     def predict(
         self, latents: torch.Tensor, t: torch.Tensor, conditioning: Conditioning, guidance_scale: float,
@@ -272,9 +310,11 @@ class JointConditioning:
 
 
 class _FlowTransformerBackbone:
-    """What FLUX and SD3 share: native size, the size check and the image-token grid."""
+    """What FLUX and SD3 share: native size, the size check, the image-token grid and the guided forward."""
 
     size_reason: ClassVar[str]  # why sizes must be multiples of :attr:`size_multiple`, for the error message
+    display_name: ClassVar[str]  # the model's name in error messages
+    first_prompt_key: ClassVar[int]  # the first text key that is a prompt token (maps.AttentionMaps.first_prompt_key)
 
     pipe: Any
 
@@ -282,6 +322,52 @@ class _FlowTransformerBackbone:
     def model(self):
         """The denoiser the loop calls and the attention processors are installed on."""
         return self.pipe.transformer
+
+    @property
+    def guidance_blocks(self) -> tuple[int, ...]:
+        """The joint-attention blocks guidance reads by default: the first third, in execution order.
+
+        Zhang et al. 2025 ("Hierarchical and Step-Layer-Wise Tuning of Attention Specialty for Multi-Instance
+        Synthesis in Diffusion Transformers", arXiv:2504.10148) find on FLUX and SD3.5 that the object (instance)
+        tokens' text -> image attention dominates the early layers (background in the middle, attributes late), and
+        the objects' placement is what the losses steer; the guided forward also stops after the last block read.
+        FLUX.1: blocks 0-18 of 57, exactly its 19 dual-stream blocks; SD3 medium: 0-7 of 24; SD3.5 large: 0-12
+        of 38. Override per call with the engine option ``mmdit_blocks``.
+        """
+        from .joint_attention import joint_attention_layers  # lazy: it loads diffusers' attention modules
+
+        return tuple(range(math.ceil(len(joint_attention_layers(self.model)) / 3)))
+
+    def guidance_capture(self, requests: Sequence[MapRequest], grid: tuple[int, int], blocks: Sequence[int] | None):
+        """The capture of the maps the methods request, read from ``blocks`` (None: :attr:`guidance_blocks`)."""
+        from .joint_attention import mmdit_guidance_capture
+
+        blocks = self.guidance_blocks if blocks is None else blocks
+        return mmdit_guidance_capture(self.model, requests, blocks, grid, self.first_prompt_key,
+                                      model=f"this {self.display_name} transformer")  # fmt: skip
+
+    def guidance_forward(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+    ):  # fmt: skip
+        """The guided forward: the prompts' rows alone (no CFG batch) on fp32 latents cast to the model's dtype.
+
+        FLUX's latents are packed (B, h*w, 4C) and are fed as they are; its output is not read (the capture stores
+        the maps and stops the forward after the last block read).
+        """
+        kwargs = self.transformer_kwargs(latents.to(self.model.dtype), t, conditioning, guidance_scale)
+        return self.model(**kwargs, joint_attention_kwargs=attention_kwargs)
+
+    def image_size_of(self, latents: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width) in pixels of ``latents``, checked against the ``height``/``width`` given (if any)."""
+        raise NotImplementedError
+
+    def transformer_kwargs(
+        self, latents: torch.Tensor, t: torch.Tensor, conditioning: JointConditioning, guidance_scale: float,
+        negative: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Keyword arguments of one ``transformer(...)`` forward; each backbone's own."""
+        raise NotImplementedError
 
     @property
     def native_size(self) -> tuple[int, int]:
@@ -362,8 +448,10 @@ class FluxBackbone(_FlowTransformerBackbone):
     """
 
     name: ClassVar[str] = "flux"
+    display_name: ClassVar[str] = "FLUX.1"
     default_guidance_scale: ClassVar[float] = 3.5  # FluxPipeline's distilled guidance
     size_reason: ClassVar[str] = "the VAE's downsampling x FLUX's 2x2 latent packing"
+    first_prompt_key: ClassVar[int] = 0  # the text keys are T5's tokens alone: no start token
 
     def __init__(self, pipe, max_sequence_length: int = 512, true_cfg_scale: float = 1.0):
         if max_sequence_length > 512:
@@ -398,6 +486,29 @@ class FluxBackbone(_FlowTransformerBackbone):
     def cells_to_latents(self, cells: torch.Tensor) -> torch.Tensor:
         """:meth:`latent_cells`' inverse: (B, 4C, h, w) -> packed (B, h * w, 4C); a (1, 1, h, w) mask: (1, h * w, 1)."""
         return cells.flatten(2).transpose(1, 2)
+
+    def token_mapping(self, prompt: str, phrases: Sequence[str], names: Sequence[str | None] | None,
+                      missing: str) -> TokenMapping:  # fmt: skip
+        """Each object's positions among the joint attention's text keys: FLUX's T5 tokens (0 = first piece).
+
+        The pooled CLIP vector is not a key (it modulates the blocks), so the T5 tokens are all the text there is.
+        """
+        return t5_token_groups_for_layout(self.pipe.tokenizer, self.pipe.tokenizer_2, prompt, phrases,
+                                          max_length=self.max_sequence_length, names=names, missing=missing)  # fmt: skip
+
+    def check_token_indices(self, prompt: str, indices: Sequence[int]) -> list[int]:
+        """A&E-style explicit ``token_indices``: T5 positions of ``prompt``'s pieces (0 = first piece)."""
+        return validate_t5_token_indices(self.pipe.tokenizer_2, prompt, indices, self.max_sequence_length)
+
+    def image_size_of(self, latents: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        """Packed latents (B, h*w, 4C) do not say their grid: ``height`` and ``width`` must be given and fit."""
+        if height is None or width is None:
+            raise ValueError("FLUX's packed latents (B, h*w, 4C) do not say the image's size; pass `height` and `width`")
+        self.check_size(height, width)
+        if latents.shape[1] != self.image_seq_len(height, width):
+            raise ValueError(f"`latents` has {latents.shape[1]} image tokens but {height}x{width} px has "
+                             f"{self.image_seq_len(height, width)}; pass the size the latents were drawn at")  # fmt: skip
+        return height, width
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,
@@ -518,8 +629,10 @@ class SD3Backbone(_FlowTransformerBackbone):
     """
 
     name: ClassVar[str] = "sd3"
+    display_name: ClassVar[str] = "SD3"
     default_guidance_scale: ClassVar[float] = 7.0  # StableDiffusion3Pipeline's
     size_reason: ClassVar[str] = "the VAE's downsampling x SD3's 2x2 patch embedding"
+    first_prompt_key: ClassVar[int] = 1  # the text keys start with CLIP's <|startoftext|>
 
     def __init__(self, pipe, max_sequence_length: int = 256):
         if max_sequence_length > 512:
@@ -546,6 +659,37 @@ class SD3Backbone(_FlowTransformerBackbone):
             t5 = max(len(ids) for ids in self.pipe.tokenizer_3(list(phrases)).input_ids)
             spans["T5"] = slice(clip_length, clip_length + min(t5, self.max_sequence_length))
         return spans
+
+    def token_mapping(self, prompt: str, phrases: Sequence[str], names: Sequence[str | None] | None,
+                      missing: str) -> TokenMapping:  # fmt: skip
+        """Each object's positions among the joint attention's text keys: its CLIP tokens, then its T5 tokens.
+
+        SD3's context is 77 CLIP tokens (both CLIPs' features side by side, token by token, so one position per
+        token, 0 = <|startoftext|>) followed by the T5 tokens (position 77 + i). The image reads both, so an object
+        is grounded on both: its CLIP positions, and with T5 loaded its T5 positions too; without T5 the T5 rows
+        are zeros, which ground nothing. A&E-style methods excite each group's last token, the T5 piece when
+        there is one.
+        """
+        clip = token_groups_for_layout(self.pipe.tokenizer, prompt, phrases, names=names, missing=missing)
+        if self.pipe.text_encoder_3 is None:
+            return clip
+        t5 = t5_token_groups_for_layout(
+            self.pipe.tokenizer, self.pipe.tokenizer_3, prompt, phrases, max_length=self.max_sequence_length,
+            names=names, missing=missing, offset=self.pipe.tokenizer_max_length,
+        )  # fmt: skip
+        return replace(clip, token_groups=[c + t for c, t in zip(clip.token_groups, t5.token_groups)])
+
+    def check_token_indices(self, prompt: str, indices: Sequence[int]) -> list[int]:
+        """A&E-style explicit ``token_indices``: CLIP positions of ``prompt``'s words (the context's first 77)."""
+        return validate_token_indices(self.pipe.tokenizer, prompt, indices)
+
+    def image_size_of(self, latents: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width) of latents (B, C, H / 8, W / 8)."""
+        size = tuple(int(n) * self.pipe.vae_scale_factor for n in latents.shape[-2:])
+        if (height, width) not in ((None, None), size):
+            raise ValueError(f"`latents` are {size[0]}x{size[1]} px, not the `height`x`width` given ({height}x{width})")
+        self.check_size(*size)
+        return size  # type: ignore[return-value]
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None, do_cfg: bool, device: torch.device,

@@ -2,8 +2,11 @@
 
 Shared by every method (Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al.
 2024; A-STAR, Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023):
-:func:`loss_and_grad` runs ONE batched conditional-only UNet forward with attention capture
-(:mod:`scenewright.synth.attention`), sums the active methods' losses per sample and takes ONE backward.
+:func:`loss_and_grad` runs ONE batched conditional-only forward of the backbone's denoiser with attention
+capture (a UNet's cross/self layers, :mod:`scenewright.synth.attention`; FLUX.1's and SD3's joint attention,
+:mod:`scenewright.synth.joint_attention`), sums the active methods' losses per sample and takes ONE backward.
+The latents are a leaf in fp32 whatever the model's dtype (FLUX's packed (B, h*w, 4C) ones as they are), and
+so are the maps, the losses and the update.
 Two schedules step on it, each a :class:`~scenewright.synth.controllers.StepController`:
 :class:`AttendExciteGuidance` (``z <- z - step_size[i] * grad`` with A&E's step sizes, refining
 iteratively at the threshold steps) and :class:`RefocusingGuidance` (Attention Refocusing's official
@@ -13,19 +16,22 @@ schedule, :class:`scenewright.synth.methods.RefocusingSchedule`).
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .backbones import Conditioning
+from .backbones import Conditioning, JointConditioning
 from .attention import AttentionCapture, checkpointed_blocks
+from .joint_attention import JointAttentionCapture
 from .controllers import StepController
 from .losses import weakest_inside_peak
-from .maps import AttentionMaps, GuidanceTargets
+from .maps import AttentionMaps, GuidanceTargets, MapRequest
 from .methods import RefocusingSchedule
+from .regional_attention import RegionalAttention, regional_attention
 
 
 @dataclass
@@ -47,7 +53,7 @@ class GuidanceMeasure:
 
     losses: dict[str, torch.Tensor]  # method -> (B,) fp32
     total: torch.Tensor  # (B,) fp32
-    grad: torch.Tensor  # (B, C, h, w) fp32, d objective_b / d latents_b (objective: total or refinement)
+    grad: torch.Tensor  # fp32, as the latents (FLUX: packed (B, h*w, 4C)): d objective_b / d latents_b
     maps: list[AttentionMaps]  # per sample, detached
     refinement: torch.Tensor | None = None  # (B,) fp32: summed refinement losses, when that was the objective
     targets: list[GuidanceTargets] | None = None  # per sample, as the losses saw them (set by `measure`)
@@ -57,16 +63,35 @@ class GuidanceMeasure:
 class GuidancePass:
     """What every grad-enabled guidance forward of one ``generate``/``measure`` call shares."""
 
-    unet: Any  # diffusers UNet2DConditionModel, with the capture's processors installed
-    scheduler: Any  # diffusers scheduler, timesteps set
-    capture: AttentionCapture
+    backbone: Any  # synth.backbones: runs the conditional forward; its `model` carries the capture's processors
+    capture: AttentionCapture | JointAttentionCapture
     active: list  # synth.pipeline's active methods: .name, .method (synth.methods.GuidanceMethod), .options
-    conditioning: Conditioning  # the conditional rows only: the guidance forward is conditional
+    conditioning: Conditioning | JointConditioning  # the guidance forward reads the conditional rows only
     targets: list[GuidanceTargets]  # per sample
-    latent_hw: tuple[int, int]
-    cross_attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
+    latent_hw: tuple[int, int]  # the maps' grid: SD's latents (h, w), an MM-DiT's image tokens (h, w)
+    attention_kwargs: dict[str, Any] | None  # GLIGEN: the conditional half's grounding tokens
     # the engine option: recompute each block's activations in the backward pass instead of keeping them
     gradient_checkpointing: bool = False
+    guidance_scale: float = 1.0  # FLUX.1-dev's distilled guidance, fed to the guided forward as to the loop's
+
+    @property
+    def model(self):
+        """The UNet or MM-DiT transformer the guided forward runs."""
+        return self.backbone.model
+
+
+@contextmanager
+def mmdit_capture(
+    backbone, requests: Sequence[MapRequest], regional: RegionalAttention | None, grid: tuple[int, int] | None,
+    blocks: Sequence[int] | None,
+) -> Iterator[JointAttentionCapture | None]:  # fmt: skip
+    """An MM-DiT's processors for one call: FLUX's regional attention when on, and the guidance capture of the maps
+    the methods request (wrapping it) from ``blocks`` (None: the backbone's ``guidance_blocks``); yields the capture,
+    None when no map is requested."""
+    with ExitStack() as stack:
+        if regional is not None:
+            stack.enter_context(regional_attention(backbone.model, regional))
+        yield stack.enter_context(backbone.guidance_capture(requests, grid, blocks)) if requests else None
 
 
 def step_sizes(scale_factor: float, num_steps: int) -> np.ndarray:
@@ -116,17 +141,15 @@ def loss_and_grad(
     previous = previous or [None] * len(targets)
     with torch.enable_grad():
         z = latents.detach().float().requires_grad_(True)  # fp32 leaf: the update is done in fp32
-        model_input = guidance.scheduler.scale_model_input(z, t).to(guidance.unet.dtype)
         # Set for the forward only: the backward re-runs checkpointed blocks from what the forward recorded.
-        checkpointing = checkpointed_blocks(guidance.unet, capture) if guidance.gradient_checkpointing else nullcontext()
+        checkpointing = checkpointed_blocks(guidance.model, capture) if guidance.gradient_checkpointing else nullcontext()
         with checkpointing:
             capture.guidance_forward(
-                lambda: guidance.unet(
-                    model_input, t, **guidance.conditioning.unet_kwargs(cond_only=True),
-                    cross_attention_kwargs=guidance.cross_attention_kwargs, return_dict=False,
+                lambda: guidance.backbone.guidance_forward(
+                    z, t, guidance.conditioning, guidance.guidance_scale, guidance.attention_kwargs
                 ),
                 guidance.latent_hw,
-            )  # fmt: skip
+            )
         per_method: dict[str, list[torch.Tensor]] = {a.name: [] for a in active}
         refinement: list[torch.Tensor] = []
         for b, target in enumerate(targets):
@@ -359,7 +382,7 @@ def _refines_its_own_loss(active) -> bool:
 
 def _detached(maps: AttentionMaps) -> AttentionMaps:
     """A copy of ``maps`` outside the autograd graph (A-STAR's retention loss reads the previous step)."""
-    return AttentionMaps(entries=[replace(e, probs=e.probs.detach()) for e in maps.entries])
+    return replace(maps, entries=[replace(e, probs=e.probs.detach()) for e in maps.entries])
 
 
 __all__ = [
@@ -371,6 +394,7 @@ __all__ = [
     "attend_excite_step",
     "loss_and_grad",
     "method_loss",
+    "mmdit_capture",
     "refocusing_step",
     "step_sizes",
     "update_latents",

@@ -26,12 +26,23 @@ image keys alone. Queries and keys are the ones the block attends with: after th
 diffusers' own processor and so its fused ``dispatch_attention_fn`` / SDPA path. A wrapped block still computes
 its output with its own processor (unchanged, so capture changes nothing) and additionally recomputes Q and K
 to materialize the two maps, in fp32 and in the autograd graph for guidance.
+
+**Guidance.** The loss engine (:mod:`scenewright.synth.guidance`) reads these maps through
+:func:`mmdit_guidance_capture`, which answers the methods' :class:`~scenewright.synth.maps.MapRequest` s on an
+MM-DiT: a request's kind picks the maps stored ("cross" and/or "self"; GLIGEN's "grounding" has no MM-DiT
+counterpart and is left unanswered, as on a UNet without gated layers); its places are ignored (a transformer has
+no down/mid/up, so every block read answers every place); its resolution must be the image-token grid, the one
+grid every block attends at. WHICH blocks are read is the engine option ``mmdit_blocks`` (indices into
+:func:`joint_attention_layers`, execution order), by default the backbone's ``guidance_blocks``. As on a UNet
+(:mod:`scenewright.synth.attention`), maps are computed only inside a guidance pass (and autograd's
+recomputation of a checkpointed block), and the pass raises ``_StopForward`` once the last block read has stored
+its maps: the blocks after it run neither forward nor backward.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,7 +51,11 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttention
 
-from .maps import AttentionMaps, CapturedAttention
+from .attention import _StopForward
+from .maps import AttentionMaps, CapturedAttention, MapRequest
+
+#: The engine option that picks the MM-DiT blocks guidance reads (:data:`scenewright.synth.recipe.ENGINE_DEFAULTS`).
+BLOCKS_OPTION = "mmdit_blocks"
 
 TEXT_FIRST = "text_first"  # FLUX dual-stream: joint sequence = [text, image]
 IMAGE_FIRST = "image_first"  # SD3 joint blocks: joint sequence = [image, text]
@@ -125,6 +140,19 @@ class JointAttentionCapture:
     cross_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, 1, h*w, text tokens)
     self_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, 1, h*w, h*w)
     places: dict[str, str] = field(default_factory=dict)  # name -> "joint" (dual-stream) | "single"
+    # 0 where the text keys are T5 tokens alone (FLUX), 1 where CLIP's <|startoftext|> is first (SD3)
+    first_prompt_key: int = 0
+    # True: maps are computed only in :meth:`guidance_forward` (and autograd's recomputation of a checkpointed
+    # block), so the denoising forwards between guided steps pay nothing; False: in every forward (inspection)
+    guidance_only: bool = False
+    stop_after: str | None = None  # the last block read, in execution order: a guidance pass stops after it
+    recording: bool = False  # True only inside :meth:`guidance_forward`
+    recomputing: bool = False  # True while autograd re-runs a checkpointed block in the backward pass
+
+    @property
+    def computing(self) -> bool:
+        """Whether the wrapped blocks compute maps in the current forward."""
+        return not self.guidance_only or self.recording or self.recomputing
 
     def maps(self, index: int) -> AttentionMaps:
         """Sample ``index``'s maps as the losses read them (``AttentionMaps.mean("cross", grid)`` -> (h, w, text))."""
@@ -136,11 +164,38 @@ class JointAttentionCapture:
             CapturedAttention(layer=name, kind="self", place=self.places[name], size=self.grid, probs=probs[index])
             for name, probs in self.self_maps.items()
         ]
-        return AttentionMaps(entries=entries, latent_size=self.grid)
+        # No latent_size: every block attends at the one token grid, not at SD's latent / 4, so a loss given no
+        # resolution reads the grid the maps were captured at.
+        return AttentionMaps(entries=entries, first_prompt_key=self.first_prompt_key)
 
     def clear(self) -> None:
         """Drop stored maps (and with them the autograd graph they hold)."""
         self.cross_maps, self.self_maps = {}, {}
+
+    def guidance_forward(self, run_model: Callable[[], object], latent_hw: tuple[int, int]) -> None:
+        """Run ``run_model`` as a guidance pass: maps stored with grad; it stops after block :attr:`stop_after`.
+
+        :meth:`scenewright.synth.attention.AttentionCapture.guidance_forward`'s contract, on an MM-DiT.
+        """
+        if tuple(latent_hw) != self.grid:
+            raise ValueError(f"the guidance pass is for grid {tuple(latent_hw)} but the capture was built for {self.grid}")
+        self.clear()
+        self.recording = True
+        try:
+            run_model()
+        except _StopForward:
+            pass
+        finally:
+            self.recording = False
+
+    @contextmanager
+    def recomputation(self) -> Iterator[None]:
+        """While autograd re-runs a checkpointed block: maps computed as in the pass, stored nowhere, no stop."""
+        self.recomputing = True
+        try:
+            yield
+        finally:
+            self.recomputing = False
 
 
 class JointAttentionCaptureProcessor:
@@ -162,6 +217,10 @@ class JointAttentionCaptureProcessor:
         **kwargs,
     ):
         capture = self.capture
+        if image_rotary_emb is not None:  # FLUX's processor takes RoPE; SD3's takes no such argument
+            kwargs["image_rotary_emb"] = image_rotary_emb
+        if not capture.computing:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
         h, w = capture.grid
         if self.layout != SINGLE_STREAM and hidden_states.shape[1] != h * w:
             raise ValueError(
@@ -171,24 +230,31 @@ class JointAttentionCaptureProcessor:
         image_query, text_key, image_key = joint_queries_and_keys(
             attn, self.layout, hidden_states, encoder_hidden_states, image_rotary_emb, h * w
         )
-        if "cross" in capture.kinds:
-            capture.cross_maps[self.name] = key_softmax(image_query, text_key)  # (B, 1, h*w, text)
-        if "self" in capture.kinds:
-            capture.self_maps[self.name] = key_softmax(image_query, image_key)  # (B, 1, h*w, h*w)
-        if image_rotary_emb is not None:  # FLUX's processor takes RoPE; SD3's takes no such argument
-            kwargs["image_rotary_emb"] = image_rotary_emb
+        cross = key_softmax(image_query, text_key) if "cross" in capture.kinds else None  # (B, 1, h*w, text)
+        self_ = key_softmax(image_query, image_key) if "self" in capture.kinds else None  # (B, 1, h*w, h*w)
+        # A recomputation repeats the pass's operations, but the maps in the losses' graph are the pass's own:
+        # store nothing then, and leave stopping to autograd's early stop (as attention.CaptureProcessor).
+        if not capture.recomputing:
+            if cross is not None:
+                capture.cross_maps[self.name] = cross
+            if self_ is not None:
+                capture.self_maps[self.name] = self_
+            if capture.recording and self.name == capture.stop_after:
+                raise _StopForward  # the blocks after the last one read are not needed for the losses
         return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
 
 
 @contextmanager
 def joint_attention_capture(
-    transformer, layers: Sequence[str], grid: tuple[int, int], kinds: Sequence[str] = ("cross", "self")
-) -> Iterator[JointAttentionCapture]:
+    transformer, layers: Sequence[str], grid: tuple[int, int], kinds: Sequence[str] = ("cross", "self"),
+    first_prompt_key: int = 0, guidance_only: bool = False,
+) -> Iterator[JointAttentionCapture]:  # fmt: skip
     """Wrap the joint-attention modules ``layers`` of ``transformer`` to store their maps; restore on exit.
 
     ``layers`` are module names from :func:`joint_attention_layers` (e.g. ``"transformer_blocks.0.attn"``,
     ``"single_transformer_blocks.3.attn"``); ``grid`` is the image-token grid (h, w) of the forward (the
     backbone's ``latent_grid(height, width)``). Every other block keeps its processor object untouched.
+    ``first_prompt_key`` and ``guidance_only``: as :class:`JointAttentionCapture`'s fields.
     """
     unknown_kinds = set(kinds) - {"cross", "self"}
     if unknown_kinds:
@@ -202,7 +268,9 @@ def joint_attention_capture(
             f"it has {available}"
         )
     original = transformer.attn_processors  # {"<module>.processor": processor}
-    capture = JointAttentionCapture(grid=tuple(grid), kinds=tuple(kinds))
+    last_read = max(layers, key=available.index)  # execution order
+    capture = JointAttentionCapture(grid=tuple(grid), kinds=tuple(kinds), first_prompt_key=first_prompt_key,
+                                    guidance_only=guidance_only, stop_after=last_read)  # fmt: skip
     wrapped = dict(original)
     for name in layers:
         layout = joint_layout(name, modules[name])
@@ -217,11 +285,57 @@ def joint_attention_capture(
         transformer.set_attn_processor(dict(original))
 
 
+def guidance_layers(transformer, blocks: Sequence[int], model: str = "this transformer") -> list[str]:
+    """The joint-attention modules at indices ``blocks`` of :func:`joint_attention_layers` (execution order).
+
+    An index beyond the model's depth is an error naming the option and the model's block count.
+    """
+    layers = joint_attention_layers(transformer)
+    blocks = list(blocks)
+    bad = [b for b in blocks if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < len(layers)]
+    if not blocks or bad:
+        raise ValueError(
+            f"`{BLOCKS_OPTION}` {bad or blocks} names blocks {model} lacks: it has {len(layers)} joint-attention "
+            f"blocks (indices 0-{len(layers) - 1}, in execution order: {layers[0]} ... {layers[-1]}); give indices in "
+            f"that range, or leave `{BLOCKS_OPTION}` unset for the backbone's default"
+        )
+    return [layers[b] for b in sorted(set(blocks))]
+
+
+@contextmanager
+def mmdit_guidance_capture(
+    transformer, requests: Sequence[MapRequest], blocks: Sequence[int], grid: tuple[int, int],
+    first_prompt_key: int, model: str = "this transformer",
+) -> Iterator[JointAttentionCapture]:  # fmt: skip
+    """The guidance methods' map requests answered by the MM-DiT blocks ``blocks`` (module docstring, "Guidance").
+
+    Maps are computed only inside guidance passes, and a pass stops after the last block read.
+    """
+    kinds = tuple(kind for kind in ("cross", "self") if any(r.kind == kind for r in requests))
+    if not kinds:
+        asked = sorted({r.kind for r in requests})
+        raise ValueError(f"the methods ask for {asked} maps, which {model}'s joint attention lacks; "
+                         "it gives 'cross' (text -> image) and 'self' (image <-> image) maps")  # fmt: skip
+    for request in requests:
+        if request.kind in kinds and request.resolutions is not None and tuple(grid) not in request.resolutions:
+            raise ValueError(
+                f"the methods ask for {request.kind} maps at {list(request.resolutions)}, but {model}'s joint attention "
+                f"gives them only at the image-token grid {tuple(grid)}: leave the methods' `*_res` options "
+                f"(attn_res, car_res, sar_res, up_res) unset, or set them to {tuple(grid)}"
+            )
+    layers = guidance_layers(transformer, blocks, model)
+    with joint_attention_capture(transformer, layers, grid, kinds, first_prompt_key, guidance_only=True) as capture:
+        yield capture
+
+
 __all__ = [
+    "BLOCKS_OPTION",
     "JointAttentionCapture",
     "JointAttentionCaptureProcessor",
     "joint_attention_capture",
     "joint_attention_layers",
+    "guidance_layers",
     "joint_queries_and_keys",
     "key_softmax",
+    "mmdit_guidance_capture",
 ]

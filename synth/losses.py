@@ -133,10 +133,11 @@ def token_attention_maps(
 ) -> torch.Tensor:
     """(T, h, w) maps as A&E reads them: head/layer mean, softmax(100 * text tokens), smoothed (Chefer et al. 2023)."""
     attention = maps.mean("cross", size, places).float()  # (h, w, keys) averaged over heads and layers
-    _check_token_range(token_indices, 1, attention.shape[-1] - 1)
+    start = maps.first_prompt_key  # 1: CLIP's <|startoftext|> comes first; 0: FLUX's T5 keys have no start token
+    _check_token_range(token_indices, start, attention.shape[-1] - 1)
     # Drop <|startoftext|> AND the last key, as diffusers' pipeline does; *100 sharpens the token softmax.
-    text_probs = torch.softmax(attention[:, :, 1:-1] * 100, dim=-1)  # (h, w, keys - 2)
-    chosen = text_probs[:, :, [i - 1 for i in token_indices]].permute(2, 0, 1)  # (T, h, w)
+    text_probs = torch.softmax(attention[:, :, start:-1] * 100, dim=-1)  # (h, w, keys - start - 1)
+    chosen = text_probs[:, :, [i - start for i in token_indices]].permute(2, 0, 1)  # (T, h, w)
     return smooth_maps(chosen, kernel_size, sigma) if smooth_attentions else chosen
 
 
@@ -410,6 +411,7 @@ def layout_guidance_loss(
     groups = object_groups(targets)
     size = resolve_size(maps, "cross", up_res, places=("up",), option="up_res")
     layers = maps.select("cross", places=("mid",)) + maps.select("cross", size, places=("up",))
+    layers = list({layer.layer: layer for layer in layers}.values())  # an MM-DiT block answers both: count it once
     if not layers:
         have = sorted({(e.kind, e.place, e.size) for e in maps.entries})
         raise InputError(f"no mid or {size} up cross-attention maps were captured (captured: {have}); set `up_res`")
@@ -418,7 +420,7 @@ def layout_guidance_loss(
         h, w = layer.size
         masks = targets.box_masks(h, w, device=layer.probs.device).flatten(1)  # (N, h*w)
         probs = layer.probs.float()  # (heads, h*w, keys)
-        _check_token_range([t for tokens, _ in groups for t in tokens], 1, probs.shape[-1])
+        _check_token_range([t for tokens, _ in groups for t in tokens], maps.first_prompt_key, probs.shape[-1])
         for tokens, rows in groups:
             own = masks[rows].amax(dim=0)  # (h*w,) union of the object's boxes
             token_probs = probs[:, :, tokens]  # (heads, h*w, T)

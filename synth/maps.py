@@ -21,6 +21,11 @@ from scenewright.errors import InputError
 
 AttentionKind = Literal["cross", "self", "grounding"]  # grounding: GLIGEN's gated self-attention
 
+#: The places of MM-DiT blocks (FLUX.1's dual- and single-stream blocks, SD3's joint blocks). A transformer has no
+#: down/mid/up levels, only depth, so its blocks answer any place a loss filters by; which blocks are read is the
+#: engine's ``mmdit_blocks`` (:mod:`scenewright.synth.joint_attention`).
+TRANSFORMER_PLACES = ("joint", "single")
+
 
 #: SD 1.x/2.x read their "16x16 maps" (A&E, CAR, SAR, BoxDiff, layout guidance) at latent / 4 (64x64 at
 #: 512 px). The one home of that factor: a model folder's ``scenewright.json`` may declare its own.
@@ -55,7 +60,7 @@ class CapturedAttention:
 
     layer: str  # processor name, e.g. "up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor"
     kind: AttentionKind
-    place: str  # "down" | "mid" | "up"
+    place: str  # "down" | "mid" | "up"; an MM-DiT block's: "joint" | "single" (TRANSFORMER_PLACES)
     size: tuple[int, int]  # (h, w) of the latent grid at this layer
     # (heads, queries, keys): keys = 77 text tokens (cross) or h*w pixels (self); grounding (GLIGEN's
     # fuser): queries = keys = h*w pixels followed by the 30 grounding tokens
@@ -70,6 +75,9 @@ class AttentionMaps:
     # (h, w) of the latent these maps came from; lets losses resolve resolutions given relative to it
     # (e.g. latent / 4). None: a loss reads the single resolution captured for it.
     latent_size: tuple[int, int] | None = None
+    # The first cross-attention key that is a prompt token: 1 after CLIP's <|startoftext|> (SD, SDXL, SD3's CLIP
+    # tokens first), 0 where the keys are T5 tokens alone (FLUX.1), which have no start token.
+    first_prompt_key: int = 1
 
     def select(
         self, kind: AttentionKind, size: tuple[int, int] | None = None, places: tuple[str, ...] | None = None
@@ -77,7 +85,9 @@ class AttentionMaps:
         return [
             e
             for e in self.entries
-            if e.kind == kind and (size is None or e.size == size) and (places is None or e.place in places)
+            if e.kind == kind
+            and (size is None or e.size == size)
+            and (places is None or e.place in places or e.place in TRANSFORMER_PLACES)
         ]
 
     def mean(self, kind: AttentionKind, size: tuple[int, int], places: tuple[str, ...] | None = None) -> torch.Tensor:

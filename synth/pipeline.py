@@ -12,7 +12,11 @@ Each feature is one controller, built at step 6.1:
 
 - guidance methods (Attend-and-Excite, Chefer et al. 2023; Attention Refocusing CAR/SAR, Phung et al.
   2024; A-STAR, Agarwal et al. 2023; layout guidance, Chen et al. 2024; BoxDiff, Xie et al. 2023) on A&E's
-  schedule or Attention Refocusing's (:mod:`scenewright.synth.guidance`);
+  schedule or Attention Refocusing's (:mod:`scenewright.synth.guidance`); on FLUX.1 and SD3 their maps are the
+  joint attention's text -> image and image <-> image maps of the blocks the engine option ``mmdit_blocks``
+  names (default: the backbone's ``guidance_blocks``), the phrases' positions those of the text keys the
+  transformer reads (FLUX: T5 tokens; SD3: CLIP then T5 tokens), the gradient step on the latents as they are
+  (FLUX: packed) (:mod:`scenewright.synth.joint_attention`);
 - GLIGEN's scheduled sampling (Li et al. 2023, :mod:`scenewright.synth.gligen`): step 3.1 turns the layout
   into grounding tokens, and the gated layers are switched off after ``gligen_scheduled_sampling_beta``
   of the steps (then it reproduces ``StableDiffusionGLIGENPipeline``);
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ from .guidance import (
     RefocusingGuidance,
     StepRecord,
     loss_and_grad,
+    mmdit_capture,
     step_sizes,
     update_latents,
 )
@@ -59,14 +63,13 @@ from .loading import ModelDefaults, load_stable_diffusion, model_defaults
 from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
 from .recipe import ENGINE_DEFAULTS, resolve_methods
-from .sampling import decode_latents, denoise_step, extra_step_kwargs, make_generators
 from .regional_attention import (
     RegionalAttention,
     box_token_masks,
-    regional_attention,
     regional_conditioning,
     regional_layers,
 )
+from .sampling import decode_latents, denoise_step, extra_step_kwargs, make_generators
 from .spatial_temporal import ClipTuning, SpatialTemporalBlend, SpatialTemporalControl, fixed_schedule
 
 
@@ -241,6 +244,13 @@ class Synthesizer:
         (after every controller's ``before_step``).
         ``controllers``: extra :class:`scenewright.synth.controllers.StepController` objects, run after the
         built-in ones at every step (their ``before_step``, then their ``guide``).
+
+        On FLUX.1 and SD3 every method reads the joint attention of the blocks ``mmdit_blocks=[...]`` names
+        (indices in execution order; default the backbone's ``guidance_blocks``, the first third); the maps are
+        at the image-token grid, so leave the ``*_res`` options unset. Phrases are found among the T5 tokens
+        (FLUX) or the CLIP and T5 tokens (SD3) the transformer reads; ``token_indices`` are T5 positions on FLUX
+        (0 = first piece), CLIP positions on SD3. FLUX.1-dev's guided forward gets the loop's distilled
+        ``guidance_scale``.
         """
         # 0. Default height and width to the model's native size (512 px for SD 1.x, 1024 px for SDXL and FLUX)
         height = height or self.backbone.native_size[0]
@@ -251,7 +261,7 @@ class Synthesizer:
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
         active, engine = self._resolve_methods(methods, method_options)
-        self._check_mmdit_features(active, gligen, composition)
+        self._check_mmdit_features(gligen)
         own_controllers = _checked_controllers(controllers)
         batch = len(items) * batch_size
         if seed is not None and generator is not None:
@@ -327,11 +337,12 @@ class Synthesizer:
         records: list[StepRecord] = []
         trajectory: list[torch.Tensor] = []
 
-        with self._capture(requests, blend) as capture, fuser_enabled(self.backbone.model) as set_fuser:
+        with self._capture(requests, blend, latent_hw, engine["mmdit_blocks"]) as capture, \
+                fuser_enabled(self.backbone.model) as set_fuser:  # fmt: skip
             # 6.1 The step controllers: the built-in features, in the order they run, then the caller's
             set_fuser(True)
-            guidance = GuidancePass(self.backbone.model, self.scheduler, capture, active, conditioning, targets,
-                                    latent_hw, guide_kwargs, engine["gradient_checkpointing"])  # fmt: skip
+            guidance = GuidancePass(self.backbone, capture, active, conditioning, targets, latent_hw, guide_kwargs,
+                                    engine["gradient_checkpointing"], guidance_scale)  # fmt: skip
             steppers = self._step_controllers(compositions, batch_size, blend, guidance, engine, len(timesteps),
                                               set_fuser if use_gligen else None, gligen_scheduled_sampling_beta)
             steppers += own_controllers
@@ -372,11 +383,16 @@ class Synthesizer:
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
         missing_phrases: str = "append",
         gligen: bool | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        guidance_scale: float | None = None,
         **method_options: Any,
     ) -> GuidanceMeasure:
         """Each method's loss and the summed loss's gradient at ``latents`` (one item per latent): for inspection.
 
         On a GLIGEN UNet (unless ``gligen=False``) the layouts' grounding tokens are in, gated layers on.
+        FLUX's packed latents (B, h*w, 4C) need the image's ``height`` and ``width``; FLUX.1-dev's guided
+        forward gets ``guidance_scale`` (None: the model's default) as its distilled guidance.
         """
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if len(items) != latents.shape[0]:
@@ -384,32 +400,39 @@ class Synthesizer:
                 f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each"
             )
         active, engine = self._resolve_methods(methods, method_options)
-        self._check_mmdit_features(active, gligen, None)
+        self._check_mmdit_features(gligen)
         if not active:
             raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
-        conditioning = self.backbone.encode(prompts, None, False, self.device, *self.image_size(latents))
+        height, width = self.backbone.image_size_of(latents, height, width)
+        conditioning = self.backbone.encode(prompts, None, False, self.device, height, width)
         kwargs = None
         layouts = [item if isinstance(item, Layout) else None for item in items]
         if self._use_gligen(gligen, layouts):
             kwargs = {"gligen": grounding_kwargs(self.pipe, layouts, False, self.device)[1]}
-        latent_hw = tuple(latents.shape[-2:])
+        latent_hw = self.backbone.latent_grid(height, width)  # SD: the latents' (h, w); FLUX/SD3: image tokens'
         self._fill_resolutions(active, latent_hw)
         requests = [r for a in active for r in a.method.needs(a.options, latent_hw)]
-        self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
+        if not self.is_mmdit:  # the flow transformers' guided forward reads no scheduler (no input scaling)
+            self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, device=self.device)
         t = torch.as_tensor(timestep, device=self.device)
-        with self._capture(requests) as capture, fuser_enabled(self.unet) as set_fuser:
+        guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
+        with self._capture(requests, None, latent_hw, engine["mmdit_blocks"]) as capture, \
+                fuser_enabled(self.backbone.model) as set_fuser:  # fmt: skip
             set_fuser(True)
-            guidance = GuidancePass(self.unet, self.scheduler, capture, active, conditioning, targets, latent_hw, kwargs,
-                                    engine["gradient_checkpointing"])  # fmt: skip
+            guidance = GuidancePass(self.backbone, capture, active, conditioning, targets, latent_hw, kwargs,
+                                    engine["gradient_checkpointing"], guidance_scale)  # fmt: skip
             measured = loss_and_grad(guidance, latents.to(self.device), t, step)
         measured.targets = targets
         return measured
 
     # ------------------------------------------------------------------ helpers
     def _fill_resolutions(self, active: list[_ActiveMethod], latent_hw: tuple[int, int]) -> None:
-        """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / the model's ``attention_downscale`` (SD: 4)."""
-        size = downscaled_size(latent_hw, self.defaults.attention_downscale)
+        """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / the model's ``attention_downscale`` (SD: 4).
+
+        FLUX/SD3: the image-token grid itself, where every joint-attention block attends (no down/up levels).
+        """
+        size = latent_hw if self.is_mmdit else downscaled_size(latent_hw, self.defaults.attention_downscale)
         for a in active:
             for key, value in a.options.items():
                 if key.endswith("_res") and value is None:
@@ -456,8 +479,6 @@ class Synthesizer:
             prompts = [item.prompt if isinstance(item, Layout) else item for item in items]
             empty = [GuidanceTargets(token_groups=[], boxes=torch.zeros(0, 4), eot_index=0) for _ in items]
             return prompts, empty, [[] for _ in items]
-        from .tokens import token_groups_for_layout, validate_token_indices
-
         if token_indices is not None and len(token_indices) and isinstance(token_indices[0], (int, np.integer)):
             token_indices = [token_indices] * len(items)  # type: ignore[list-item]
         if token_indices is not None and len(token_indices) != len(items):
@@ -474,11 +495,12 @@ class Synthesizer:
             prompt = item.prompt if isinstance(item, Layout) else item
             phrases = item.phrases if isinstance(item, Layout) else []
             names = item.names if isinstance(item, Layout) else None
-            mapping = token_groups_for_layout(self.tokenizer, prompt, phrases, names=names, missing=missing_phrases)
+            # the positions of the text keys the model's attention reads (SD: CLIP; FLUX: T5; SD3: CLIP then T5)
+            mapping = self.backbone.token_mapping(prompt, phrases, names, missing_phrases)
             groups = [list(g) for g in mapping.token_groups]
             if token_indices is not None:
                 indices = [int(i) for i in token_indices[k]]
-                validate_token_indices(self.tokenizer, mapping.prompt, indices)
+                self.backbone.check_token_indices(mapping.prompt, indices)
                 groups = [[i] for i in indices]
             boxes = torch.tensor(item.boxes if isinstance(item, Layout) else [], dtype=torch.float32).reshape(-1, 4)
             if active and not groups:
@@ -532,19 +554,13 @@ class Synthesizer:
         has_boxes = any(layout is not None and layout.objects for layout in layouts)
         return is_gligen_unet(self.backbone.model) and has_boxes if gligen is None else False
 
-    def _check_mmdit_features(self, active: list[_ActiveMethod], gligen: bool | None, composition) -> None:
-        """On FLUX/SD3, a clear error for what needs a UNet: loss guidance's maps, GLIGEN's layers. LMD's composition
-        runs (:mod:`scenewright.synth.composition`: FLUX's packed latents move on their token grid)."""
+    def _check_mmdit_features(self, gligen: bool | None) -> None:
+        """On FLUX/SD3, a clear error for what needs a UNet: GLIGEN's gated layers. Everything else runs there: guidance
+        methods on the joint attention (:meth:`_capture`; which blocks they read is checked there), LMD's composition
+        (:mod:`scenewright.synth.composition`: FLUX's packed latents move on their token grid)."""
         if not self.is_mmdit:
             return
         model = {"flux": "FLUX.1", "sd3": "SD3"}[self.backbone.name]
-        if active:
-            names = [a.name for a in active]
-            raise ValueError(
-                f"methods {names} need cross-attention maps from UNet blocks, which {model} lacks (its joint attention "
-                f"is not yet read by the guidance engine); on {model} use methods=['none'] with spatial_temporal=True "
-                "(box-confined regional attention)"
-            )
         if gligen:
             raise ValueError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
 
@@ -688,17 +704,24 @@ class Synthesizer:
             embeds[b, : len(lay.objects)] = tokens
         return embeds
 
-    def _capture(self, requests: list, cross_blend: CrossAttentionBlend | RegionalAttention | None = None):
+    def _capture(
+        self, requests: list, cross_blend: CrossAttentionBlend | RegionalAttention | None = None,
+        latent_hw: tuple[int, int] | None = None, mmdit_blocks: Sequence[int] | None = None,
+    ):  # fmt: skip
         """Attention capture on this UNet, sharing the early-exit points learnt by earlier runs.
 
-        FLUX/SD3 have no capture yet (:meth:`_check_mmdit_features` refuses the methods that need one): only
-        regional attention's processors are installed, when it is on; else every block keeps diffusers' processor.
+        FLUX/SD3: the requested maps from the joint attention of blocks ``mmdit_blocks`` (None: the backbone's
+        ``guidance_blocks``) at the image-token grid ``latent_hw`` (:meth:`backbones.FluxBackbone.guidance_capture`),
+        inside regional attention when it is on (:func:`guidance.mmdit_capture`); every other block keeps diffusers'
+        processor.
         """
         if self.is_mmdit:
-            return nullcontext(None) if cross_blend is None else regional_attention(self.backbone.model, cross_blend)
+            return mmdit_capture(self.backbone, requests, cross_blend, latent_hw, mmdit_blocks)
+        if mmdit_blocks is not None:
+            raise ValueError("`mmdit_blocks` picks FLUX.1/SD3 transformer blocks; on a UNet the methods' resolution "
+                             "options (`attn_res`, `car_res`, ...) pick the layers: leave it unset")  # fmt: skip
         exit_plan = self._exit_plans.setdefault(id(self.unet), {})
         return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
-
 
 
 def _layout_boxes(layouts: list[Layout | None]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "plain_sd_loss_scale": 1.0,
     # recompute the guided forward's activations in its backward pass (less memory, ~1 more forward of time)
     "gradient_checkpointing": False,
+    # FLUX.1 / SD3: indices of the joint-attention blocks whose maps guidance reads (execution order); None: the
+    # backbone's `guidance_blocks` (synth.backbones). A UNet's layers are picked by the methods' `*_res` options.
+    "mmdit_blocks": None,
 }
 SCHEDULES = ("attend_excite", "attention_refocusing")
 #: The bench's loop variations, spelled as combination members: ``compose+car+sar``, ``spatial_temporal:3``.
@@ -120,7 +123,15 @@ def check_engine_options(engine: dict[str, Any]) -> dict[str, Any]:
             raise InputError(
                 f"`thresholds[{step}]` must lie in [0, 1] (the target is loss <= 1 - threshold), got {value!r}"
             )
-    return {**engine, "thresholds": checked, "gradient_checkpointing": bool(engine["gradient_checkpointing"])}
+    blocks = engine["mmdit_blocks"]
+    if blocks is not None:
+        if isinstance(blocks, (str, bytes, Mapping)) or not isinstance(blocks, Sequence) or not blocks or any(
+            isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0 for b in blocks
+        ):
+            raise ValueError(f"`mmdit_blocks` must be a non-empty list of block indices >= 0, e.g. [0, 1, 2], got {blocks!r}")
+        blocks = tuple(int(b) for b in blocks)
+    return {**engine, "thresholds": checked, "gradient_checkpointing": bool(engine["gradient_checkpointing"]),
+            "mmdit_blocks": blocks}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the recipe

@@ -13,6 +13,7 @@ that overlap its characters (the T5 tokenizer's offsets). A phrase beyond the T5
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Literal
 
 import regex
@@ -105,4 +106,19 @@ def t5_token_groups_for_layout(
     return TokenMapping(prompt=prompt, token_groups=groups, eot_index=eot_index, appended=appended)
 
 
-__all__ = ["CLIP_WORD_PATTERN", "t5_prompt_words", "t5_token_groups_for_layout"]
+def validate_t5_token_indices(t5_tokenizer, prompt: str, token_indices: Sequence[int], max_length: int) -> list[int]:
+    """Check explicit A&E-style indices into ``prompt``'s T5 pieces (FLUX: "a cat and a frog" -> 0-based, no BOS)."""
+    pieces = t5_tokenizer.convert_ids_to_tokens(t5_tokenizer(prompt, add_special_tokens=False).input_ids)
+    end = min(len(pieces), max_length - 1)
+    bad = [i for i in token_indices if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < end]
+    if not token_indices or bad:
+        tokens = ", ".join(f"{i}: {p!r}" for i, p in enumerate(pieces[:end]))
+        what = f"{bad} are not piece positions" if bad else "is empty"
+        raise TokenMappingError(
+            f"`token_indices` {what} for prompt {prompt!r}; on T5 tokens valid positions are 0..{end - 1}, "
+            f"its pieces are {{{tokens}}}"
+        )
+    return [int(i) for i in token_indices]
+
+
+__all__ = ["CLIP_WORD_PATTERN", "t5_prompt_words", "t5_token_groups_for_layout", "validate_t5_token_indices"]
