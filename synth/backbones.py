@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from scenewright.errors import InputError
+
 from .maps import MapRequest
 from .t5_tokens import t5_token_groups_for_layout, validate_t5_token_indices
 from .tokens import TokenMapping, token_groups_for_layout, validate_token_indices
@@ -68,7 +70,7 @@ def prepare_latents(
     if latents is None:
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
     elif tuple(latents.shape) != tuple(shape):
-        raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {tuple(shape)} for these inputs")
+        raise InputError(f"`latents` has shape {tuple(latents.shape)}, expected {tuple(shape)} for these inputs")
     return latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
 
 
@@ -92,7 +94,7 @@ class _UNetBackbone:
         multiple = self.size_multiple
         for name, value in (("height", height), ("width", width)):
             if value % multiple != 0:
-                raise ValueError(
+                raise InputError(
                     f"`{name}` must be a multiple of {multiple} for this model (VAE factor x UNet downsampling), "
                     f"got {value}; try {max(multiple, round(value / multiple) * multiple)}"
                 )
@@ -377,7 +379,7 @@ class _FlowTransformerBackbone:
     def _given_latents(self, latents: torch.Tensor, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
         """Latents the caller passed, used as given (as the pipelines do) once their shape is checked."""
         if tuple(latents.shape) != shape:
-            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
+            raise InputError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these inputs")
         return latents.to(device=device, dtype=dtype)
 
     def predict(
@@ -390,7 +392,7 @@ class _FlowTransformerBackbone:
         ``guidance_rescale`` corrects an epsilon-prediction CFG; the flow pipelines have no such option.
         """
         if guidance_rescale:
-            raise ValueError(
+            raise InputError(
                 f"`guidance_rescale` is for SD/SDXL's noise prediction; FLUX and SD3 pipelines have none, got "
                 f"{guidance_rescale!r}; leave it at 0"
             )
@@ -416,7 +418,7 @@ class _FlowTransformerBackbone:
         """A clear error for a size the backbone cannot draw exactly (FLUX's pipeline would silently resize)."""
         multiple = self.size_multiple
         if height % multiple or width % multiple:
-            raise ValueError(
+            raise InputError(
                 f"`height` and `width` must be multiples of {multiple} ({self.size_reason}), got {height}x{width}; "
                 f"use {height - height % multiple or multiple}x{width - width % multiple or multiple}"
             )
@@ -455,7 +457,7 @@ class FluxBackbone(_FlowTransformerBackbone):
 
     def __init__(self, pipe, max_sequence_length: int = 512, true_cfg_scale: float = 1.0):
         if max_sequence_length > 512:
-            raise ValueError(f"`max_sequence_length` is at most 512 (FLUX's T5 length), got {max_sequence_length}")
+            raise InputError(f"`max_sequence_length` is at most 512 (FLUX's T5 length), got {max_sequence_length}")
         self.pipe = pipe
         self.max_sequence_length = max_sequence_length
         self.true_cfg_scale = true_cfg_scale
@@ -503,10 +505,10 @@ class FluxBackbone(_FlowTransformerBackbone):
     def image_size_of(self, latents: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
         """Packed latents (B, h*w, 4C) do not say their grid: ``height`` and ``width`` must be given and fit."""
         if height is None or width is None:
-            raise ValueError("FLUX's packed latents (B, h*w, 4C) do not say the image's size; pass `height` and `width`")
+            raise InputError("FLUX's packed latents (B, h*w, 4C) do not say the image's size; pass `height` and `width`")
         self.check_size(height, width)
         if latents.shape[1] != self.image_seq_len(height, width):
-            raise ValueError(f"`latents` has {latents.shape[1]} image tokens but {height}x{width} px has "
+            raise InputError(f"`latents` has {latents.shape[1]} image tokens but {height}x{width} px has "
                              f"{self.image_seq_len(height, width)}; pass the size the latents were drawn at")  # fmt: skip
         return height, width
 
@@ -636,7 +638,7 @@ class SD3Backbone(_FlowTransformerBackbone):
 
     def __init__(self, pipe, max_sequence_length: int = 256):
         if max_sequence_length > 512:
-            raise ValueError(f"`max_sequence_length` is at most 512 (SD3's T5 length), got {max_sequence_length}")
+            raise InputError(f"`max_sequence_length` is at most 512 (SD3's T5 length), got {max_sequence_length}")
         self.pipe = pipe
         self.max_sequence_length = max_sequence_length
 
@@ -687,7 +689,7 @@ class SD3Backbone(_FlowTransformerBackbone):
         """(height, width) of latents (B, C, H / 8, W / 8)."""
         size = tuple(int(n) * self.pipe.vae_scale_factor for n in latents.shape[-2:])
         if (height, width) not in ((None, None), size):
-            raise ValueError(f"`latents` are {size[0]}x{size[1]} px, not the `height`x`width` given ({height}x{width})")
+            raise InputError(f"`latents` are {size[0]}x{size[1]} px, not the `height`x`width` given ({height}x{width})")
         self.check_size(*size)
         return size  # type: ignore[return-value]
 
@@ -792,7 +794,7 @@ def backbone_for(pipe, **options) -> StableDiffusionBackbone | StableDiffusionXL
         return FluxBackbone(pipe, **options)
     if "text_encoder_2" in components:
         if getattr(pipe, "text_encoder", None) is None:
-            raise ValueError(
+            raise InputError(
                 "this SDXL pipeline has no first text encoder: it is the refiner "
                 "(stabilityai/stable-diffusion-xl-refiner-1.0), which only denoises the last steps of an image; "
                 "load the base model (stabilityai/stable-diffusion-xl-base-1.0) and, if you want, refine its output "

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from scenewright.errors import InputError
 from scenewright.layout.schema import Layout
 
 from .joint_attention import joint_attention_capture, joint_attention_layers
@@ -83,19 +84,19 @@ class CompositionOptions:
 
     def __post_init__(self) -> None:
         if self.steps is not None and not 0.0 < self.steps <= 1.0:
-            raise ValueError(f"composition `steps` must be a share of the steps in (0, 1], got {self.steps!r}")
+            raise InputError(f"composition `steps` must be a share of the steps in (0, 1], got {self.steps!r}")
         for name, value, what in (("candidates", self.candidates, "seeds per object"),
                                   ("rounds", self.rounds, "batches of candidates per object")):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"composition `{name}` must be an int >= 1 ({what}), got {value!r}")
+                raise InputError(f"composition `{name}` must be an int >= 1 ({what}), got {value!r}")
         if self.background not in ("object", "scene"):
-            raise ValueError(f"composition `background` must be 'object' or 'scene', got {self.background!r}")
+            raise InputError(f"composition `background` must be 'object' or 'scene', got {self.background!r}")
         if not 0.0 <= self.fit_iou <= 1.0:
-            raise ValueError(f"composition `fit_iou` must lie in [0, 1], got {self.fit_iou!r}")
+            raise InputError(f"composition `fit_iou` must lie in [0, 1], got {self.fit_iou!r}")
         if not 0.0 < self.attention_threshold < 1.0:
-            raise ValueError(f"composition `attention_threshold` must lie in (0, 1), got {self.attention_threshold!r}")
+            raise InputError(f"composition `attention_threshold` must lie in (0, 1), got {self.attention_threshold!r}")
         if not 0 <= self.mask_timestep < 1000:
-            raise ValueError(f"composition `mask_timestep` must lie in [0, 1000), got {self.mask_timestep!r}")
+            raise InputError(f"composition `mask_timestep` must lie in [0, 1000), got {self.mask_timestep!r}")
 
 
 @dataclass
@@ -268,7 +269,7 @@ def joint_attention_extents(synthesizer, latents: torch.Tensor, phrase: str, nam
     model's own schedule (``num_train_timesteps`` steps, shifted as it samples) nearest ``mask_timestep``.
     """
     if options.attention_res is not None:
-        raise ValueError(
+        raise InputError(
             f"composition `attention_res` picks a UNet's attention size; {synthesizer.backbone.name}'s joint attention "
             "is read at its image-token grid: leave `attention_res` unset"
         )

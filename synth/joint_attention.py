@@ -51,6 +51,8 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttention
 
+from scenewright.errors import InputError
+
 from .attention import _StopForward
 from .maps import AttentionMaps, CapturedAttention, MapRequest
 
@@ -97,7 +99,7 @@ def joint_queries_and_keys(
     joint sequence.
     """
     if getattr(attn, "fused_projections", False):
-        raise ValueError(
+        raise InputError(
             "joint-attention capture reads the separate to_q/to_k projections; call "
             "`transformer.unfuse_qkv_projections()` before capturing maps"
         )
@@ -178,7 +180,7 @@ class JointAttentionCapture:
         :meth:`scenewright.synth.attention.AttentionCapture.guidance_forward`'s contract, on an MM-DiT.
         """
         if tuple(latent_hw) != self.grid:
-            raise ValueError(f"the guidance pass is for grid {tuple(latent_hw)} but the capture was built for {self.grid}")
+            raise InputError(f"the guidance pass is for grid {tuple(latent_hw)} but the capture was built for {self.grid}")
         self.clear()
         self.recording = True
         try:
@@ -223,7 +225,7 @@ class JointAttentionCaptureProcessor:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
         h, w = capture.grid
         if self.layout != SINGLE_STREAM and hidden_states.shape[1] != h * w:
-            raise ValueError(
+            raise InputError(
                 f"joint-attention capture was given grid={capture.grid} ({h * w} image tokens) but block {self.name} "
                 f"has {hidden_states.shape[1]}; pass the backbone's `latent_grid(height, width)`"
             )
@@ -258,12 +260,12 @@ def joint_attention_capture(
     """
     unknown_kinds = set(kinds) - {"cross", "self"}
     if unknown_kinds:
-        raise ValueError(f"`kinds` are 'cross' and/or 'self', got {sorted(unknown_kinds)}")
+        raise InputError(f"`kinds` are 'cross' and/or 'self', got {sorted(unknown_kinds)}")
     modules = dict(transformer.named_modules())
     available = joint_attention_layers(transformer)
     missing = [name for name in layers if name not in available]
     if missing or not layers:
-        raise ValueError(
+        raise InputError(
             f"`layers` must name joint-attention modules of this transformer, got {missing or list(layers)}; "
             f"it has {available}"
         )
@@ -294,7 +296,7 @@ def guidance_layers(transformer, blocks: Sequence[int], model: str = "this trans
     blocks = list(blocks)
     bad = [b for b in blocks if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < len(layers)]
     if not blocks or bad:
-        raise ValueError(
+        raise InputError(
             f"`{BLOCKS_OPTION}` {bad or blocks} names blocks {model} lacks: it has {len(layers)} joint-attention "
             f"blocks (indices 0-{len(layers) - 1}, in execution order: {layers[0]} ... {layers[-1]}); give indices in "
             f"that range, or leave `{BLOCKS_OPTION}` unset for the backbone's default"
@@ -314,11 +316,11 @@ def mmdit_guidance_capture(
     kinds = tuple(kind for kind in ("cross", "self") if any(r.kind == kind for r in requests))
     if not kinds:
         asked = sorted({r.kind for r in requests})
-        raise ValueError(f"the methods ask for {asked} maps, which {model}'s joint attention lacks; "
+        raise InputError(f"the methods ask for {asked} maps, which {model}'s joint attention lacks; "
                          "it gives 'cross' (text -> image) and 'self' (image <-> image) maps")  # fmt: skip
     for request in requests:
         if request.kind in kinds and request.resolutions is not None and tuple(grid) not in request.resolutions:
-            raise ValueError(
+            raise InputError(
                 f"the methods ask for {request.kind} maps at {list(request.resolutions)}, but {model}'s joint attention "
                 f"gives them only at the image-token grid {tuple(grid)}: leave the methods' `*_res` options "
                 f"(attn_res, car_res, sar_res, up_res) unset, or set them to {tuple(grid)}"

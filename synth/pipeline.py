@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenewright.errors import InputError
 from scenewright.layout.schema import Layout
 
 from .attention import CrossAttentionBlend, attention_capture
@@ -256,7 +257,7 @@ class Synthesizer:
         height = height or self.backbone.native_size[0]
         width = width or self.backbone.native_size[1]
         if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
-            raise ValueError(f"`guidance_rescale` must be a number in [0, 1] (diffusers' phi; 0.7 suggested), got {guidance_rescale!r}")
+            raise InputError(f"`guidance_rescale` must be a number in [0, 1] (diffusers' phi; 0.7 suggested), got {guidance_rescale!r}")
 
         # 1. Check inputs and resolve methods and their options
         items = self._check_inputs(layout_or_prompt, num_inference_steps, batch_size, height, width, output_type)
@@ -265,11 +266,11 @@ class Synthesizer:
         own_controllers = _checked_controllers(controllers)
         batch = len(items) * batch_size
         if seed is not None and generator is not None:
-            raise ValueError("pass either `seed` or `generator`, not both")
+            raise InputError("pass either `seed` or `generator`, not both")
         if generator is None:
             generator = make_generators(seed, batch)
         elif isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"`generator` has {len(generator)} generators for {batch} images; give one per image")
+            raise InputError(f"`generator` has {len(generator)} generators for {batch} images; give one per image")
         device = self.device
 
         # 2. Prompts and guidance targets: a layout's phrases -> token groups, boxes -> targets
@@ -283,7 +284,7 @@ class Synthesizer:
             negative_prompt = [n for n in negative_prompt for _ in range(batch_size)]
         elif negative_prompt is not None and not isinstance(negative_prompt, str):
             if len(negative_prompt) != len(items):
-                raise ValueError(
+                raise InputError(
                     f"`negative_prompt` has {len(negative_prompt)} entries for {len(items)} layouts/prompts; "
                     "give one each"
                 )
@@ -396,13 +397,13 @@ class Synthesizer:
         """
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if len(items) != latents.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"`latents` has {latents.shape[0]} samples for {len(items)} layouts/prompts; give one each"
             )
         active, engine = self._resolve_methods(methods, method_options)
         self._check_mmdit_features(gligen)
         if not active:
-            raise ValueError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
+            raise InputError("`methods` has no guidance method to measure; name one of synth.methods.METHODS")
         prompts, targets, _ = self._targets(items, token_indices, missing_phrases, active)
         height, width = self.backbone.image_size_of(latents, height, width)
         conditioning = self.backbone.encode(prompts, None, False, self.device, height, width)
@@ -441,7 +442,7 @@ class Synthesizer:
     def _check_inputs(self, layout_or_prompt, num_inference_steps, batch_size, height, width, output_type) -> list:
         items = list(layout_or_prompt) if isinstance(layout_or_prompt, (list, tuple)) else [layout_or_prompt]
         if not items:
-            raise ValueError("`layout_or_prompt` is empty; give a Layout, a prompt string, or a list of them")
+            raise InputError("`layout_or_prompt` is empty; give a Layout, a prompt string, or a list of them")
         for k, item in enumerate(items):
             if not isinstance(item, (Layout, str)) or (isinstance(item, str) and not item.strip()):
                 raise TypeError(
@@ -449,12 +450,12 @@ class Synthesizer:
                     "give a layout.Layout or a non-empty prompt"
                 )
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
+            raise InputError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` (images per layout/prompt) must be a positive int, got {batch_size!r}")
+            raise InputError(f"`batch_size` (images per layout/prompt) must be a positive int, got {batch_size!r}")
         self.backbone.check_size(height, width)
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+            raise InputError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
         return items
 
     def _resolve_methods(
@@ -474,7 +475,7 @@ class Synthesizer:
     ) -> tuple[list[str], list[GuidanceTargets], list[list[str]]]:
         """Per layout/prompt: the prompt to encode, its targets, and any phrases appended to it."""
         if not active and token_indices is not None:
-            raise ValueError("`token_indices` were given but no guidance method is on; add methods=['attend_excite']")
+            raise InputError("`token_indices` were given but no guidance method is on; add methods=['attend_excite']")
         if not active:  # unguided: the prompt is encoded as given, nothing to map
             prompts = [item.prompt if isinstance(item, Layout) else item for item in items]
             empty = [GuidanceTargets(token_groups=[], boxes=torch.zeros(0, 4), eot_index=0) for _ in items]
@@ -482,7 +483,7 @@ class Synthesizer:
         if token_indices is not None and len(token_indices) and isinstance(token_indices[0], (int, np.integer)):
             token_indices = [token_indices] * len(items)  # type: ignore[list-item]
         if token_indices is not None and len(token_indices) != len(items):
-            raise ValueError(
+            raise InputError(
                 f"`token_indices` has {len(token_indices)} lists for {len(items)} prompts; give one list per prompt"
             )
         if token_indices is None:  # A&E users may give them as the method's option, as in diffusers
@@ -504,11 +505,11 @@ class Synthesizer:
                 groups = [[i] for i in indices]
             boxes = torch.tensor(item.boxes if isinstance(item, Layout) else [], dtype=torch.float32).reshape(-1, 4)
             if active and not groups:
-                raise ValueError(
+                raise InputError(
                     f"item {k} ({prompt!r}) gives no tokens to guide; pass a Layout with objects or `token_indices`"
                 )
             if needs_boxes and len(boxes) != len(groups):
-                raise ValueError(
+                raise InputError(
                     f"methods {needs_boxes} need one box per object but item {k} has {len(boxes)} boxes for "
                     f"{len(groups)} token groups; pass a Layout (boxes come from its objects)"
                 )
@@ -562,7 +563,7 @@ class Synthesizer:
             return
         model = {"flux": "FLUX.1", "sd3": "SD3"}[self.backbone.name]
         if gligen:
-            raise ValueError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
+            raise InputError(f"`gligen=True` needs GLIGEN's gated UNet layers; there are no GLIGEN weights for {model}")
 
     def _step_controllers(
         self,
@@ -646,10 +647,10 @@ class Synthesizer:
         if control is None:
             return None
         if isinstance(self.backbone, FluxBackbone) and self.backbone.true_cfg_scale > 1:  # a separate negative forward
-            raise ValueError("`spatial_temporal` on FLUX is not yet combined with true CFG; load the Synthesizer "
+            raise InputError("`spatial_temporal` on FLUX is not yet combined with true CFG; load the Synthesizer "
                              "with true_cfg_scale=1 (FLUX.1's distilled guidance)")  # fmt: skip
         if control.clip is not None:
-            raise ValueError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's and SD3's regional "
+            raise InputError("`SpatialTemporalControl.clip` tunes weights with a backward; FLUX's and SD3's regional "
                              "attention has none yet: leave `clip` unset")  # fmt: skip
         boxes, present = _layout_boxes(layouts)
         batch, n = present.shape
@@ -659,7 +660,7 @@ class Synthesizer:
         else:
             weights = control.checked_weights(num_steps, batch, n)
         if not bool(((weights >= 0) & (weights <= 1)).all()):
-            raise ValueError("on FLUX and SD3, `spatial_temporal` weights blend regional with base attention: keep "
+            raise InputError("on FLUX and SD3, `spatial_temporal` weights blend regional with base attention: keep "
                              "`local_weight` / `weights` in [0, 1]")  # fmt: skip
         weights[last_step:] = 0
         grid = self.backbone.latent_grid(height, width)
@@ -678,7 +679,7 @@ class Synthesizer:
         most = max(len(lay.objects) for lay in layouts if lay is not None)
         limit = self.backbone.text_length
         if most * length > limit:
-            raise ValueError(
+            raise InputError(
                 f"a layout has {most} phrases of up to {length} {' + '.join(spans)} tokens: {most * length} regional "
                 f"tokens, more than the base prompt's {limit} text tokens (max_sequence_length="
                 f"{self.backbone.max_sequence_length}); use fewer or shorter phrases, or load the Synthesizer with a "
@@ -718,7 +719,7 @@ class Synthesizer:
         if self.is_mmdit:
             return mmdit_capture(self.backbone, requests, cross_blend, latent_hw, mmdit_blocks)
         if mmdit_blocks is not None:
-            raise ValueError("`mmdit_blocks` picks FLUX.1/SD3 transformer blocks; on a UNet the methods' resolution "
+            raise InputError("`mmdit_blocks` picks FLUX.1/SD3 transformer blocks; on a UNet the methods' resolution "
                              "options (`attn_res`, `car_res`, ...) pick the layers: leave it unset")  # fmt: skip
         exit_plan = self._exit_plans.setdefault(id(self.unet), {})
         return attention_capture(self.unet, requests, exit_plan=exit_plan, cross_blend=cross_blend)
@@ -748,7 +749,7 @@ def _checked_spatial_temporal(
             f"`spatial_temporal` must be True or a synth.spatial_temporal.SpatialTemporalControl, got {control!r}"
         )
     if not any(lay is not None and lay.objects for lay in layouts):
-        raise ValueError("`spatial_temporal` needs layouts with objects (their phrases and boxes); pass a Layout")
+        raise InputError("`spatial_temporal` needs layouts with objects (their phrases and boxes); pass a Layout")
     return control
 
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from scenewright.errors import InputError
+
 from .backbones import JointConditioning
 from .controllers import StepController
 from .joint_attention import IMAGE_FIRST, SINGLE_STREAM, TEXT_FIRST, _heads, joint_attention_layers, joint_layout
@@ -174,7 +176,7 @@ def masked_joint_attention(
     Its projections, QK norms and output projections as diffusers', with the mask it does not take.
     """
     if getattr(attn, "fused_projections", False):
-        raise ValueError(
+        raise InputError(
             "regional attention on SD3 reads the separate to_q/to_k/to_v projections; call "
             "`transformer.unfuse_qkv_projections()` first"
         )
@@ -298,7 +300,7 @@ def regional_attention(transformer, regional: RegionalAttention) -> Iterator[Reg
     for name in joint_attention_layers(transformer):
         layout = joint_layout(name, modules[name])
         if layout not in (TEXT_FIRST, SINGLE_STREAM, IMAGE_FIRST):
-            raise ValueError(f"regional attention runs on FLUX's and SD3's joint attention; {name} is {layout}")
+            raise InputError(f"regional attention runs on FLUX's and SD3's joint attention; {name} is {layout}")
         processor_name = f"{name}.processor"
         wrapped[processor_name] = RegionalAttentionProcessor(name, layout, original[processor_name], regional)
     transformer.set_attn_processor(wrapped)

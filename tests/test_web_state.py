@@ -246,3 +246,21 @@ def test_downloaded_layout_files_share_one_folder_that_is_removed_at_exit(monkey
     func, args, kwargs = at_exit[0]
     func(*args, **kwargs)  # what the interpreter does on exit
     assert not scenewright.agent.web._DOWNLOADS[0].exists()
+
+
+def test_generate_on_the_page_parses_its_text_once_and_verifies_against_that_spec(synthesizer, monkeypatch):
+    from scenewright.agent import web
+    from scenewright.eval.detection import Detection
+    from scenewright.layout import plan as plan_module
+
+    parsed = []
+    real_parse = web.parse_prompt
+    for module in (web, plan_module):
+        monkeypatch.setattr(module, "parse_prompt", lambda text: parsed.append(text) or real_parse(text))
+    found = [Detection(name="circle", box=(0.1, 0.1, 0.5, 0.5), score=0.9, color="red")]
+    app = web.build_app(synthesizer=synthesizer, detector=lambda image, names: found,
+                        method_options={"max_refinement_steps": 1})  # fmt: skip
+    on_generate = next(f.fn for f in app.fns.values() if f.fn.__name__ == "on_generate")
+    outputs = on_generate("a red circle", _state(_box("a red circle", 0.1, 0.1, 0.4, 0.4)), [], 1, 1, 1)
+    assert parsed == ["a red circle"]
+    assert outputs[0] is not None and "✔ expected 1 x 'a red circle' (circle), the image has 1" in outputs[2]
