@@ -29,16 +29,10 @@ is a guided step's) <= 1.5x the unguided one's, with checkpointing on.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from synth_speed import _mib, _PeakRSS  # same directory: the script's folder is on sys.path
+from speed_common import measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
 
 CONFIGS = ("unguided", "attend_excite", "car_sar", "attend_excite_ckpt", "car_sar_ckpt")
 CAT_AND_DOG = {
@@ -178,47 +172,13 @@ def run_worker(args: argparse.Namespace) -> None:
     pipe = build_sdxl_random(args.seed, args.dtype).to(device=device, dtype=getattr(torch, args.dtype))
     synthesizer = Synthesizer.from_pipe(pipe)
     _generate(synthesizer, args.worker, args, steps=1, guided=1)  # warm-up: kernels, allocator, caches
-    cuda = device.type == "cuda"
-    times, peaks = [], []
-    latents = None
-    for _ in range(args.repeats):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        with _PeakRSS() as rss:
-            latents = _generate(synthesizer, args.worker, args, steps=args.steps, guided=args.guided)
-            if cuda:
-                torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        peaks.append(torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start)
-    np.save(Path(args.result).with_suffix(".npy"), latents.float().cpu().numpy())
-    result = {
-        "config": args.worker,
-        "seconds": min(times),
-        "peak_bytes": min(peaks),
-        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
-    Path(args.result).write_text(json.dumps(result))
+    measured = measure(lambda: _generate(synthesizer, args.worker, args, steps=args.steps, guided=args.guided),
+                       device, args.repeats)  # fmt: skip
+    np.save(Path(args.result).with_suffix(".npy"), measured["output"].float().cpu().numpy())
+    write_result(args.result, args.worker, measured)
 
 
 # ----------------------------------------------------------------------------- driver
-
-
-def _run_config(config: str, args: argparse.Namespace, workdir: Path) -> dict:
-    result = workdir / f"{config}.json"
-    cmd = [sys.executable, __file__, "--worker", config, "--result", str(result)]
-    for key in ("device", "dtype", "size", "steps", "guided", "seed", "threads", "repeats"):
-        cmd += [f"--{key}", str(getattr(args, key))]
-    # the caller's PYTHONPATH first: it may point `scenewright` at a checkout other than the installed one
-    path = [p for p in (os.environ.get("PYTHONPATH"), str(Path(__file__).resolve().parents[1])) if p]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        return {"config": config, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(result.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,13 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
-            results[config] = res = _run_config(config, args, Path(tmp))
+            keys = ("device", "dtype", "size", "steps", "guided", "seed", "threads", "repeats")
+            results[config] = res = run_config(__file__, config, args, keys, Path(tmp))
             if "error" in res:
                 print(f"{config:20s} FAILED {res['error']}", flush=True)
                 continue
             res["latents"] = np.load(Path(tmp) / f"{config}.npy")
-            print(f"{config:20s} wall {res['seconds']:8.2f} s  peak working memory {_mib(res['peak_bytes'])}  "
-                  f"process max RSS {_mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
+            print(f"{config:20s} wall {res['seconds']:8.2f} s  peak working memory {mib(res['peak_bytes'])}  "
+                  f"process max RSS {mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
     ok = {c: r for c, r in results.items() if "error" not in r}
     if "unguided" in ok:
         base = ok["unguided"]

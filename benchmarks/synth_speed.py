@@ -35,14 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+from speed_common import measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
 
 CONFIGS = ("ours", "diffusers", "unguided")
 PROMPT = "a cat and a frog"
@@ -98,36 +94,6 @@ def build_sd15_random(folder: Path, seed: int = 0, gligen: bool = False) -> None
 # ----------------------------------------------------------------------------- one config (subprocess)
 
 
-class _PeakRSS:
-    """Samples this process's resident set every ``interval`` s in a thread; ``peak`` in bytes."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def current(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.start = self.peak = self.current()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
-
-
 def _load(config: str, folder: str, dtype, device):
     from diffusers import StableDiffusionAttendAndExcitePipeline, StableDiffusionPipeline
 
@@ -169,53 +135,20 @@ def run_worker(args: argparse.Namespace) -> None:
     dtype = getattr(torch, args.dtype)
     model = _load(args.worker, args.model_dir, dtype, device)
     _generate(args.worker, model, args, steps=1, max_iter_to_alter=1)  # warm-up: kernels, allocator, caches
-    cuda = device.type == "cuda"
-    times, cpu_times, peaks = [], [], []
-    images = None
-    for _ in range(args.repeats):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        with _PeakRSS() as rss:
-            images = _generate(args.worker, model, args, steps=args.steps, max_iter_to_alter=args.max_iter_to_alter)
-            if cuda:
-                torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-        peaks.append(torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start)
-    np.save(Path(args.result).with_suffix(".npy"), np.asarray(images, dtype=np.float32))
-    result = {
-        "config": args.worker,
-        "seconds": min(times),
-        "cpu_seconds": min(cpu_times),
-        "peak_bytes": min(peaks),
-        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
-    Path(args.result).write_text(json.dumps(result))
+    measured = measure(lambda: _generate(args.worker, model, args, steps=args.steps, max_iter_to_alter=args.max_iter_to_alter),
+                       device, args.repeats)  # fmt: skip
+    np.save(Path(args.result).with_suffix(".npy"), np.asarray(measured["output"], dtype=np.float32))
+    write_result(args.result, args.worker, measured)
 
 
 # ----------------------------------------------------------------------------- driver
 
 
 def _run_config(config: str, args: argparse.Namespace, workdir: Path) -> dict:
-    result = workdir / f"{config}.json"
-    cmd = [sys.executable, __file__, "--worker", config, "--result", str(result), "--model-dir", str(args.model_dir)]
-    for key in ("device", "dtype", "height", "width", "steps", "max_iter_to_alter", "guidance_scale", "scale_factor",
-                "seed", "threads", "repeats"):  # fmt: skip
-        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    cmd += ["--thresholds", json.dumps(args.thresholds)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        return {"config": config, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(result.read_text())
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:8.1f} MiB"
+    keys = ("device", "dtype", "height", "width", "steps", "max_iter_to_alter", "guidance_scale", "scale_factor",
+            "seed", "threads", "repeats")  # fmt: skip
+    extra = ["--model-dir", str(args.model_dir), "--thresholds", json.dumps(args.thresholds)]
+    return run_config(__file__, config, args, keys, workdir, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res["image"] = np.load(Path(tmp) / f"{config}.npy")
             print(f"{config:10s} wall {res['seconds']:7.2f} s  cpu {res['cpu_seconds']:7.2f} s  "
-                  f"peak working memory {_mib(res['peak_bytes'])}  process max RSS {_mib(res['maxrss_bytes'])}")  # fmt: skip
+                  f"peak working memory {mib(res['peak_bytes'])}  process max RSS {mib(res['maxrss_bytes'])}")  # fmt: skip
     ok = {c: r for c, r in results.items() if "error" not in r}
     if "ours" in ok and "diffusers" in ok:
         ours, ref = ok["ours"], ok["diffusers"]

@@ -1,0 +1,106 @@
+"""What the speed benchmarks share: each configuration in its own subprocess, timed after a warm-up, with its
+peak working memory (CPU: the resident set sampled in a thread, above the one just before the run; CUDA:
+``torch.cuda.max_memory_allocated`` above the allocation before it), and the figures printed as MiB and ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class PeakRSS:
+    """Samples this process's resident set every ``interval`` s in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def current(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.start = self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:8.1f} MiB"
+
+
+def measure(run: Callable[[], Any], device, repeats: int) -> dict:
+    """Time ``repeats`` calls of ``run`` (already warmed up) on ``device``: the fastest wall and CPU seconds, the
+    smallest peak working memory, and the last call's output (``"output"``)."""
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+    times, cpu_times, peaks = [], [], []
+    output = None
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with PeakRSS() as rss:
+            output = run()
+            if cuda:
+                torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        peaks.append(torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start)
+    return {
+        "seconds": min(times),
+        "cpu_seconds": min(cpu_times),
+        "peak_bytes": min(peaks),
+        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "output": output,
+    }
+
+
+def run_config(script: str, config: str, args, keys: Sequence[str], workdir: Path, extra: Sequence[str] = ()) -> dict:
+    """Run ``script --worker config`` with ``--KEY value`` for each of ``keys`` (``args``' attributes) in a fresh
+    process, so that its peak memory is its own; its JSON result, or ``{"error": ...}`` with stderr's tail."""
+    result = workdir / f"{config}.json"
+    cmd = [sys.executable, script, "--worker", config, "--result", str(result), *extra]
+    for key in keys:
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    # the caller's PYTHONPATH first: it may point `scenewright` at a checkout other than the installed one
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(Path(script).resolve().parents[1])) if p]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        return {"config": config, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(result.read_text())
+
+
+def write_result(path: str, config: str, measured: dict, **extra: Any) -> None:
+    """A worker's JSON result: ``measured`` without its output, plus ``extra``."""
+    Path(path).write_text(json.dumps({"config": config, **{k: v for k, v in measured.items() if k != "output"}, **extra}))
+
+
+__all__ = ["PeakRSS", "measure", "mib", "run_config", "write_result"]
