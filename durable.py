@@ -1,4 +1,5 @@
-"""Durable file writes shared by the bench's records and layouts, its report and the LLM answer cache.
+"""Durable file writes shared by the bench's records and layouts, its report, the LLM answer cache and the shapes
+model's training checkpoints.
 
 A write goes to a temporary file in the destination's folder (``.<name>.<random>.tmp``), is flushed
 and ``fsync``ed, renamed over the destination with :func:`os.replace`, and then the folder itself is
@@ -13,7 +14,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +35,19 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` durably: temp file, fsync, :func:`os.replace`, folder fsync; returns the path."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Have ``write(handle)`` fill ``path`` durably: a temp file (binary), fsync, :func:`os.replace`, folder fsync.
+
+    ``write`` is e.g. ``lambda f: torch.save(state, f)``; a kill at any point leaves the old file or the new one.
+    Returns the path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A random name in the same folder: unique across processes and machines sharing the folder, same filesystem.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -49,6 +56,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         raise
     fsync_folder(path.parent)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` durably (:func:`write_atomic`); returns the path."""
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_json_object(path: str | os.PathLike, damaged: str) -> dict | None:

@@ -31,6 +31,7 @@ from .controllers import StepController
 from .losses import weakest_inside_peak
 from .maps import AttentionMaps, GuidanceTargets, MapRequest
 from .methods import RefocusingSchedule
+from .recipe import ActiveMethod
 from .regional_attention import RegionalAttention, regional_attention
 
 
@@ -65,7 +66,7 @@ class GuidancePass:
 
     backbone: Any  # synth.backbones: runs the conditional forward; its `model` carries the capture's processors
     capture: AttentionCapture | JointAttentionCapture
-    active: list  # synth.pipeline's active methods: .name, .method (synth.methods.GuidanceMethod), .options
+    active: list[ActiveMethod]  # the methods guiding, with their resolved options
     conditioning: Conditioning | JointConditioning  # the guidance forward reads the conditional rows only
     targets: list[GuidanceTargets]  # per sample
     latent_hw: tuple[int, int]  # the maps' grid: SD's latents (h, w), an MM-DiT's image tokens (h, w)
@@ -107,7 +108,7 @@ def update_latents(latents: torch.Tensor, grad: torch.Tensor, step_size: float, 
 
 
 def method_loss(
-    active, maps: AttentionMaps, targets: GuidanceTargets, step: int, previous: AttentionMaps | None
+    active: ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int, previous: AttentionMaps | None
 ) -> torch.Tensor:
     """One method's loss for one sample: the weighted sum of its registered loss terms (0-dim fp32).
 
@@ -369,13 +370,13 @@ def _warn_skipped(step: int, skipped: torch.Tensor) -> None:
 
 
 def _refinement_loss(
-    active, maps: AttentionMaps, targets: GuidanceTargets, step: int, previous: AttentionMaps | None
+    active: ActiveMethod, maps: AttentionMaps, targets: GuidanceTargets, step: int, previous: AttentionMaps | None
 ) -> torch.Tensor:
     """The loss A&E-style refinement compares with ``1 - threshold`` (unweighted, as the official code)."""
     return active.method.refinement_loss(maps, targets, step, previous=previous, **active.options).float()
 
 
-def _refines_its_own_loss(active) -> bool:
+def _refines_its_own_loss(active: ActiveMethod) -> bool:
     """True when the method's refinement loss IS its whole loss (A&E), so one gradient serves both."""
     return tuple(active.method.losses) == (active.method.refinement_loss,)
 

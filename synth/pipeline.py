@@ -63,7 +63,7 @@ from .guidance import (
 from .loading import ModelDefaults, load_stable_diffusion, model_defaults
 from .maps import GuidanceTargets, downscaled_size
 from .methods import RefocusingSchedule
-from .recipe import ENGINE_DEFAULTS, resolve_methods
+from .recipe import ENGINE_DEFAULTS, ActiveMethod, resolve_methods
 from .regional_attention import (
     RegionalAttention,
     box_token_masks,
@@ -91,13 +91,6 @@ class SynthesisOutput:
     nsfw_content_detected: list[bool] | None = None
     spatial_temporal_history: dict[int, list[float]] = field(default_factory=dict)  # step -> CLIP loss per epoch
     trajectory: list[torch.Tensor] = field(default_factory=list)  # return_trajectory: latents at each step's start
-
-
-@dataclass
-class _ActiveMethod:
-    name: str
-    method: Any  # synth.methods.GuidanceMethod
-    options: dict[str, Any]
 
 
 class Synthesizer:
@@ -428,7 +421,7 @@ class Synthesizer:
         return measured
 
     # ------------------------------------------------------------------ helpers
-    def _fill_resolutions(self, active: list[_ActiveMethod], latent_hw: tuple[int, int]) -> None:
+    def _fill_resolutions(self, active: list[ActiveMethod], latent_hw: tuple[int, int]) -> None:
         """Unset map sizes (``attn_res``, ``car_res``, ...) -> latent / the model's ``attention_downscale`` (SD: 4).
 
         FLUX/SD3: the image-token grid itself, where every joint-attention block attends (no down/up levels).
@@ -460,18 +453,17 @@ class Synthesizer:
 
     def _resolve_methods(
         self, methods: Sequence[str] | Mapping[str, Mapping[str, Any]], options: dict[str, Any]
-    ) -> tuple[list[_ActiveMethod], dict[str, Any]]:
+    ) -> tuple[list[ActiveMethod], dict[str, Any]]:
         """Method names -> registry entries with their options; engine options from user > methods > A&E
         (:func:`scenewright.synth.recipe.resolve_methods`)."""
-        active, engine = resolve_methods(methods, options)
-        return [_ActiveMethod(name, method, opts) for name, method, opts in active], engine
+        return resolve_methods(methods, options)
 
     def _targets(
         self,
         items: list[Layout | str],
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None,
         missing_phrases: str,
-        active: list[_ActiveMethod],
+        active: list[ActiveMethod],
     ) -> tuple[list[str], list[GuidanceTargets], list[list[str]]]:
         """Per layout/prompt: the prompt to encode, its targets, and any phrases appended to it."""
         if not active and token_indices is not None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from scenewright.errors import CLIError, InputError
 
-from .methods import METHODS, get_method
+from .methods import METHODS, GuidanceMethod, get_method
 
 #: Engine options, with Attend-and-Excite's names and defaults (diffusers' A&E pipeline) so users can move over.
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -51,10 +51,19 @@ COMPOSE, SPATIAL_TEMPORAL = "compose", "spatial_temporal"
 
 
 # ----------------------------------------------------------------------------- precedence
+@dataclass
+class ActiveMethod:
+    """A guidance method switched on for one call: its name, registry entry and resolved options."""
+
+    name: str
+    method: GuidanceMethod
+    options: dict[str, Any]  # the method's defaults, then its own options, then the user's keywords
+
+
 def resolve_methods(
     methods: str | Sequence[str] | Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
-) -> tuple[list[tuple[str, Any, dict[str, Any]]], dict[str, Any]]:
-    """Method names -> ``(name, registry entry, its options)`` of the active ones, and the engine options.
+) -> tuple[list[ActiveMethod], dict[str, Any]]:
+    """Method names -> the :class:`ActiveMethod` s (those with losses), and the engine options.
 
     Precedence: ``options`` (the user's keywords, each sent to every method that has it) > a method's own
     options (``methods={"car": {...}}``) > its defaults; engine options: user > the first method listed that sets
@@ -63,7 +72,7 @@ def resolve_methods(
     if isinstance(methods, str):
         methods = [methods]
     per_method = dict(methods) if isinstance(methods, Mapping) else {name: {} for name in methods}
-    active: list[tuple[str, Any, dict[str, Any]]] = []
+    active: list[ActiveMethod] = []
     known = set(ENGINE_DEFAULTS)
     for name, own in per_method.items():
         if name == "none":
@@ -78,15 +87,15 @@ def resolve_methods(
         if unknown:
             raise InputError(f"unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(method.defaults)}")
         opts.update(own)
-        active.append((name, method, opts))
+        active.append(ActiveMethod(name, method, opts))
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)} for methods {list(per_method)}; valid: {sorted(known)}")
     engine = dict(ENGINE_DEFAULTS)
     for key in ENGINE_DEFAULTS:
-        for _, _, opts in reversed(active):  # the first method listed that sets an engine option wins
-            if key in opts:
-                engine[key] = opts[key]
+        for entry in reversed(active):  # the first method listed that sets an engine option wins
+            if key in entry.options:
+                engine[key] = entry.options[key]
         if key in options:
             engine[key] = options[key]
     return active, check_engine_options(engine)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenewright.durable import write_atomic
 from scenewright.eval.verify import verify
 from scenewright.layout.plan import plan_for_layout
 from scenewright.layout.schema import GLIGEN_MAX_OBJECTS
@@ -277,10 +278,8 @@ def curriculum_weights(phases: list[tuple[int, dict[int, float]]], step: int) ->
 
 # ------------------------------------------------------------- checkpoint
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp file then rename, so a kill mid-save never corrupts the checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save durably (:func:`scenewright.durable.write_atomic`), so a kill mid-save never corrupts the checkpoint."""
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def rng_state(np_rng: np.random.Generator) -> dict:
