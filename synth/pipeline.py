@@ -143,6 +143,7 @@ class Synthesizer:
         device: str | torch.device | None = None,
         gligen: bool | None = None,
         defaults: ModelDefaults | None = None,
+        backbone_options: Mapping[str, Any] | None = None,
         **kwargs,
     ) -> Synthesizer:
         """Load an SD, SDXL, FLUX.1 or SD3 (or, ``gligen=True``, GLIGEN) checkpoint from a hub id or local folder.
@@ -150,10 +151,11 @@ class Synthesizer:
         The pipeline class is the one ``model_index.json`` names (:mod:`scenewright.synth.loading`); a GLIGEN
         request on weights without gated layers is an error naming a GLIGEN checkpoint to load instead.
         ``defaults`` as in :meth:`from_pipe` (a local folder's ``scenewright.json`` is read, e.g. the embedded
-        shapes model's).
+        shapes model's). ``backbone_options`` as :meth:`from_pipe`'s (FLUX's and SD3's ``max_sequence_length``, FLUX's
+        ``true_cfg_scale``, SDXL's ``original_size``...); ``kwargs`` go to diffusers' ``from_pretrained``.
         """
         pipe = load_stable_diffusion(model, torch_dtype=torch_dtype, device=device, gligen=gligen, **kwargs)
-        return cls(pipe, defaults=defaults)
+        return cls(pipe, defaults=defaults, **dict(backbone_options or {}))
 
     @property
     def is_mmdit(self) -> bool:
