@@ -19,7 +19,7 @@ subprocess, so that its peak memory is its own:
   of ``--steps`` steps guided, one update each;
 - ``car_sar_ckpt``: the same with ``gradient_checkpointing=True``.
 
-It prints each configuration's time and peak working memory (above the loaded model, see ``speed_common.py``), the
+It prints each configuration's time and peak memory above load (above the loaded model, see ``speed_common.py``), the
 ratio to unguided, and the cost of one transformer block in one unguided forward (forward hooks, mean over the
 timed steps), from which the full model's step reads off: FLUX.1 19 dual + 38 single blocks, SD3-medium 24.
 
@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from speed_common import measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
+from speed_common import loaded_bytes, measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
 
 CONFIGS = ("unguided", "regional", "car_sar", "car_sar_ckpt")
 CAT_AND_DOG = {
@@ -176,11 +176,12 @@ def run_worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     pipe = build_random(args.model, args.depth, args.seed, args.dtype).to(device=device, dtype=getattr(torch, args.dtype))
     synthesizer = Synthesizer.from_pipe(pipe, max_sequence_length=T5_LENGTH[args.model])
+    loaded = loaded_bytes(pipe)
     timer = BlockTimer(pipe.transformer)
     _generate(synthesizer, args.worker, args, steps=1, guided=1)  # warm-up: kernels, allocator, caches
-    timer.active = args.worker == "unguided"  # an unguided step runs each block once per forward
+    timer.active = args.worker in ("unguided", "regional")  # one pass of each block per forward (no guided pass)
     measured = measure(lambda: _generate(synthesizer, args.worker, args, steps=args.steps, guided=args.guided),
-                       device, args.repeats)  # fmt: skip
+                       device, args.repeats, loaded)  # fmt: skip
     np.save(Path(args.result).with_suffix(".npy"), measured["output"].float().cpu().numpy())
     write_result(args.result, args.worker, measured, block_seconds=timer.means())
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{config:14s} FAILED {res['error']}", flush=True)
                 continue
             res["latents"] = np.load(Path(tmp) / f"{config}.npy")
-            print(f"{config:14s} wall {res['seconds']:8.2f} s  peak working memory {mib(res['peak_bytes'])}  "
+            print(f"{config:14s} wall {res['seconds']:8.2f} s  peak memory above load {mib(res['peak_bytes'])}  "
                   f"process max RSS {mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
     ok = {c: r for c, r in results.items() if "error" not in r}
     if "unguided" in ok:
@@ -237,14 +238,20 @@ def main(argv: list[str] | None = None) -> int:
             if config != "unguided" and config in ok:
                 res = ok[config]
                 goal = " (goal <= 1.15x)" if config == "regional" else ""
-                print(f"{config:14s} / unguided: time {res['seconds'] / base['seconds']:.3f}x{goal}, peak working memory "
-                      f"{res['peak_bytes'] / max(base['peak_bytes'], 1):.3f}x")  # fmt: skip
-        blocks = base["block_seconds"]
-        for kind, seconds in blocks.items():
-            print(f"one {kind} block, one unguided forward: {seconds * 1e3:.1f} ms")
-        full = sum(seconds * FULL_DEPTH[args.model][kind] for kind, seconds in blocks.items())
+                moved = float(np.abs(res["latents"] - base["latents"]).max())
+                print(f"{config:14s} / unguided: time {res['seconds'] / base['seconds']:.3f}x{goal}, peak memory above load "
+                      f"{res['peak_bytes'] / max(base['peak_bytes'], 1):.3f}x; max |latent - unguided| {moved:.2e}")  # fmt: skip
         depth = " + ".join(f"{n} {kind}" for kind, n in FULL_DEPTH[args.model].items())
-        print(f"the full model's blocks ({depth}), one forward at {args.size} px: ~{full:.1f} s here")
+        full = {}
+        for config in ("unguided", "regional"):
+            if config in ok:
+                blocks = ok[config]["block_seconds"]
+                for kind, seconds in blocks.items():
+                    print(f"one {kind} block, one {config} forward: {seconds * 1e3:.1f} ms")
+                full[config] = sum(seconds * FULL_DEPTH[args.model][kind] for kind, seconds in blocks.items())
+                print(f"the full model's blocks ({depth}), one {config} forward at {args.size} px: ~{full[config]:.1f} s here")
+        if len(full) == 2:
+            print(f"regional / unguided, the full model's blocks: {full['regional'] / full['unguided']:.3f}x (goal <= 1.15x)")
     if "car_sar" in ok and "car_sar_ckpt" in ok:
         diff = float(np.abs(ok["car_sar"]["latents"] - ok["car_sar_ckpt"]["latents"]).max())
         print(f"max |car_sar_ckpt - car_sar| over latents: {diff:.2e} (checkpointing changes no result)")

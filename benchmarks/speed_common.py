@@ -1,6 +1,10 @@
 """What the speed benchmarks share: each configuration in its own subprocess, timed after a warm-up, with its
-peak working memory (CPU: the resident set sampled in a thread, above the one just before the run; CUDA:
-``torch.cuda.max_memory_allocated`` above the allocation before it), and the figures printed as MiB and ratios.
+peak memory above model load, and the figures printed as MiB and ratios.
+
+Memory on CPU is the process's peak resident set (``ru_maxrss``) less the resident set right after the model was
+loaded: the warm-up run is the same configuration, so the peak is the configuration's own (a resident set
+sampled during the timed run alone reads ~0 once the allocator keeps what the warm-up freed). On CUDA it is
+``torch.cuda.max_memory_allocated`` above the allocation before the timed run.
 """
 
 from __future__ import annotations
@@ -51,9 +55,22 @@ def mib(n: float) -> str:
     return f"{n / 2**20:8.1f} MiB"
 
 
-def measure(run: Callable[[], Any], device, repeats: int) -> dict:
-    """Time ``repeats`` calls of ``run`` (already warmed up) on ``device``: the fastest wall and CPU seconds, the
-    smallest peak working memory, and the last call's output (``"output"``)."""
+def loaded_bytes(pipe) -> int:
+    """This process's resident set once ``pipe``'s weights are in memory: every weight is read first, because
+    ``from_pretrained`` maps safetensors files and their pages only become resident when first touched."""
+    import torch
+
+    with torch.no_grad():
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                for tensor in component.state_dict().values():
+                    tensor.sum()
+    return PeakRSS().current()
+
+
+def measure(run: Callable[[], Any], device, repeats: int, loaded_bytes: int) -> dict:
+    """Time ``repeats`` calls of ``run`` (already warmed up) on ``device``: the fastest wall and CPU seconds, the peak
+    memory above model load (``loaded_bytes``: :func:`loaded_bytes` of the pipeline), and the last call's output."""
     import torch
 
     cuda = torch.device(device).type == "cuda"
@@ -72,11 +89,12 @@ def measure(run: Callable[[], Any], device, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
         peaks.append(torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "seconds": min(times),
         "cpu_seconds": min(cpu_times),
-        "peak_bytes": min(peaks),
-        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_bytes": min(peaks) if cuda else maxrss - loaded_bytes,
+        "maxrss_bytes": maxrss,
         "output": output,
     }
 
@@ -103,4 +121,4 @@ def write_result(path: str, config: str, measured: dict, **extra: Any) -> None:
     Path(path).write_text(json.dumps({"config": config, **{k: v for k, v in measured.items() if k != "output"}, **extra}))
 
 
-__all__ = ["PeakRSS", "measure", "mib", "run_config", "write_result"]
+__all__ = ["PeakRSS", "loaded_bytes", "measure", "mib", "run_config", "write_result"]

@@ -20,17 +20,12 @@ allocation before the run. On a shared CPU prefer the cpu-seconds ratios to the 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth_speed import _mib, _PeakRSS, build_sd15_random  # noqa: E402
+# same directory: the script's folder is on sys.path
+from speed_common import loaded_bytes, measure, mib, run_config, write_result
+from synth_speed import build_sd15_random
 
 PRESETS = (
     "sd:none", "sd:car+sar", "sd:attention_refocusing", "sd:spatial_temporal",
@@ -63,25 +58,10 @@ def run_worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     folder = args.model_dir / args.worker.split(":")[0]
     syn = Synthesizer.from_pretrained(str(folder), torch_dtype=getattr(torch, args.dtype), device=device)
+    loaded = loaded_bytes(syn.pipe)
     _generate(syn, args.worker, args, steps=1)  # warm-up
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with _PeakRSS() as rss:
-        out = _generate(syn, args.worker, args, steps=args.steps)
-        if cuda:
-            torch.cuda.synchronize()
-    result = {
-        "seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - cpu_start,
-        "peak_bytes": torch.cuda.max_memory_allocated() - base if cuda else rss.peak - rss.start,
-        "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "guided_steps": len(out.steps),
-    }
-    Path(args.result).write_text(json.dumps(result))
+    measured = measure(lambda: _generate(syn, args.worker, args, steps=args.steps), device, 1, loaded)
+    write_result(args.result, args.worker, measured, guided_steps=len(measured["output"].steps))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,18 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device={args.device} dtype={args.dtype} {args.height}x{args.width} px "
           f"(latent {args.height // 8}x{args.width // 8}) steps={args.steps} threads={args.threads}")  # fmt: skip
     results = {}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    keys = ("device", "dtype", "height", "width", "steps", "seed", "threads")
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
-            out = Path(tmp) / "result.json"
-            cmd = [sys.executable, __file__, "--worker", preset, "--result", str(out), "--model-dir", str(args.model_dir)]
-            for key in ("device", "dtype", "height", "width", "steps", "seed", "threads"):
-                cmd += [f"--{key}", str(getattr(args, key))]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{preset:28s} FAILED: {' | '.join(proc.stderr.strip().splitlines()[-3:])}")
+            res = run_config(__file__, preset, args, keys, Path(tmp), extra=["--model-dir", str(args.model_dir)])
+            if "error" in res:
+                print(f"{preset:28s} FAILED: {res['error']}")
                 continue
-            results[preset] = res = json.loads(out.read_text())
+            results[preset] = res
             base = results.get(preset.split(":")[0] + ":none")
             ratio = (
                 f"  vs unguided: wall {res['seconds'] / base['seconds']:4.2f}x, cpu "
@@ -133,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 if base else ""
             )  # fmt: skip
             print(f"{preset:28s} wall {res['seconds']:6.2f} s  cpu {res['cpu_seconds']:6.2f} s  guided steps "
-                  f"{res['guided_steps']}  peak working memory {_mib(res['peak_bytes'])}  max RSS "
-                  f"{_mib(res['maxrss_bytes'])}{ratio}")  # fmt: skip
+                  f"{res['guided_steps']}  peak memory above load {mib(res['peak_bytes'])}  max RSS "
+                  f"{mib(res['maxrss_bytes'])}{ratio}")  # fmt: skip
     return 0 if len(results) == len(presets) else 1
 
 

@@ -12,9 +12,9 @@ its own subprocess so that peak memory is its own:
 Same seed, steps, ``max_iter_to_alter``, thresholds, ``scale_factor`` and ``attn_res`` (latent / 4, SD's
 "16x16 at 512 px" level) for both A&E runs; the script also reports how far apart their images are.
 
-Memory: on CPU, the peak resident set (sampled from /proc every 2 ms) during generation above the
-resident set just before it, i.e. the working memory of one image without the weights; plus the process's
-``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` above the allocation before the run.
+Memory is the peak above model load (``speed_common.py``): on CPU the process's peak resident set less the one
+right after loading, i.e. the working memory of one image without the weights; plus the process's ``ru_maxrss``.
+On CUDA: ``torch.cuda.max_memory_allocated`` above the allocation before the run.
 
     python benchmarks/synth_speed.py --threads 2                 # CPU, 512 px, 4 steps, 2 guided (~7 min)
     nice python benchmarks/synth_speed.py --height 256 --width 256 --steps 8 --max-iter-to-alter 4   # ~5 min
@@ -26,9 +26,9 @@ forward through the whole UNet at every step). At a 32x32 latent (256 px) the co
 and the ratio is closer to ours/unguided. Measured on the shared 2-core CPU, fp32 (2026-12-02):
 
     512 px, 4 steps, 2 guided, 2 threads: ours 108.9 s, diffusers 196.5 s, unguided 65.4 s
-        -> time 0.554x (CPU time 0.482x), peak working memory 0.207x, max pixel difference 2.7e-6
+        -> time 0.554x (CPU time 0.482x), peak memory above load 0.207x, max pixel difference 2.7e-6
     256 px, 8 steps, 4 guided, 1 thread:  ours 45.9 s, diffusers 56.2 s, unguided 30.1 s
-        -> time 0.817x, peak working memory 0.506x, max pixel difference 2.5e-6
+        -> time 0.817x, peak memory above load 0.506x, max pixel difference 2.5e-6
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from speed_common import measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
+from speed_common import loaded_bytes, measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
 
 CONFIGS = ("ours", "diffusers", "unguided")
 PROMPT = "a cat and a frog"
@@ -134,9 +134,10 @@ def run_worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     model = _load(args.worker, args.model_dir, dtype, device)
+    loaded = loaded_bytes(getattr(model, "pipe", model))  # a Synthesizer or a diffusers pipeline
     _generate(args.worker, model, args, steps=1, max_iter_to_alter=1)  # warm-up: kernels, allocator, caches
     measured = measure(lambda: _generate(args.worker, model, args, steps=args.steps, max_iter_to_alter=args.max_iter_to_alter),
-                       device, args.repeats)  # fmt: skip
+                       device, args.repeats, loaded)  # fmt: skip
     np.save(Path(args.result).with_suffix(".npy"), np.asarray(measured["output"], dtype=np.float32))
     write_result(args.result, args.worker, measured)
 
@@ -194,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res["image"] = np.load(Path(tmp) / f"{config}.npy")
             print(f"{config:10s} wall {res['seconds']:7.2f} s  cpu {res['cpu_seconds']:7.2f} s  "
-                  f"peak working memory {mib(res['peak_bytes'])}  process max RSS {mib(res['maxrss_bytes'])}")  # fmt: skip
+                  f"peak memory above load {mib(res['peak_bytes'])}  process max RSS {mib(res['maxrss_bytes'])}")  # fmt: skip
     ok = {c: r for c, r in results.items() if "error" not in r}
     if "ours" in ok and "diffusers" in ok:
         ours, ref = ok["ours"], ok["diffusers"]
         diff = float(np.abs(ours["image"] - ref["image"]).max())
         print(f"ours / diffusers A&E: time {ours['seconds'] / ref['seconds']:.3f}x (cpu {ours['cpu_seconds'] / ref['cpu_seconds']:.3f}x), "
-              f"peak working memory {ours['peak_bytes'] / max(ref['peak_bytes'], 1):.3f}x, "
+              f"peak memory above load {ours['peak_bytes'] / max(ref['peak_bytes'], 1):.3f}x, "
               f"max RSS {ours['maxrss_bytes'] / ref['maxrss_bytes']:.3f}x")  # fmt: skip
         print(f"max |ours - diffusers| over image pixels in [0, 1]: {diff:.2e}")
         if "unguided" in ok:

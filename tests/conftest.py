@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline CLIP tokenizer and tiny seeded Stable Diffusion components (never the hub)."""
+"""Shared fixtures: the offline CLIP tokenizer, tiny seeded Stable Diffusion components and a saved tiny SD folder
+(never the hub), and a clean environment for the commands' tests."""
 
 from __future__ import annotations
 
@@ -48,3 +49,20 @@ def dummy_pipe(dummy_components):
     pipe = StableDiffusionPipeline(**dummy_components, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny SD pipeline saved as a diffusers folder, for ``--model``: read only, shared by the CLI tests."""
+    from scenewright.synth.testing import get_dummy_pipe
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    get_dummy_pipe(seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def no_ambient_config(monkeypatch):
+    """No SCENEWRIGHT_* or OPENAI_* settings from the machine running the tests (they would change the defaults)."""
+    for var in [v for v in os.environ if v.startswith(("SCENEWRIGHT_", "OPENAI_"))]:
+        monkeypatch.delenv(var)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from fuzzing import fuzz
@@ -14,23 +13,10 @@ from PIL import Image
 from scenewright.agent.cli import main
 from scenewright.layout.schema import Layout
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
+
 PROMPT = "two red circles to the left of a blue square"
 SECRET = "sk-agent-cli-DO-NOT-LEAK-9876"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    for var in [v for v in os.environ if v.startswith("SCENEWRIGHT_") or v.startswith("OPENAI_")]:
-        monkeypatch.delenv(var)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from scenewright.synth.testing import get_dummy_pipe
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    get_dummy_pipe(seed=0).save_pretrained(folder)
-    return folder
 
 
 def _errors(err: str) -> list[str]:

@@ -17,6 +17,8 @@ from scenewright.layout.offline import OfflinePlanner
 from scenewright.layout.plan import plan as make_plan
 from scenewright.layout.plan import plan_layout
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
+
 PROMPT = "two red circles to the left of a blue square"
 # The tiny UNet attends at 16x16 only; one denoising step and no refinement keep guided attempts fast.
 # Tests about the loop's bookkeeping draw unguided (TINY); those about guidance remedies draw GUIDED.
@@ -24,14 +26,6 @@ GUIDED = {"options": {"car_res": [16, 16], "sar_res": [16, 16], "max_refinement_
 TINY = {"methods": "none", "steps": 1}
 FAILING = {"count_acc": 0.5, "spatial_acc": 0.0, "box_iou50": 0.0, "mean_iou": 0.1}
 PASSING = {"count_acc": 1.0, "spatial_acc": 1.0, "box_iou50": 1.0, "mean_iou": 0.9}
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SCENEWRIGHT_LLM_MODEL"):
-        monkeypatch.delenv(var, raising=False)
-    for var in [v for v in __import__("os").environ if v.startswith("SCENEWRIGHT_")]:
-        monkeypatch.delenv(var)
 
 
 @pytest.fixture(scope="module")

@@ -32,15 +32,6 @@ TINY = ["--steps", "2", "--option", "car_res=[16,16]", "--option", "sar_res=[16,
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from scenewright.synth.testing import get_dummy_pipe
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    get_dummy_pipe(seed=0).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def run(model_dir, tmp_path_factory):
     """One bench run: 2 prompts x {none, car+sar} x 1 seed, scored by the shapes detector."""
     folder = tmp_path_factory.mktemp("bench")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,23 +16,10 @@ from scenewright.agent.config import load_settings
 from scenewright.errors import CLIError
 from scenewright.synth import cli as synth_cli
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
+
 PROMPT = "two red circles to the left of a blue square"
 NO_MODEL = "/nonexistent/sd-model"  # a check that passed would go on to fail at loading, with another message
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    for var in [v for v in os.environ if v.startswith("SCENEWRIGHT_") or v.startswith("OPENAI_")]:
-        monkeypatch.delenv(var)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from scenewright.synth.testing import get_dummy_pipe
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    get_dummy_pipe(seed=0).save_pretrained(folder)
-    return folder
 
 
 def _one_error(capsys, code: int) -> str:

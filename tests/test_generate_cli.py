@@ -24,15 +24,6 @@ LAYOUT = {
 }
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from scenewright.synth.testing import get_dummy_pipe
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    get_dummy_pipe(seed=0).save_pretrained(folder)
-    return folder
-
-
 def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 

@@ -20,6 +20,8 @@ from scenewright.layout.plan import plan_layout
 from scenewright.layout.relations import requirement_failures
 from scenewright.layout.schema import Layout, LayoutError
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
+
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 PROMPT = "a dog to the left of a cat"
 GOOD = json.dumps(
@@ -32,12 +34,6 @@ GOOD = json.dumps(
         "negative": "",
     }
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SCENEWRIGHT_LLM_MODEL", "SCENEWRIGHT_CACHE_DIR"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def make_planner(server_url: str, tmp_path, **options) -> LLMPlanner:

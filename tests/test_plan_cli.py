@@ -14,11 +14,7 @@ from PIL import Image
 from scenewright.agent.cli import main
 from scenewright.layout.schema import Layout
 
-
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SCENEWRIGHT_LLM_MODEL", "SCENEWRIGHT_CACHE_DIR"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
 
 
 def _answer(objects: list[tuple[str, list[float]]]) -> str:

@@ -1,4 +1,4 @@
-"""`scenewright generate | run | bench | serve --model <a FLUX.1 or SD3 folder>`, bf16 and the native canvas."""
+"""`scenewright generate | run | bench | serve --model <an SDXL, FLUX.1 or SD3 folder>`, bf16 and the native canvas."""
 
 from __future__ import annotations
 
@@ -11,24 +11,28 @@ from PIL import Image
 
 from scenewright.agent.cli import main
 from scenewright.synth.pipeline import Synthesizer
-from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_pipe
+from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_pipe, get_dummy_sdxl_pipe
 
 PROMPT = "a cat to the left of a dog"
+#: The tiny SDXL UNet cross-attends at 16x16 only; SDXL's default map size (latent / 4) is 8x8 there (the real
+#: model's 32x32 at 1024 px), so its guided commands name the size. FLUX and SD3 read their image-token grid.
+OPTIONS = {"sdxl": ["--option", "car_res=[16,16]", "--option", "sar_res=[16,16]"], "flux": [], "sd3": []}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    flux, sd3 = tmp_path_factory.mktemp("tiny-flux"), tmp_path_factory.mktemp("tiny-sd3")
-    get_dummy_flux_pipe(seed=0, guidance_embeds=True).save_pretrained(flux)
-    get_dummy_sd3_pipe(seed=0, with_t5=True).save_pretrained(sd3)
-    return {"flux": flux, "sd3": sd3}
+    folders = {name: tmp_path_factory.mktemp(f"tiny-{name}") for name in ("sdxl", "flux", "sd3")}
+    get_dummy_sdxl_pipe(seed=0).save_pretrained(folders["sdxl"])
+    get_dummy_flux_pipe(seed=0, guidance_embeds=True).save_pretrained(folders["flux"])
+    get_dummy_sd3_pipe(seed=0, with_t5=True).save_pretrained(folders["sd3"])
+    return folders
 
 
-@pytest.mark.parametrize("model", ["flux", "sd3"])
+@pytest.mark.parametrize("model", ["sdxl", "flux", "sd3"])
 def test_generate_guides_a_planned_layout_in_bf16_on_the_native_canvas(folders, model, tmp_path, capsys):
     out = tmp_path / "x.png"
     argv = ["generate", PROMPT, "--model", str(folders[model]), "--dtype", "bfloat16", "--method", "car,sar",
-            "--steps", "2", "--out", str(out), "--quiet"]  # fmt: skip
+            "--steps", "2", "--out", str(out), "--quiet", *OPTIONS[model]]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     native = Synthesizer.from_pretrained(str(folders[model])).backbone.native_size
     image = np.asarray(Image.open(out))
@@ -53,16 +57,18 @@ def test_a_size_flux_cannot_draw_is_refused_before_drawing(folders, tmp_path, ca
     assert "--height 30: this model draws multiples of 4 px" in capsys.readouterr().err
 
 
-def test_run_and_bench_take_a_flux_folder(folders, tmp_path, capsys):
+@pytest.mark.parametrize(("run_model", "bench_model"), [("flux", "sd3"), ("sdxl", "sdxl")])
+def test_run_and_bench_take_a_model_folder(folders, run_model, bench_model, tmp_path, capsys):
     run_out = tmp_path / "run"
-    argv = ["run", PROMPT, "--model", str(folders["flux"]), "--detector", "shapes", "--attempts", "1", "--steps", "1",
-            "--dtype", "bfloat16", "--out", str(run_out), "--quiet"]  # fmt: skip
+    argv = ["run", PROMPT, "--model", str(folders[run_model]), "--detector", "shapes", "--attempts", "1", "--steps", "1",
+            "--dtype", "bfloat16", "--out", str(run_out), "--quiet", *OPTIONS[run_model]]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads((run_out / "report.json").read_text())
     assert len(report["attempts"]) == 1 and report["attempts"][0].get("error") is None
     bench_out = tmp_path / "bench"
-    argv = ["bench", "--suite", "shapes", "--limit", "1", "--model", str(folders["sd3"]), "--methods", "none,car+sar",
-            "--detector", "shapes", "--steps", "1", "--out", str(bench_out), "--quiet"]  # fmt: skip
+    argv = ["bench", "--suite", "shapes", "--limit", "1", "--model", str(folders[bench_model]), "--methods",
+            "none,car+sar", "--detector", "shapes", "--steps", "1", "--out", str(bench_out), "--quiet",
+            *OPTIONS[bench_model]]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     assert "2 generated, 0 already done, 0 failed" in capsys.readouterr().out
 
