@@ -124,7 +124,7 @@ class AgentSettings(BaseSettings):
     @field_validator("methods", "extra_methods")
     @classmethod
     def _known_methods(cls, names: list[str], info) -> list[str]:
-        from scenewright.synth.methods import METHODS
+        from scenewright.synth.methods import METHODS  # torch: `scenewright --help` and `config` need it only here
 
         names = [name.strip() for name in names if name.strip()]
         unknown = [name for name in names if name != "none" and name not in METHODS]
@@ -165,7 +165,7 @@ class AgentSettings(BaseSettings):
     @field_validator("detector")
     @classmethod
     def _known_detector(cls, name: str) -> str:
-        from scenewright.eval.detect import DETECTORS
+        from scenewright.eval.detect import DETECTORS  # torch and transformers: only when a detector is named
 
         if name not in DETECTORS:
             raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")

@@ -36,6 +36,7 @@ from scenewright.agent.config import AgentSettings, load_settings
 from scenewright.eval.attempt import AttemptError, Verifier, attempt
 from scenewright.eval.detect import Detector, get_detector
 from scenewright.eval.detection import Detection
+from scenewright.eval.overlay import draw_overlay
 from scenewright.eval.verify import SCORE_KEYS, Verdict, verify
 from scenewright.layout.plan import Plan, fit_to_model, plan
 from scenewright.layout.planners import Planner, accepts_feedback, get_planner
@@ -149,8 +150,6 @@ class RunResult:
 
     def overlay(self, size: int = 512):
         """The best image with its planned (green) and detected (red) boxes (:func:`scenewright.eval.overlay.draw_overlay`)."""
-        from scenewright.eval.overlay import draw_overlay
-
         if self.best is None:
             raise AgentError("no attempt produced an image, so there is nothing to overlay; see the attempts' errors")
         return draw_overlay(self.best.image, self.best.layout, self.best.detections, size=size)

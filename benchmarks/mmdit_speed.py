@@ -19,9 +19,11 @@ subprocess, so that its peak memory is its own:
   of ``--steps`` steps guided, one update each;
 - ``car_sar_ckpt``: the same with ``gradient_checkpointing=True``.
 
-It prints each configuration's time and peak memory above load (above the loaded model, see ``speed_common.py``), the
-ratio to unguided, and the cost of one transformer block in one unguided forward (forward hooks, mean over the
-timed steps), from which the full model's step reads off: FLUX.1 19 dual + 38 single blocks, SD3-medium 24.
+It prints each configuration's time and peak memory above model load (``speed_common.py``) and its ratio to
+unguided, and the cost of one transformer block in one unguided and one regional forward (forward hooks, mean
+over the timed steps), from which the full model's step reads off: FLUX.1 19 dual + 38 single blocks, SD3-medium
+24. Timings on a shared CPU drift by tens of percent between processes, so the regional run also times unguided
+generations in the same process, interleaved with its own: the per-block ratio printed is from that pair.
 
     python benchmarks/mmdit_speed.py --model sd3 --threads 2 --size 512
     python benchmarks/mmdit_speed.py --model flux --threads 2 --size 512 --configs unguided,regional,car_sar
@@ -129,11 +131,12 @@ def build_random(model: str, depth: int, seed: int = 0, dtype: str = "float32"):
 
 
 class BlockTimer:
-    """Wall time of each transformer block's forward, by kind, while ``active`` (forward pre- and post-hooks)."""
+    """Wall time of each transformer block's forward, by kind, into the list of ``label`` (forward pre- and
+    post-hooks); nothing while ``label`` is None."""
 
     def __init__(self, transformer):
-        self.active = False
-        self.seconds: dict[str, list[float]] = {}
+        self.label: str | None = None
+        self.seconds: dict[str, dict[str, list[float]]] = {}
         self._handles = []
         kinds = {"transformer_blocks": "dual-stream" if hasattr(transformer, "single_transformer_blocks") else "joint",
                  "single_transformer_blocks": "single-stream"}  # fmt: skip
@@ -146,23 +149,30 @@ class BlockTimer:
         self._began = time.perf_counter()
 
     def _stop(self, kind: str) -> None:
-        if self.active:
-            self.seconds.setdefault(kind, []).append(time.perf_counter() - self._began)
+        if self.label is not None:
+            self.seconds.setdefault(self.label, {}).setdefault(kind, []).append(time.perf_counter() - self._began)
 
-    def means(self) -> dict[str, float]:
-        return {kind: sum(times) / len(times) for kind, times in self.seconds.items()}
+    def means(self) -> dict[str, dict[str, float]]:
+        """label -> block kind -> mean seconds of one block's forward."""
+        return {label: {kind: sum(t) / len(t) for kind, t in kinds.items()} for label, kinds in self.seconds.items()}
 
 
-def _generate(synthesizer, config: str, args, steps: int, guided: int):
+def _generate(synthesizer, config: str, args, steps: int, guided: int, timer: BlockTimer | None = None):
     from scenewright.layout.schema import Layout
 
     guidance = {"methods": {"car": {}, "sar": {}}, "max_iter_to_alter": guided, "thresholds": {},
                 "gradient_checkpointing": config.endswith("_ckpt"), "mmdit_blocks": [0]} if config.startswith("car_sar") else {}  # fmt: skip
-    return synthesizer.generate(
-        Layout.parse(CAT_AND_DOG), num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE[args.model],
-        height=args.size, width=args.size, seed=args.seed, output_type="latent",
-        spatial_temporal=config == "regional", **guidance,
-    ).images  # fmt: skip
+    if timer is not None:  # one pass of each block per forward in these two (no guided pass)
+        timer.label = config if config in ("unguided", "regional") else None
+    try:
+        return synthesizer.generate(
+            Layout.parse(CAT_AND_DOG), num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE[args.model],
+            height=args.size, width=args.size, seed=args.seed, output_type="latent",
+            spatial_temporal=config == "regional", **guidance,
+        ).images  # fmt: skip
+    finally:
+        if timer is not None:
+            timer.label = None
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -179,9 +189,12 @@ def run_worker(args: argparse.Namespace) -> None:
     loaded = loaded_bytes(pipe)
     timer = BlockTimer(pipe.transformer)
     _generate(synthesizer, args.worker, args, steps=1, guided=1)  # warm-up: kernels, allocator, caches
-    timer.active = args.worker in ("unguided", "regional")  # one pass of each block per forward (no guided pass)
-    measured = measure(lambda: _generate(synthesizer, args.worker, args, steps=args.steps, guided=args.guided),
+    measured = measure(lambda: _generate(synthesizer, args.worker, args, steps=args.steps, guided=args.guided, timer=timer),
                        device, args.repeats, loaded)  # fmt: skip
+    if args.worker == "regional":  # the pair: unguided generations in this process, interleaved with regional ones
+        for _ in range(args.repeats):
+            _generate(synthesizer, "unguided", args, steps=args.steps, guided=args.guided, timer=timer)
+            _generate(synthesizer, "regional", args, steps=args.steps, guided=args.guided, timer=timer)
     np.save(Path(args.result).with_suffix(".npy"), measured["output"].float().cpu().numpy())
     write_result(args.result, args.worker, measured, block_seconds=timer.means())
 
@@ -242,16 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{config:14s} / unguided: time {res['seconds'] / base['seconds']:.3f}x{goal}, peak memory above load "
                       f"{res['peak_bytes'] / max(base['peak_bytes'], 1):.3f}x; max |latent - unguided| {moved:.2e}")  # fmt: skip
         depth = " + ".join(f"{n} {kind}" for kind, n in FULL_DEPTH[args.model].items())
+        blocks = ok["regional"]["block_seconds"] if "regional" in ok else base["block_seconds"]
         full = {}
-        for config in ("unguided", "regional"):
-            if config in ok:
-                blocks = ok[config]["block_seconds"]
-                for kind, seconds in blocks.items():
-                    print(f"one {kind} block, one {config} forward: {seconds * 1e3:.1f} ms")
-                full[config] = sum(seconds * FULL_DEPTH[args.model][kind] for kind, seconds in blocks.items())
-                print(f"the full model's blocks ({depth}), one {config} forward at {args.size} px: ~{full[config]:.1f} s here")
+        for config, kinds in blocks.items():
+            for kind, seconds in kinds.items():
+                print(f"one {kind} block, one {config} forward: {seconds * 1e3:.1f} ms")
+            full[config] = sum(seconds * FULL_DEPTH[args.model][kind] for kind, seconds in kinds.items())
+            print(f"the full model's blocks ({depth}), one {config} forward at {args.size} px: ~{full[config]:.1f} s here")
         if len(full) == 2:
-            print(f"regional / unguided, the full model's blocks: {full['regional'] / full['unguided']:.3f}x (goal <= 1.15x)")
+            print(f"regional / unguided, the full model's blocks, timed in one process: "
+                  f"{full['regional'] / full['unguided']:.3f}x (goal <= 1.15x)")  # fmt: skip
     if "car_sar" in ok and "car_sar_ckpt" in ok:
         diff = float(np.abs(ok["car_sar"]["latents"] - ok["car_sar_ckpt"]["latents"]).max())
         print(f"max |car_sar_ckpt - car_sar| over latents: {diff:.2e} (checkpointing changes no result)")

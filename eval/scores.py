@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from scenewright.eval.boxes import box_iou
 from scenewright.eval.detection import Detection
 from scenewright.layout.schema import Layout, LayoutObject
+from scenewright.layout.vocabulary import COLORS
 
 
 def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
@@ -34,8 +35,6 @@ def detections_layout(detections: Sequence[Detection], prompt: str) -> Layout:
 # ------------------------------------------------------------------------ scenewright
 def named_color(phrase: str) -> str | None:
     """The first color word of ``phrase`` ("a red circle" -> "red"), None when it names none."""
-    from scenewright.layout.vocabulary import COLORS
-
     return next((word for word in phrase.lower().split() if word in COLORS), None)
 
 

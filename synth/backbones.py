@@ -39,6 +39,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from scenewright.errors import InputError
 
+from .joint_attention import joint_attention_layers, mmdit_guidance_capture
 from .maps import MapRequest
 from .t5_tokens import t5_token_groups_for_layout, validate_t5_token_indices
 from .tokens import TokenMapping, token_groups_for_layout, validate_token_indices
@@ -336,14 +337,10 @@ class _FlowTransformerBackbone:
         FLUX.1: blocks 0-18 of 57, exactly its 19 dual-stream blocks; SD3 medium: 0-7 of 24; SD3.5 large: 0-12
         of 38. Override per call with the engine option ``mmdit_blocks``.
         """
-        from .joint_attention import joint_attention_layers  # lazy: it loads diffusers' attention modules
-
         return tuple(range(math.ceil(len(joint_attention_layers(self.model)) / 3)))
 
     def guidance_capture(self, requests: Sequence[MapRequest], grid: tuple[int, int], blocks: Sequence[int] | None):
         """The capture of the maps the methods request, read from ``blocks`` (None: :attr:`guidance_blocks`)."""
-        from .joint_attention import mmdit_guidance_capture
-
         blocks = self.guidance_blocks if blocks is None else blocks
         return mmdit_guidance_capture(self.model, requests, blocks, grid, self.first_prompt_key,
                                       model=f"this {self.display_name} transformer")  # fmt: skip

@@ -12,6 +12,7 @@ import torch
 
 from scenewright.errors import CLIError, ModelNotAvailableError
 
+from .gligen import check_gligen_unet
 from .maps import SD_ATTENTION_DOWNSCALE
 
 
@@ -223,8 +224,6 @@ def load_stable_diffusion(
             "folder here and pass it: Synthesizer.from_pretrained('<folder>')"
         ) from err
     if gligen:
-        from .gligen import check_gligen_unet
-
         check_gligen_unet(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
     if device is not None:
