@@ -38,7 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from speed_common import loaded_bytes, measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
+# same directory: the script's folder is on sys.path
+from speed_common import add_run_arguments, chosen_configs, loaded_bytes, measure, mib, run_config, write_result
 
 CONFIGS = ("unguided", "regional", "car_sar", "car_sar_ckpt")
 CAT_AND_DOG = {
@@ -206,17 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("flux", "sd3"), default="sd3")
     parser.add_argument("--depth", type=int, default=2, help="blocks of each kind (FLUX: dual and single; default 2)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--size", type=int, default=512, help="image height and width in px (512; 1024 is native)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--guided", type=int, default=2, help="guided steps, the first ones (default 2 of 4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per config (the minimum is reported)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
-    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    add_run_arguments(parser, CONFIGS, size_help="image height and width in px (512; 1024 is native)")
     args = parser.parse_args(argv)
     if args.size % 16:
         parser.error("--size must be a multiple of 16 (VAE x8, then 2x2 patches)")
@@ -224,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(args)
         return 0
 
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(CONFIGS))
-    if unknown:
-        parser.error(f"--configs: unknown {unknown}; choose from {','.join(CONFIGS)}")
+    configs = chosen_configs(parser, args, CONFIGS)
     print(f"{args.model} architecture at real width, depth {args.depth}, random weights: device={args.device} "
           f"dtype={args.dtype} {args.size}x{args.size} px steps={args.steps} guided={args.guided} threads={args.threads}",
           flush=True)  # fmt: skip

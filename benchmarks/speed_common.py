@@ -9,6 +9,7 @@ sampled during the timed run alone reads ~0 once the allocator keeps what the wa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -116,9 +117,34 @@ def run_config(script: str, config: str, args, keys: Sequence[str], workdir: Pat
     return json.loads(result.read_text())
 
 
+def add_run_arguments(parser, configs: Sequence[str], size_help: str) -> None:
+    """The options every architecture benchmark takes: device, dtype, size, steps, guided steps, seed, threads,
+    repeats, the configurations to run, and the hidden ``--worker`` / ``--result`` of one config's subprocess."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--size", type=int, default=512, help=size_help)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--guided", type=int, default=2, help="guided steps, the first ones (default 2 of 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per config (the minimum is reported)")
+    parser.add_argument("--configs", default=",".join(configs), help=f"subset of {','.join(configs)}")
+    parser.add_argument("--worker", choices=configs, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
+def chosen_configs(parser, args, configs: Sequence[str]) -> list[str]:
+    """``--configs`` as a list, each one of ``configs`` (else the parser's error)."""
+    chosen = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(configs))
+    if unknown:
+        parser.error(f"--configs: unknown {unknown}; choose from {','.join(configs)}")
+    return chosen
+
+
 def write_result(path: str, config: str, measured: dict, **extra: Any) -> None:
     """A worker's JSON result: ``measured`` without its output, plus ``extra``."""
     Path(path).write_text(json.dumps({"config": config, **{k: v for k, v in measured.items() if k != "output"}, **extra}))
 
 
-__all__ = ["PeakRSS", "loaded_bytes", "measure", "mib", "run_config", "write_result"]
+__all__ = ["PeakRSS", "add_run_arguments", "chosen_configs", "loaded_bytes", "measure", "mib", "run_config", "write_result"]

@@ -38,7 +38,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from speed_common import loaded_bytes, measure, mib, run_config, write_result  # same directory: the script's folder is on sys.path
+# same directory: the script's folder is on sys.path
+from speed_common import loaded_bytes, measure, mib, run_config, write_result
 
 CONFIGS = ("ours", "diffusers", "unguided")
 PROMPT = "a cat and a frog"
