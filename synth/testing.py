@@ -374,12 +374,33 @@ def get_dummy_sd3_pipe(seed: int = 0, with_t5: bool = True):
     return pipe
 
 
+def get_dummy_sd35_pipe(seed: int = 0):
+    """A tiny SD3.5-like ``StableDiffusion3Pipeline``: two joint blocks with QK RMSNorm, the first with SD3.5's extra
+    image-only ``attn2`` (dual attention); otherwise :func:`get_dummy_sd3_components`.
+
+    Built from the arguments: ``SD3Transformer2DModel.from_config`` would keep the defaults that a config's
+    ``_use_default_values`` lists, i.e. drop ``qk_norm`` and ``dual_attention_layers``.
+    """
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    components = get_dummy_sd3_components(seed)
+    config = {k: v for k, v in components["transformer"].config.items() if not k.startswith("_")}
+    torch.manual_seed(seed)
+    components["transformer"] = SD3Transformer2DModel(
+        **{**config, "num_layers": 2, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
+    )
+    pipe = StableDiffusion3Pipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 __all__ = [
     "get_dummy_components",
     "get_dummy_flux_components",
     "get_dummy_flux_pipe",
     "get_dummy_pipe",
     "get_dummy_sd3_components",
+    "get_dummy_sd35_pipe",
     "get_dummy_sd3_pipe",
     "get_dummy_sdxl_components",
     "get_dummy_sdxl_pipe",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scenewright.synth.backbones import FluxBackbone, SD3Backbone, backbone_for
-from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_pipe
+from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_pipe, get_dummy_sd35_pipe
 
 PROMPT = "a cat and a dog"
 SIZES = [(32, 32), (32, 48)]
@@ -36,19 +36,7 @@ def sd3_without_t5():
 @pytest.fixture(scope="module")
 def sd35():
     """SD3.5's transformer: QK RMSNorm on both streams and an extra image-only ``attn2`` in its first block."""
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
-
-    from scenewright.synth.testing import get_dummy_sd3_components
-
-    components = get_dummy_sd3_components(seed=0)
-    config = dict(components["transformer"].config)
-    torch.manual_seed(0)
-    components["transformer"] = SD3Transformer2DModel.from_config(
-        {**config, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
-    )
-    pipe = StableDiffusion3Pipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return get_dummy_sd35_pipe(seed=0)
 
 
 def _plain_loop(backbone, size, guidance_scale, steps=3, negative=None):
@@ -206,12 +194,15 @@ def test_joint_maps_equal_a_naive_recomputation_and_capture_changes_nothing(requ
     from scenewright.synth.joint_attention import joint_attention_capture, joint_attention_layers
 
     pipe = request.getfixturevalue("flux_dev" if model == "flux" else model)
+    if model == "sd35":  # really SD3.5's layout: an image-only attn2 beside the joint attention, QK norms
+        assert pipe.transformer.transformer_blocks[0].attn2 is not None and pipe.transformer.config.qk_norm == "rms_norm"
     model = "sd3" if model == "sd35" else model  # SD3.5 lays out its joint attention as SD3
     backbone, kwargs = _forward_kwargs(model, pipe, size)
     transformer = pipe.transformer
     layers = joint_attention_layers(transformer)
     single = ["single_transformer_blocks.0.attn"] if model == "flux" else []  # SD3.5's attn2 is not joint
-    assert layers == ["transformer_blocks.0.attn", *single]
+    joint = [f"transformer_blocks.{k}.attn" for k in range(len(transformer.transformer_blocks))]
+    assert layers == [*joint, *single]
     grid = backbone.latent_grid(*size)
     num_image = grid[0] * grid[1]
     with torch.no_grad():

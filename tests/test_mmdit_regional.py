@@ -25,7 +25,7 @@ from scenewright.synth.controllers import StepController
 from scenewright.synth.pipeline import Synthesizer
 from scenewright.synth.regional_attention import RegionalAttention, image_first, regional_attention_mask
 from scenewright.synth.spatial_temporal import SpatialTemporalControl
-from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_components, get_dummy_sd3_pipe
+from scenewright.synth.testing import get_dummy_flux_pipe, get_dummy_sd3_pipe, get_dummy_sd35_pipe
 
 T5_LENGTH = 32  # a short T5 length keeps the tiny models fast; the default is the pipelines' (512 / 256)
 LAYOUT = Layout(
@@ -37,29 +37,13 @@ LAYOUT = Layout(
 )
 
 
-def _sd35_pipe():
-    """SD3.5's transformer: QK RMSNorm, and an image-only ``attn2`` (dual attention) in the first of two blocks."""
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
-
-    components = get_dummy_sd3_components(seed=0)
-    # Built from the arguments: ``from_config`` would keep the defaults its ``_use_default_values`` lists.
-    config = {k: v for k, v in components["transformer"].config.items() if not k.startswith("_")}
-    torch.manual_seed(0)
-    components["transformer"] = SD3Transformer2DModel(
-        **{**config, "num_layers": 2, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
-    )
-    pipe = StableDiffusion3Pipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def pipes():
     return {
         "flux_dev": get_dummy_flux_pipe(seed=0, guidance_embeds=True),
         "sd3": get_dummy_sd3_pipe(seed=0, with_t5=True),
         "sd3_without_t5": get_dummy_sd3_pipe(seed=0, with_t5=False),
-        "sd35": _sd35_pipe(),
+        "sd35": get_dummy_sd35_pipe(),
     }
 
 
