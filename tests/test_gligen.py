@@ -247,3 +247,20 @@ def test_fuser_attention_for_each_objects_token_is_larger_inside_its_box():
     transposed = ((ys >= 0.05) & (ys <= 0.9) & (xs >= 0.05) & (xs <= 0.35)).flatten()
     top_band = ((xs >= 0.05) & (xs <= 0.9) & (ys >= 0.05) & (ys <= 0.35)).flatten()
     assert to_tokens[top_band & ~transposed, 0].mean() > 1.5 * to_tokens[transposed & ~top_band, 0].mean()
+
+
+def test_composition_and_spatial_temporal_control_run_on_gligen(syn, layout):
+    from scenewright.synth.composition import CompositionOptions, compose_layout
+    from scenewright.synth.spatial_temporal import SpatialTemporalControl
+
+    kwargs = dict(num_inference_steps=4, guidance_scale=5.0, seed=0, output_type="latent", return_trajectory=True)
+    plain = syn.generate(layout, **kwargs)  # grounding tokens on: the UNet has gated layers and the layout boxes
+    options = CompositionOptions(steps=0.5, candidates=1, attention_res=(16, 16))
+    composed = syn.generate(layout, composition=options, **kwargs)
+    placed = compose_layout(syn, layout, options, num_inference_steps=4, guidance_scale=5.0, seed=0, height=64, width=64)
+    torch.testing.assert_close(composed.trajectory[0], placed.apply(0, plain.trajectory[0]))
+    assert (composed.images - plain.images).abs().max() > 1e-2  # the pasted objects changed the result
+    zero = syn.generate(layout, spatial_temporal=SpatialTemporalControl(local_weight=0.0), **kwargs)
+    torch.testing.assert_close(zero.images, plain.images, rtol=0, atol=0)  # weight 0 is the grounded loop exactly
+    blended = syn.generate(layout, spatial_temporal=SpatialTemporalControl(local_weight=3.0), **kwargs)
+    assert (blended.images - plain.images).abs().max() > 1e-3
