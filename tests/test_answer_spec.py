@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from fake_openai import FakeOpenAIServer
+from fuzzing import fuzz
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scenewright.layout import plan as plan_module
 from scenewright.layout.answer_spec import spec_from_answer
@@ -74,3 +77,29 @@ def test_plan_with_the_llm_planner_builds_its_spec_from_the_answer_and_parses_on
     assert result.unmet == ()  # judged against its own reading: nothing it asked for is missing
     offline = plan(PROMPT, "offline")
     assert [(o.name, o.count) for o in offline.spec.objects] == [("ball", 1), ("kitten", 2)]
+
+
+_WORDS = st.sampled_from(["cat", "dog", "ball", "kitten", "red", "small", "huge", "wooden", "a", "the", "two",
+                          "people", "blurry", "teddy", "bear", "left", "of", "above", "between", ",", "and"])  # fmt: skip
+_TEXT = st.lists(_WORDS, min_size=1, max_size=8).map(" ".join)
+
+
+@fuzz(200)
+@given(
+    prompt=_TEXT,
+    answer=st.lists(st.tuples(_TEXT, _TEXT), max_size=6),
+    negative=st.lists(_TEXT, max_size=3).map(", ".join),
+)
+def test_any_answer_reads_as_a_spec_whose_relations_point_at_its_objects(prompt, answer, negative):
+    objects = [{"name": name, "phrase": phrase, "box": [0.1, 0.1, 0.4, 0.4]} for name, phrase in answer]
+    layout = Layout.parse({"prompt": prompt, "objects": objects, "negative": negative})
+    text = parse_prompt(prompt)
+    spec = spec_from_answer(layout, text)
+    if not layout.objects:
+        assert spec is text
+        return
+    assert sum(o.count for o in spec.objects) == len(layout.objects)  # every instance the model drew, counted once
+    for relation in spec.relations:
+        members = (relation.subject, *relation.references)
+        assert all(0 <= m < len(spec.objects) for m in members) and relation.subject not in relation.references
+    assert not set(spec.negative) & {o.name for o in spec.objects}  # nothing drawn is also forbidden
