@@ -19,6 +19,7 @@ right after loading (the warm-up is the same configuration), on CUDA ``torch.cud
 the allocation before the run.
 
     python benchmarks/sdxl_speed.py --threads 2 --size 512           # CPU, 4 steps, 2 guided
+    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/sdxl_speed.py --size 512   # memory closer to live tensors
     python benchmarks/sdxl_speed.py --threads 2 --size 1024          # needs ~16 GB on top of the 10 GB of weights
     python benchmarks/sdxl_speed.py --size 256 --steps 2 --guided 1 --dtype bfloat16 --configs unguided,car_sar_ckpt
 
