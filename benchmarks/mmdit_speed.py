@@ -34,12 +34,11 @@ Goals (issue 24): regional attention <= 1.15x unguided time.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 # same directory: the script's folder is on sys.path
-from speed_common import add_run_arguments, chosen_configs, loaded_bytes, measure, mib, run_config, write_result
+from speed_common import add_run_arguments, chosen_configs, loaded_bytes, measure, run_configs, write_result
 
 CONFIGS = ("unguided", "regional", "car_sar", "car_sar_ckpt")
 CAT_AND_DOG = {
@@ -222,17 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     keys = ("model", "depth", "device", "dtype", "size", "steps", "guided", "seed", "threads", "repeats")
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
-            results[config] = res = run_config(__file__, config, args, keys, Path(tmp))
-            if "error" in res:
-                print(f"{config:14s} FAILED {res['error']}", flush=True)
-                continue
-            res["latents"] = np.load(Path(tmp) / f"{config}.npy")
-            print(f"{config:14s} wall {res['seconds']:8.2f} s  peak memory above load {mib(res['peak_bytes'])}  "
-                  f"process max RSS {mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
-    ok = {c: r for c, r in results.items() if "error" not in r}
+    ok = run_configs(__file__, configs, args, keys, width=14)
     if "unguided" in ok:
         base = ok["unguided"]
         for config in configs:

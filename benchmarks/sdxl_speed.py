@@ -30,11 +30,10 @@ is a guided step's) <= 1.5x the unguided one's, with checkpointing on.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 # same directory: the script's folder is on sys.path
-from speed_common import add_run_arguments, chosen_configs, loaded_bytes, measure, mib, run_config, write_result
+from speed_common import add_run_arguments, chosen_configs, loaded_bytes, measure, run_configs, write_result
 
 CONFIGS = ("unguided", "attend_excite", "car_sar", "attend_excite_ckpt", "car_sar_ckpt")
 CAT_AND_DOG = {
@@ -199,18 +198,8 @@ def main(argv: list[str] | None = None) -> int:
           f"steps={args.steps} guided={args.guided} threads={args.threads}", flush=True)  # fmt: skip
     import numpy as np
 
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
-            keys = ("device", "dtype", "size", "steps", "guided", "seed", "threads", "repeats")
-            results[config] = res = run_config(__file__, config, args, keys, Path(tmp))
-            if "error" in res:
-                print(f"{config:20s} FAILED {res['error']}", flush=True)
-                continue
-            res["latents"] = np.load(Path(tmp) / f"{config}.npy")
-            print(f"{config:20s} wall {res['seconds']:8.2f} s  peak memory above load {mib(res['peak_bytes'])}  "
-                  f"process max RSS {mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
-    ok = {c: r for c, r in results.items() if "error" not in r}
+    keys = ("device", "dtype", "size", "steps", "guided", "seed", "threads", "repeats")
+    ok = run_configs(__file__, configs, args, keys, width=20)
     if "unguided" in ok:
         base = ok["unguided"]
         for config in configs:

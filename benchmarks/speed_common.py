@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -119,6 +120,25 @@ def run_config(script: str, config: str, args, keys: Sequence[str], workdir: Pat
     return json.loads(result.read_text())
 
 
+def run_configs(script: str, configs: Sequence[str], args, keys: Sequence[str], width: int) -> dict[str, dict]:
+    """Each of ``configs`` in its own process (:func:`run_config`), its time and memory printed; the results of those
+    that ran, each with its worker's final latents (``"latents"``)."""
+    import numpy as np
+
+    ok: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            res = run_config(script, config, args, keys, Path(tmp))
+            if "error" in res:
+                print(f"{config:{width}s} FAILED {res['error']}", flush=True)
+                continue
+            res["latents"] = np.load(Path(tmp) / f"{config}.npy")
+            print(f"{config:{width}s} wall {res['seconds']:8.2f} s  peak memory above load {mib(res['peak_bytes'])}  "
+                  f"process max RSS {mib(res['maxrss_bytes'])}", flush=True)  # fmt: skip
+            ok[config] = res
+    return ok
+
+
 def add_run_arguments(parser, configs: Sequence[str], size_help: str) -> None:
     """The options every architecture benchmark takes: device, dtype, size, steps, guided steps, seed, threads,
     repeats, the configurations to run, and the hidden ``--worker`` / ``--result`` of one config's subprocess."""
@@ -149,4 +169,4 @@ def write_result(path: str, config: str, measured: dict, **extra: Any) -> None:
     Path(path).write_text(json.dumps({"config": config, **{k: v for k, v in measured.items() if k != "output"}, **extra}))
 
 
-__all__ = ["PeakRSS", "add_run_arguments", "chosen_configs", "loaded_bytes", "measure", "mib", "run_config", "write_result"]
+__all__ = ["PeakRSS", "add_run_arguments", "chosen_configs", "loaded_bytes", "measure", "mib", "run_config", "run_configs", "write_result"]
